@@ -1,0 +1,5 @@
+//! The rules of rl-gym, with no I/O: ids, events, the run and rollout decisions and
+//! folds, the conversation and verdict types. Imports no other part of the crate.
+
+pub mod chat;
+pub mod verdict;

@@ -1,0 +1,4 @@
+//! rl-gym: runs LLM agents against simulated enterprise environments and scores them.
+
+pub mod domain;
+pub mod store;
