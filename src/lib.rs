@@ -1,4 +1,42 @@
 //! rl-gym: runs LLM agents against simulated enterprise environments and scores them.
+//!
+//! # Architecture in one page
+//!
+//! rl-gym is an event-sourced actor system. Every state change is an event appended
+//! to the [`store`] (an embedded, crash-safe, group-committed log by default) before
+//! it is acknowledged or acted on.
+//!
+//! - [`api`] is the HTTP edge. Handlers parse requests into commands for
+//!   [`actors::Gym`] or queries on the [`projections`].
+//! - [`actors::Gym`] reads a run's stream, lets [`domain`] decide (pure
+//!   `decide`/`evolve`, no I/O), appends the events, then tells the actors.
+//! - [`actors`]: a registry supervises a run actor per active run (throttling its
+//!   rollouts under `max_parallel` and the server-wide cap), which supervises a rollout
+//!   actor per rollout, which supervises the step loop: model ([`llm`]) ⇄ tool
+//!   servers ([`tools`]) until the model answers, then scoring ([`verify`]).
+//! - [`projections`] fold events into the read models (run status, run list, rollout
+//!   view); at start-up they are rebuilt by replaying the log, and
+//!   `rl-gym replay` does the same offline with a checksum of the views.
+//! - [`scenarios`] load the templates in `config/scenarios/`; [`metrics`] exports
+//!   Prometheus metrics; [`config`] layers settings and keeps secrets.
+//!
+//! Because rollouts decide their next step from their own events, a crashed
+//! rollout resumes where it stopped, and its environment is rebuilt by replaying its
+//! recorded tool calls over the scenario's seed.
 
+pub mod actors;
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod llm;
+pub mod metrics;
+pub mod projections;
+pub mod replay;
+pub mod scenarios;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
+pub mod tools;
+pub mod verify;

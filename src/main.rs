@@ -1,1 +1,66 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use rl_gym::cli::{Cli, Command};
+use rl_gym::config::{Overrides, Settings};
+use rl_gym::startup::Application;
+use rl_gym::{replay, telemetry};
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            bind,
+            data_dir,
+            config,
+            scenarios_dir,
+        } => {
+            let overrides = Overrides {
+                bind,
+                data_dir,
+                scenarios_dir,
+            };
+            let settings = match Settings::load(config.as_deref(), overrides) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    eprintln!("rl-gym: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init(settings.log_format, &settings.log_level);
+            let app = match Application::build(settings).await {
+                Ok(app) => app,
+                Err(error) => {
+                    tracing::error!(%error, "rl-gym could not start");
+                    eprintln!("rl-gym: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Tests and scripts read the bound address from this line.
+            println!("rl-gym listening on http://{}", app.address());
+            match app.run_until_stopped().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("rl-gym: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay { data_dir } => match replay::replay(&data_dir).await {
+            Ok(summary) => {
+                println!("events: {}", summary.events);
+                println!("runs: {}", summary.runs);
+                println!("rollouts: {}", summary.rollouts);
+                println!("truncated_bytes: {}", summary.truncated_bytes);
+                println!("checksum: {}", summary.checksum);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("rl-gym replay: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -84,3 +84,11 @@ pub struct FunctionCall {
     pub name: String,
     pub arguments: String,
 }
+
+/// A tool offered to the model: its JSON-Schema `parameters`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}

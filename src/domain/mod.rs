@@ -2,4 +2,8 @@
 //! folds, the conversation and verdict types. Imports no other part of the crate.
 
 pub mod chat;
+pub mod events;
+pub mod ids;
+pub mod rollout;
+pub mod run;
 pub mod verdict;

@@ -1,0 +1,172 @@
+//! The behaviour of rl-gym, never its truth: a [`registry::Registry`] supervises a
+//! [`run::RunActor`] per active run, which throttles its rollouts and supervises a
+//! [`rollout::RolloutActor`] per rollout, which supervises the [`step_loop`]. All of
+//! them restart from the log. [`Gym`] is the command side the HTTP layer calls: it
+//! reads a run's stream, lets the domain decide, appends, then tells the actors.
+
+pub mod journal;
+pub mod registry;
+pub mod rollout;
+pub mod run;
+pub mod step_loop;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::Utc;
+use tokio::sync::Semaphore;
+
+use crate::config::secrets::{ApiKey, SecretStore};
+use crate::domain::events::{Event, RunLaunched};
+use crate::domain::ids::run_stream;
+use crate::domain::run::{decide, RunCommand, RunRefusal, RunState};
+use crate::metrics::Metrics;
+use crate::scenarios::Catalog;
+use crate::store::{EventStore, StoreError};
+use registry::{CancelRun, Registry, StartRun};
+
+/// What the step loops need, shared by all of them.
+pub struct Deps {
+    pub store: Arc<dyn EventStore>,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Metrics,
+    pub secrets: SecretStore,
+    /// The server-wide cap on rollouts in their step loop.
+    pub global: Arc<Semaphore>,
+    pub model_timeout_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GymError {
+    #[error(transparent)]
+    Refused(#[from] RunRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the run supervisor is not available")]
+    Unavailable,
+}
+
+#[derive(Clone)]
+pub struct Gym {
+    deps: Arc<Deps>,
+    registry: Addr<Registry>,
+}
+
+impl Gym {
+    /// Starts the registry; must run inside an actix `System`.
+    pub fn start(deps: Deps) -> Gym {
+        let deps = Arc::new(deps);
+        let registry = Registry::new(deps.clone()).start();
+        Gym { deps, registry }
+    }
+
+    async fn load_run(&self, run_id: &str) -> Result<RunState, StoreError> {
+        let mut state = RunState::default();
+        for recorded in self.deps.store.read_stream(&run_stream(run_id), 0).await? {
+            let event = Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            state.evolve(&event, recorded.revision);
+        }
+        Ok(state)
+    }
+
+    async fn execute(&self, run_id: &str, command: RunCommand) -> Result<RunState, GymError> {
+        let state = self.load_run(run_id).await?;
+        let events = decide(&state, command)?;
+        if events.is_empty() {
+            return Ok(state);
+        }
+        journal::append(
+            self.deps.store.as_ref(),
+            &run_stream(run_id),
+            state.revision,
+            &events,
+        )
+        .await
+        .map_err(|error| match error {
+            // Someone else launched this run id between our read and our append.
+            StoreError::WrongExpectedVersion { .. } => {
+                GymError::Refused(RunRefusal::AlreadyExists(run_id.to_string()))
+            }
+            other => GymError::Store(other),
+        })?;
+        Ok(state)
+    }
+
+    /// Records the launch, then starts its rollouts.
+    pub async fn launch(&self, run: RunLaunched, api_key: Option<ApiKey>) -> Result<(), GymError> {
+        let run_id = run.run_id.clone();
+        let rollouts = run.rollouts.clone();
+        let run = Arc::new(run);
+        self.execute(&run_id, RunCommand::Launch(Box::new((*run).clone())))
+            .await?;
+        if let Some(key) = api_key {
+            self.deps.secrets.put(&run_id, key);
+        }
+        self.deps.metrics.runs_launched.inc();
+        self.registry
+            .send(StartRun {
+                run,
+                rollouts,
+                cancelled: false,
+            })
+            .await
+            .map_err(|_| GymError::Unavailable)?;
+        Ok(())
+    }
+
+    /// Records the cancel request and stops the run's active rollouts; answers how
+    /// many were active.
+    pub async fn cancel(&self, run_id: &str) -> Result<usize, GymError> {
+        self.execute(run_id, RunCommand::Cancel { now: Utc::now() })
+            .await?;
+        let cancelled = self
+            .registry
+            .send(CancelRun {
+                run_id: run_id.to_string(),
+            })
+            .await
+            .map_err(|_| GymError::Unavailable)?;
+        Ok(cancelled)
+    }
+
+    /// Records the deletion, stops what still runs and forgets the run's key.
+    pub async fn delete(&self, run_id: &str) -> Result<usize, GymError> {
+        let state = self
+            .execute(run_id, RunCommand::Delete { now: Utc::now() })
+            .await?;
+        self.deps.secrets.forget(run_id);
+        let _ = self
+            .registry
+            .send(CancelRun {
+                run_id: run_id.to_string(),
+            })
+            .await;
+        Ok(state.launched.map_or(0, |r| r.rollouts.len()))
+    }
+
+    /// After a restart: resumes every unfinished run (ids from the views).
+    pub async fn recover(&self, unfinished: Vec<(String, Vec<String>)>) -> Result<usize, GymError> {
+        let count = unfinished.len();
+        for (run_id, ids) in unfinished {
+            let state = self.load_run(&run_id).await?;
+            let Some(run) = state.launched else { continue };
+            let rollouts = run
+                .rollouts
+                .iter()
+                .filter(|r| ids.contains(&r.rollout_id))
+                .cloned()
+                .collect();
+            tracing::info!(run_id, rollouts = ids.len(), "resuming run");
+            self.registry
+                .send(StartRun {
+                    run: Arc::new(run),
+                    rollouts,
+                    cancelled: state.cancel_requested,
+                })
+                .await
+                .map_err(|_| GymError::Unavailable)?;
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,105 @@
+//! `Registry`: the supervisor of run actors. It starts one per active run (at launch
+//! and, after a restart, for every run the log shows unfinished) and routes commands
+//! to it. Created once in the app factory; its address is shared by every worker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::run::{CancelRollouts, RunActor};
+use super::Deps;
+use crate::domain::events::{RunLaunched, ScheduledRollout};
+
+pub struct Registry {
+    deps: Arc<Deps>,
+    runs: HashMap<String, Addr<RunActor>>,
+}
+
+impl Registry {
+    pub fn new(deps: Arc<Deps>) -> Self {
+        Registry {
+            deps,
+            runs: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+/// Start (or resume) a run's rollouts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartRun {
+    pub run: Arc<RunLaunched>,
+    pub rollouts: Vec<ScheduledRollout>,
+    /// The run was cancelled before a restart: record its rollouts as cancelled.
+    pub cancelled: bool,
+}
+
+impl Handler<StartRun> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
+        let run_id = msg.run.run_id.clone();
+        if self.runs.contains_key(&run_id) || msg.rollouts.is_empty() {
+            return;
+        }
+        let actor = RunActor::new(self.deps.clone(), msg.run, msg.rollouts, ctx.address());
+        let addr = actor.start();
+        if msg.cancelled {
+            addr.do_send(CancelRollouts);
+        }
+        self.runs.insert(run_id, addr);
+    }
+}
+
+/// Cancel a run's active rollouts; answers how many were active.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CancelRun {
+    pub run_id: String,
+}
+
+impl Handler<CancelRun> for Registry {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: CancelRun, _ctx: &mut Self::Context) -> Self::Result {
+        let addr = self.runs.get(&msg.run_id).cloned();
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr.send(CancelRollouts).await.unwrap_or(0),
+                None => 0,
+            }
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunEnded {
+    pub run_id: String,
+}
+
+impl Handler<RunEnded> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunEnded, _ctx: &mut Self::Context) {
+        self.runs.remove(&msg.run_id);
+    }
+}
+
+/// How many runs have an actor (for tests and metrics).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ActiveRuns;
+
+impl Handler<ActiveRuns> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: ActiveRuns, _ctx: &mut Self::Context) -> usize {
+        self.runs.len()
+    }
+}

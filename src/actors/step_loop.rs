@@ -1,0 +1,396 @@
+//! The step loop of one rollout: model → tool calls → tool results → … until the
+//! model answers without tools or `max_steps` turns are used, then verification.
+//!
+//! Every decision comes from [`RolloutState::next_action`] over the rollout's own
+//! events, and every result is appended before the next action, so the loop can be
+//! stopped at any point (crash, cancel) and resumed from the log without redoing a
+//! recorded step. The environment is rebuilt the same way: the seed plus the recorded
+//! tool calls, replayed through the same function that made them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::journal;
+use super::Deps;
+use crate::domain::chat::{Message, ToolCall, ToolDefinition};
+use crate::domain::events::{
+    Event, ModelCalled, RolloutCancelled, RolloutCompleted, RolloutFailed, RolloutStarted,
+    RolloutVerified, RunLaunched, ScheduledRollout, ToolCalled,
+};
+use crate::domain::ids::rollout_stream;
+use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
+use crate::llm::builtin::{BuiltinAgent, PlannedCall};
+use crate::llm::{self, ModelClient, ModelRequest};
+use crate::scenarios::{Scenario, Task};
+use crate::store::StoreError;
+use crate::tools::Environment;
+
+/// The system prompt used when a run gives none (documented in the README).
+pub fn default_system_prompt(scenario: &Scenario) -> String {
+    format!(
+        "You are an operations assistant at a company, working in the \"{}\" environment. \
+         Complete the user's task by calling the tools you are given; they act on the \
+         company's real systems, so check facts with them instead of guessing. When the \
+         task is done, or if it cannot be done, answer with a short final message and no \
+         tool call.",
+        scenario.name
+    )
+}
+
+/// One rollout to drive.
+pub struct RolloutJob {
+    pub run: Arc<RunLaunched>,
+    pub rollout: ScheduledRollout,
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The log could not record a step: the rollout stays where it is and resumes on
+    /// the next start.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a rollout cannot go on; recorded as `RolloutFailed`.
+struct Failure(String);
+
+struct Driver {
+    deps: Arc<Deps>,
+    job: RolloutJob,
+    stream: String,
+    state: RolloutState,
+}
+
+impl Driver {
+    async fn record(&mut self, event: Event) -> Result<(), StoreError> {
+        let result = journal::append(
+            self.deps.store.as_ref(),
+            &self.stream,
+            self.state.revision,
+            std::slice::from_ref(&event),
+        )
+        .await?;
+        self.state.evolve(&event, result.next_expected_revision);
+        Ok(())
+    }
+}
+
+/// Drives a rollout to a terminal state (or until the log fails).
+pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, LoopError> {
+    let rollout_id = job.rollout.rollout_id.clone();
+    let state = journal::load_rollout(deps.store.as_ref(), &rollout_id).await?;
+    let mut driver = Driver {
+        stream: rollout_stream(&rollout_id),
+        deps,
+        job,
+        state,
+    };
+    if driver.state.status().is_terminal() {
+        return Ok(driver.state.status());
+    }
+    // Waiting for a slot under the server-wide cap is still "pending".
+    let semaphore = driver.deps.global.clone();
+    let _permit = tokio::select! {
+        permit = semaphore.acquire_owned() => permit.ok(),
+        _ = driver.job.cancel.cancelled() => None,
+    };
+    if driver.job.cancel.is_cancelled() {
+        cancel(&mut driver).await?;
+        return Ok(driver.state.status());
+    }
+    driver.deps.metrics.rollouts_active.inc();
+    let outcome = run_steps(&mut driver).await;
+    driver.deps.metrics.rollouts_active.dec();
+    match outcome {
+        Ok(()) => {}
+        Err(StepError::Failed(Failure(message))) => {
+            let event = Event::RolloutFailed(RolloutFailed {
+                rollout_id,
+                error: message,
+                failed_at: Utc::now(),
+            });
+            driver.record(event).await?;
+        }
+        Err(StepError::Cancelled) => cancel(&mut driver).await?,
+        Err(StepError::Store(error)) => return Err(error.into()),
+    }
+    let status = driver.state.status();
+    if status.is_terminal() {
+        driver
+            .deps
+            .metrics
+            .rollouts_finished
+            .with_label_values(&[status.as_str()])
+            .inc();
+    }
+    Ok(status)
+}
+
+async fn cancel(driver: &mut Driver) -> Result<(), StoreError> {
+    if driver.state.status().is_terminal() {
+        return Ok(());
+    }
+    let event = Event::RolloutCancelled(RolloutCancelled {
+        rollout_id: driver.job.rollout.rollout_id.clone(),
+        reason: "run cancelled".to_string(),
+        cancelled_at: Utc::now(),
+    });
+    driver.record(event).await
+}
+
+enum StepError {
+    Failed(Failure),
+    Cancelled,
+    Store(StoreError),
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        StepError::Store(e)
+    }
+}
+
+impl From<Failure> for StepError {
+    fn from(f: Failure) -> Self {
+        StepError::Failed(f)
+    }
+}
+
+async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
+    let deps = driver.deps.clone();
+    let run = driver.job.run.clone();
+    let rollout = driver.job.rollout.clone();
+    let scenario = deps
+        .catalog
+        .get(&run.scenario_id)
+        .ok_or_else(|| Failure(format!("scenario {} is no longer available", run.scenario_id)))?;
+    let task = scenario.task(&rollout.task_id).ok_or_else(|| {
+        Failure(format!(
+            "task {} is no longer in scenario {}",
+            rollout.task_id, run.scenario_id
+        ))
+    })?;
+    let mut env = Environment::new(scenario, task, rollout.seed)
+        .map_err(|e| Failure(format!("environment could not be built: {e}")))?;
+    for call in &driver.state.tool_calls {
+        execute_tool(&mut env, &call.tool_name, &call.arguments);
+    }
+    let tools: Vec<ToolDefinition> = env
+        .all_tools()
+        .into_iter()
+        .map(|t| ToolDefinition {
+            name: t.name,
+            description: t.description,
+            parameters: t.input_schema,
+        })
+        .collect();
+    let model = agent_for(&deps, &run, task)?;
+    let max_steps = run.model.max_steps;
+    let provider = run.model.provider.clone();
+
+    loop {
+        if driver.job.cancel.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        let action = driver.state.next_action(max_steps);
+        let started = Instant::now();
+        let kind = match action {
+            NextAction::Finished => return Ok(()),
+            NextAction::Start => {
+                let system = run
+                    .model
+                    .system_prompt
+                    .clone()
+                    .unwrap_or_else(|| default_system_prompt(scenario));
+                let event = Event::RolloutStarted(RolloutStarted {
+                    rollout_id: rollout.rollout_id.clone(),
+                    run_id: run.run_id.clone(),
+                    task_id: rollout.task_id.clone(),
+                    messages: vec![Message::system(system), Message::user(&task.description)],
+                    started_at: Utc::now(),
+                });
+                driver.record(event).await?;
+                continue;
+            }
+            NextAction::CallModel { step } => {
+                let request = ModelRequest {
+                    messages: &driver.state.messages,
+                    tools: &tools,
+                    settings: &run.model,
+                };
+                let called = Instant::now();
+                let timeout = Duration::from_secs(deps.model_timeout_secs);
+                let reply = tokio::select! {
+                    reply = tokio::time::timeout(timeout, model.complete(request)) => reply,
+                    _ = driver.job.cancel.cancelled() => return Err(StepError::Cancelled),
+                };
+                let latency = called.elapsed();
+                deps.metrics
+                    .model_call_duration
+                    .with_label_values(&[&provider])
+                    .observe(latency.as_secs_f64());
+                let reply = match reply {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(error)) => {
+                        deps.metrics.model_errors.with_label_values(&[&provider]).inc();
+                        return Err(Failure(format!("model call failed at step {step}: {error}")).into());
+                    }
+                    Err(_) => {
+                        deps.metrics.model_errors.with_label_values(&[&provider]).inc();
+                        return Err(Failure(format!(
+                            "model call at step {step} timed out after {}s",
+                            timeout.as_secs()
+                        ))
+                        .into());
+                    }
+                };
+                let event = Event::ModelCalled(ModelCalled {
+                    rollout_id: rollout.rollout_id.clone(),
+                    step,
+                    model: run.model.model.clone(),
+                    message: reply.message,
+                    usage: reply.usage,
+                    logprobs: reply.logprobs,
+                    latency_ms: latency.as_secs_f64() * 1000.0,
+                    called_at: Utc::now(),
+                });
+                driver.record(event).await?;
+                "model"
+            }
+            NextAction::CallTool { step, call } => {
+                let event = call_tool(&mut env, &rollout.rollout_id, step, &call);
+                if let Event::ToolCalled(called) = &event {
+                    let outcome = if called.is_error { "error" } else { "ok" };
+                    let server = called.server.as_deref().unwrap_or("unknown");
+                    deps.metrics
+                        .tool_calls
+                        .with_label_values(&[server, outcome])
+                        .inc();
+                }
+                driver.record(event).await?;
+                "tool"
+            }
+            NextAction::Verify { .. } => {
+                let verdict = crate::verify::verify(task, &env.state(), &driver.state.messages);
+                let event = Event::RolloutVerified(RolloutVerified {
+                    rollout_id: rollout.rollout_id.clone(),
+                    verdict,
+                    verified_at: Utc::now(),
+                });
+                driver.record(event).await?;
+                "verify"
+            }
+            NextAction::Complete { reason } => {
+                let event = Event::RolloutCompleted(RolloutCompleted {
+                    rollout_id: rollout.rollout_id.clone(),
+                    reason,
+                    steps: driver.state.steps,
+                    completed_at: Utc::now(),
+                });
+                driver.record(event).await?;
+                continue;
+            }
+        };
+        deps.metrics
+            .step_duration
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+fn call_tool(env: &mut Environment, rollout_id: &str, step: u32, call: &ToolCall) -> Event {
+    let started = Instant::now();
+    let (server, observation, is_error) =
+        execute_tool(env, &call.function.name, &call.function.arguments);
+    Event::ToolCalled(ToolCalled {
+        rollout_id: rollout_id.to_string(),
+        step,
+        call_id: call.id.clone(),
+        server,
+        tool_name: call.function.name.clone(),
+        arguments: call.function.arguments.clone(),
+        observation,
+        is_error,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        called_at: Utc::now(),
+    })
+}
+
+/// Runs one tool call against the environment. Also used to replay recorded calls,
+/// so it must depend on nothing but its inputs.
+fn execute_tool(
+    env: &mut Environment,
+    tool_name: &str,
+    arguments: &str,
+) -> (Option<String>, String, bool) {
+    let Some(server) = env.server_of(tool_name).map(str::to_string) else {
+        let available = env
+            .all_tools()
+            .into_iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return (
+            None,
+            format!("Error: unknown tool `{tool_name}`. Available tools: {available}"),
+            true,
+        );
+    };
+    let parameters: Value = if arguments.trim().is_empty() {
+        Value::Object(Default::default())
+    } else {
+        match serde_json::from_str(arguments) {
+            Ok(value) => value,
+            Err(error) => {
+                return (
+                    Some(server),
+                    format!("Error: the arguments are not valid JSON ({error}); send a JSON object"),
+                    true,
+                )
+            }
+        }
+    };
+    match env.step(&server, tool_name, &parameters) {
+        Some(result) => (Some(server), result.observation, result.is_error),
+        None => (
+            Some(server.clone()),
+            format!("Error: tool server `{server}` is not available"),
+            true,
+        ),
+    }
+}
+
+/// The agent behind a run's model config.
+fn agent_for(deps: &Deps, run: &RunLaunched, task: &Task) -> Result<Box<dyn ModelClient>, Failure> {
+    let settings = &run.model;
+    if settings.provider == "builtin" {
+        return match settings.model.as_str() {
+            "noop" => Ok(Box::new(BuiltinAgent::Noop)),
+            "oracle" => Ok(Box::new(BuiltinAgent::Oracle {
+                plan: task
+                    .reference_solution
+                    .iter()
+                    .map(|s| PlannedCall {
+                        tool_name: s.tool_name.clone(),
+                        parameters: s.parameters.clone(),
+                    })
+                    .collect(),
+                final_answer: task.final_answer.clone(),
+            })),
+            other => Err(Failure(format!("builtin model `{other}` does not exist"))),
+        };
+    }
+    let key = deps.secrets.get(&run.run_id);
+    if settings.has_api_key && key.is_none() {
+        return Err(Failure(
+            "the run's API key is not available (keys are held in memory and were lost in a restart)"
+                .to_string(),
+        ));
+    }
+    llm::client_for(settings, key).map_err(|e| Failure(e.to_string()))
+}

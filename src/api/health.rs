@@ -1,0 +1,33 @@
+//! `/healthz` and `/metrics`.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let events = state.store.next_position();
+    let applied = state.projections.applied();
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "events": events,
+        "projection_lag": events.saturating_sub(applied),
+    }))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let events = state.store.next_position();
+    let m = &state.metrics;
+    m.log_position.set(events as i64);
+    m.projection_lag
+        .set(events.saturating_sub(state.projections.applied()) as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.render())
+}

@@ -1,0 +1,211 @@
+//! Parsing a launch request (`POST /runs`) into a typed command: every field of the
+//! seed's request, ModelConfig and TaskOverride, with their defaults and bounds.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::validate::Checker;
+use crate::config::secrets::ApiKey;
+use crate::domain::events::ModelSettings;
+use crate::domain::ids::valid_run_name;
+use crate::error::ApiError;
+use crate::llm::{builtin, provider_needs_key, PROVIDERS};
+
+pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
+/// Upper bound on rollouts per run: a run is held in memory by its views.
+pub const MAX_ROLLOUTS_PER_RUN: i64 = 100_000;
+
+pub struct LaunchRequest {
+    pub scenario_id: String,
+    pub task_ids: Vec<String>,
+    pub rollout_count: u32,
+    pub max_parallel: Option<u32>,
+    pub run_name: Option<String>,
+    pub source: String,
+    pub model: ModelSettings,
+    pub api_key: Option<ApiKey>,
+    pub user_model: Option<ModelSettings>,
+    pub task_overrides: BTreeMap<String, Value>,
+}
+
+const OVERRIDE_FIELDS: &[(&str, &str)] = &[
+    ("task_json", "object"),
+    ("name", "string"),
+    ("description", "string"),
+    ("rubric_markdown", "string"),
+    ("client_context", "object"),
+];
+
+pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
+    let mut c = Checker::default();
+    let Some(obj) = body.as_object() else {
+        c.push(&[], "body", "Input should be a valid dictionary", "dict_type");
+        return Err(c.finish().unwrap_err());
+    };
+    let root: &[&str] = &["body"];
+    let scenario_id = c.string(obj, root, "scenario_id");
+    let task_ids = match obj.get("task_ids") {
+        None | Some(Value::Null) => {
+            c.push(root, "task_ids", "Field required", "missing");
+            None
+        }
+        Some(Value::Array(items)) => {
+            let ids: Option<Vec<String>> = items.iter().map(|v| v.as_str().map(String::from)).collect();
+            match ids {
+                None => {
+                    c.push(root, "task_ids", "Input should be a list of strings", "list_type");
+                    None
+                }
+                Some(ids) if ids.is_empty() => {
+                    c.push(root, "task_ids", "List should have at least 1 item after validation, not 0", "too_short");
+                    None
+                }
+                Some(ids) => Some(ids),
+            }
+        }
+        Some(_) => {
+            c.push(root, "task_ids", "Input should be a valid list", "list_type");
+            None
+        }
+    };
+    let rollout_count = c.opt_int(obj, root, "rollout_count", 1, MAX_ROLLOUTS_PER_RUN).unwrap_or(1);
+    if let Some(ids) = &task_ids {
+        if rollout_count.saturating_mul(ids.len() as i64) > MAX_ROLLOUTS_PER_RUN {
+            c.push(
+                root,
+                "rollout_count",
+                format!("A run may have at most {MAX_ROLLOUTS_PER_RUN} rollouts (task_ids × rollout_count)"),
+                "less_than_equal",
+            );
+        }
+    }
+    let max_parallel = c.opt_int(obj, root, "max_parallel", 1, u32::MAX as i64);
+    let run_name = c.opt_string(obj, root, "run_name");
+    if let Some(name) = &run_name {
+        if !valid_run_name(name) {
+            c.push(
+                root,
+                "run_name",
+                "Run name must be 1–128 characters of letters, digits, '-', '_' or '.'",
+                "string_pattern_mismatch",
+            );
+        }
+    }
+    let source = c.opt_string(obj, root, "source").unwrap_or_else(|| "rl-gym".to_string());
+    if !SOURCES.contains(&source.as_str()) {
+        c.push(root, "source", format!("Input should be one of {}", SOURCES.join(", ")), "enum");
+    }
+    let model = match obj.get("model_config") {
+        None | Some(Value::Null) => {
+            c.push(root, "model_config", "Field required", "missing");
+            None
+        }
+        Some(Value::Object(m)) => model_config(&mut c, m, "model_config"),
+        Some(_) => {
+            c.push(root, "model_config", "Input should be a valid dictionary", "dict_type");
+            None
+        }
+    };
+    let user_model = c
+        .opt_object(obj, root, "user_model_config")
+        .and_then(|m| model_config(&mut c, m, "user_model_config"));
+    let mut task_overrides = BTreeMap::new();
+    if let Some(overrides) = c.opt_object(obj, root, "task_overrides") {
+        for (task_id, value) in overrides {
+            let prefix: &[&str] = &["body", "task_overrides"];
+            if let Some(ids) = &task_ids {
+                if !ids.contains(task_id) {
+                    c.push(prefix, task_id, "Override key is not one of task_ids", "value_error");
+                }
+            }
+            let Some(fields) = value.as_object() else {
+                c.push(prefix, task_id, "Input should be a valid dictionary", "dict_type");
+                continue;
+            };
+            for (field, v) in fields {
+                let loc_prefix = ["body", "task_overrides", task_id.as_str()];
+                match OVERRIDE_FIELDS.iter().find(|(name, _)| name == field) {
+                    None => c.push(&loc_prefix, field, "Extra inputs are not permitted", "extra_forbidden"),
+                    Some((_, "object")) if !v.is_object() && !v.is_null() => {
+                        c.push(&loc_prefix, field, "Input should be a valid dictionary", "dict_type")
+                    }
+                    Some((_, "string")) if !v.is_string() && !v.is_null() => {
+                        c.push(&loc_prefix, field, "Input should be a valid string", "string_type")
+                    }
+                    Some(_) => {}
+                }
+            }
+            task_overrides.insert(task_id.clone(), value.clone());
+        }
+    }
+    c.finish()?;
+    // Every `None` below was reported as an error above.
+    let (Some(scenario_id), Some(task_ids), Some((model, api_key))) = (scenario_id, task_ids, model) else {
+        return Err(ApiError::validation(vec![]));
+    };
+    Ok(LaunchRequest {
+        scenario_id,
+        task_ids,
+        rollout_count: rollout_count as u32,
+        max_parallel: max_parallel.map(|n| n as u32),
+        run_name,
+        source,
+        model,
+        api_key,
+        user_model: user_model.map(|(m, _)| m),
+        task_overrides,
+    })
+}
+
+fn model_config(
+    c: &mut Checker,
+    m: &Map<String, Value>,
+    field: &str,
+) -> Option<(ModelSettings, Option<ApiKey>)> {
+    let before = c.errors.len();
+    let prefix: &[&str] = &["body", field];
+    let model = c.string(m, prefix, "model");
+    let provider = c.opt_string(m, prefix, "provider").unwrap_or_else(|| "custom".to_string());
+    if !PROVIDERS.contains(&provider.as_str()) {
+        c.push(prefix, "provider", format!("Input should be one of {}", PROVIDERS.join(", ")), "enum");
+    }
+    let api_key = c.opt_string(m, prefix, "api_key").filter(|k| !k.is_empty());
+    if api_key.is_none() && provider_needs_key(&provider) {
+        c.push(prefix, "api_key", format!("An api_key is required for provider `{provider}`"), "missing");
+    }
+    if provider == "builtin" {
+        if let Some(model) = &model {
+            if !builtin::MODELS.contains(&model.as_str()) {
+                c.push(prefix, "model", format!("The builtin provider serves {}", builtin::MODELS.join(", ")), "enum");
+            }
+        }
+    }
+    let base_url = c.opt_string(m, prefix, "base_url");
+    let temperature = c.opt_number(m, prefix, "temperature", 0.0, 2.0).unwrap_or(0.7);
+    let max_steps = c.opt_int(m, prefix, "max_steps", 1, 10_000).unwrap_or(30);
+    let system_prompt = c.opt_string(m, prefix, "system_prompt");
+    let tool_server_url = c.opt_string(m, prefix, "tool_server_url");
+    let log_prob = c.opt_bool(m, prefix, "log_prob").unwrap_or(false);
+    let summarize = c.opt_int(m, prefix, "summarize_every_n_turns", 0, 10_000).unwrap_or(0);
+    let context_stride = c.opt_int(m, prefix, "context_stride", 1, 10_000).unwrap_or(3);
+    if c.errors.len() > before {
+        return None;
+    }
+    Some((
+        ModelSettings {
+            model: model?,
+            provider,
+            base_url,
+            temperature,
+            max_steps: max_steps as u32,
+            system_prompt,
+            tool_server_url,
+            log_prob,
+            summarize_every_n_turns: summarize as u32,
+            context_stride: context_stride as u32,
+            has_api_key: api_key.is_some(),
+        },
+        api_key.map(ApiKey::new),
+    ))
+}

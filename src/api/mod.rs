@@ -1,0 +1,102 @@
+//! The HTTP edge, the only part that knows HTTP: one file per resource, each handler
+//! parsing the request into a typed command or query, handing it to the command side
+//! ([`crate::actors::Gym`]) or a projection, and turning the answer into a view type.
+//! Every path is served at the root and under `/v1`.
+
+mod health;
+mod launch;
+mod runs;
+mod scenarios;
+mod validate;
+mod views;
+
+use std::sync::Arc;
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::actors::Gym;
+use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::metrics::Metrics;
+use crate::projections::Projections;
+use crate::scenarios::Catalog;
+use crate::store::EventStore;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub gym: Gym,
+    pub projections: Projections,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Metrics,
+    pub store: Arc<dyn EventStore>,
+}
+
+impl AppState {
+    /// Waits until the views have applied everything in the log now: a handler that
+    /// just wrote sees its own write.
+    pub async fn sync(&self) {
+        let next = self.store.next_position();
+        if next > 0 {
+            self.projections.wait_for(next - 1).await;
+        }
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    runs::routes(cfg);
+    scenarios::routes(cfg);
+    health::routes(cfg);
+}
+
+/// Registers every route, at the root and under `/v1`, and the JSON error handlers.
+pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(
+            web::JsonConfig::default()
+                .limit(max_body_bytes)
+                .error_handler(json_error),
+        )
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(|err, _| {
+            ApiError::new(ErrorCode::RouteNotFound, err.to_string()).into()
+        }))
+        .service(web::scope("/v1").configure(routes))
+        .configure(routes);
+    }
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let error = match &err {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "Request body is too large")
+        }
+        JsonPayloadError::ContentType => ApiError::new(
+            ErrorCode::MalformedBody,
+            "Content-Type must be application/json",
+        ),
+        JsonPayloadError::Deserialize(e) => ApiError::validation(vec![FieldError {
+            loc: vec![json!("body"), json!(e.column())],
+            msg: format!("JSON decode error: {e}"),
+            kind: "json_invalid".to_string(),
+        }]),
+        other => ApiError::new(ErrorCode::MalformedBody, other.to_string()),
+    };
+    error.into()
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::validation(vec![FieldError {
+        loc: vec![json!("query")],
+        msg: err.to_string(),
+        kind: "query_invalid".to_string(),
+    }])
+    .into()
+}
+
+/// Unknown paths and methods answer in the API's error shape.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::new(ErrorCode::RouteNotFound, format!("No route for {} {}", req.method(), req.path()))
+        .error_response()
+}

@@ -1,0 +1,38 @@
+//! The command line: `serve` and `replay`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "rl-gym", version, about = "Runs LLM agents against simulated enterprise environments and scores them")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the embedded event log under --data-dir).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "RL_GYM_BIND")]
+        bind: Option<SocketAddr>,
+        /// Directory of the event log.
+        #[arg(long, env = "RL_GYM_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// A TOML file overriding config/default.toml.
+        #[arg(long, env = "RL_GYM_CONFIG")]
+        config: Option<PathBuf>,
+        /// Folder of scenario templates.
+        #[arg(long, env = "RL_GYM_SCENARIOS_DIR")]
+        scenarios_dir: Option<PathBuf>,
+    },
+    /// Re-read the whole log, verify every record, rebuild every view and print a
+    /// summary with a checksum of the views.
+    Replay {
+        #[arg(long, env = "RL_GYM_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}

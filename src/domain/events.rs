@@ -1,0 +1,303 @@
+//! The event catalog: every state change of rl-gym, past tense and specific.
+//!
+//! Run-level events live in the stream `run-{run_id}`, everything a rollout does in
+//! `rollout-{rollout_id}`. The persisted shape is `(event_type, schema_version, data)`;
+//! an old schema version is upgraded on read by a chain of small upcasters (v1 → v2 →
+//! …), never by editing history. `events/schema/` documents each version and
+//! `events/golden/` holds logs that every future version must still replay.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::chat::Message;
+use super::verdict::Verdict;
+
+/// The model configuration as recorded: everything but the API key, which never
+/// enters the log in plain text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSettings {
+    pub model: String,
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub temperature: f64,
+    pub max_steps: u32,
+    pub system_prompt: Option<String>,
+    pub tool_server_url: Option<String>,
+    pub log_prob: bool,
+    pub summarize_every_n_turns: u32,
+    pub context_stride: u32,
+    /// Whether a key was given (the key itself is held by the secret store).
+    pub has_api_key: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledRollout {
+    pub rollout_id: String,
+    pub task_id: String,
+    /// Seeds the rollout's environment (simulated ids and clock).
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunLaunched {
+    pub run_id: String,
+    pub scenario_id: String,
+    pub source: String,
+    pub task_ids: Vec<String>,
+    pub rollout_count: u32,
+    pub max_parallel: Option<u32>,
+    pub model: ModelSettings,
+    pub user_model: Option<ModelSettings>,
+    #[serde(default)]
+    pub task_overrides: BTreeMap<String, Value>,
+    pub rollouts: Vec<ScheduledRollout>,
+    pub launched_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCancelRequested {
+    pub run_id: String,
+    pub requested_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDeleted {
+    pub run_id: String,
+    pub deleted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStarted {
+    pub rollout_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    /// The conversation the agent starts from (system prompt and task).
+    pub messages: Vec<Message>,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCalled {
+    pub rollout_id: String,
+    pub step: u32,
+    pub model: String,
+    pub message: Message,
+    pub usage: Option<TokenUsage>,
+    /// Token log-probabilities as the provider returned them, when asked for.
+    pub logprobs: Option<Value>,
+    pub latency_ms: f64,
+    pub called_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCalled {
+    pub rollout_id: String,
+    pub step: u32,
+    pub call_id: String,
+    pub server: Option<String>,
+    pub tool_name: String,
+    /// The arguments as the model wrote them (JSON text, possibly invalid).
+    pub arguments: String,
+    pub observation: String,
+    pub is_error: bool,
+    pub latency_ms: f64,
+    pub called_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutVerified {
+    pub rollout_id: String,
+    pub verdict: Verdict,
+    pub verified_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletionReason {
+    /// The model answered without calling a tool.
+    FinalAnswer,
+    /// `max_steps` model turns were used.
+    MaxSteps,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutCompleted {
+    pub rollout_id: String,
+    pub reason: CompletionReason,
+    pub steps: u32,
+    pub completed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutFailed {
+    pub rollout_id: String,
+    pub error: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutCancelled {
+    pub rollout_id: String,
+    pub reason: String,
+    pub cancelled_at: DateTime<Utc>,
+}
+
+/// Every event of rl-gym. The variant name is the persisted `event_type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    RunLaunched(RunLaunched),
+    RunCancelRequested(RunCancelRequested),
+    RunDeleted(RunDeleted),
+    RolloutStarted(RolloutStarted),
+    ModelCalled(ModelCalled),
+    ToolCalled(ToolCalled),
+    RolloutVerified(RolloutVerified),
+    RolloutCompleted(RolloutCompleted),
+    RolloutFailed(RolloutFailed),
+    RolloutCancelled(RolloutCancelled),
+}
+
+/// The schema version every event is written with today.
+pub const CURRENT_SCHEMA_VERSION: u16 = 1;
+
+/// Every event type, for the catalog test that keeps `events/schema/` in step.
+pub const EVENT_TYPES: &[&str] = &[
+    "RunLaunched",
+    "RunCancelRequested",
+    "RunDeleted",
+    "RolloutStarted",
+    "ModelCalled",
+    "ToolCalled",
+    "RolloutVerified",
+    "RolloutCompleted",
+    "RolloutFailed",
+    "RolloutCancelled",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("{event_type} v{version} is newer than this build understands (v{current})", current = CURRENT_SCHEMA_VERSION)]
+    FutureVersion { event_type: String, version: u16 },
+    #[error("{event_type} v{version} does not decode: {source}")]
+    Invalid {
+        event_type: String,
+        version: u16,
+        source: serde_json::Error,
+    },
+}
+
+impl Event {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::RunLaunched(_) => "RunLaunched",
+            Event::RunCancelRequested(_) => "RunCancelRequested",
+            Event::RunDeleted(_) => "RunDeleted",
+            Event::RolloutStarted(_) => "RolloutStarted",
+            Event::ModelCalled(_) => "ModelCalled",
+            Event::ToolCalled(_) => "ToolCalled",
+            Event::RolloutVerified(_) => "RolloutVerified",
+            Event::RolloutCompleted(_) => "RolloutCompleted",
+            Event::RolloutFailed(_) => "RolloutFailed",
+            Event::RolloutCancelled(_) => "RolloutCancelled",
+        }
+    }
+
+    /// The time the event states it happened (recorded, never read from a clock).
+    pub fn time(&self) -> DateTime<Utc> {
+        match self {
+            Event::RunLaunched(e) => e.launched_at,
+            Event::RunCancelRequested(e) => e.requested_at,
+            Event::RunDeleted(e) => e.deleted_at,
+            Event::RolloutStarted(e) => e.started_at,
+            Event::ModelCalled(e) => e.called_at,
+            Event::ToolCalled(e) => e.called_at,
+            Event::RolloutVerified(e) => e.verified_at,
+            Event::RolloutCompleted(e) => e.completed_at,
+            Event::RolloutFailed(e) => e.failed_at,
+            Event::RolloutCancelled(e) => e.cancelled_at,
+        }
+    }
+
+    /// The payload as persisted (without the type tag).
+    pub fn to_data(&self) -> Vec<u8> {
+        let tagged = serde_json::to_value(self).unwrap_or(Value::Null);
+        let data = match tagged {
+            Value::Object(mut map) => map.remove("data").unwrap_or(Value::Null),
+            other => other,
+        };
+        serde_json::to_vec(&data).unwrap_or_default()
+    }
+
+    /// Decodes a persisted event, upgrading an old schema version first.
+    pub fn decode(event_type: &str, version: u16, data: &[u8]) -> Result<Event, DecodeError> {
+        if !EVENT_TYPES.contains(&event_type) {
+            return Err(DecodeError::UnknownType(event_type.to_string()));
+        }
+        if version > CURRENT_SCHEMA_VERSION {
+            return Err(DecodeError::FutureVersion {
+                event_type: event_type.to_string(),
+                version,
+            });
+        }
+        let invalid = |source| DecodeError::Invalid {
+            event_type: event_type.to_string(),
+            version,
+            source,
+        };
+        let data: Value = serde_json::from_slice(data).map_err(invalid)?;
+        let data = upcast(event_type, version, data);
+        let tagged = serde_json::json!({ "type": event_type, "data": data });
+        serde_json::from_value(tagged).map_err(invalid)
+    }
+}
+
+/// Upgrades a payload one version at a time until it is current. No schema has changed
+/// yet (v1 is current); each change adds one small step here, e.g.
+/// `if version < 2 && event_type == "ToolCalled" { data = tool_called_v1_to_v2(data) }`.
+fn upcast(_event_type: &str, version: u16, data: Value) -> Value {
+    debug_assert!(version <= CURRENT_SCHEMA_VERSION);
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_round_trips_through_its_persisted_shape() {
+        let event = Event::RunCancelRequested(RunCancelRequested {
+            run_id: "run_1".into(),
+            requested_at: DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        });
+        let data = event.to_data();
+        let back = Event::decode(event.event_type(), CURRENT_SCHEMA_VERSION, &data).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn unknown_types_and_future_versions_are_refused() {
+        assert!(matches!(
+            Event::decode("Nope", 1, b"{}"),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            Event::decode("RunDeleted", 99, b"{}"),
+            Err(DecodeError::FutureVersion { .. })
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! A rollout's state machine, folded from its events with no I/O.
+//!
+//! The step loop asks [`RolloutState::next_action`] what to do, does it (a model call,
+//! a tool call, the verification) and appends the resulting event, which it folds
+//! back in with [`RolloutState::evolve`]. Because the decision depends only on the
+//! events, a rollout interrupted by a crash resumes from its stream exactly where it
+//! stopped: a step whose result was recorded is never redone.
+
+use serde::{Deserialize, Serialize};
+
+use super::chat::{Message, Role, ToolCall};
+use super::events::{CompletionReason, Event, ToolCalled};
+use super::verdict::Verdict;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    Pending,
+    Running,
+    Verifying,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RolloutStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Verifying => "verifying",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the step loop must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextAction {
+    /// Record the start with the initial conversation.
+    Start,
+    /// Ask the model for turn `step` (1-based).
+    CallModel { step: u32 },
+    /// Run the next tool call the model asked for in turn `step`.
+    CallTool { step: u32, call: ToolCall },
+    /// The loop is over: score the environment.
+    Verify { reason: CompletionReason },
+    /// Scored: record the completion.
+    Complete { reason: CompletionReason },
+    /// A terminal event is recorded; nothing more to do.
+    Finished,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RolloutState {
+    started: bool,
+    status: Option<RolloutStatus>,
+    /// Revision of the last event of the stream, for the next append's expectation.
+    pub revision: Option<u64>,
+    pub messages: Vec<Message>,
+    /// Model turns taken.
+    pub steps: u32,
+    /// Tool calls of the last assistant turn that have no recorded result yet.
+    unanswered: Vec<ToolCall>,
+    /// Every recorded tool call, in order: replayed over the seed, they rebuild the
+    /// environment.
+    pub tool_calls: Vec<ToolCalled>,
+    pub verdict: Option<Verdict>,
+}
+
+impl RolloutState {
+    pub fn status(&self) -> RolloutStatus {
+        self.status.unwrap_or(RolloutStatus::Pending)
+    }
+
+    pub fn evolve(&mut self, event: &Event, revision: u64) {
+        self.revision = Some(revision);
+        match event {
+            Event::RolloutStarted(e) => {
+                self.started = true;
+                self.status = Some(RolloutStatus::Running);
+                self.messages = e.messages.clone();
+            }
+            Event::ModelCalled(e) => {
+                self.steps = self.steps.max(e.step);
+                self.unanswered = e.message.tool_calls.clone();
+                self.messages.push(e.message.clone());
+            }
+            Event::ToolCalled(e) => {
+                self.unanswered.retain(|c| c.id != e.call_id);
+                self.messages.push(Message::tool_result(
+                    e.call_id.clone(),
+                    &e.tool_name,
+                    e.observation.clone(),
+                ));
+                self.tool_calls.push(e.clone());
+            }
+            Event::RolloutVerified(e) => {
+                self.status = Some(RolloutStatus::Verifying);
+                self.verdict = Some(e.verdict.clone());
+            }
+            Event::RolloutCompleted(_) => self.status = Some(RolloutStatus::Completed),
+            Event::RolloutFailed(_) => self.status = Some(RolloutStatus::Failed),
+            Event::RolloutCancelled(_) => self.status = Some(RolloutStatus::Cancelled),
+            Event::RunLaunched(_) | Event::RunCancelRequested(_) | Event::RunDeleted(_) => {}
+        }
+    }
+
+    /// The loop's decision, from the recorded events alone.
+    pub fn next_action(&self, max_steps: u32) -> NextAction {
+        if self.status().is_terminal() {
+            return NextAction::Finished;
+        }
+        if !self.started {
+            return NextAction::Start;
+        }
+        if self.verdict.is_some() {
+            return NextAction::Complete {
+                reason: self.completion_reason(),
+            };
+        }
+        if let Some(call) = self.unanswered.first() {
+            return NextAction::CallTool {
+                step: self.steps,
+                call: call.clone(),
+            };
+        }
+        let answered = self
+            .messages
+            .last()
+            .is_some_and(|m| m.role == Role::Assistant && m.tool_calls.is_empty());
+        if answered || self.steps >= max_steps {
+            return NextAction::Verify {
+                reason: self.completion_reason(),
+            };
+        }
+        NextAction::CallModel {
+            step: self.steps + 1,
+        }
+    }
+
+    fn completion_reason(&self) -> CompletionReason {
+        let answered = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::Assistant)
+            .is_some_and(|m| m.tool_calls.is_empty());
+        if answered {
+            CompletionReason::FinalAnswer
+        } else {
+            CompletionReason::MaxSteps
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::domain::chat::FunctionCall;
+    use crate::domain::events::*;
+    use crate::domain::verdict::Verdict;
+
+    fn t() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn given(events: &[Event]) -> RolloutState {
+        let mut state = RolloutState::default();
+        for (revision, event) in events.iter().enumerate() {
+            state.evolve(event, revision as u64);
+        }
+        state
+    }
+
+    fn started() -> Event {
+        Event::RolloutStarted(RolloutStarted {
+            rollout_id: "rol_1".into(),
+            run_id: "run_1".into(),
+            task_id: "t".into(),
+            messages: vec![Message::system("s"), Message::user("do it")],
+            started_at: t(),
+        })
+    }
+
+    fn model_called(step: u32, calls: &[&str]) -> Event {
+        let tool_calls = calls
+            .iter()
+            .map(|id| ToolCall {
+                id: id.to_string(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: "send_email".into(),
+                    arguments: "{}".into(),
+                },
+            })
+            .collect::<Vec<_>>();
+        let content = tool_calls.is_empty().then(|| "done".to_string());
+        Event::ModelCalled(ModelCalled {
+            rollout_id: "rol_1".into(),
+            step,
+            model: "m".into(),
+            message: Message::assistant(content, tool_calls),
+            usage: None,
+            logprobs: None,
+            latency_ms: 1.0,
+            called_at: t(),
+        })
+    }
+
+    fn tool_called(step: u32, id: &str) -> Event {
+        Event::ToolCalled(ToolCalled {
+            rollout_id: "rol_1".into(),
+            step,
+            call_id: id.into(),
+            server: Some("email".into()),
+            tool_name: "send_email".into(),
+            arguments: "{}".into(),
+            observation: "ok".into(),
+            is_error: false,
+            latency_ms: 0.1,
+            called_at: t(),
+        })
+    }
+
+    fn verified() -> Event {
+        Event::RolloutVerified(RolloutVerified {
+            rollout_id: "rol_1".into(),
+            verdict: Verdict {
+                score: 1.0,
+                label: "Full Credit".into(),
+                checks: vec![],
+            },
+            verified_at: t(),
+        })
+    }
+
+    #[test]
+    fn given_nothing_when_asked_then_start() {
+        assert_eq!(given(&[]).next_action(5), NextAction::Start);
+    }
+
+    #[test]
+    fn given_started_when_asked_then_call_the_model_for_step_one() {
+        assert_eq!(
+            given(&[started()]).next_action(5),
+            NextAction::CallModel { step: 1 }
+        );
+    }
+
+    #[test]
+    fn given_two_tool_calls_and_one_result_when_asked_then_run_the_second() {
+        let state = given(&[started(), model_called(1, &["a", "b"]), tool_called(1, "a")]);
+        match state.next_action(5) {
+            NextAction::CallTool { step: 1, call } => assert_eq!(call.id, "b"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn given_all_results_when_asked_then_call_the_model_again() {
+        let state = given(&[started(), model_called(1, &["a"]), tool_called(1, "a")]);
+        assert_eq!(state.next_action(5), NextAction::CallModel { step: 2 });
+        assert_eq!(state.messages.len(), 4);
+    }
+
+    #[test]
+    fn given_a_final_answer_when_asked_then_verify_as_final_answer() {
+        let state = given(&[started(), model_called(1, &[])]);
+        assert_eq!(
+            state.next_action(5),
+            NextAction::Verify {
+                reason: CompletionReason::FinalAnswer
+            }
+        );
+    }
+
+    #[test]
+    fn given_max_steps_used_when_asked_then_verify_as_max_steps() {
+        let state = given(&[started(), model_called(1, &["a"]), tool_called(1, "a")]);
+        assert_eq!(
+            state.next_action(1),
+            NextAction::Verify {
+                reason: CompletionReason::MaxSteps
+            }
+        );
+    }
+
+    #[test]
+    fn given_a_verdict_when_asked_then_complete() {
+        let state = given(&[started(), model_called(1, &[]), verified()]);
+        assert_eq!(state.status(), RolloutStatus::Verifying);
+        assert_eq!(
+            state.next_action(5),
+            NextAction::Complete {
+                reason: CompletionReason::FinalAnswer
+            }
+        );
+    }
+
+    #[test]
+    fn given_a_cancellation_when_asked_then_finished() {
+        let cancelled = Event::RolloutCancelled(RolloutCancelled {
+            rollout_id: "rol_1".into(),
+            reason: "run cancelled".into(),
+            cancelled_at: t(),
+        });
+        let state = given(&[started(), cancelled]);
+        assert_eq!(state.next_action(5), NextAction::Finished);
+        assert_eq!(state.revision, Some(1));
+    }
+}

@@ -1,0 +1,195 @@
+//! Prometheus metrics. Names are `rl_gym_<noun>_<unit>`; labels are bounded
+//! (provider, tool server, outcome), never an id. [`MeteredStore`] wraps any event
+//! store to count appends and time them without the store knowing about metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::store::{
+    AppendResult, EventData, EventStore, ExpectedState, RecordedEvent, StoreError,
+};
+
+/// Every collector the service exports, registered in its own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub runs_launched: IntCounter,
+    pub rollouts_finished: IntCounterVec,
+    pub rollouts_active: IntGauge,
+    pub step_duration: HistogramVec,
+    pub model_call_duration: HistogramVec,
+    pub model_errors: IntCounterVec,
+    pub tool_calls: IntCounterVec,
+    pub events_appended: IntCounter,
+    pub append_failures: IntCounter,
+    pub append_duration: Histogram,
+    pub projection_lag: IntGauge,
+    pub log_position: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let append_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "rl_gym_event_append_duration_seconds",
+                "Time for an append to become durable in the event log.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(append_duration.clone()))
+            .expect("unique metric");
+        Metrics {
+            runs_launched: counter("rl_gym_runs_launched_total", "Runs launched."),
+            rollouts_finished: counter_vec(
+                "rl_gym_rollouts_finished_total",
+                "Rollouts that reached a final state, by outcome.",
+                &["outcome"],
+            ),
+            rollouts_active: gauge(
+                "rl_gym_rollouts_active",
+                "Rollouts in their step loop now.",
+            ),
+            step_duration: histogram_vec(
+                "rl_gym_step_duration_seconds",
+                "Time of one step of the loop, by kind (model, tool, verify).",
+                &["kind"],
+            ),
+            model_call_duration: histogram_vec(
+                "rl_gym_model_call_duration_seconds",
+                "Latency of model calls, by provider.",
+                &["provider"],
+            ),
+            model_errors: counter_vec(
+                "rl_gym_model_errors_total",
+                "Model calls that failed, by provider.",
+                &["provider"],
+            ),
+            tool_calls: counter_vec(
+                "rl_gym_tool_calls_total",
+                "Tool calls made by rollouts, by tool server and outcome (ok, error).",
+                &["server", "outcome"],
+            ),
+            events_appended: counter("rl_gym_events_appended_total", "Events appended to the log."),
+            append_failures: counter(
+                "rl_gym_event_append_failures_total",
+                "Appends the log could not make durable.",
+            ),
+            append_duration,
+            projection_lag: gauge(
+                "rl_gym_projection_lag_events",
+                "Events in the log not yet applied to the views.",
+            ),
+            log_position: gauge("rl_gym_event_log_events", "Events in the log."),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "metrics encoding failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// An event store that counts and times appends.
+pub struct MeteredStore {
+    inner: Arc<dyn EventStore>,
+    metrics: Metrics,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn EventStore>, metrics: Metrics) -> MeteredStore {
+        MeteredStore { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl EventStore for MeteredStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedState,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        let count = events.len() as u64;
+        let started = Instant::now();
+        let result = self.inner.append(stream, expected, events).await;
+        self.metrics
+            .append_duration
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => self.metrics.events_appended.inc_by(count),
+            Err(StoreError::Io(_)) | Err(StoreError::Closed) => self.metrics.append_failures.inc(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_revision: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from_revision).await
+    }
+
+    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(from, max).await
+    }
+
+    fn next_position(&self) -> u64 {
+        self.inner.next_position()
+    }
+
+    fn live(&self) -> tokio::sync::broadcast::Receiver<Arc<RecordedEvent>> {
+        self.inner.live()
+    }
+}

@@ -1,0 +1,438 @@
+//! The read models: run status, the run list and the rollout view, folded from events
+//! alone. Everything is kept in ordered maps so that serialising the views gives the
+//! same bytes for the same log, which is what the replay checksum relies on.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::chat::Message;
+use crate::domain::events::{CompletionReason, Event, ModelSettings, TokenUsage};
+use crate::domain::rollout::RolloutStatus;
+use crate::domain::verdict::Verdict;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StatusCounts {
+    pub total: u32,
+    pub pending: u32,
+    pub running: u32,
+    pub verifying: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl StatusCounts {
+    fn slot(&mut self, status: RolloutStatus) -> &mut u32 {
+        match status {
+            RolloutStatus::Pending => &mut self.pending,
+            RolloutStatus::Running => &mut self.running,
+            RolloutStatus::Verifying => &mut self.verifying,
+            RolloutStatus::Completed => &mut self.completed,
+            RolloutStatus::Failed => &mut self.failed,
+            RolloutStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// Started and not finished: in the step loop or being verified.
+    pub fn in_progress(&self) -> u32 {
+        self.running + self.verifying
+    }
+
+    pub fn finished(&self) -> u32 {
+        self.completed + self.failed + self.cancelled
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunView {
+    pub run_id: String,
+    pub scenario_id: String,
+    pub source: String,
+    pub task_ids: Vec<String>,
+    pub rollout_count: u32,
+    pub max_parallel: Option<u32>,
+    pub model: ModelSettings,
+    pub counts: StatusCounts,
+    pub rollout_ids: Vec<String>,
+    pub cancel_requested: bool,
+    pub usage: TokenUsage,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Global position of the launch: newest-first order of the run list.
+    pub position: u64,
+}
+
+impl RunView {
+    /// One word for the whole run.
+    pub fn state(&self) -> &'static str {
+        let c = &self.counts;
+        if c.finished() == c.total {
+            if self.cancel_requested {
+                "cancelled"
+            } else if c.failed > 0 && c.completed == 0 {
+                "failed"
+            } else {
+                "completed"
+            }
+        } else if c.pending == c.total {
+            "pending"
+        } else {
+            "running"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolCallView {
+    pub step: u32,
+    pub call_id: String,
+    pub server: Option<String>,
+    pub tool_name: String,
+    pub arguments: String,
+    pub observation: String,
+    pub is_error: bool,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusChange {
+    pub status: RolloutStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutView {
+    pub rollout_id: String,
+    pub run_id: String,
+    pub scenario_id: String,
+    pub task_id: String,
+    pub seed: u64,
+    pub status: RolloutStatus,
+    pub max_steps: u32,
+    pub steps: u32,
+    pub trajectory: Vec<Message>,
+    pub tool_calls: Vec<ToolCallView>,
+    pub logprobs: Vec<Value>,
+    pub verdict: Option<Verdict>,
+    pub completion_reason: Option<CompletionReason>,
+    pub error: Option<String>,
+    pub usage: TokenUsage,
+    pub model_latency_ms: f64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status_events: Vec<StatusChange>,
+}
+
+impl RolloutView {
+    pub fn score(&self) -> Option<f64> {
+        self.verdict.as_ref().map(|v| v.score)
+    }
+}
+
+/// Every read model, and how far into the log they are.
+#[derive(Debug, Default)]
+pub struct Views {
+    runs: BTreeMap<String, RunView>,
+    rollouts: BTreeMap<String, RolloutView>,
+    /// Launch position → run id, for newest-first listing.
+    order: BTreeMap<u64, String>,
+    /// Position of the next event to apply (= events applied so far).
+    next_position: u64,
+}
+
+/// A filtered, paginated slice of the run list.
+pub struct RunPage<'a> {
+    pub total: usize,
+    pub runs: Vec<&'a RunView>,
+}
+
+impl Views {
+    pub fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
+    pub fn run(&self, run_id: &str) -> Option<&RunView> {
+        self.runs.get(run_id)
+    }
+
+    pub fn rollout(&self, rollout_id: &str) -> Option<&RolloutView> {
+        self.rollouts.get(rollout_id)
+    }
+
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn rollout_count(&self) -> usize {
+        self.rollouts.len()
+    }
+
+    /// Runs newest first, filtered by scenario and source (`None` = any).
+    pub fn list_runs(
+        &self,
+        scenario_id: Option<&str>,
+        source: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> RunPage<'_> {
+        let matching = self
+            .order
+            .values()
+            .rev()
+            .filter_map(|id| self.runs.get(id))
+            .filter(|r| scenario_id.is_none_or(|s| r.scenario_id == s))
+            .filter(|r| source.is_none_or(|s| r.source == s));
+        let mut total = 0;
+        let mut runs = Vec::new();
+        for run in matching {
+            if total >= offset && runs.len() < limit {
+                runs.push(run);
+            }
+            total += 1;
+        }
+        RunPage { total, runs }
+    }
+
+    /// Every run with unfinished rollouts, oldest first, with those rollouts' ids.
+    pub fn unfinished_runs(&self) -> Vec<(String, Vec<String>)> {
+        self.order
+            .values()
+            .filter_map(|run_id| {
+                let ids: Vec<String> = self
+                    .unfinished_rollouts(run_id)
+                    .into_iter()
+                    .map(|r| r.rollout_id.clone())
+                    .collect();
+                (!ids.is_empty()).then(|| (run_id.clone(), ids))
+            })
+            .collect()
+    }
+
+    /// Rollouts of a run that have not finished, in launch order.
+    pub fn unfinished_rollouts(&self, run_id: &str) -> Vec<&RolloutView> {
+        self.runs
+            .get(run_id)
+            .map(|run| {
+                run.rollout_ids
+                    .iter()
+                    .filter_map(|id| self.rollouts.get(id))
+                    .filter(|r| !r.status.is_terminal())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Folds one event in. `position` must be the next one: the views are a function
+    /// of the log prefix they have seen.
+    pub fn apply(&mut self, position: u64, event: &Event) {
+        self.next_position = position + 1;
+        match event {
+            Event::RunLaunched(e) => {
+                let rollout_ids = e.rollouts.iter().map(|r| r.rollout_id.clone()).collect();
+                for scheduled in &e.rollouts {
+                    self.rollouts.insert(
+                        scheduled.rollout_id.clone(),
+                        RolloutView {
+                            rollout_id: scheduled.rollout_id.clone(),
+                            run_id: e.run_id.clone(),
+                            scenario_id: e.scenario_id.clone(),
+                            task_id: scheduled.task_id.clone(),
+                            seed: scheduled.seed,
+                            status: RolloutStatus::Pending,
+                            max_steps: e.model.max_steps,
+                            steps: 0,
+                            trajectory: vec![],
+                            tool_calls: vec![],
+                            logprobs: vec![],
+                            verdict: None,
+                            completion_reason: None,
+                            error: None,
+                            usage: TokenUsage::default(),
+                            model_latency_ms: 0.0,
+                            created_at: e.launched_at,
+                            started_at: None,
+                            finished_at: None,
+                            status_events: vec![StatusChange {
+                                status: RolloutStatus::Pending,
+                                at: e.launched_at,
+                            }],
+                        },
+                    );
+                }
+                let counts = StatusCounts {
+                    total: e.rollouts.len() as u32,
+                    pending: e.rollouts.len() as u32,
+                    ..Default::default()
+                };
+                self.order.insert(position, e.run_id.clone());
+                self.runs.insert(
+                    e.run_id.clone(),
+                    RunView {
+                        run_id: e.run_id.clone(),
+                        scenario_id: e.scenario_id.clone(),
+                        source: e.source.clone(),
+                        task_ids: e.task_ids.clone(),
+                        rollout_count: e.rollout_count,
+                        max_parallel: e.max_parallel,
+                        model: e.model.clone(),
+                        counts,
+                        rollout_ids,
+                        cancel_requested: false,
+                        usage: TokenUsage::default(),
+                        created_at: e.launched_at,
+                        finished_at: None,
+                        position,
+                    },
+                );
+            }
+            Event::RunCancelRequested(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.cancel_requested = true;
+                }
+            }
+            Event::RunDeleted(e) => {
+                if let Some(run) = self.runs.remove(&e.run_id) {
+                    self.order.remove(&run.position);
+                    for id in &run.rollout_ids {
+                        self.rollouts.remove(id);
+                    }
+                }
+            }
+            Event::RolloutStarted(_)
+            | Event::ModelCalled(_)
+            | Event::ToolCalled(_)
+            | Event::RolloutVerified(_)
+            | Event::RolloutCompleted(_)
+            | Event::RolloutFailed(_)
+            | Event::RolloutCancelled(_) => self.apply_rollout_event(event),
+        }
+    }
+
+    fn apply_rollout_event(&mut self, event: &Event) {
+        let Some(rollout_id) = rollout_id_of(event) else {
+            return;
+        };
+        // Events of a deleted run's rollouts (still in flight at deletion) are ignored.
+        let Some(view) = self.rollouts.get_mut(rollout_id) else {
+            return;
+        };
+        let before = view.status;
+        let at = event.time();
+        let mut usage_delta = None;
+        let mut after = before;
+        match event {
+            Event::RolloutStarted(e) => {
+                after = RolloutStatus::Running;
+                view.started_at = Some(at);
+                view.trajectory = e.messages.clone();
+            }
+            Event::ModelCalled(e) => {
+                view.steps = view.steps.max(e.step);
+                view.trajectory.push(e.message.clone());
+                view.model_latency_ms += e.latency_ms;
+                if let Some(lp) = &e.logprobs {
+                    view.logprobs.push(lp.clone());
+                }
+                if let Some(u) = &e.usage {
+                    add_usage(&mut view.usage, u);
+                    usage_delta = Some(u.clone());
+                }
+            }
+            Event::ToolCalled(e) => {
+                view.trajectory.push(Message::tool_result(
+                    e.call_id.clone(),
+                    &e.tool_name,
+                    e.observation.clone(),
+                ));
+                view.tool_calls.push(ToolCallView {
+                    step: e.step,
+                    call_id: e.call_id.clone(),
+                    server: e.server.clone(),
+                    tool_name: e.tool_name.clone(),
+                    arguments: e.arguments.clone(),
+                    observation: e.observation.clone(),
+                    is_error: e.is_error,
+                    latency_ms: e.latency_ms,
+                });
+            }
+            Event::RolloutVerified(e) => {
+                after = RolloutStatus::Verifying;
+                view.verdict = Some(e.verdict.clone());
+            }
+            Event::RolloutCompleted(e) => {
+                after = RolloutStatus::Completed;
+                view.completion_reason = Some(e.reason);
+                view.finished_at = Some(at);
+            }
+            Event::RolloutFailed(e) => {
+                after = RolloutStatus::Failed;
+                view.error = Some(e.error.clone());
+                view.finished_at = Some(at);
+            }
+            Event::RolloutCancelled(e) => {
+                after = RolloutStatus::Cancelled;
+                view.error = Some(e.reason.clone());
+                view.finished_at = Some(at);
+            }
+            _ => {}
+        }
+        // A terminal state is final: a late event never revives a rollout.
+        if before.is_terminal() {
+            after = before;
+        }
+        view.status = after;
+        if after != before {
+            view.status_events.push(StatusChange { status: after, at });
+        }
+        let run_id = view.run_id.clone();
+        if let Some(run) = self.runs.get_mut(&run_id) {
+            if after != before {
+                *run.counts.slot(before) -= 1;
+                *run.counts.slot(after) += 1;
+                if run.counts.finished() == run.counts.total {
+                    run.finished_at = Some(at);
+                }
+            }
+            if let Some(u) = usage_delta {
+                add_usage(&mut run.usage, &u);
+            }
+        }
+    }
+
+    /// SHA-256 of every view serialised in a fixed order: equal logs give equal sums.
+    pub fn checksum(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for run in self.runs.values() {
+            hasher.update(serde_json::to_vec(run).unwrap_or_default());
+        }
+        for rollout in self.rollouts.values() {
+            hasher.update(serde_json::to_vec(rollout).unwrap_or_default());
+        }
+        hasher.update(self.next_position.to_be_bytes());
+        hex::encode(hasher.finalize())
+    }
+}
+
+fn add_usage(total: &mut TokenUsage, delta: &TokenUsage) {
+    total.prompt_tokens += delta.prompt_tokens;
+    total.completion_tokens += delta.completion_tokens;
+    total.total_tokens += delta.total_tokens;
+}
+
+fn rollout_id_of(event: &Event) -> Option<&str> {
+    Some(match event {
+        Event::RolloutStarted(e) => &e.rollout_id,
+        Event::ModelCalled(e) => &e.rollout_id,
+        Event::ToolCalled(e) => &e.rollout_id,
+        Event::RolloutVerified(e) => &e.rollout_id,
+        Event::RolloutCompleted(e) => &e.rollout_id,
+        Event::RolloutFailed(e) => &e.rollout_id,
+        Event::RolloutCancelled(e) => &e.rollout_id,
+        _ => return None,
+    })
+}

@@ -1,0 +1,131 @@
+//! The one app factory: `main` and every test build the service through
+//! [`Application::build`], which opens the log, replays it into the views, resumes
+//! unfinished runs and binds the HTTP server (port 0 in tests).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use tokio::sync::Semaphore;
+
+use crate::actors::{Deps, Gym, GymError};
+use crate::api::{self, AppState};
+use crate::config::secrets::SecretStore;
+use crate::config::Settings;
+use crate::metrics::{MeteredStore, Metrics};
+use crate::projections::{self, ProjectionError, Projections};
+use crate::scenarios::{Catalog, ScenarioError};
+use crate::store::file::FileStore;
+use crate::store::{EventStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("scenario templates: {0}")]
+    Scenarios(#[from] ScenarioError),
+    #[error("event log: {0}")]
+    Store(#[from] StoreError),
+    #[error("rebuilding the views: {0}")]
+    Projection(#[from] ProjectionError),
+    #[error("resuming runs: {0}")]
+    Recovery(#[from] GymError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    file_store: Arc<FileStore>,
+}
+
+impl Application {
+    /// Builds and binds the service; must run inside an actix `System`
+    /// (`#[actix_web::main]` or `#[actix_web::test]`).
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let catalog = Arc::new(Catalog::load(&settings.resolved_scenarios_dir())?);
+        let (file_store, report) = FileStore::open(&settings.data_dir)?;
+        if report.truncated_bytes > 0 {
+            tracing::warn!(
+                truncated_bytes = report.truncated_bytes,
+                "the log had a torn tail (an append that was never acknowledged); it was cut off"
+            );
+        }
+        let file_store = Arc::new(file_store);
+        let metrics = Metrics::new();
+        let store: Arc<dyn EventStore> =
+            Arc::new(MeteredStore::new(file_store.clone(), metrics.clone()));
+        let views = projections::rebuild(store.as_ref()).await?;
+        let unfinished = views.unfinished_runs();
+        tracing::info!(
+            events = views.next_position(),
+            runs = views.run_count(),
+            rollouts = views.rollout_count(),
+            unfinished_runs = unfinished.len(),
+            "views rebuilt from the log"
+        );
+        let projections = Projections::follow(store.clone(), views);
+        let gym = Gym::start(Deps {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+            secrets: SecretStore::default(),
+            global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
+            model_timeout_secs: settings.model_timeout_secs,
+        });
+        gym.recover(unfinished).await?;
+
+        let state = web::Data::new(AppState {
+            gym,
+            projections,
+            catalog,
+            metrics,
+            store,
+        });
+        let configure = api::configure(settings.max_body_bytes);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("rl_gym::http"))
+                .configure(configure.clone())
+                .default_service(web::to(api::not_found))
+        })
+        .shutdown_timeout(settings.shutdown_timeout_secs)
+        .bind(settings.bind)
+        .map_err(|source| StartupError::Bind {
+            addr: settings.bind,
+            source,
+        })?;
+        let address = server.addrs().first().copied().unwrap_or(settings.bind);
+        let server = server.run();
+        tracing::info!(%address, data_dir = %settings.data_dir.display(), "rl-gym listening");
+        Ok(Application {
+            address,
+            server,
+            file_store,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM, Ctrl-C or the handle), then lets the log's
+    /// writer finish and closes it.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.file_store.close().await;
+        tracing::info!("event log closed");
+        // Give in-flight loops a moment to see the closed store before the runtime ends.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        result
+    }
+}
