@@ -30,6 +30,7 @@ pub struct EventData {
     pub id: Uuid,
     pub event_type: String,
     pub schema_version: u16,
+    /// Kept to the microsecond: every backend stores it so (see [`normalize_time`]).
     pub time: DateTime<Utc>,
     /// The event's payload, JSON in practice; the store treats it as bytes.
     pub data: Vec<u8>,
@@ -79,7 +80,9 @@ pub enum CurrentRevision {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The stream is not in the expected state: a refusal, not a failure.
-    #[error("wrong expected version on stream {stream}: expected {expected:?}, current {current:?}")]
+    #[error(
+        "wrong expected version on stream {stream}: expected {expected:?}, current {current:?}"
+    )]
     WrongExpectedVersion {
         stream: String,
         expected: ExpectedState,
@@ -131,6 +134,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A receiver of every event appended from now on, in position order.
     fn live(&self) -> tokio::sync::broadcast::Receiver<Arc<RecordedEvent>>;
+}
+
+/// The time as every backend keeps it: truncated to whole microseconds, so that an
+/// event reads back the same from memory, from the file log and after a reopen.
+pub fn normalize_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
 }
 
 /// Catch up from `from`, then follow live appends, with nothing missed or repeated.

@@ -1,0 +1,753 @@
+//! The event store's conformance suite, run against every backend, and the file
+//! backend's own tests (reopen, torn tails, damage, rollover, failing disk, batching).
+//!
+//! A backend joins the suite with one line: `conformance!(name, factory)` where the
+//! factory is an async fn returning a [`Harness`] (the store behind `Arc<dyn
+//! EventStore>` plus whatever must live as long as it, e.g. a temp dir).
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+use rl_gym::store::file::{FileStore, FileStoreOptions, OpenReport};
+use rl_gym::store::memory::MemoryStore;
+use rl_gym::store::{
+    subscribe_all, AppendResult, CurrentRevision, EventData, EventStore, ExpectedState, StoreError,
+};
+use uuid::Uuid;
+
+pub struct Harness {
+    pub store: Arc<dyn EventStore>,
+    /// Kept alive as long as the store (a temp dir, a container handle).
+    pub _guard: Box<dyn Any + Send>,
+}
+
+async fn memory() -> Harness {
+    Harness {
+        store: Arc::new(MemoryStore::new()),
+        _guard: Box::new(()),
+    }
+}
+
+async fn file() -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, _) = FileStore::open(dir.path()).expect("open");
+    Harness {
+        store: Arc::new(store),
+        _guard: Box::new(dir),
+    }
+}
+
+/// The file backend with tiny segments, so the suite also runs across rollovers.
+async fn file_tiny_segments() -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = FileStoreOptions {
+        segment_size: 1024,
+        ..FileStoreOptions::default()
+    };
+    let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
+    Harness {
+        store: Arc::new(store),
+        _guard: Box::new(dir),
+    }
+}
+
+fn event(n: u64) -> EventData {
+    EventData {
+        id: Uuid::new_v4(),
+        event_type: format!("Happened{n}"),
+        schema_version: 1,
+        time: Utc::now(),
+        data: format!(r#"{{"n":{n}}}"#).into_bytes(),
+    }
+}
+
+fn events(n: u64) -> Vec<EventData> {
+    (0..n).map(event).collect()
+}
+
+fn result(rev: u64, pos: u64) -> AppendResult {
+    AppendResult {
+        next_expected_revision: rev,
+        position: pos,
+    }
+}
+
+fn assert_wrong(err: StoreError, want: CurrentRevision) {
+    match err {
+        StoreError::WrongExpectedVersion { current, .. } => assert_eq!(current, want),
+        other => panic!("expected WrongExpectedVersion, got {other:?}"),
+    }
+}
+
+/// The rules every backend must follow. Each test gets a fresh, empty store.
+mod suite {
+    use super::*;
+
+    pub async fn revisions_are_per_stream_and_positions_global(s: Arc<dyn EventStore>) {
+        assert_eq!(s.next_position(), 0);
+        let a = s.append("a", ExpectedState::NoStream, events(2)).await;
+        assert_eq!(a.expect("a"), result(1, 1));
+        let b = s.append("b", ExpectedState::Any, events(1)).await;
+        assert_eq!(b.expect("b"), result(0, 2));
+        let a2 = s.append("a", ExpectedState::Exact(1), events(3)).await;
+        assert_eq!(a2.expect("a2"), result(4, 5));
+        assert_eq!(s.next_position(), 6);
+
+        let a = s.read_stream("a", 0).await.expect("read a");
+        let revs: Vec<_> = a.iter().map(|e| (e.revision, e.position)).collect();
+        assert_eq!(revs, [(0, 0), (1, 1), (2, 3), (3, 4), (4, 5)]);
+        let all = s.read_all(0, 100).await.expect("read all");
+        let positions: Vec<_> = all.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(all[2].stream, "b");
+    }
+
+    pub async fn events_read_back_as_written(s: Arc<dyn EventStore>) {
+        let e = event(7);
+        s.append("a", ExpectedState::Any, vec![e.clone()])
+            .await
+            .expect("append");
+        let back = s.read_stream("a", 0).await.expect("read");
+        assert_eq!(back.len(), 1);
+        let r = &back[0];
+        assert_eq!(r.id, e.id);
+        assert_eq!(r.event_type, e.event_type);
+        assert_eq!(r.schema_version, e.schema_version);
+        assert_eq!(r.data, e.data);
+        assert_eq!(r.stream, "a");
+        // Backends keep times to the microsecond.
+        assert_eq!(r.time.timestamp_micros(), e.time.timestamp_micros());
+        assert_eq!(r.time, rl_gym::store::normalize_time(e.time));
+    }
+
+    pub async fn expected_states_accept_and_refuse_with_current(s: Arc<dyn EventStore>) {
+        assert_wrong(
+            s.append("a", ExpectedState::StreamExists, events(1))
+                .await
+                .expect_err("exists on no stream"),
+            CurrentRevision::NoStream,
+        );
+        assert_wrong(
+            s.append("a", ExpectedState::Exact(0), events(1))
+                .await
+                .expect_err("exact on no stream"),
+            CurrentRevision::NoStream,
+        );
+        s.append("a", ExpectedState::NoStream, events(1))
+            .await
+            .expect("no stream");
+        assert_wrong(
+            s.append("a", ExpectedState::NoStream, events(1))
+                .await
+                .expect_err("no stream on existing"),
+            CurrentRevision::Current(0),
+        );
+        s.append("a", ExpectedState::StreamExists, events(1))
+            .await
+            .expect("exists");
+        assert_wrong(
+            s.append("a", ExpectedState::Exact(0), events(1))
+                .await
+                .expect_err("stale exact"),
+            CurrentRevision::Current(1),
+        );
+        assert_wrong(
+            s.append("a", ExpectedState::Exact(5), events(1))
+                .await
+                .expect_err("future exact"),
+            CurrentRevision::Current(1),
+        );
+        s.append("a", ExpectedState::Exact(1), events(1))
+            .await
+            .expect("exact");
+        s.append("a", ExpectedState::Any, events(1))
+            .await
+            .expect("any");
+        // Refusals wrote nothing.
+        assert_eq!(s.next_position(), 4);
+        assert_eq!(s.read_stream("a", 0).await.expect("read").len(), 4);
+    }
+
+    pub async fn retried_append_returns_original_result_and_writes_nothing(s: Arc<dyn EventStore>) {
+        let batch = events(3);
+        let first = s
+            .append("a", ExpectedState::NoStream, batch.clone())
+            .await
+            .expect("first");
+        s.append("b", ExpectedState::Any, events(1))
+            .await
+            .expect("b");
+        s.append("a", ExpectedState::Any, events(1))
+            .await
+            .expect("a again");
+        // The retry's expectation no longer holds, yet it is answered as the original.
+        for expected in [
+            ExpectedState::NoStream,
+            ExpectedState::Exact(0),
+            ExpectedState::Any,
+            ExpectedState::StreamExists,
+        ] {
+            let again = s.append("a", expected, batch.clone()).await.expect("retry");
+            assert_eq!(again, first);
+        }
+        assert_eq!(s.next_position(), 5);
+        assert_eq!(s.read_stream("a", 0).await.expect("read").len(), 4);
+    }
+
+    pub async fn partly_written_ids_are_a_conflict(s: Arc<dyn EventStore>) {
+        let batch = events(2);
+        s.append("a", ExpectedState::Any, batch.clone())
+            .await
+            .expect("first");
+        let mixed = vec![batch[1].clone(), event(9)];
+        match s.append("a", ExpectedState::Any, mixed).await {
+            Err(StoreError::IdempotencyConflict { stream }) => assert_eq!(stream, "a"),
+            other => panic!("expected IdempotencyConflict, got {other:?}"),
+        }
+        let swapped = vec![batch[1].clone(), batch[0].clone()];
+        assert!(matches!(
+            s.append("a", ExpectedState::Any, swapped).await,
+            Err(StoreError::IdempotencyConflict { .. })
+        ));
+        assert_eq!(s.next_position(), 2);
+    }
+
+    pub async fn empty_append_is_refused(s: Arc<dyn EventStore>) {
+        assert!(matches!(
+            s.append("a", ExpectedState::Any, vec![]).await,
+            Err(StoreError::InvalidAppend(_))
+        ));
+        assert_eq!(s.next_position(), 0);
+        assert!(s.read_stream("a", 0).await.expect("read").is_empty());
+    }
+
+    pub async fn read_stream_from_a_revision(s: Arc<dyn EventStore>) {
+        for i in 0..5 {
+            s.append("a", ExpectedState::Any, vec![event(i)])
+                .await
+                .expect("append");
+            s.append("b", ExpectedState::Any, vec![event(i)])
+                .await
+                .expect("append");
+        }
+        let tail = s.read_stream("a", 3).await.expect("read");
+        let revs: Vec<_> = tail.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, [3, 4]);
+        assert!(tail.iter().all(|e| e.stream == "a"));
+        assert!(s.read_stream("a", 5).await.expect("past end").is_empty());
+        assert!(s.read_stream("nope", 0).await.expect("none").is_empty());
+    }
+
+    pub async fn read_all_pages(s: Arc<dyn EventStore>) {
+        for i in 0..25 {
+            s.append(&format!("s{}", i % 3), ExpectedState::Any, vec![event(i)])
+                .await
+                .expect("append");
+        }
+        let mut from = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = s.read_all(from, 7).await.expect("page");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 7);
+            from = page.last().map(|e| e.position + 1).unwrap_or(from);
+            seen.extend(page.into_iter().map(|e| e.position));
+        }
+        assert_eq!(seen, (0..25).collect::<Vec<_>>());
+        assert!(s.read_all(25, 10).await.expect("end").is_empty());
+        assert!(s.read_all(100, 10).await.expect("past end").is_empty());
+        assert!(s.read_all(3, 0).await.expect("none").is_empty());
+    }
+
+    pub async fn subscription_catches_up_then_follows_live(s: Arc<dyn EventStore>) {
+        for i in 0..50 {
+            s.append(&format!("s{}", i % 4), ExpectedState::Any, vec![event(i)])
+                .await
+                .expect("history");
+        }
+        let mut sub = subscribe_all(s.clone(), 10);
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    for i in 0..50 {
+                        s.append(&format!("w{w}"), ExpectedState::Any, events(1 + i % 2))
+                            .await
+                            .expect("live append");
+                    }
+                })
+            })
+            .collect();
+        let total = 50 + 4 * 75;
+        let mut expected = 10;
+        while expected < total {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
+                .await
+                .expect("subscription stalled")
+                .expect("next");
+            assert_eq!(e.position, expected, "exactly once, in order");
+            expected += 1;
+        }
+        for w in writers {
+            w.await.expect("writer");
+        }
+        // Nothing more arrives, and the stream form works too.
+        let more = tokio::time::timeout(std::time::Duration::from_millis(100), sub.next()).await;
+        assert!(more.is_err(), "no event past the end");
+        let mut stream = Box::pin(subscribe_all(s.clone(), total - 2).into_stream());
+        let last = stream.next().await.expect("item").expect("event");
+        assert_eq!(last.position, total - 2);
+    }
+
+    pub async fn slow_subscriber_that_lags_reads_the_log(s: Arc<dyn EventStore>) {
+        let mut sub = subscribe_all(s.clone(), 0);
+        // More live events than any broadcast buffer holds, before reading one.
+        for chunk in 0..10u64 {
+            let batch = events(1000);
+            s.append(&format!("big{chunk}"), ExpectedState::Any, batch)
+                .await
+                .expect("append");
+        }
+        for want in 0..10_000 {
+            let e = sub.next().await.expect("next");
+            assert_eq!(e.position, want);
+        }
+    }
+
+    pub async fn concurrent_exact_appenders_each_revision_won_once(s: Arc<dyn EventStore>) {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut wins = Vec::new();
+                    for _ in 0..40 {
+                        let current = s
+                            .read_stream("contended", 0)
+                            .await
+                            .expect("read")
+                            .last()
+                            .map(|e| e.revision);
+                        let expected = match current {
+                            None => ExpectedState::NoStream,
+                            Some(r) => ExpectedState::Exact(r),
+                        };
+                        match s.append("contended", expected, vec![event(0)]).await {
+                            Ok(r) => wins.push(r.next_expected_revision),
+                            Err(StoreError::WrongExpectedVersion { .. }) => {}
+                            Err(e) => panic!("unexpected {e:?}"),
+                        }
+                    }
+                    wins
+                })
+            })
+            .collect();
+        let mut wins = Vec::new();
+        for t in tasks {
+            wins.extend(t.await.expect("task"));
+        }
+        wins.sort_unstable();
+        let n = wins.len() as u64;
+        assert!(n > 0);
+        assert_eq!(
+            wins,
+            (0..n).collect::<Vec<_>>(),
+            "each revision won exactly once"
+        );
+        let stream = s.read_stream("contended", 0).await.expect("read");
+        assert_eq!(stream.len() as u64, n);
+    }
+
+    pub async fn same_id_in_another_stream_is_another_event(s: Arc<dyn EventStore>) {
+        // As in KurrentDB, ids are idempotency keys within their stream.
+        let e = event(1);
+        s.append("a", ExpectedState::Any, vec![e.clone()])
+            .await
+            .expect("a");
+        let b = s.append("b", ExpectedState::Any, vec![e]).await.expect("b");
+        assert_eq!(b, result(0, 1));
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident, $factory:path) => {
+        mod $backend {
+            conformance!(@tests $factory;
+                revisions_are_per_stream_and_positions_global,
+                events_read_back_as_written,
+                expected_states_accept_and_refuse_with_current,
+                retried_append_returns_original_result_and_writes_nothing,
+                partly_written_ids_are_a_conflict,
+                empty_append_is_refused,
+                read_stream_from_a_revision,
+                read_all_pages,
+                subscription_catches_up_then_follows_live,
+                slow_subscriber_that_lags_reads_the_log,
+                concurrent_exact_appenders_each_revision_won_once,
+                same_id_in_another_stream_is_another_event
+            );
+        }
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let harness = $factory().await;
+                super::suite::$name(harness.store.clone()).await;
+            }
+        )*
+    };
+}
+
+conformance!(memory_backend, super::memory);
+conformance!(file_backend, super::file);
+conformance!(file_backend_tiny_segments, super::file_tiny_segments);
+
+/// Tests of what only the file backend has: a disk.
+mod file_only {
+    use super::*;
+
+    fn open(dir: &Path) -> (FileStore, OpenReport) {
+        FileStore::open(dir).expect("open")
+    }
+
+    fn segment(dir: &Path, n: u32) -> PathBuf {
+        dir.join("log").join(format!("{n:08}.seg"))
+    }
+
+    async fn fill(store: &FileStore, n: u64) -> Vec<Vec<EventData>> {
+        let mut appended = Vec::new();
+        for i in 0..n {
+            let batch = events(1 + i % 2);
+            store
+                .append(&format!("s{}", i % 3), ExpectedState::Any, batch.clone())
+                .await
+                .expect("append");
+            appended.push(batch);
+        }
+        appended
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_positions_revisions_and_ids() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, report) = open(dir.path());
+        assert_eq!(report.events, 0);
+        let batch = events(2);
+        let first = store
+            .append("a", ExpectedState::NoStream, batch.clone())
+            .await
+            .expect("a");
+        fill(&store, 10).await;
+        let before = store.read_all(0, 1000).await.expect("all");
+        store.close().await;
+        assert!(matches!(
+            store.append("a", ExpectedState::Any, events(1)).await,
+            Err(StoreError::Closed)
+        ));
+        drop(store);
+
+        let (store, report) = open(dir.path());
+        assert_eq!(report.events, before.len() as u64);
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(store.next_position(), before.len() as u64);
+        assert_eq!(store.read_all(0, 1000).await.expect("all"), before);
+        let retry = store
+            .append("a", ExpectedState::NoStream, batch)
+            .await
+            .expect("retry after reopen");
+        assert_eq!(retry, first);
+        assert_eq!(store.next_position(), before.len() as u64);
+        let next = store
+            .append("a", ExpectedState::Exact(1), events(1))
+            .await
+            .expect("continues");
+        assert_eq!(next, result(2, before.len() as u64));
+    }
+
+    /// Writes 10 appends, breaks the end of the log with `damage`, reopens: the tail
+    /// must be cut and reported, everything before intact, and appends work again.
+    async fn torn_tail_case(damage: impl FnOnce(&Path, u64)) {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        fill(&store, 10).await;
+        let before = store.read_all(0, 1000).await.expect("all");
+        drop(store);
+        let seg = segment(dir.path(), 0);
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        damage(&seg, len);
+        let damaged_len = std::fs::metadata(&seg).expect("meta").len();
+
+        let (store, report) = open(dir.path());
+        assert!(report.truncated_bytes > 0, "tail reported: {report:?}");
+        let after = store.read_all(0, 1000).await.expect("all");
+        assert_eq!(report.events, after.len() as u64);
+        assert_eq!(after[..], before[..after.len()], "intact prefix");
+        assert!(
+            after.len() + 2 >= before.len(),
+            "at most the last record lost"
+        );
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len(),
+            damaged_len - report.truncated_bytes
+        );
+        let r = store
+            .append("new", ExpectedState::NoStream, events(2))
+            .await
+            .expect("append after cut");
+        assert_eq!(r.position, after.len() as u64 + 1);
+        drop(store);
+        let (_, report) = open(dir.path());
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(report.events, after.len() as u64 + 2);
+    }
+
+    fn append_bytes(path: &Path, bytes: &[u8]) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .expect("open seg");
+        f.write_all(bytes).expect("write");
+    }
+
+    fn flip(path: &Path, offset: u64) {
+        let mut bytes = std::fs::read(path).expect("read");
+        bytes[offset as usize] ^= 0x40;
+        std::fs::write(path, bytes).expect("write");
+    }
+
+    #[tokio::test]
+    async fn torn_tail_half_a_length_prefix_is_cut() {
+        torn_tail_case(|seg, _| append_bytes(seg, &[0x50, 0x00])).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_record_cut_in_the_middle_is_cut() {
+        torn_tail_case(|seg, len| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(seg)
+                .expect("open");
+            f.set_len(len - 20).expect("cut");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_flipped_byte_in_last_record_is_cut() {
+        torn_tail_case(|seg, len| flip(seg, len - 3)).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_garbage_appended_is_cut() {
+        torn_tail_case(|seg, _| append_bytes(seg, b"garbage after the last record\x00\x01")).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_zeros_appended_is_cut() {
+        torn_tail_case(|seg, _| append_bytes(seg, &[0u8; 300])).await;
+    }
+
+    #[tokio::test]
+    async fn flipped_byte_in_the_middle_is_corrupt_naming_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        fill(&store, 10).await;
+        drop(store);
+        let seg = segment(dir.path(), 0);
+        // The header is 24 bytes; byte 24 + 60 is inside the first record's payload.
+        flip(&seg, 24 + 60);
+        match FileStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(msg.contains("00000000.seg"), "{msg}");
+                assert!(msg.contains("offset 24"), "{msg}");
+            }
+            Err(e) => panic!("expected Corrupt, got {e:?}"),
+            Ok(_) => panic!("expected Corrupt, opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn damaged_earlier_segment_is_corrupt_even_at_its_end() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = FileStoreOptions {
+            segment_size: 512,
+            ..FileStoreOptions::default()
+        };
+        let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
+        fill(&store, 20).await;
+        drop(store);
+        let seg = segment(dir.path(), 0);
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        flip(&seg, len - 2);
+        match FileStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("00000000.seg"), "{msg}"),
+            other => panic!("expected Corrupt, got {:?}", other.map(|(_, r)| r)),
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_segment_is_corrupt() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = FileStoreOptions {
+            segment_size: 512,
+            ..FileStoreOptions::default()
+        };
+        let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
+        fill(&store, 20).await;
+        drop(store);
+        std::fs::remove_file(segment(dir.path(), 1)).expect("rm");
+        assert!(matches!(
+            FileStore::open(dir.path()),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn tiny_segments_roll_over_and_reopen() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = || FileStoreOptions {
+            segment_size: 600,
+            ..FileStoreOptions::default()
+        };
+        let (store, _) = FileStore::open_with(dir.path(), options()).expect("open");
+        fill(&store, 40).await;
+        let before = store.read_all(0, 1000).await.expect("all");
+        let stream = store.read_stream("s1", 2).await.expect("stream");
+        drop(store);
+        let (store, report) = FileStore::open_with(dir.path(), options()).expect("reopen");
+        assert!(report.segments > 5, "{report:?}");
+        assert!(segment(dir.path(), report.segments as u32 - 1).exists());
+        assert_eq!(report.events, before.len() as u64);
+        assert_eq!(store.read_all(0, 1000).await.expect("all"), before);
+        assert_eq!(store.read_stream("s1", 2).await.expect("stream"), stream);
+        // Paging across segment boundaries.
+        let page = store.read_all(5, 13).await.expect("page");
+        assert_eq!(page[..], before[5..18]);
+        store
+            .append("s1", ExpectedState::Any, events(1))
+            .await
+            .expect("append after reopen");
+    }
+
+    #[tokio::test]
+    async fn failed_sync_refuses_the_batch_and_the_store_recovers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = FileStoreOptions::default();
+        let faults = options.faults.clone();
+        let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
+        let store = Arc::new(store);
+        let kept = store
+            .append("a", ExpectedState::NoStream, events(1))
+            .await
+            .expect("first");
+        let len_before = std::fs::metadata(segment(dir.path(), 0))
+            .expect("meta")
+            .len();
+        let mut live = store.live();
+
+        faults.fail_next_syncs(1);
+        let lost = events(2);
+        match store
+            .append("a", ExpectedState::Exact(0), lost.clone())
+            .await
+        {
+            Err(StoreError::Io(e)) => assert!(e.to_string().contains("injected"), "{e}"),
+            other => panic!("expected Io, got {other:?}"),
+        }
+        assert_eq!(store.next_position(), 1);
+        assert_eq!(store.read_stream("a", 0).await.expect("read").len(), 1);
+        assert!(live.try_recv().is_err(), "nothing broadcast");
+        assert_eq!(
+            std::fs::metadata(segment(dir.path(), 0))
+                .expect("meta")
+                .len(),
+            len_before,
+            "cut back"
+        );
+
+        // The same append succeeds once the disk is back, at the same place.
+        let r = store
+            .append("a", ExpectedState::Exact(0), lost)
+            .await
+            .expect("after recovery");
+        assert_eq!(r, result(2, 2));
+        assert_eq!(live.recv().await.expect("live").position, 1);
+        drop(live);
+        let acknowledged = store.read_all(0, 100).await.expect("all");
+        let store = Arc::try_unwrap(store).ok().expect("sole owner");
+        drop(store);
+        let (store, report) = open(dir.path());
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(store.read_all(0, 100).await.expect("all"), acknowledged);
+        assert_eq!(acknowledged[0].position, kept.position);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_batched() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..64)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        store
+                            .append(&format!("w{w}"), ExpectedState::Any, events(1))
+                            .await
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let stats = store.stats();
+        assert_eq!(stats.appends, 64 * 20);
+        assert_eq!(stats.events, 64 * 20);
+        assert!(
+            stats.fsyncs < stats.appends / 2,
+            "group commit should share fsyncs: {stats:?}"
+        );
+        assert_eq!(store.next_position(), 64 * 20);
+    }
+
+    #[tokio::test]
+    async fn appends_queued_before_close_are_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        let store = Arc::new(store);
+        let pending: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(&format!("c{i}"), ExpectedState::Any, events(1))
+                        .await
+                })
+            })
+            .collect();
+        // Let some of them reach the queue, then close while others are on the way.
+        tokio::task::yield_now().await;
+        store.close().await;
+        let mut ok = 0;
+        for p in pending {
+            match p.await.expect("task") {
+                Ok(_) => ok += 1,
+                Err(StoreError::Closed) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(store.next_position(), ok);
+        drop(store);
+        let (_, report) = open(dir.path());
+        assert_eq!(report.events, ok);
+    }
+}
