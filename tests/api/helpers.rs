@@ -1,0 +1,212 @@
+//! Test harness: the real service through the one app factory on a random loopback
+//! port with its own data directory, or the real binary as a child process when a
+//! test must kill it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use rl_gym::config::Settings;
+use rl_gym::startup::Application;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    handle: ServerHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub fn settings_for(data_dir: &Path) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.bind = "127.0.0.1:0".parse().unwrap();
+    settings.data_dir = data_dir.to_path_buf();
+    settings.shutdown_timeout_secs = 1;
+    settings
+}
+
+/// A fresh service with its own empty data directory.
+pub async fn spawn_app() -> TestApp {
+    let temp = tempfile::tempdir().unwrap();
+    let mut app = spawn_app_with(settings_for(temp.path())).await;
+    app._temp = Some(temp);
+    app
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let data_dir = settings.data_dir.clone();
+    let app = Application::build(settings).await.expect("the service starts");
+    let address = format!("http://{}", app.address());
+    let handle = app.handle();
+    let task = actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        data_dir,
+        handle,
+        task: Some(task),
+        _temp: None,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// Launches a run and returns the launch response body.
+    pub async fn launch(&self, body: &Value) -> Value {
+        let response = self.post("/runs", body).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "launch failed: {body}");
+        body
+    }
+
+    /// Polls the run until every rollout has finished.
+    pub async fn wait_until_finished(&self, run_id: &str) -> Value {
+        wait_until_finished(&self.client, &self.address, run_id).await
+    }
+
+    /// Stops the server and waits for the log to be closed.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops the server but keeps its data directory alive for a restart.
+    pub async fn stop_keep_data(mut self) -> Option<tempfile::TempDir> {
+        let temp = self._temp.take();
+        self.handle.stop(true).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        temp
+    }
+}
+
+pub async fn wait_until_finished(client: &reqwest::Client, address: &str, run_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: Value = client
+            .get(format!("{address}/runs/{run_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let total = status["total"].as_u64().unwrap();
+        let done = status["completed"].as_u64().unwrap()
+            + status["failed"].as_u64().unwrap()
+            + status["cancelled"].as_u64().unwrap();
+        if done == total {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "run {run_id} did not finish: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A launch body for the builtin provider.
+pub fn builtin_run(model: &str, task_ids: &[&str], rollout_count: u32) -> Value {
+    json!({
+        "scenario_id": "hr",
+        "task_ids": task_ids,
+        "rollout_count": rollout_count,
+        "model_config": { "model": model, "provider": "builtin" }
+    })
+}
+
+/// The first task of the bundled hr scenario.
+pub async fn first_hr_task(app: &TestApp) -> String {
+    let tasks = app.get_json("/scenarios/hr/tasks").await;
+    tasks["tasks"][0]["task_id"].as_str().unwrap().to_string()
+}
+
+/// The real binary, serving on a random port; killed on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    pub fn start(data_dir: &Path) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rl-gym"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("rl-gym listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        ServerProcess { child, address }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `args` and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_rl-gym"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}

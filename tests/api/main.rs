@@ -1,0 +1,7 @@
+//! The one black-box test binary: the service through HTTP and the CLI.
+
+mod durability;
+mod helpers;
+mod operations;
+mod runs;
+mod scenarios;
