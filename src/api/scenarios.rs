@@ -123,7 +123,7 @@ async fn get_seed_file(state: web::Data<AppState>, path: web::Path<(String, Stri
             "filename": filename,
             "content": content,
         }))),
-        Err(SeedFileError::Traversal) => Err(ApiError::new(
+        Err(SeedFileError::Traversal(_)) => Err(ApiError::new(
             ErrorCode::PathTraversal,
             "Invalid filename: path traversal is not allowed",
         )),

@@ -153,6 +153,9 @@ pub struct RolloutCancelled {
 }
 
 /// Every event of rl-gym. The variant name is the persisted `event_type`.
+// Events are short-lived values between the log and a fold; boxing the launch would
+// only add an allocation per event decoded.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {

@@ -1,0 +1,304 @@
+//! The event catalog: every event type has a schema per version in `events/schema/`,
+//! and the golden logs in `events/golden/` still decode to the same payloads and
+//! replay to the same views. Changing an event's shape without a new schema version
+//! (and an upcaster) fails here.
+//!
+//! `RL_GYM_BLESS=1 cargo test catalog` rewrites the v1 golden log and its views; do
+//! that only when adding a new golden log, never to paper over a changed shape.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use rl_gym::domain::chat::{FunctionCall, Message, ToolCall};
+use rl_gym::domain::events::*;
+use rl_gym::domain::verdict::{CheckResult, Verdict};
+use rl_gym::projections;
+use rl_gym::store::memory::MemoryStore;
+use rl_gym::store::{EventData, EventStore, ExpectedState};
+
+fn events_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_772_442_000 + seconds, 0).unwrap()
+}
+
+fn model() -> ModelSettings {
+    ModelSettings {
+        model: "oracle".into(),
+        provider: "builtin".into(),
+        base_url: None,
+        temperature: 0.7,
+        max_steps: 30,
+        system_prompt: None,
+        tool_server_url: None,
+        log_prob: false,
+        summarize_every_n_turns: 0,
+        context_stride: 3,
+        has_api_key: false,
+    }
+}
+
+fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
+    Event::RunLaunched(RunLaunched {
+        run_id: run_id.into(),
+        scenario_id: "hr".into(),
+        source: "rl-gym".into(),
+        task_ids: vec!["hr__101_approve_leave_request".into()],
+        rollout_count: rollouts.len() as u32,
+        max_parallel: Some(2),
+        model: model(),
+        user_model: None,
+        task_overrides: Default::default(),
+        rollouts: rollouts
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ScheduledRollout {
+                rollout_id: id.to_string(),
+                task_id: "hr__101_approve_leave_request".into(),
+                seed: 1000 + i as u64,
+            })
+            .collect(),
+        launched_at: at(time),
+    })
+}
+
+fn started(rollout_id: &str, run_id: &str, time: i64) -> Event {
+    Event::RolloutStarted(RolloutStarted {
+        rollout_id: rollout_id.into(),
+        run_id: run_id.into(),
+        task_id: "hr__101_approve_leave_request".into(),
+        messages: vec![Message::system("You are an assistant."), Message::user("Approve the leave request.")],
+        started_at: at(time),
+    })
+}
+
+/// One of every event type, as (stream, event), in log order.
+fn golden_events() -> Vec<(String, Event)> {
+    let run = |id: &str| format!("run-{id}");
+    let rol = |id: &str| format!("rollout-{id}");
+    vec![
+        (run("run_a"), launched("run_a", &["rol_a1"], 0)),
+        (rol("rol_a1"), started("rol_a1", "run_a", 1)),
+        (
+            rol("rol_a1"),
+            Event::ModelCalled(ModelCalled {
+                rollout_id: "rol_a1".into(),
+                step: 1,
+                model: "oracle".into(),
+                message: Message::assistant(
+                    None,
+                    vec![ToolCall {
+                        id: "call_1".into(),
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name: "approve_leave_request".into(),
+                            arguments: "{\"request_id\":\"lr_0001\"}".into(),
+                        },
+                    }],
+                ),
+                usage: Some(TokenUsage { prompt_tokens: 120, completion_tokens: 20, total_tokens: 140 }),
+                logprobs: Some(json!({"content": [{"token": "{", "logprob": -0.01}]})),
+                latency_ms: 250.5,
+                called_at: at(2),
+            }),
+        ),
+        (
+            rol("rol_a1"),
+            Event::ToolCalled(ToolCalled {
+                rollout_id: "rol_a1".into(),
+                step: 1,
+                call_id: "call_1".into(),
+                server: Some("hrms".into()),
+                tool_name: "approve_leave_request".into(),
+                arguments: "{\"request_id\":\"lr_0001\"}".into(),
+                observation: "{\"status\":\"approved\"}".into(),
+                is_error: false,
+                latency_ms: 0.2,
+                called_at: at(3),
+            }),
+        ),
+        (
+            rol("rol_a1"),
+            Event::ModelCalled(ModelCalled {
+                rollout_id: "rol_a1".into(),
+                step: 2,
+                model: "oracle".into(),
+                message: Message::assistant(Some("Approved.".into()), vec![]),
+                usage: None,
+                logprobs: None,
+                latency_ms: 180.0,
+                called_at: at(4),
+            }),
+        ),
+        (
+            rol("rol_a1"),
+            Event::RolloutVerified(RolloutVerified {
+                rollout_id: "rol_a1".into(),
+                verdict: Verdict {
+                    score: 1.0,
+                    label: "Full Credit".into(),
+                    checks: vec![CheckResult {
+                        id: "approved".into(),
+                        description: "The request is approved".into(),
+                        passed: true,
+                        reason: "lr_0001 is approved".into(),
+                    }],
+                },
+                verified_at: at(5),
+            }),
+        ),
+        (
+            rol("rol_a1"),
+            Event::RolloutCompleted(RolloutCompleted {
+                rollout_id: "rol_a1".into(),
+                reason: CompletionReason::FinalAnswer,
+                steps: 2,
+                completed_at: at(6),
+            }),
+        ),
+        (run("run_b"), launched("run_b", &["rol_b1", "rol_b2"], 10)),
+        (rol("rol_b2"), started("rol_b2", "run_b", 11)),
+        (
+            run("run_b"),
+            Event::RunCancelRequested(RunCancelRequested { run_id: "run_b".into(), requested_at: at(12) }),
+        ),
+        (
+            rol("rol_b1"),
+            Event::RolloutCancelled(RolloutCancelled {
+                rollout_id: "rol_b1".into(),
+                reason: "run cancelled before the rollout started".into(),
+                cancelled_at: at(13),
+            }),
+        ),
+        (
+            rol("rol_b2"),
+            Event::RolloutFailed(RolloutFailed {
+                rollout_id: "rol_b2".into(),
+                error: "model call failed at step 1: provider answered 500: overloaded".into(),
+                failed_at: at(14),
+            }),
+        ),
+        (run("run_c"), launched("run_c", &["rol_c1"], 20)),
+        (run("run_c"), Event::RunDeleted(RunDeleted { run_id: "run_c".into(), deleted_at: at(21) })),
+    ]
+}
+
+fn envelope(stream: &str, event: &Event) -> Value {
+    let data: Value = serde_json::from_slice(&event.to_data()).unwrap();
+    json!({
+        "stream": stream,
+        "event_type": event.event_type(),
+        "schema_version": CURRENT_SCHEMA_VERSION,
+        "time": event.time(),
+        "data": data,
+    })
+}
+
+async fn replay_summary(lines: &[Value]) -> Value {
+    let store = Arc::new(MemoryStore::new());
+    for (i, line) in lines.iter().enumerate() {
+        let event_type = line["event_type"].as_str().unwrap();
+        let version = line["schema_version"].as_u64().unwrap() as u16;
+        let data = serde_json::to_vec(&line["data"]).unwrap();
+        store
+            .append(
+                line["stream"].as_str().unwrap(),
+                ExpectedState::Any,
+                vec![EventData {
+                    id: uuid::Uuid::from_u128(i as u128 + 1),
+                    event_type: event_type.to_string(),
+                    schema_version: version,
+                    time: serde_json::from_value(line["time"].clone()).unwrap(),
+                    data,
+                }],
+            )
+            .await
+            .unwrap();
+    }
+    let views = projections::rebuild(store.as_ref()).await.unwrap();
+    json!({
+        "events": views.next_position(),
+        "runs": views.run_count(),
+        "rollouts": views.rollout_count(),
+        "checksum": views.checksum(),
+    })
+}
+
+fn read_golden(name: &str) -> Vec<Value> {
+    std::fs::read_to_string(events_dir().join("golden").join(name))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn golden_logs_decode_unchanged_and_replay_to_the_same_views() {
+    if std::env::var("RL_GYM_BLESS").is_ok() {
+        let lines: Vec<Value> = golden_events().iter().map(|(s, e)| envelope(s, e)).collect();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(events_dir().join("golden/v1.jsonl"), text).unwrap();
+        let summary = replay_summary(&lines).await;
+        std::fs::write(
+            events_dir().join("golden/v1.views.json"),
+            serde_json::to_string_pretty(&summary).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let mut golden_logs: Vec<_> = std::fs::read_dir(events_dir().join("golden"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    golden_logs.sort();
+    assert!(!golden_logs.is_empty());
+    for name in golden_logs {
+        let lines = read_golden(&name);
+        for line in &lines {
+            let event_type = line["event_type"].as_str().unwrap();
+            let version = line["schema_version"].as_u64().unwrap() as u16;
+            let data = serde_json::to_vec(&line["data"]).unwrap();
+            let event = Event::decode(event_type, version, &data)
+                .unwrap_or_else(|e| panic!("{name}: {event_type} v{version} no longer decodes: {e}"));
+            if version == CURRENT_SCHEMA_VERSION {
+                let again: Value = serde_json::from_slice(&event.to_data()).unwrap();
+                assert_eq!(
+                    again, line["data"],
+                    "{name}: the shape of {event_type} changed without a new schema version"
+                );
+            }
+        }
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(events_dir().join("golden").join(name.replace(".jsonl", ".views.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(replay_summary(&lines).await, expected, "{name} replays to other views");
+    }
+}
+
+#[test]
+fn every_event_type_has_a_schema_matching_the_golden_payload() {
+    let lines = read_golden("v1.jsonl");
+    let covered: BTreeSet<&str> = lines.iter().map(|l| l["event_type"].as_str().unwrap()).collect();
+    for event_type in EVENT_TYPES {
+        assert!(covered.contains(event_type), "the golden log has no {event_type}");
+        let path = events_dir().join("schema").join(format!("{event_type}.v{CURRENT_SCHEMA_VERSION}.json"));
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}", path.display())),
+        )
+        .unwrap();
+        let properties: BTreeSet<&str> = schema["properties"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        for line in lines.iter().filter(|l| l["event_type"] == *event_type) {
+            let keys: BTreeSet<&str> = line["data"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            assert_eq!(keys, properties, "{event_type}: payload fields differ from {}", path.display());
+        }
+    }
+}
