@@ -10,6 +10,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use tokio::sync::Semaphore;
 
+use crate::actors::step_loop::DefaultAgents;
 use crate::actors::{Deps, Gym, GymError};
 use crate::api::{self, AppState};
 use crate::config::secrets::SecretStore;
@@ -75,6 +76,12 @@ impl Application {
             metrics: metrics.clone(),
             secrets: SecretStore::default(),
             global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
+            agents: Arc::new(DefaultAgents {
+                http: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap_or_default(),
+            }),
             model_timeout_secs: settings.model_timeout_secs,
         });
         gym.recover(unfinished).await?;

@@ -33,6 +33,7 @@ pub struct Deps {
     pub secrets: SecretStore,
     /// The server-wide cap on rollouts in their step loop.
     pub global: Arc<Semaphore>,
+    pub agents: Arc<dyn step_loop::AgentFactory>,
     pub model_timeout_secs: u64,
 }
 

@@ -24,6 +24,7 @@ use crate::domain::events::{
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
 use crate::llm::builtin::{BuiltinAgent, PlannedCall};
+use crate::config::secrets::ApiKey;
 use crate::llm::{self, ModelClient, ModelRequest};
 use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
@@ -189,7 +190,10 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             parameters: t.input_schema,
         })
         .collect();
-    let model = agent_for(&deps, &run, task)?;
+    let model = deps
+        .agents
+        .agent(&run, task, deps.secrets.get(&run.run_id))
+        .map_err(Failure)?;
     let max_steps = run.model.max_steps;
     let provider = run.model.provider.clone();
 
@@ -365,32 +369,42 @@ fn execute_tool(
     }
 }
 
-/// The agent behind a run's model config.
-fn agent_for(deps: &Deps, run: &RunLaunched, task: &Task) -> Result<Box<dyn ModelClient>, Failure> {
-    let settings = &run.model;
-    if settings.provider == "builtin" {
-        return match settings.model.as_str() {
-            "noop" => Ok(Box::new(BuiltinAgent::Noop)),
-            "oracle" => Ok(Box::new(BuiltinAgent::Oracle {
-                plan: task
-                    .reference_solution
-                    .iter()
-                    .map(|s| PlannedCall {
-                        tool_name: s.tool_name.clone(),
-                        parameters: s.parameters.clone(),
-                    })
-                    .collect(),
-                final_answer: task.final_answer.clone(),
-            })),
-            other => Err(Failure(format!("builtin model `{other}` does not exist"))),
-        };
+/// Builds the agent of a rollout. The default serves the builtin agents and the
+/// providers; tests substitute agents that fail or panic on purpose.
+pub trait AgentFactory: Send + Sync {
+    fn agent(&self, run: &RunLaunched, task: &Task, key: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String>;
+}
+
+pub struct DefaultAgents {
+    pub http: reqwest::Client,
+}
+
+impl AgentFactory for DefaultAgents {
+    fn agent(&self, run: &RunLaunched, task: &Task, key: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String> {
+        let settings = &run.model;
+        if settings.provider == "builtin" {
+            return match settings.model.as_str() {
+                "noop" => Ok(Box::new(BuiltinAgent::Noop)),
+                "oracle" => Ok(Box::new(BuiltinAgent::Oracle {
+                    plan: task
+                        .reference_solution
+                        .iter()
+                        .map(|s| PlannedCall {
+                            tool_name: s.tool_name.clone(),
+                            parameters: s.parameters.clone(),
+                        })
+                        .collect(),
+                    final_answer: task.final_answer.clone(),
+                })),
+                other => Err(format!("builtin model `{other}` does not exist")),
+            };
+        }
+        if settings.has_api_key && key.is_none() {
+            return Err(
+                "the run's API key is not available (keys are held in memory and were lost in a restart)"
+                    .to_string(),
+            );
+        }
+        llm::client_for(&self.http, settings, key).map_err(|e| e.to_string())
     }
-    let key = deps.secrets.get(&run.run_id);
-    if settings.has_api_key && key.is_none() {
-        return Err(Failure(
-            "the run's API key is not available (keys are held in memory and were lost in a restart)"
-                .to_string(),
-        ));
-    }
-    llm::client_for(settings, key).map_err(|e| Failure(e.to_string()))
 }

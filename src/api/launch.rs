@@ -10,7 +10,7 @@ use crate::config::secrets::ApiKey;
 use crate::domain::events::ModelSettings;
 use crate::domain::ids::valid_run_name;
 use crate::error::ApiError;
-use crate::llm::{builtin, provider_needs_key, PROVIDERS};
+use crate::llm::{builtin, provider_available, provider_needs_key, PROVIDERS};
 
 pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
 /// Upper bound on rollouts per run: a run is held in memory by its views.
@@ -169,6 +169,8 @@ fn model_config(
     let provider = c.opt_string(m, prefix, "provider").unwrap_or_else(|| "custom".to_string());
     if !PROVIDERS.contains(&provider.as_str()) {
         c.push(prefix, "provider", format!("Input should be one of {}", PROVIDERS.join(", ")), "enum");
+    } else if !provider_available(&provider) {
+        c.push(prefix, "provider", format!("Provider `{provider}` is not available in this build yet"), "value_error");
     }
     let api_key = c.opt_string(m, prefix, "api_key").filter(|k| !k.is_empty());
     if api_key.is_none() && provider_needs_key(&provider) {
@@ -182,6 +184,14 @@ fn model_config(
         }
     }
     let base_url = c.opt_string(m, prefix, "base_url");
+    if base_url.is_none() && matches!(provider.as_str(), "custom" | "azure-openai") {
+        c.push(prefix, "base_url", format!("A base_url is required for provider `{provider}`"), "missing");
+    }
+    if let Some(url) = &base_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            c.push(prefix, "base_url", "Input should be an http(s) URL", "url_parsing");
+        }
+    }
     let temperature = c.opt_number(m, prefix, "temperature", 0.0, 2.0).unwrap_or(0.7);
     let max_steps = c.opt_int(m, prefix, "max_steps", 1, 10_000).unwrap_or(30);
     let system_prompt = c.opt_string(m, prefix, "system_prompt");

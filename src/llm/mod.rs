@@ -2,6 +2,7 @@
 //! and the `builtin` agents that need no network (`noop`, `oracle`).
 
 pub mod builtin;
+pub mod openai;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -19,6 +20,12 @@ pub const PROVIDERS: &[&str] = &[
     "gcp",
     "builtin",
 ];
+
+/// Whether this build can call the provider (checked at launch, so a run is refused
+/// rather than failing every rollout).
+pub fn provider_available(provider: &str) -> bool {
+    matches!(provider, "builtin" | "openai" | "custom" | "azure-openai")
+}
 
 /// Whether launching with this provider needs an `api_key`.
 pub fn provider_needs_key(provider: &str) -> bool {
@@ -59,12 +66,33 @@ pub trait ModelClient: Send + Sync {
 
 /// The client for a run's (non-builtin) provider.
 pub fn client_for(
+    http: &reqwest::Client,
     settings: &ModelSettings,
     api_key: Option<crate::config::secrets::ApiKey>,
 ) -> Result<Box<dyn ModelClient>, ModelError> {
-    let _ = api_key;
-    Err(ModelError::Unavailable(format!(
-        "provider `{}` is not available in this build",
-        settings.provider
-    )))
+    use openai::{Flavor, OpenAiClient};
+    let base_url = settings.base_url.clone();
+    match settings.provider.as_str() {
+        "openai" => Ok(Box::new(OpenAiClient::new(
+            http.clone(),
+            Flavor::OpenAi,
+            base_url.unwrap_or_else(|| openai::OPENAI_BASE_URL.to_string()),
+            api_key,
+        ))),
+        "custom" => match base_url {
+            Some(url) => Ok(Box::new(OpenAiClient::new(http.clone(), Flavor::OpenAi, url, api_key))),
+            None => Err(ModelError::Unavailable(
+                "provider `custom` needs a base_url (an OpenAI-compatible server)".to_string(),
+            )),
+        },
+        "azure-openai" => match base_url {
+            Some(url) => Ok(Box::new(OpenAiClient::new(http.clone(), Flavor::Azure, url, api_key))),
+            None => Err(ModelError::Unavailable(
+                "provider `azure-openai` needs a base_url (https://<resource>.openai.azure.com)".to_string(),
+            )),
+        },
+        other => Err(ModelError::Unavailable(format!(
+            "provider `{other}` is not available in this build yet"
+        ))),
+    }
 }
