@@ -10,6 +10,9 @@ pub mod rollout;
 pub mod run;
 pub mod step_loop;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use actix::prelude::*;

@@ -4,5 +4,6 @@ mod catalog;
 mod durability;
 mod helpers;
 mod operations;
+mod providers;
 mod runs;
 mod scenarios;

@@ -1,0 +1,291 @@
+//! The actors driven with planned failures: a model that panics, one that fails, one
+//! that stalls until cancelled, and a log cut off mid-rollout that must resume
+//! without redoing a recorded step.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::Semaphore;
+
+use super::step_loop::{AgentFactory, DefaultAgents};
+use super::*;
+use crate::config::secrets::ApiKey;
+use crate::domain::events::{Event, ModelSettings, RunLaunched, ScheduledRollout};
+use crate::domain::ids::rollout_stream;
+use crate::domain::rollout::RolloutStatus;
+use crate::llm::{ModelClient, ModelError, ModelReply, ModelRequest};
+use crate::scenarios::Task;
+use crate::store::memory::MemoryStore;
+use crate::store::{EventData, ExpectedState};
+
+#[derive(Clone, Copy)]
+enum Plan {
+    Panic,
+    Fail,
+    Stall,
+}
+
+struct Planned(Plan);
+
+#[async_trait]
+impl ModelClient for Planned {
+    async fn complete(&self, _request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+        match self.0 {
+            Plan::Panic => panic!("planned panic"),
+            Plan::Fail => Err(ModelError::Provider {
+                status: 400,
+                message: "planned refusal".into(),
+            }),
+            Plan::Stall => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Err(ModelError::Unavailable("unreachable".into()))
+            }
+        }
+    }
+}
+
+impl AgentFactory for Planned {
+    fn agent(&self, _: &RunLaunched, _: &Task, _: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String> {
+        Ok(Box::new(Planned(self.0)))
+    }
+}
+
+/// The real agents, counting the model calls they answer.
+struct Counting {
+    inner: DefaultAgents,
+    calls: Arc<AtomicUsize>,
+}
+
+struct CountingClient {
+    inner: Box<dyn ModelClient>,
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl ModelClient for CountingClient {
+    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.complete(request).await
+    }
+}
+
+impl AgentFactory for Counting {
+    fn agent(&self, run: &RunLaunched, task: &Task, key: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String> {
+        Ok(Box::new(CountingClient {
+            inner: self.inner.agent(run, task, key)?,
+            calls: self.calls.clone(),
+        }))
+    }
+}
+
+fn catalog() -> Arc<Catalog> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios");
+    Arc::new(Catalog::load(&dir).expect("bundled scenarios load"))
+}
+
+fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
+    Gym::start(Deps {
+        store,
+        catalog: catalog(),
+        metrics: Metrics::new(),
+        secrets: SecretStore::default(),
+        global: Arc::new(Semaphore::new(16)),
+        agents,
+        model_timeout_secs: 30,
+    })
+}
+
+/// The hr task with the longest reference solution (so a cut mid-way is mid-loop).
+fn longest_task() -> String {
+    let catalog = catalog();
+    let hr = catalog.get("hr").unwrap();
+    hr.tasks
+        .iter()
+        .max_by_key(|t| t.reference_solution.len())
+        .unwrap()
+        .task_id
+        .clone()
+}
+
+fn run(run_id: &str, model: &str, rollouts: usize) -> RunLaunched {
+    let task_id = longest_task();
+    RunLaunched {
+        run_id: run_id.into(),
+        scenario_id: "hr".into(),
+        source: "rl-gym".into(),
+        task_ids: vec![task_id.clone()],
+        rollout_count: rollouts as u32,
+        max_parallel: None,
+        model: ModelSettings {
+            model: model.into(),
+            provider: "builtin".into(),
+            base_url: None,
+            temperature: 0.7,
+            max_steps: 30,
+            system_prompt: None,
+            tool_server_url: None,
+            log_prob: false,
+            summarize_every_n_turns: 0,
+            context_stride: 3,
+            has_api_key: false,
+        },
+        user_model: None,
+        task_overrides: Default::default(),
+        rollouts: (0..rollouts)
+            .map(|i| ScheduledRollout {
+                rollout_id: format!("rol_{run_id}_{i}"),
+                task_id: task_id.clone(),
+                seed: 7 + i as u64,
+            })
+            .collect(),
+        launched_at: Utc::now(),
+    }
+}
+
+async fn events_of(store: &dyn EventStore, rollout_id: &str) -> Vec<Event> {
+    store
+        .read_stream(&rollout_stream(rollout_id), 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Event::decode(&r.event_type, r.schema_version, &r.data).unwrap())
+        .collect()
+}
+
+async fn wait_for_status(store: &dyn EventStore, rollout_id: &str, status: RolloutStatus) -> Vec<Event> {
+    for _ in 0..1000 {
+        let state = journal::load_rollout(store, rollout_id).await.unwrap();
+        if state.status() == status {
+            return events_of(store, rollout_id).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{rollout_id} never reached {status:?}");
+}
+
+#[actix_rt::test]
+async fn a_panicking_step_loop_ends_in_rollout_failed_with_the_message() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let gym = gym(store.clone(), Arc::new(Planned(Plan::Panic)));
+    gym.launch(run("r1", "noop", 1), None).await.unwrap();
+    let events = wait_for_status(store.as_ref(), "rol_r1_0", RolloutStatus::Failed).await;
+    match events.last() {
+        Some(Event::RolloutFailed(e)) => assert!(e.error.contains("panicked: planned panic"), "{}", e.error),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_failing_model_ends_in_rollout_failed_with_the_providers_message() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let gym = gym(store.clone(), Arc::new(Planned(Plan::Fail)));
+    gym.launch(run("r2", "noop", 2), None).await.unwrap();
+    for i in 0..2 {
+        let events = wait_for_status(store.as_ref(), &format!("rol_r2_{i}"), RolloutStatus::Failed).await;
+        match events.last() {
+            Some(Event::RolloutFailed(e)) => {
+                assert_eq!(e.error, "model call failed at step 1: provider answered 400: planned refusal")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn cancelling_stops_a_rollout_waiting_on_its_model() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let gym = gym(store.clone(), Arc::new(Planned(Plan::Stall)));
+    gym.launch(run("r3", "noop", 1), None).await.unwrap();
+    wait_for_status(store.as_ref(), "rol_r3_0", RolloutStatus::Running).await;
+    assert_eq!(gym.cancel("r3").await.unwrap(), 1);
+    let events = wait_for_status(store.as_ref(), "rol_r3_0", RolloutStatus::Cancelled).await;
+    assert!(matches!(events.last(), Some(Event::RolloutCancelled(_))));
+    assert!(!events.iter().any(|e| matches!(e, Event::ModelCalled(_))));
+}
+
+#[actix_rt::test]
+async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
+    // A full oracle rollout, recorded.
+    let full: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let first = gym(full.clone(), Arc::new(DefaultAgents { http: reqwest::Client::new() }));
+    let launched = run("r4", "oracle", 1);
+    first.launch(launched.clone(), None).await.unwrap();
+    let complete = wait_for_status(full.as_ref(), "rol_r4_0", RolloutStatus::Completed).await;
+    let model_calls = complete.iter().filter(|e| matches!(e, Event::ModelCalled(_))).count();
+    assert!(model_calls >= 3, "the task must take several steps");
+
+    // The same log cut after the second model call, as a crash would leave it.
+    let cut = complete
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Event::ModelCalled(_)))
+        .nth(1)
+        .map(|(i, _)| i + 1)
+        .unwrap();
+    let crashed: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    journal::append(crashed.as_ref(), "run-r4", None, &[Event::RunLaunched(launched)])
+        .await
+        .unwrap();
+    for (revision, event) in complete[..cut].iter().enumerate() {
+        let last = revision.checked_sub(1).map(|r| r as u64);
+        journal::append(crashed.as_ref(), &rollout_stream("rol_r4_0"), last, std::slice::from_ref(event))
+            .await
+            .unwrap();
+    }
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let resumed = gym(
+        crashed.clone(),
+        Arc::new(Counting {
+            inner: DefaultAgents { http: reqwest::Client::new() },
+            calls: calls.clone(),
+        }),
+    );
+    let views = crate::projections::rebuild(crashed.as_ref()).await.unwrap();
+    assert_eq!(resumed.recover(views.unfinished_runs()).await.unwrap(), 1);
+    let after = wait_for_status(crashed.as_ref(), "rol_r4_0", RolloutStatus::Completed).await;
+
+    assert_eq!(calls.load(Ordering::SeqCst), model_calls - 2, "recorded model calls are not redone");
+    let strip = |events: &[Event]| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ToolCalled(t) => Some((t.call_id.clone(), t.observation.clone())),
+                Event::ModelCalled(m) => Some((format!("step {}", m.step), serde_json::to_string(&m.message).unwrap())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(strip(&after), strip(&complete), "same steps, same tool results, none twice");
+    let verdict = |events: &[Event]| {
+        events.iter().find_map(|e| match e {
+            Event::RolloutVerified(v) => Some(v.verdict.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(verdict(&after), verdict(&complete));
+    assert_eq!(verdict(&after).unwrap().score, 1.0);
+}
+
+#[actix_rt::test]
+async fn a_retried_append_with_the_same_event_is_not_written_twice() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let event = Event::RunLaunched(run("r5", "noop", 1));
+    let a = journal::append(store.as_ref(), "run-r5", None, std::slice::from_ref(&event)).await.unwrap();
+    let b = journal::append(store.as_ref(), "run-r5", None, std::slice::from_ref(&event)).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(store.next_position(), 1);
+    // A different event at the same place is a conflict, not a silent overwrite.
+    let other = EventData {
+        id: uuid::Uuid::now_v7(),
+        event_type: "RunDeleted".into(),
+        schema_version: 1,
+        time: Utc::now(),
+        data: b"{}".to_vec(),
+    };
+    assert!(store.append("run-r5", ExpectedState::NoStream, vec![other]).await.is_err());
+}
