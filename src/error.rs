@@ -25,6 +25,7 @@ pub enum ErrorCode {
     RouteNotFound,
     MethodNotAllowed,
     RunNameTaken,
+    TooManyEnvironments,
     StoreUnavailable,
     Internal,
 }
@@ -48,6 +49,7 @@ impl ErrorCode {
             RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             RunNameTaken => (StatusCode::CONFLICT, "run_name_taken"),
+            TooManyEnvironments => (StatusCode::TOO_MANY_REQUESTS, "too_many_environments"),
             StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }

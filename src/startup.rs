@@ -20,6 +20,7 @@ use crate::projections::{self, ProjectionError, Projections};
 use crate::scenarios::{Catalog, ScenarioError};
 use crate::store::file::FileStore;
 use crate::store::{EventStore, StoreError};
+use crate::tools::registry::EnvironmentRegistry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -70,18 +71,18 @@ impl Application {
             "views rebuilt from the log"
         );
         let projections = Projections::follow(store.clone(), views);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
         let gym = Gym::start(Deps {
             store: store.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
             secrets: SecretStore::default(),
             global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
-            agents: Arc::new(DefaultAgents {
-                http: reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap_or_default(),
-            }),
+            agents: Arc::new(DefaultAgents { http: http.clone() }),
+            http,
             model_timeout_secs: settings.model_timeout_secs,
         });
         gym.recover(unfinished).await?;
@@ -92,6 +93,7 @@ impl Application {
             catalog,
             metrics,
             store,
+            environments: Arc::new(EnvironmentRegistry::new(settings.max_open_environments)),
         });
         let configure = api::configure(settings.max_body_bytes);
         let server = HttpServer::new(move || {

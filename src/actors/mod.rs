@@ -37,6 +37,8 @@ pub struct Deps {
     /// The server-wide cap on rollouts in their step loop.
     pub global: Arc<Semaphore>,
     pub agents: Arc<dyn step_loop::AgentFactory>,
+    /// For remote tool servers.
+    pub http: reqwest::Client,
     pub model_timeout_secs: u64,
 }
 

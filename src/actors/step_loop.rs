@@ -28,7 +28,9 @@ use crate::config::secrets::ApiKey;
 use crate::llm::{self, ModelClient, ModelRequest};
 use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
-use crate::tools::Environment;
+use crate::tools::remote::RemoteEnvironment;
+use crate::tools::replay::{self, CallOutcome};
+use crate::tools::{Environment, ToolSpec};
 
 /// The system prompt used when a run gives none (documented in the README).
 pub fn default_system_prompt(scenario: &Scenario) -> String {
@@ -176,13 +178,27 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             rollout.task_id, run.scenario_id
         ))
     })?;
-    let mut env = Environment::new(scenario, task, rollout.seed)
-        .map_err(|e| Failure(format!("environment could not be built: {e}")))?;
-    for call in &driver.state.tool_calls {
-        execute_tool(&mut env, &call.tool_name, &call.arguments);
-    }
-    let tools: Vec<ToolDefinition> = env
-        .all_tools()
+    let mut tools = match &run.model.tool_server_url {
+        None => {
+            let recorded = driver
+                .state
+                .tool_calls
+                .iter()
+                .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
+            Tools::Local(
+                replay::rebuild(scenario, task, rollout.seed, recorded)
+                    .map_err(|e| Failure(format!("environment could not be built: {e}")))?,
+            )
+        }
+        // A remote environment keeps its own state: recorded calls are already in it.
+        Some(url) => Tools::Remote(
+            RemoteEnvironment::connect(deps.http.clone(), url, &task.tool_servers)
+                .await
+                .map_err(Failure)?,
+        ),
+    };
+    let tool_definitions: Vec<ToolDefinition> = tools
+        .specs()
         .into_iter()
         .map(|t| ToolDefinition {
             name: t.name,
@@ -224,7 +240,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             NextAction::CallModel { step } => {
                 let request = ModelRequest {
                     messages: &driver.state.messages,
-                    tools: &tools,
+                    tools: &tool_definitions,
                     settings: &run.model,
                 };
                 let called = Instant::now();
@@ -267,7 +283,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 "model"
             }
             NextAction::CallTool { step, call } => {
-                let event = call_tool(&mut env, &rollout.rollout_id, step, &call);
+                let event = call_tool(&mut tools, &rollout.rollout_id, step, &call).await;
                 if let Event::ToolCalled(called) = &event {
                     let outcome = if called.is_error { "error" } else { "ok" };
                     let server = called.server.as_deref().unwrap_or("unknown");
@@ -280,7 +296,8 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 "tool"
             }
             NextAction::Verify { .. } => {
-                let verdict = crate::verify::verify(task, &env.state(), &driver.state.messages);
+                let state = tools.state().await.map_err(Failure)?;
+                let verdict = crate::verify::verify(task, &state, &driver.state.messages);
                 let event = Event::RolloutVerified(RolloutVerified {
                     rollout_id: rollout.rollout_id.clone(),
                     verdict,
@@ -307,66 +324,73 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
     }
 }
 
-fn call_tool(env: &mut Environment, rollout_id: &str, step: u32, call: &ToolCall) -> Event {
+/// Where a rollout's tool calls go: its own environment, rebuilt from its events, or
+/// a remote one at `tool_server_url`.
+enum Tools {
+    Local(Environment),
+    Remote(RemoteEnvironment),
+}
+
+impl Tools {
+    fn specs(&self) -> Vec<ToolSpec> {
+        match self {
+            Tools::Local(env) => env.all_tools(),
+            Tools::Remote(env) => env.all_tools(),
+        }
+    }
+
+    async fn execute(&mut self, tool_name: &str, arguments: &str) -> CallOutcome {
+        let remote = match self {
+            Tools::Local(env) => return replay::execute(env, tool_name, arguments),
+            Tools::Remote(remote) => remote,
+        };
+        let Some(server) = remote.server_of(tool_name).map(str::to_string) else {
+            return CallOutcome {
+                server: None,
+                observation: format!("Error: unknown tool `{tool_name}`"),
+                is_error: true,
+            };
+        };
+        match replay::parse_arguments(arguments) {
+            Ok(parameters) => {
+                let result = remote.step(&server, tool_name, &parameters).await;
+                CallOutcome {
+                    server: Some(server),
+                    observation: result.observation,
+                    is_error: result.is_error,
+                }
+            }
+            Err(observation) => CallOutcome {
+                server: Some(server),
+                observation,
+                is_error: true,
+            },
+        }
+    }
+
+    async fn state(&self) -> Result<Value, String> {
+        match self {
+            Tools::Local(env) => Ok(env.state()),
+            Tools::Remote(env) => env.state().await,
+        }
+    }
+}
+
+async fn call_tool(tools: &mut Tools, rollout_id: &str, step: u32, call: &ToolCall) -> Event {
     let started = Instant::now();
-    let (server, observation, is_error) =
-        execute_tool(env, &call.function.name, &call.function.arguments);
+    let outcome = tools.execute(&call.function.name, &call.function.arguments).await;
     Event::ToolCalled(ToolCalled {
         rollout_id: rollout_id.to_string(),
         step,
         call_id: call.id.clone(),
-        server,
+        server: outcome.server,
         tool_name: call.function.name.clone(),
         arguments: call.function.arguments.clone(),
-        observation,
-        is_error,
+        observation: outcome.observation,
+        is_error: outcome.is_error,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         called_at: Utc::now(),
     })
-}
-
-/// Runs one tool call against the environment. Also used to replay recorded calls,
-/// so it must depend on nothing but its inputs.
-fn execute_tool(
-    env: &mut Environment,
-    tool_name: &str,
-    arguments: &str,
-) -> (Option<String>, String, bool) {
-    let Some(server) = env.server_of(tool_name).map(str::to_string) else {
-        let available = env
-            .all_tools()
-            .into_iter()
-            .map(|t| t.name)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return (
-            None,
-            format!("Error: unknown tool `{tool_name}`. Available tools: {available}"),
-            true,
-        );
-    };
-    let parameters: Value = if arguments.trim().is_empty() {
-        Value::Object(Default::default())
-    } else {
-        match serde_json::from_str(arguments) {
-            Ok(value) => value,
-            Err(error) => {
-                return (
-                    Some(server),
-                    format!("Error: the arguments are not valid JSON ({error}); send a JSON object"),
-                    true,
-                )
-            }
-        }
-    };
-    match env.step(&server, tool_name, &parameters) {
-        Some(result) => (Some(server), result.observation, result.is_error),
-        None => (
-            Some(server.clone()),
-            format!("Error: tool server `{server}` is not available"),
-            true,
-        ),
-    }
 }
 
 /// Builds the agent of a rollout. The default serves the builtin agents and the

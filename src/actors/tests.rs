@@ -95,6 +95,7 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
         secrets: SecretStore::default(),
         global: Arc::new(Semaphore::new(16)),
         agents,
+        http: reqwest::Client::new(),
         model_timeout_secs: 30,
     })
 }

@@ -3,6 +3,7 @@
 //! ([`crate::actors::Gym`]) or a projection, and turning the answer into a view type.
 //! Every path is served at the root and under `/v1`.
 
+mod environments;
 mod health;
 mod launch;
 mod runs;
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::projections::Projections;
 use crate::scenarios::Catalog;
 use crate::store::EventStore;
+use crate::tools::registry::EnvironmentRegistry;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -30,6 +32,7 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub metrics: Metrics,
     pub store: Arc<dyn EventStore>,
+    pub environments: Arc<EnvironmentRegistry>,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
 
 fn routes(cfg: &mut web::ServiceConfig) {
     runs::routes(cfg);
+    environments::routes(cfg);
     scenarios::routes(cfg);
     health::routes(cfg);
 }

@@ -18,6 +18,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub scenarios_dir: PathBuf,
     pub max_concurrent_rollouts: usize,
+    pub max_open_environments: usize,
     pub shutdown_timeout_secs: u64,
     pub max_body_bytes: usize,
     pub model_timeout_secs: u64,

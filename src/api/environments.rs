@@ -1,0 +1,157 @@
+//! `/environments`: isolated, seeded tool servers for outside agents, speaking the
+//! original service's tool-server protocol at `{environment_url}/{server}`:
+//! `GET …/tools`, `POST …/step`, `GET …/health`, `GET …/snapshot`. A bad tool call is
+//! answered in band (`is_error: true`); only a malformed body is a 4xx, an unknown
+//! environment or server a 404; nothing here is ever a 5xx.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::validate::Checker;
+use super::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::tools::registry::{Hosted, RegistryError};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/environments").route(web::post().to(create)))
+        .service(web::resource("/environments/{environment_id}").route(web::delete().to(delete)))
+        .service(web::resource("/environments/{environment_id}/{server}/tools").route(web::get().to(tools)))
+        .service(web::resource("/environments/{environment_id}/{server}/step").route(web::post().to(step)))
+        .service(web::resource("/environments/{environment_id}/{server}/health").route(web::get().to(health)))
+        .service(web::resource("/environments/{environment_id}/{server}/snapshot").route(web::get().to(snapshot)));
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::EnvironmentNotFound, "Environment not found")
+}
+
+fn hosted(state: &AppState, id: &str) -> Result<std::sync::Arc<Hosted>, ApiError> {
+    state.environments.get(id).ok_or_else(not_found)
+}
+
+fn check_server(hosted: &Hosted, server: &str) -> Result<(), ApiError> {
+    if hosted.env.lock().server_names().iter().any(|s| s == server) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::EnvironmentNotFound,
+            format!("Tool server '{server}' is not part of this environment"),
+        ))
+    }
+}
+
+async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let mut c = Checker::default();
+    let empty = serde_json::Map::new();
+    let obj = match body.as_object() {
+        Some(obj) => obj,
+        None => {
+            c.push(&[], "body", "Input should be a valid dictionary", "dict_type");
+            &empty
+        }
+    };
+    let root: &[&str] = &["body"];
+    let scenario_id = c.string(obj, root, "scenario_id");
+    let task_id = c.string(obj, root, "task_id");
+    let seed = c.opt_int(obj, root, "seed", 0, i64::MAX).unwrap_or(0) as u64;
+    c.finish()?;
+    let (Some(scenario_id), Some(task_id)) = (scenario_id, task_id) else {
+        return Err(ApiError::validation(vec![]));
+    };
+    let (id, servers) = state
+        .environments
+        .create(&state.catalog, &scenario_id, &task_id, seed)
+        .map_err(|e| match e {
+            RegistryError::UnknownScenario(_) => ApiError::new(ErrorCode::ScenarioNotFound, e.to_string()),
+            RegistryError::UnknownTask { .. } => ApiError::new(ErrorCode::TaskNotFound, e.to_string()),
+            RegistryError::Full(_) => ApiError::new(ErrorCode::TooManyEnvironments, e.to_string()),
+            RegistryError::Build(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
+        })?;
+    let info = req.connection_info();
+    let base = format!("{}://{}/environments/{id}", info.scheme(), info.host());
+    Ok(HttpResponse::Created().json(json!({
+        "environment_id": id,
+        "environment_url": base,
+        "scenario_id": scenario_id,
+        "task_id": task_id,
+        "seed": seed,
+        "tool_servers": servers.iter()
+            .map(|name| json!({ "name": name, "tool_server_url": format!("{base}/{name}") }))
+            .collect::<Vec<_>>(),
+    })))
+}
+
+async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    if state.environments.delete(&id) {
+        Ok(HttpResponse::Ok().json(json!({ "environment_id": id, "deleted": true })))
+    } else {
+        Err(not_found())
+    }
+}
+
+async fn tools(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, server) = path.into_inner();
+    let hosted = hosted(&state, &id)?;
+    let tools = hosted.env.lock().tools(&server).ok_or_else(|| {
+        ApiError::new(ErrorCode::EnvironmentNotFound, format!("Tool server '{server}' is not part of this environment"))
+    })?;
+    Ok(HttpResponse::Ok().json(json!({ "tools": tools })))
+}
+
+async fn step(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, server) = path.into_inner();
+    let hosted = hosted(&state, &id)?;
+    let mut c = Checker::default();
+    let action = body.get("action").and_then(Value::as_object);
+    let tool_name = match action {
+        None => {
+            c.push(&["body"], "action", "Field required: {\"action\": {\"tool_name\", \"parameters\"}}", "missing");
+            None
+        }
+        Some(action) => c.string(action, &["body", "action"], "tool_name"),
+    };
+    c.finish()?;
+    let Some(tool_name) = tool_name else {
+        return Err(ApiError::validation(vec![]));
+    };
+    let parameters = action
+        .and_then(|a| a.get("parameters"))
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let observation = hosted
+        .env
+        .lock()
+        .step(&server, &tool_name, &parameters)
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::EnvironmentNotFound, format!("Tool server '{server}' is not part of this environment"))
+        })?;
+    let mut answer = json!({
+        "observation": observation.observation,
+        "reward": observation.reward,
+        "done": observation.done,
+    });
+    if observation.is_error {
+        answer["is_error"] = json!(true);
+    }
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn health(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, server) = path.into_inner();
+    check_server(&hosted(&state, &id)?, &server)?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "healthy" })))
+}
+
+async fn snapshot(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, server) = path.into_inner();
+    let hosted = hosted(&state, &id)?;
+    let snapshot = hosted.env.lock().snapshot(&server).ok_or_else(|| {
+        ApiError::new(ErrorCode::EnvironmentNotFound, format!("Tool server '{server}' is not part of this environment"))
+    })?;
+    Ok(HttpResponse::Ok().json(snapshot))
+}

@@ -1,0 +1,81 @@
+//! Running a tool call the way a rollout does, from the model's raw arguments text.
+//! The step loop uses it for live calls and to rebuild an environment from recorded
+//! calls; the rollout view uses it to show the final state. One function for all
+//! three, so a rebuilt environment is the one the rollout saw.
+
+use serde_json::Value;
+
+use super::{Environment, ToolError};
+use crate::scenarios::{Scenario, Task};
+
+/// What a call came to: the server it went to (if any), the observation, whether
+/// it was an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutcome {
+    pub server: Option<String>,
+    pub observation: String,
+    pub is_error: bool,
+}
+
+/// Parses the model's arguments (JSON text, possibly invalid) into parameters.
+pub fn parse_arguments(arguments: &str) -> Result<Value, String> {
+    if arguments.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_str(arguments)
+        .map_err(|e| format!("Error: the arguments are not valid JSON ({e}); send a JSON object"))
+}
+
+/// Runs one call against a local environment.
+pub fn execute(env: &mut Environment, tool_name: &str, arguments: &str) -> CallOutcome {
+    let Some(server) = env.server_of(tool_name).map(str::to_string) else {
+        let available = env
+            .all_tools()
+            .into_iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return CallOutcome {
+            server: None,
+            observation: format!("Error: unknown tool `{tool_name}`. Available tools: {available}"),
+            is_error: true,
+        };
+    };
+    let parameters = match parse_arguments(arguments) {
+        Ok(parameters) => parameters,
+        Err(observation) => {
+            return CallOutcome {
+                server: Some(server),
+                observation,
+                is_error: true,
+            }
+        }
+    };
+    match env.step(&server, tool_name, &parameters) {
+        Some(result) => CallOutcome {
+            server: Some(server),
+            observation: result.observation,
+            is_error: result.is_error,
+        },
+        None => CallOutcome {
+            observation: format!("Error: tool server `{server}` is not available"),
+            server: Some(server),
+            is_error: true,
+        },
+    }
+}
+
+/// The environment of a rollout after the given recorded calls (tool name, raw
+/// arguments), rebuilt over the scenario's seed.
+pub fn rebuild<'a>(
+    scenario: &Scenario,
+    task: &Task,
+    seed: u64,
+    calls: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Environment, ToolError> {
+    let mut env = Environment::new(scenario, task, seed)?;
+    for (tool_name, arguments) in calls {
+        execute(&mut env, tool_name, arguments);
+    }
+    Ok(env)
+}
