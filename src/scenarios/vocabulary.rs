@@ -1,0 +1,71 @@
+//! The names of the tool servers and their tools: the protocol surface a task may
+//! refer to. `tools` implements exactly these (a test there keeps the two in step);
+//! it lives here so that validating a task does not need the tool implementations.
+
+/// Every tool server and its tools.
+pub const KNOWN_TOOL_SERVERS: &[(&str, &[&str])] = &[
+    (
+        "calendar",
+        &[
+            "list_events",
+            "get_event",
+            "create_event",
+            "update_event",
+            "cancel_event",
+            "check_availability",
+            "find_free_slots",
+        ],
+    ),
+    (
+        "email",
+        &[
+            "list_inbox",
+            "search_emails",
+            "read_email",
+            "send_email",
+            "reply_to_email",
+            "mark_read",
+            "list_sent",
+            "archive_email",
+        ],
+    ),
+    (
+        "hrms",
+        &[
+            "search_employees",
+            "get_employee",
+            "get_direct_reports",
+            "get_manager_chain",
+            "get_leave_balance",
+            "list_leave_requests",
+            "submit_leave_request",
+            "approve_leave_request",
+            "reject_leave_request",
+            "list_requisitions",
+            "get_requisition",
+            "list_candidates",
+            "get_candidate",
+            "move_candidate_stage",
+            "add_candidate_note",
+            "get_onboarding_checklist",
+            "create_onboarding_checklist",
+            "complete_onboarding_item",
+            "list_documents",
+            "read_document",
+        ],
+    ),
+];
+
+/// The tools of one server, or `None` for an unknown server.
+pub fn server_tools(server: &str) -> Option<&'static [&'static str]> {
+    KNOWN_TOOL_SERVERS.iter().find(|(s, _)| *s == server).map(|(_, t)| *t)
+}
+
+/// Whether `tool` is a tool of any of `servers`.
+pub fn known_tool(servers: &[String], tool: &str) -> bool {
+    servers.iter().any(|s| server_tools(s).is_some_and(|t| t.contains(&tool)))
+}
+
+pub(crate) fn server_names() -> Vec<&'static str> {
+    KNOWN_TOOL_SERVERS.iter().map(|(s, _)| *s).collect()
+}

@@ -1,0 +1,424 @@
+//! The simulated tool servers an agent works with (email, calendar, HRMS) and the
+//! [`Environment`] that bundles one isolated, seeded set of them for a rollout.
+//!
+//! Everything here is pure and deterministic: the state of an environment is a function
+//! of the scenario's seed state, the task (its simulated clock start), the seed and the
+//! sequence of [`Environment::step`] calls — never of wall-clock time or randomness.
+//! That is what lets the service rebuild a rollout's environment by replaying its
+//! recorded tool calls. Ids come from per-collection counters (`msg_0010`, `evt_0016`,
+//! `LR-0008`), and the simulated clock starts at the task's `now` and advances
+//! [`CLOCK_STEP_SECONDS`] after every successful state-changing call.
+//!
+//! A bad call is never a panic or a transport error: it is an [`Observation`] whose
+//! text starts with `Error:` and says what was wrong and how to fix it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::domain::chat::{Message, ToolCall};
+use crate::scenarios::{Scenario, Task};
+
+pub mod calendar;
+pub mod email;
+pub mod hrms;
+mod schema;
+
+pub use schema::validate as validate_parameters;
+
+/// Simulated seconds that pass after each successful state-changing call.
+pub const CLOCK_STEP_SECONDS: i64 = 60;
+
+/// One tool as the agent is offered it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+    pub mutates_state: bool,
+}
+
+/// What the agent reads back from a tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub observation: String,
+    pub is_error: bool,
+    pub reward: f64,
+    pub done: bool,
+}
+
+impl Observation {
+    pub fn ok(text: String) -> Self {
+        Self {
+            observation: text,
+            is_error: false,
+            reward: 0.0,
+            done: false,
+        }
+    }
+
+    /// An in-band error the agent can read and recover from.
+    pub fn error(message: impl AsRef<str>) -> Self {
+        Self {
+            observation: format!("Error: {}", message.as_ref()),
+            is_error: true,
+            reward: 0.0,
+            done: false,
+        }
+    }
+}
+
+/// An environment could not be built (bad seed state, unknown server).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    #[error("unknown tool server `{0}`")]
+    UnknownServer(String),
+    #[error("seed state of `{server}` is invalid: {message}")]
+    BadSeed { server: String, message: String },
+    #[error("task clock `{0}` is not an RFC 3339 time")]
+    BadClock(String),
+}
+
+/// What a tool server sees of the world besides its own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ctx {
+    /// The simulated time of this call.
+    pub now: DateTime<Utc>,
+}
+
+impl Ctx {
+    pub fn now_text(&self) -> String {
+        fmt_datetime(self.now)
+    }
+}
+
+/// One stateful tool server.
+pub trait ToolServer {
+    fn name(&self) -> &'static str;
+    fn tools(&self) -> Vec<ToolSpec>;
+    /// Runs a call whose parameters already satisfy the tool's schema. `Err` is the
+    /// text of an in-band error (without the `Error: ` prefix).
+    fn step(&mut self, ctx: &Ctx, tool: &str, params: &Map<String, Value>) -> Result<Value, String>;
+    /// The full state, as checks and snapshots read it.
+    fn data(&self) -> Value;
+    fn human_readable(&self) -> String;
+}
+
+#[derive(Debug, Clone)]
+enum Server {
+    Email(email::EmailServer),
+    Calendar(calendar::CalendarServer),
+    Hrms(hrms::HrmsServer),
+}
+
+impl Server {
+    fn get(&self) -> &dyn ToolServer {
+        match self {
+            Server::Email(s) => s,
+            Server::Calendar(s) => s,
+            Server::Hrms(s) => s,
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut dyn ToolServer {
+        match self {
+            Server::Email(s) => s,
+            Server::Calendar(s) => s,
+            Server::Hrms(s) => s,
+        }
+    }
+}
+
+/// One isolated, seeded set of tool servers for one rollout.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    servers: Vec<(String, Server)>,
+    /// Tool name → (server index, spec).
+    index: BTreeMap<String, (usize, ToolSpec)>,
+    now: DateTime<Utc>,
+    seed: u64,
+    steps: u64,
+}
+
+impl Environment {
+    /// Builds the task's tool servers from the scenario's seed state.
+    pub fn new(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
+        let now = DateTime::parse_from_rfc3339(&task.now)
+            .map_err(|_| ToolError::BadClock(task.now.clone()))?
+            .with_timezone(&Utc);
+        let empty = Value::Object(Map::new());
+        let mut servers = Vec::new();
+        for name in &task.tool_servers {
+            let seed_state = scenario.environment.get(name).unwrap_or(&empty);
+            let bad = |message: String| ToolError::BadSeed {
+                server: name.clone(),
+                message,
+            };
+            let server = match name.as_str() {
+                "email" => Server::Email(email::EmailServer::from_seed(seed_state).map_err(bad)?),
+                "calendar" => Server::Calendar(calendar::CalendarServer::from_seed(seed_state).map_err(bad)?),
+                "hrms" => Server::Hrms(hrms::HrmsServer::from_seed(seed_state, &scenario.documents).map_err(bad)?),
+                other => return Err(ToolError::UnknownServer(other.to_string())),
+            };
+            servers.push((name.clone(), server));
+        }
+        let mut index = BTreeMap::new();
+        for (i, (_, server)) in servers.iter().enumerate() {
+            for spec in server.get().tools() {
+                index.insert(spec.name.clone(), (i, spec));
+            }
+        }
+        Ok(Environment {
+            servers,
+            index,
+            now,
+            seed,
+            steps: 0,
+        })
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The simulated time the next call will see.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    pub fn server_names(&self) -> Vec<String> {
+        self.servers.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    pub fn tools(&self, server: &str) -> Option<Vec<ToolSpec>> {
+        self.server(server).map(|s| s.get().tools())
+    }
+
+    /// Every tool of every server, in server order.
+    pub fn all_tools(&self) -> Vec<ToolSpec> {
+        self.servers.iter().flat_map(|(_, s)| s.get().tools()).collect()
+    }
+
+    pub fn server_of(&self, tool_name: &str) -> Option<&str> {
+        self.index
+            .get(tool_name)
+            .and_then(|(i, _)| self.servers.get(*i))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Runs one call on `server`. `None` only when the server is not part of this
+    /// environment; every other problem is an in-band error observation.
+    pub fn step(&mut self, server: &str, tool_name: &str, parameters: &Value) -> Option<Observation> {
+        let position = self.servers.iter().position(|(n, _)| n == server)?;
+        let spec = match self.index.get(tool_name) {
+            Some((i, spec)) if *i == position => spec.clone(),
+            Some((i, _)) => {
+                let other = self.servers.get(*i).map(|(n, _)| n.as_str()).unwrap_or("?");
+                return Some(Observation::error(format!(
+                    "tool `{tool_name}` belongs to the `{other}` server, not `{server}`"
+                )));
+            }
+            None => {
+                let names: Vec<String> = self.servers[position].1.get().tools().into_iter().map(|t| t.name).collect();
+                return Some(Observation::error(format!(
+                    "unknown tool `{tool_name}` on the `{server}` server. Available tools: {}",
+                    names.join(", ")
+                )));
+            }
+        };
+        let empty = Map::new();
+        let params = match parameters {
+            Value::Object(map) => map,
+            Value::Null => &empty,
+            other => {
+                return Some(Observation::error(format!(
+                    "parameters of `{tool_name}` must be a JSON object, got {}",
+                    schema::kind_of(other)
+                )))
+            }
+        };
+        if let Err(e) = schema::validate(&spec.input_schema, params) {
+            return Some(Observation::error(format!("{e} (tool `{tool_name}`)")));
+        }
+        let ctx = Ctx { now: self.now };
+        let result = self.servers[position].1.get_mut().step(&ctx, tool_name, params);
+        Some(match result {
+            Ok(value) => {
+                if spec.mutates_state {
+                    self.now += Duration::seconds(CLOCK_STEP_SECONDS);
+                    self.steps += 1;
+                }
+                Observation::ok(serde_json::to_string(&value).unwrap_or_else(|_| value.to_string()))
+            }
+            Err(message) => Observation::error(message),
+        })
+    }
+
+    /// Runs a call by tool name alone (tool names are unique across servers).
+    pub fn call(&mut self, tool_name: &str, parameters: &Value) -> Observation {
+        match self.server_of(tool_name).map(str::to_string) {
+            Some(server) => self
+                .step(&server, tool_name, parameters)
+                .unwrap_or_else(|| Observation::error("unknown tool server")),
+            None => Observation::error(format!(
+                "unknown tool `{tool_name}`. Available tools: {}",
+                self.index.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    /// `{"status":"ok","tool_server","data","human_readable"}` for one server.
+    pub fn snapshot(&self, server: &str) -> Option<Value> {
+        let s = self.server(server)?.get();
+        Some(json!({
+            "status": "ok",
+            "tool_server": server,
+            "data": s.data(),
+            "human_readable": s.human_readable(),
+        }))
+    }
+
+    /// Every server's data keyed by server name: what checks read.
+    pub fn state(&self) -> Value {
+        Value::Object(
+            self.servers
+                .iter()
+                .map(|(n, s)| (n.clone(), s.get().data()))
+                .collect(),
+        )
+    }
+
+    /// Plays the task's reference solution and returns the trajectory an oracle agent
+    /// would leave (tool calls, their results, then the final answer). Fails on the
+    /// first step that is an error.
+    pub fn run_reference_solution(&mut self, task: &Task) -> Result<Vec<Message>, String> {
+        let mut trajectory = vec![Message::user(task.description.clone())];
+        for (i, step) in task.reference_solution.iter().enumerate() {
+            let obs = self.call(&step.tool_name, &step.parameters);
+            if obs.is_error {
+                return Err(format!(
+                    "reference_solution[{i}] `{}` failed: {}",
+                    step.tool_name, obs.observation
+                ));
+            }
+            let id = format!("call_{i:03}");
+            trajectory.push(Message::assistant(
+                None,
+                vec![ToolCall {
+                    id: id.clone(),
+                    kind: "function".into(),
+                    function: crate::domain::chat::FunctionCall {
+                        name: step.tool_name.clone(),
+                        arguments: step.parameters.to_string(),
+                    },
+                }],
+            ));
+            trajectory.push(Message::tool_result(id, &step.tool_name, obs.observation));
+        }
+        let answer = task.final_answer.clone().unwrap_or_else(|| "Done.".to_string());
+        trajectory.push(Message::assistant(Some(answer), Vec::new()));
+        Ok(trajectory)
+    }
+
+    fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Shared helpers for the servers.
+
+/// `2026-03-04T10:30:00Z`.
+pub fn fmt_datetime(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Accepts RFC 3339 (any offset, converted to UTC) and, read as UTC,
+/// `YYYY-MM-DDTHH:MM[:SS]` or `YYYY-MM-DD HH:MM[:SS]`.
+pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|n| n.and_utc())
+}
+
+pub fn parse_date(s: &str) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// The next id of a collection: `prefix` + (largest existing number + 1), zero-padded.
+pub(crate) fn next_id<'a>(prefix: &str, width: usize, existing: impl Iterator<Item = &'a str>) -> String {
+    let max = existing
+        .filter_map(|id| id.strip_prefix(prefix))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    format!("{prefix}{:0width$}", max + 1)
+}
+
+/// Typed access to parameters that already passed schema validation.
+pub(crate) struct Params<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Params<'a> {
+    pub fn str(&self, key: &str) -> Result<&'a str, String> {
+        self.opt_str(key).ok_or_else(|| format!("missing required parameter `{key}`"))
+    }
+
+    pub fn opt_str(&self, key: &str) -> Option<&'a str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+
+    pub fn bool_or(&self, key: &str, default: bool) -> bool {
+        self.0.get(key).and_then(Value::as_bool).unwrap_or(default)
+    }
+
+    pub fn u64_or(&self, key: &str, default: u64) -> u64 {
+        self.0.get(key).and_then(Value::as_u64).unwrap_or(default)
+    }
+
+    pub fn strings(&self, key: &str) -> Option<Vec<String>> {
+        self.0
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+    }
+
+    pub fn date(&self, key: &str) -> Result<chrono::NaiveDate, String> {
+        let s = self.str(key)?;
+        parse_date(s).ok_or_else(|| format!("parameter `{key}` must be a date like 2026-03-04, got {s:?}"))
+    }
+
+    pub fn datetime(&self, key: &str) -> Result<DateTime<Utc>, String> {
+        let s = self.str(key)?;
+        parse_datetime(s).ok_or_else(|| format!("parameter `{key}` must be a date-time like 2026-03-04T10:30:00Z, got {s:?}"))
+    }
+}
+
+/// A tool spec from its parts.
+pub(crate) fn spec(name: &str, description: &str, mutates_state: bool, input_schema: Value) -> ToolSpec {
+    ToolSpec {
+        name: name.to_string(),
+        description: description.to_string(),
+        input_schema,
+        mutates_state,
+    }
+}
+
+/// Whether a text looks like an email address (one `@`, something on both sides, a dot
+/// in the domain).
+pub(crate) fn is_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@') && !s.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
