@@ -108,7 +108,9 @@ impl Handler<RolloutEnded> for RunActor {
 pub struct CancelRollouts;
 
 impl Handler<CancelRollouts> for RunActor {
-    type Result = ResponseActFuture<Self, usize>;
+    // Atomic: no `RolloutEnded` may stop the actor before the pending rollouts'
+    // cancellations are recorded and the caller has its answer.
+    type Result = AtomicResponse<Self, usize>;
 
     fn handle(&mut self, _msg: CancelRollouts, _ctx: &mut Self::Context) -> Self::Result {
         let (active, pending) = self.cancel_all();
@@ -128,9 +130,9 @@ impl Handler<CancelRollouts> for RunActor {
             }
             active
         };
-        Box::pin(work.into_actor(self).map(|active, act, ctx| {
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|active, act, ctx| {
             act.schedule(ctx);
             active
-        }))
+        })))
     }
 }

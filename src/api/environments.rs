@@ -143,7 +143,8 @@ async fn step(
 
 async fn health(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (id, server) = path.into_inner();
-    check_server(&hosted(&state, &id)?, &server)?;
+    let hosted = hosted(&state, &id)?;
+    check_server(&hosted, &server)?;
     Ok(HttpResponse::Ok().json(json!({ "status": "healthy" })))
 }
 

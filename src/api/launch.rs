@@ -173,7 +173,7 @@ fn model_config(
         c.push(prefix, "provider", format!("Provider `{provider}` is not available in this build yet"), "value_error");
     }
     let api_key = c.opt_string(m, prefix, "api_key").filter(|k| !k.is_empty());
-    if api_key.is_none() && provider_needs_key(&provider) {
+    if api_key.is_none() && PROVIDERS.contains(&provider.as_str()) && provider_needs_key(&provider) {
         c.push(prefix, "api_key", format!("An api_key is required for provider `{provider}`"), "missing");
     }
     if provider == "builtin" {

@@ -24,6 +24,9 @@ use crate::scenarios::{Scenario, Task};
 pub mod calendar;
 pub mod email;
 pub mod hrms;
+pub mod registry;
+pub mod remote;
+pub mod replay;
 mod schema;
 
 pub use schema::validate as validate_parameters;

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use parking_lot::Mutex;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -210,3 +214,77 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).to_string(),
     )
 }
+
+/// A local OpenAI-compatible model server that records every request it gets.
+#[derive(Clone, Copy)]
+pub enum Behaviour {
+    /// One tool call with empty arguments, then a final answer.
+    ToolThenAnswer,
+    /// Always 500 with `Retry-After: 0`.
+    AlwaysFailing,
+    /// A final answer after this many milliseconds.
+    SlowAnswer(u64),
+}
+
+pub struct FakeModel {
+    pub address: String,
+    pub requests: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+}
+
+pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
+    let requests: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    let seen = requests.clone();
+    let server = HttpServer::new(move || {
+        let seen = seen.clone();
+        App::new().route(
+            "/v1/chat/completions",
+            web::post().to(move |req: HttpRequest, body: web::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    let body = body.into_inner();
+                    seen.lock().push((auth, body.clone()));
+                    match behaviour {
+                        Behaviour::SlowAnswer(ms) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            HttpResponse::Ok().json(json!({
+                                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}}]
+                            }))
+                        }
+                        Behaviour::AlwaysFailing => HttpResponse::InternalServerError()
+                            .insert_header(("retry-after", "0"))
+                            .json(json!({"error": {"message": "the model is overloaded"}})),
+                        Behaviour::ToolThenAnswer => {
+                            let last_role = body["messages"].as_array().unwrap().last().unwrap()["role"].clone();
+                            let message = if last_role == "tool" {
+                                json!({"role": "assistant", "content": "All done."})
+                            } else {
+                                let tool = body["tools"][0]["function"]["name"].clone();
+                                json!({"role": "assistant", "content": null, "tool_calls": [
+                                    {"id": "call_a", "type": "function", "function": {"name": tool, "arguments": "{\"bogus\": 1}"}}
+                                ]})
+                            };
+                            HttpResponse::Ok().json(json!({
+                                "id": "chatcmpl-1",
+                                "object": "chat.completion",
+                                "choices": [{"index": 0, "message": message, "finish_reason": "stop",
+                                             "logprobs": {"content": [{"token": "All", "logprob": -0.25, "top_logprobs": []}]}}],
+                                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+                            }))
+                        }
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = format!("http://{}/v1", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+    FakeModel { address, requests }
+}
+

@@ -2,77 +2,9 @@
 //! records what it was sent): the request shape, a tool call and its in-band error,
 //! token usage and log-probabilities, and a provider that keeps failing.
 
-use std::sync::Arc;
-
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::*;
-
-#[derive(Clone, Copy)]
-enum Behaviour {
-    /// One tool call with empty arguments, then a final answer.
-    ToolThenAnswer,
-    /// Always 500 with `Retry-After: 0`.
-    AlwaysFailing,
-}
-
-struct FakeModel {
-    address: String,
-    requests: Arc<Mutex<Vec<(Option<String>, Value)>>>,
-}
-
-async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
-    let requests: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
-    let seen = requests.clone();
-    let server = HttpServer::new(move || {
-        let seen = seen.clone();
-        App::new().route(
-            "/v1/chat/completions",
-            web::post().to(move |req: HttpRequest, body: web::Json<Value>| {
-                let seen = seen.clone();
-                async move {
-                    let auth = req
-                        .headers()
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    let body = body.into_inner();
-                    seen.lock().push((auth, body.clone()));
-                    match behaviour {
-                        Behaviour::AlwaysFailing => HttpResponse::InternalServerError()
-                            .insert_header(("retry-after", "0"))
-                            .json(json!({"error": {"message": "the model is overloaded"}})),
-                        Behaviour::ToolThenAnswer => {
-                            let last_role = body["messages"].as_array().unwrap().last().unwrap()["role"].clone();
-                            let message = if last_role == "tool" {
-                                json!({"role": "assistant", "content": "All done."})
-                            } else {
-                                let tool = body["tools"][0]["function"]["name"].clone();
-                                json!({"role": "assistant", "content": null, "tool_calls": [
-                                    {"id": "call_a", "type": "function", "function": {"name": tool, "arguments": "{\"bogus\": 1}"}}
-                                ]})
-                            };
-                            HttpResponse::Ok().json(json!({
-                                "id": "chatcmpl-1",
-                                "object": "chat.completion",
-                                "choices": [{"index": 0, "message": message, "finish_reason": "stop",
-                                             "logprobs": {"content": [{"token": "All", "logprob": -0.25, "top_logprobs": []}]}}],
-                                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-                            }))
-                        }
-                    }
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let address = format!("http://{}/v1", server.addrs()[0]);
-    actix_rt::spawn(server.run());
-    FakeModel { address, requests }
-}
 
 #[actix_web::test]
 async fn a_custom_provider_run_records_tool_calls_usage_and_logprobs() {
@@ -115,7 +47,7 @@ async fn a_custom_provider_run_records_tool_calls_usage_and_logprobs() {
     assert_eq!(first["messages"][0]["role"], "system");
     assert_eq!(first["messages"][1]["role"], "user");
     assert!(first["tools"].as_array().unwrap().len() >= 6);
-    let second = &requests[1]["messages"];
+    let second = &requests[1].1["messages"];
     let tool_result = second.as_array().unwrap().last().unwrap();
     assert_eq!(tool_result["role"], "tool");
     assert_eq!(tool_result["tool_call_id"], "call_a");
