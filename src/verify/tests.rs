@@ -54,9 +54,18 @@ fn call(name: &str, args: Value) -> Message {
 fn paths_flatten_arrays_and_select_by_field() {
     let s = state();
     assert_eq!(resolve(&s, "hrms.employees").map(|r| r.len()), Ok(2));
-    assert_eq!(resolve(&s, "hrms.onboarding_checklists.items").map(|r| r.len()), Ok(3));
-    assert_eq!(resolve(&s, "hrms.onboarding_checklists[checklist_id=OB-001].items").map(|r| r.len()), Ok(2));
-    assert_eq!(resolve(&s, "email.messages[folder=sent,email_id=msg_2]").map(|r| r.len()), Ok(1));
+    assert_eq!(
+        resolve(&s, "hrms.onboarding_checklists.items").map(|r| r.len()),
+        Ok(3)
+    );
+    assert_eq!(
+        resolve(&s, "hrms.onboarding_checklists[checklist_id=OB-001].items").map(|r| r.len()),
+        Ok(2)
+    );
+    assert_eq!(
+        resolve(&s, "email.messages[folder=sent,email_id=msg_2]").map(|r| r.len()),
+        Ok(1)
+    );
     assert_eq!(resolve(&s, "hrms.nothing").map(|r| r.len()), Ok(0));
     assert!(resolve(&s, "hrms..x").is_err());
     assert!(resolve(&s, "hrms.x[broken").is_err());
@@ -65,42 +74,96 @@ fn paths_flatten_arrays_and_select_by_field() {
 #[test]
 fn state_count_with_literal_and_operator_filters() {
     let t = &[];
-    assert!(passes(json!({"kind": "state_count", "path": "calendar.events", "where": {"status": "CONFIRMED"}, "equals": 2}), t));
-    assert!(passes(json!({"kind": "state_count", "path": "calendar.events", "where": {"attendees": {"contains": "DAN@x.io"}}, "equals": 2}), t));
-    assert!(passes(json!({"kind": "state_count", "path": "calendar.events", "where": {"title": {"contains": "boa"}}, "equals": 1}), t));
-    assert!(passes(json!({"kind": "state_count", "path": "calendar.events", "where": {"event_id": {"any_of": ["e1", "e3"]}}, "equals": 2}), t));
-    assert!(passes(json!({"kind": "state_count", "path": "calendar.events", "where": {"start": {"gte": "2026-03-05T14:30:00Z"}}, "equals": 1}), t));
-    assert!(passes(json!({"kind": "state_count", "path": "calendar.events", "where": {"status": {"ne": "cancelled"}}, "at_least": 2, "at_most": 2}), t));
-    assert!(passes(json!({"kind": "state_count", "path": "hrms.employees", "where": {"leave_balance.vacation": {"lte": 6}}, "equals": 1}), t));
-    assert!(passes(json!({"kind": "state_count", "path": "hrms.employees", "where": {"manager_id": {"exists": false}}, "equals": 2}), t));
-    assert!(!passes(json!({"kind": "state_count", "path": "hrms.employees", "equals": 3}), t));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "calendar.events", "where": {"status": "CONFIRMED"}, "equals": 2}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "calendar.events", "where": {"attendees": {"contains": "DAN@x.io"}}, "equals": 2}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "calendar.events", "where": {"title": {"contains": "boa"}}, "equals": 1}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "calendar.events", "where": {"event_id": {"any_of": ["e1", "e3"]}}, "equals": 2}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "calendar.events", "where": {"start": {"gte": "2026-03-05T14:30:00Z"}}, "equals": 1}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "calendar.events", "where": {"status": {"ne": "cancelled"}}, "at_least": 2, "at_most": 2}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "hrms.employees", "where": {"leave_balance.vacation": {"lte": 6}}, "equals": 1}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "state_count", "path": "hrms.employees", "where": {"manager_id": {"exists": false}}, "equals": 2}),
+        t
+    ));
+    assert!(!passes(
+        json!({"kind": "state_count", "path": "hrms.employees", "equals": 3}),
+        t
+    ));
 }
 
 #[test]
 fn state_field_equals_needs_exactly_one_record() {
     let t = &[];
-    assert!(passes(json!({"kind": "state_field_equals", "path": "hrms.employees", "where": {"employee_id": "E7"}, "field": "leave_balance.vacation", "equals": 7.0}), t));
-    assert!(!passes(json!({"kind": "state_field_equals", "path": "hrms.employees", "where": {"employee_id": "E7"}, "field": "leave_balance.vacation", "equals": 8}), t));
+    assert!(passes(
+        json!({"kind": "state_field_equals", "path": "hrms.employees", "where": {"employee_id": "E7"}, "field": "leave_balance.vacation", "equals": 7.0}),
+        t
+    ));
+    assert!(!passes(
+        json!({"kind": "state_field_equals", "path": "hrms.employees", "where": {"employee_id": "E7"}, "field": "leave_balance.vacation", "equals": 8}),
+        t
+    ));
     let (ok, reason) = check(json!({"kind": "state_field_equals", "path": "hrms.employees", "field": "employee_id", "equals": "E7"})).evaluate(&state(), &[]);
     assert!(!ok && reason.contains("exactly one"), "{reason}");
-    assert!(!passes(json!({"kind": "state_field_equals", "path": "hrms.employees", "where": {"employee_id": "E1"}, "field": "x", "equals": 1}), t));
+    assert!(!passes(
+        json!({"kind": "state_field_equals", "path": "hrms.employees", "where": {"employee_id": "E1"}, "field": "x", "equals": 1}),
+        t
+    ));
 }
 
 #[test]
 fn double_booking_ignores_cancelled_events_and_can_be_limited_to_people() {
     let (ok, reason) = check(json!({"kind": "no_double_booking"})).evaluate(&state(), &[]);
     assert!(!ok && reason.contains("lisa@x.io"), "{reason}");
-    assert!(passes(json!({"kind": "no_double_booking", "attendees": ["dan@x.io"]}), &[]));
+    assert!(passes(
+        json!({"kind": "no_double_booking", "attendees": ["dan@x.io"]}),
+        &[]
+    ));
 }
 
 #[test]
 fn email_sent_matches_recipients_subject_and_body_case_insensitively() {
     let t = &[];
-    assert!(passes(json!({"kind": "email_sent", "to": ["bob@x.io", "CAROL@x.io"], "subject_contains": ["lr-0004"], "body_contains": ["approved", "7"]}), t));
-    assert!(passes(json!({"kind": "email_sent", "to": ["bob@x.io"], "body_contains_any": ["rejected", "approved"]}), t));
-    assert!(!passes(json!({"kind": "email_sent", "to": ["bob@x.io"], "body_excludes": ["balance"]}), t));
-    assert!(!passes(json!({"kind": "email_sent", "to": ["a@x.io"]}), t), "received mail is not sent mail");
-    assert!(!passes(json!({"kind": "email_sent", "to": ["bob@x.io"], "body_contains": ["rejected"]}), t));
+    assert!(passes(
+        json!({"kind": "email_sent", "to": ["bob@x.io", "CAROL@x.io"], "subject_contains": ["lr-0004"], "body_contains": ["approved", "7"]}),
+        t
+    ));
+    assert!(passes(
+        json!({"kind": "email_sent", "to": ["bob@x.io"], "body_contains_any": ["rejected", "approved"]}),
+        t
+    ));
+    assert!(!passes(
+        json!({"kind": "email_sent", "to": ["bob@x.io"], "body_excludes": ["balance"]}),
+        t
+    ));
+    assert!(
+        !passes(json!({"kind": "email_sent", "to": ["a@x.io"]}), t),
+        "received mail is not sent mail"
+    );
+    assert!(!passes(
+        json!({"kind": "email_sent", "to": ["bob@x.io"], "body_contains": ["rejected"]}),
+        t
+    ));
 }
 
 #[test]
@@ -111,21 +174,54 @@ fn trajectory_mentions_read_the_final_answer_by_default() {
         Message::assistant(Some("It is David.".into()), Vec::new()),
         Message::assistant(Some("   ".into()), Vec::new()),
     ];
-    assert!(passes(json!({"kind": "trajectory_mentions", "contains": ["david"]}), &trajectory));
-    assert!(!passes(json!({"kind": "trajectory_mentions", "contains": ["Tom Becker"]}), &trajectory));
-    assert!(passes(json!({"kind": "trajectory_mentions", "contains": ["Tom Becker"], "scope": "any_assistant"}), &trajectory));
-    assert!(passes(json!({"kind": "trajectory_mentions", "any_of": ["nobody", "DAVID"]}), &trajectory));
-    assert!(!passes(json!({"kind": "trajectory_mentions", "contains": ["david"]}), &[Message::user("david")]));
+    assert!(passes(
+        json!({"kind": "trajectory_mentions", "contains": ["david"]}),
+        &trajectory
+    ));
+    assert!(!passes(
+        json!({"kind": "trajectory_mentions", "contains": ["Tom Becker"]}),
+        &trajectory
+    ));
+    assert!(passes(
+        json!({"kind": "trajectory_mentions", "contains": ["Tom Becker"], "scope": "any_assistant"}),
+        &trajectory
+    ));
+    assert!(passes(
+        json!({"kind": "trajectory_mentions", "any_of": ["nobody", "DAVID"]}),
+        &trajectory
+    ));
+    assert!(!passes(
+        json!({"kind": "trajectory_mentions", "contains": ["david"]}),
+        &[Message::user("david")]
+    ));
 }
 
 #[test]
 fn tool_called_matches_names_and_argument_filters() {
-    let trajectory = vec![call("approve_leave_request", json!({"request_id": "LR-0004"})), call("send_email", json!("not an object"))];
-    assert!(passes(json!({"kind": "tool_called", "tool": "approve_leave_request", "with": {"request_id": "lr-0004"}}), &trajectory));
-    assert!(!passes(json!({"kind": "tool_called", "tool": "approve_leave_request", "with": {"request_id": "LR-0005"}}), &trajectory));
-    assert!(!passes(json!({"kind": "tool_called", "tool": "approve_leave_request", "at_least": 2}), &trajectory));
-    assert!(passes(json!({"kind": "tool_not_called", "tool": "reject_leave_request"}), &trajectory));
-    assert!(!passes(json!({"kind": "tool_not_called", "tool": "send_email"}), &trajectory));
+    let trajectory = vec![
+        call("approve_leave_request", json!({"request_id": "LR-0004"})),
+        call("send_email", json!("not an object")),
+    ];
+    assert!(passes(
+        json!({"kind": "tool_called", "tool": "approve_leave_request", "with": {"request_id": "lr-0004"}}),
+        &trajectory
+    ));
+    assert!(!passes(
+        json!({"kind": "tool_called", "tool": "approve_leave_request", "with": {"request_id": "LR-0005"}}),
+        &trajectory
+    ));
+    assert!(!passes(
+        json!({"kind": "tool_called", "tool": "approve_leave_request", "at_least": 2}),
+        &trajectory
+    ));
+    assert!(passes(
+        json!({"kind": "tool_not_called", "tool": "reject_leave_request"}),
+        &trajectory
+    ));
+    assert!(!passes(
+        json!({"kind": "tool_not_called", "tool": "send_email"}),
+        &trajectory
+    ));
 }
 
 fn task_with(checks: Vec<Check>, partial: bool) -> Task {
@@ -144,7 +240,9 @@ fn task_with(checks: Vec<Check>, partial: bool) -> Task {
 }
 
 fn named(id: &str, pass: bool, required: bool, weight: f64) -> Check {
-    let mut c = check(json!({"kind": "state_count", "path": "hrms.employees", "equals": if pass { 2 } else { 9 }}));
+    let mut c = check(
+        json!({"kind": "state_count", "path": "hrms.employees", "equals": if pass { 2 } else { 9 }}),
+    );
     c.id = id.into();
     c.required = required;
     c.weight = weight;
@@ -154,22 +252,64 @@ fn named(id: &str, pass: bool, required: bool, weight: f64) -> Check {
 #[test]
 fn scoring_is_all_none_or_the_weighted_fraction() {
     let s = state();
-    let v = verify(&task_with(vec![named("a", true, false, 1.0), named("b", true, false, 1.0)], true), &s, &[]);
+    let v = verify(
+        &task_with(
+            vec![named("a", true, false, 1.0), named("b", true, false, 1.0)],
+            true,
+        ),
+        &s,
+        &[],
+    );
     assert_eq!((v.score, v.label.as_str()), (1.0, FULL_CREDIT));
-    let v = verify(&task_with(vec![named("a", false, false, 1.0), named("b", false, false, 1.0)], true), &s, &[]);
+    let v = verify(
+        &task_with(
+            vec![named("a", false, false, 1.0), named("b", false, false, 1.0)],
+            true,
+        ),
+        &s,
+        &[],
+    );
     assert_eq!((v.score, v.label.as_str()), (0.0, NO_CREDIT));
-    let v = verify(&task_with(vec![named("a", true, false, 3.0), named("b", false, false, 1.0)], true), &s, &[]);
+    let v = verify(
+        &task_with(
+            vec![named("a", true, false, 3.0), named("b", false, false, 1.0)],
+            true,
+        ),
+        &s,
+        &[],
+    );
     assert_eq!((v.score, v.label.as_str()), (0.75, PARTIAL_CREDIT));
     assert_eq!(v.checks.len(), 2);
-    assert!(v.checks[1].reason.contains("wanted = 9"), "{}", v.checks[1].reason);
+    assert!(
+        v.checks[1].reason.contains("wanted = 9"),
+        "{}",
+        v.checks[1].reason
+    );
 }
 
 #[test]
 fn a_failed_required_check_or_no_partial_credit_scores_zero() {
     let s = state();
-    let v = verify(&task_with(vec![named("gate", false, true, 1.0), named("b", true, false, 5.0)], true), &s, &[]);
+    let v = verify(
+        &task_with(
+            vec![
+                named("gate", false, true, 1.0),
+                named("b", true, false, 5.0),
+            ],
+            true,
+        ),
+        &s,
+        &[],
+    );
     assert_eq!((v.score, v.label.as_str()), (0.0, NO_CREDIT));
-    let v = verify(&task_with(vec![named("a", true, false, 1.0), named("b", false, false, 1.0)], false), &s, &[]);
+    let v = verify(
+        &task_with(
+            vec![named("a", true, false, 1.0), named("b", false, false, 1.0)],
+            false,
+        ),
+        &s,
+        &[],
+    );
     assert_eq!(v.score, 0.0);
     let v = verify(&task_with(Vec::new(), true), &s, &[]);
     assert_eq!(v.score, 0.0, "a task without checks is never full credit");
@@ -195,5 +335,8 @@ fn validation_rejects_malformed_checks() {
     assert!(c.validate(&servers, &known).is_ok());
     c.weight = 0.0;
     assert!(c.validate(&servers, &known).is_err());
-    assert!(serde_json::from_value::<Check>(json!({"id": "x", "description": "d", "kind": "telepathy"})).is_err());
+    assert!(serde_json::from_value::<Check>(
+        json!({"id": "x", "description": "d", "kind": "telepathy"})
+    )
+    .is_err());
 }
