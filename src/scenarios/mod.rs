@@ -43,14 +43,14 @@ pub enum ScenarioError {
 }
 
 /// Why a seed file could not be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SeedFileError {
     /// The name tries to leave the seed-data folder (→ 400).
-    #[error("seed file name `{0}` is not a plain relative path inside seed_data")]
-    Traversal(String),
+    #[error("seed file name is not a plain relative path inside seed_data")]
+    Traversal,
     /// No such file (→ 404).
-    #[error("seed file `{0}` not found")]
-    NotFound(String),
+    #[error("seed file not found")]
+    NotFound,
 }
 
 /// Every scenario found under a directory, sorted by id.
@@ -282,8 +282,8 @@ impl Scenario {
 
     /// Reads one seed file from disk, refusing anything that could leave `seed_data/`.
     pub fn read_seed_file(&self, filename: &str) -> Result<String, SeedFileError> {
-        let traversal = || SeedFileError::Traversal(filename.to_string());
-        let not_found = || SeedFileError::NotFound(filename.to_string());
+        let traversal = || SeedFileError::Traversal;
+        let not_found = || SeedFileError::NotFound;
         if filename.is_empty()
             || filename.contains('\0')
             || filename.contains('\\')
@@ -322,9 +322,9 @@ pub struct NpcProfile {
     pub occupation: String,
     #[serde(default)]
     pub public_info: String,
-    /// What only the NPC knows and how it behaves (drives the simulated replies); not
-    /// part of the public profile.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What only the NPC knows and how it behaves (drives the simulated replies). Read
+    /// from `npcs.json` but never serialised: it is not part of the public profile.
+    #[serde(default, skip_serializing)]
     pub persona: Option<String>,
 }
 
