@@ -9,11 +9,15 @@ use rl_gym::tools::Environment;
 use rl_gym::verify::verify;
 
 fn catalog() -> Catalog {
-    Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios")).expect("bundled scenarios load")
+    Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios"))
+        .expect("bundled scenarios load")
 }
 
 fn every_task(catalog: &Catalog) -> Vec<(&Scenario, &Task)> {
-    catalog.scenarios().flat_map(|s| s.tasks.iter().map(move |t| (s, t))).collect()
+    catalog
+        .scenarios()
+        .flat_map(|s| s.tasks.iter().map(move |t| (s, t)))
+        .collect()
 }
 
 #[test]
@@ -32,7 +36,11 @@ fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
         let verdict = verify(task, &env.state(), &trajectory);
         let failed: Vec<_> = verdict.checks.iter().filter(|c| !c.passed).collect();
-        assert_eq!(verdict.score, 1.0, "{}: failed checks {failed:#?}", task.task_id);
+        assert_eq!(
+            verdict.score, 1.0,
+            "{}: failed checks {failed:#?}",
+            task.task_id
+        );
         assert_eq!(verdict.label, "Full Credit", "{}", task.task_id);
         assert_eq!(verdict.checks.len(), task.checks.len());
     }
@@ -48,11 +56,25 @@ fn doing_nothing_earns_no_credit_on_every_task() {
             Message::assistant(Some("I will not act.".into()), Vec::new()),
         ];
         let verdict = verify(task, &env.state(), &trajectory);
-        let passed: Vec<_> = verdict.checks.iter().filter(|c| c.passed).map(|c| &c.id).collect();
-        assert_eq!(verdict.score, 0.0, "{}: noop passes {passed:?}", task.task_id);
+        let passed: Vec<_> = verdict
+            .checks
+            .iter()
+            .filter(|c| c.passed)
+            .map(|c| &c.id)
+            .collect();
+        assert_eq!(
+            verdict.score, 0.0,
+            "{}: noop passes {passed:?}",
+            task.task_id
+        );
         assert_eq!(verdict.label, "No Credit", "{}", task.task_id);
         // And so does an empty trajectory.
-        assert_eq!(verify(task, &env.state(), &[]).score, 0.0, "{}", task.task_id);
+        assert_eq!(
+            verify(task, &env.state(), &[]).score,
+            0.0,
+            "{}",
+            task.task_id
+        );
     }
 }
 
@@ -81,7 +103,11 @@ fn a_failed_call_leaves_the_state_untouched() {
     let mut env = Environment::new(hr, task, 1).expect("environment");
     let before = env.state();
     let obs = env
-        .step("hrms", "approve_leave_request", &serde_json::json!({"request_id": "LR-0005"}))
+        .step(
+            "hrms",
+            "approve_leave_request",
+            &serde_json::json!({"request_id": "LR-0005"}),
+        )
         .expect("server exists");
     assert!(obs.is_error, "{obs:?}");
     assert!(obs.observation.starts_with("Error: "));
@@ -99,10 +125,15 @@ fn the_environment_offers_only_the_task_servers_and_is_send_and_clone() {
     assert_eq!(env.server_names(), ["hrms"]);
     assert!(env.tools("email").is_none());
     assert!(env.snapshot("email").is_none());
-    assert!(env.all_tools().iter().all(|t| env.server_of(&t.name) == Some("hrms")));
+    assert!(env
+        .all_tools()
+        .iter()
+        .all(|t| env.server_of(&t.name) == Some("hrms")));
     let snap = env.snapshot("hrms").expect("snapshot");
     assert_eq!(snap["status"], "ok");
     assert_eq!(snap["tool_server"], "hrms");
     assert!(snap["data"]["employees"].is_array());
-    assert!(snap["human_readable"].as_str().is_some_and(|s| s.contains("employees")));
+    assert!(snap["human_readable"]
+        .as_str()
+        .is_some_and(|s| s.contains("employees")));
 }

@@ -43,14 +43,14 @@ pub enum ScenarioError {
 }
 
 /// Why a seed file could not be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SeedFileError {
     /// The name tries to leave the seed-data folder (→ 400).
-    #[error("seed file name `{0}` is not a plain relative path inside seed_data")]
-    Traversal(String),
+    #[error("seed file name is not a plain relative path inside seed_data")]
+    Traversal,
     /// No such file (→ 404).
-    #[error("seed file `{0}` not found")]
-    NotFound(String),
+    #[error("seed file not found")]
+    NotFound,
 }
 
 /// Every scenario found under a directory, sorted by id.
@@ -66,7 +66,11 @@ impl Catalog {
         let mut folders = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_err(dir, e))?;
-            if entry.file_type().map_err(|e| io_err(&entry.path(), e))?.is_dir() {
+            if entry
+                .file_type()
+                .map_err(|e| io_err(&entry.path(), e))?
+                .is_dir()
+            {
                 folders.push(entry.path());
             }
         }
@@ -75,7 +79,10 @@ impl Catalog {
         for folder in folders {
             let scenario = Scenario::load(&folder)?;
             if scenarios.contains_key(&scenario.scenario_id) {
-                return Err(invalid(&folder, format!("duplicate scenario_id `{}`", scenario.scenario_id)));
+                return Err(invalid(
+                    &folder,
+                    format!("duplicate scenario_id `{}`", scenario.scenario_id),
+                ));
             }
             scenarios.insert(scenario.scenario_id.clone(), scenario);
         }
@@ -85,7 +92,10 @@ impl Catalog {
     /// A catalog of already-built scenarios (tests, embedding).
     pub fn from_scenarios(list: impl IntoIterator<Item = Scenario>) -> Catalog {
         Catalog {
-            scenarios: list.into_iter().map(|s| (s.scenario_id.clone(), s)).collect(),
+            scenarios: list
+                .into_iter()
+                .map(|s| (s.scenario_id.clone(), s))
+                .collect(),
         }
     }
 
@@ -131,33 +141,52 @@ impl Scenario {
     /// Loads one scenario folder.
     pub fn load(folder: &Path) -> Result<Scenario, ScenarioError> {
         let manifest = read_manifest(folder)?;
-        let folder_name = folder.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let folder_name = folder
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if manifest.scenario_id != folder_name {
             return Err(invalid(
                 folder,
-                format!("scenario_id `{}` must equal the folder name `{folder_name}`", manifest.scenario_id),
+                format!(
+                    "scenario_id `{}` must equal the folder name `{folder_name}`",
+                    manifest.scenario_id
+                ),
             ));
         }
         let manifest_path = folder.join("scenario");
         let mut seen = BTreeSet::new();
         for s in &manifest.tool_servers {
             if !seen.insert(s) {
-                return Err(invalid(&manifest_path, format!("tool server `{s}` listed twice")));
+                return Err(invalid(
+                    &manifest_path,
+                    format!("tool server `{s}` listed twice"),
+                ));
             }
             if server_tools(s).is_none() {
                 return Err(invalid(
                     &manifest_path,
-                    format!("unknown tool server `{s}` (known: {:?})", vocabulary::server_names()),
+                    format!(
+                        "unknown tool server `{s}` (known: {:?})",
+                        vocabulary::server_names()
+                    ),
                 ));
             }
         }
 
         let npcs_path = folder.join("npcs.json");
-        let npcs: Vec<NpcProfile> = if npcs_path.exists() { read_json(&npcs_path)? } else { Vec::new() };
+        let npcs: Vec<NpcProfile> = if npcs_path.exists() {
+            read_json(&npcs_path)?
+        } else {
+            Vec::new()
+        };
         let mut ids = BTreeSet::new();
         for npc in &npcs {
             if npc.profile_id.trim().is_empty() || !ids.insert(npc.profile_id.as_str()) {
-                return Err(invalid(&npcs_path, format!("empty or duplicate profile_id `{}`", npc.profile_id)));
+                return Err(invalid(
+                    &npcs_path,
+                    format!("empty or duplicate profile_id `{}`", npc.profile_id),
+                ));
             }
         }
 
@@ -165,7 +194,11 @@ impl Scenario {
         let env_dir = folder.join("environment");
         if env_dir.is_dir() {
             for path in sorted_files(&env_dir, "json")? {
-                let server = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+                let server = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string();
                 if !manifest.tool_servers.contains(&server) {
                     return Err(invalid(
                         &path,
@@ -174,7 +207,10 @@ impl Scenario {
                 }
                 let value: Value = read_json(&path)?;
                 if !value.is_object() {
-                    return Err(invalid(&path, "seed state must be a JSON object".to_string()));
+                    return Err(invalid(
+                        &path,
+                        "seed state must be a JSON object".to_string(),
+                    ));
                 }
                 environment.insert(server, value);
             }
@@ -182,7 +218,9 @@ impl Scenario {
 
         let seed_root = folder.join("seed_data");
         let (seed_dir, documents) = if seed_root.is_dir() {
-            let canonical = seed_root.canonicalize().map_err(|e| io_err(&seed_root, e))?;
+            let canonical = seed_root
+                .canonicalize()
+                .map_err(|e| io_err(&seed_root, e))?;
             let mut docs = BTreeMap::new();
             collect_documents(&canonical, &canonical, &mut docs)?;
             (Some(canonical), docs)
@@ -207,9 +245,18 @@ impl Scenario {
         if tasks_dir.is_dir() {
             for path in sorted_files(&tasks_dir, "json")? {
                 let task: Task = read_json(&path)?;
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
                 if task.task_id != stem {
-                    return Err(invalid(&path, format!("task_id `{}` must equal the file name `{stem}`", task.task_id)));
+                    return Err(invalid(
+                        &path,
+                        format!(
+                            "task_id `{}` must equal the file name `{stem}`",
+                            task.task_id
+                        ),
+                    ));
                 }
                 task.validate(&scenario).map_err(|m| invalid(&path, m))?;
                 tasks.push(task);
@@ -235,13 +282,20 @@ impl Scenario {
 
     /// Reads one seed file from disk, refusing anything that could leave `seed_data/`.
     pub fn read_seed_file(&self, filename: &str) -> Result<String, SeedFileError> {
-        let traversal = || SeedFileError::Traversal(filename.to_string());
-        let not_found = || SeedFileError::NotFound(filename.to_string());
-        if filename.is_empty() || filename.contains('\0') || filename.contains('\\') || filename.contains(':') {
+        let traversal = || SeedFileError::Traversal;
+        let not_found = || SeedFileError::NotFound;
+        if filename.is_empty()
+            || filename.contains('\0')
+            || filename.contains('\\')
+            || filename.contains(':')
+        {
             return Err(traversal());
         }
         let rel = Path::new(filename);
-        if !rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        if !rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        {
             return Err(traversal());
         }
         let Some(root) = &self.seed_dir else {
@@ -268,9 +322,9 @@ pub struct NpcProfile {
     pub occupation: String,
     #[serde(default)]
     pub public_info: String,
-    /// What only the NPC knows and how it behaves (drives the simulated replies); not
-    /// part of the public profile.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What only the NPC knows and how it behaves (drives the simulated replies). Read
+    /// from `npcs.json` but never serialised: it is not part of the public profile.
+    #[serde(default, skip_serializing)]
     pub persona: Option<String>,
 }
 
@@ -368,7 +422,10 @@ impl Task {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
         if !id_ok {
-            return Err(format!("task_id `{}` must be non-empty [A-Za-z0-9_.-]", self.task_id));
+            return Err(format!(
+                "task_id `{}` must be non-empty [A-Za-z0-9_.-]",
+                self.task_id
+            ));
         }
         for (field, value) in [
             ("name", &self.name),
@@ -381,10 +438,16 @@ impl Task {
             }
         }
         if !DIFFICULTIES.contains(&self.difficulty.as_str()) {
-            return Err(format!("`difficulty` is `{}`, expected one of {DIFFICULTIES:?}", self.difficulty));
+            return Err(format!(
+                "`difficulty` is `{}`, expected one of {DIFFICULTIES:?}",
+                self.difficulty
+            ));
         }
         if !VISIBILITIES.contains(&self.visibility.as_str()) {
-            return Err(format!("`visibility` is `{}`, expected one of {VISIBILITIES:?}", self.visibility));
+            return Err(format!(
+                "`visibility` is `{}`, expected one of {VISIBILITIES:?}",
+                self.visibility
+            ));
         }
         if self.tool_servers.is_empty() {
             return Err("`tool_servers` is empty".into());
@@ -402,7 +465,10 @@ impl Task {
             }
         }
         if self.rubric.task_id != self.task_id {
-            return Err(format!("`rubric.task_id` is `{}`, expected `{}`", self.rubric.task_id, self.task_id));
+            return Err(format!(
+                "`rubric.task_id` is `{}`, expected `{}`",
+                self.rubric.task_id, self.task_id
+            ));
         }
         if self.rubric.title.trim().is_empty() || self.rubric.scoring.is_empty() {
             return Err("`rubric` needs a title and scoring levels".into());
@@ -413,9 +479,16 @@ impl Task {
             }
         }
         if chrono::DateTime::parse_from_rfc3339(&self.now).is_err() {
-            return Err(format!("`now` is `{}`, expected an RFC 3339 time like 2026-03-02T09:00:00Z", self.now));
+            return Err(format!(
+                "`now` is `{}`, expected an RFC 3339 time like 2026-03-02T09:00:00Z",
+                self.now
+            ));
         }
-        let on_task_servers = |tool: &str| self.tool_servers.iter().any(|s| server_tools(s).is_some_and(|t| t.contains(&tool)));
+        let on_task_servers = |tool: &str| {
+            self.tool_servers
+                .iter()
+                .any(|s| server_tools(s).is_some_and(|t| t.contains(&tool)))
+        };
         for (i, step) in self.reference_solution.iter().enumerate() {
             if !on_task_servers(&step.tool_name) {
                 return Err(format!(
@@ -424,7 +497,9 @@ impl Task {
                 ));
             }
             if !step.parameters.is_object() {
-                return Err(format!("`reference_solution[{i}].parameters` must be a JSON object"));
+                return Err(format!(
+                    "`reference_solution[{i}].parameters` must be a JSON object"
+                ));
             }
         }
         if self.checks.is_empty() {
@@ -502,7 +577,11 @@ fn sorted_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, ScenarioError> {
     Ok(out)
 }
 
-fn collect_documents(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), ScenarioError> {
+fn collect_documents(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), ScenarioError> {
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         entries.push(entry.map_err(|e| io_err(dir, e))?.path());
@@ -510,7 +589,9 @@ fn collect_documents(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>
     entries.sort();
     for path in entries {
         // Symlinks are followed only when they stay inside the seed folder.
-        let Ok(real) = path.canonicalize() else { continue };
+        let Ok(real) = path.canonicalize() else {
+            continue;
+        };
         if !real.starts_with(root) {
             continue;
         }

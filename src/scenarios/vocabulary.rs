@@ -58,12 +58,17 @@ pub const KNOWN_TOOL_SERVERS: &[(&str, &[&str])] = &[
 
 /// The tools of one server, or `None` for an unknown server.
 pub fn server_tools(server: &str) -> Option<&'static [&'static str]> {
-    KNOWN_TOOL_SERVERS.iter().find(|(s, _)| *s == server).map(|(_, t)| *t)
+    KNOWN_TOOL_SERVERS
+        .iter()
+        .find(|(s, _)| *s == server)
+        .map(|(_, t)| *t)
 }
 
 /// Whether `tool` is a tool of any of `servers`.
 pub fn known_tool(servers: &[String], tool: &str) -> bool {
-    servers.iter().any(|s| server_tools(s).is_some_and(|t| t.contains(&tool)))
+    servers
+        .iter()
+        .any(|s| server_tools(s).is_some_and(|t| t.contains(&tool)))
 }
 
 pub(crate) fn server_names() -> Vec<&'static str> {

@@ -103,7 +103,8 @@ pub trait ToolServer {
     fn tools(&self) -> Vec<ToolSpec>;
     /// Runs a call whose parameters already satisfy the tool's schema. `Err` is the
     /// text of an in-band error (without the `Error: ` prefix).
-    fn step(&mut self, ctx: &Ctx, tool: &str, params: &Map<String, Value>) -> Result<Value, String>;
+    fn step(&mut self, ctx: &Ctx, tool: &str, params: &Map<String, Value>)
+        -> Result<Value, String>;
     /// The full state, as checks and snapshots read it.
     fn data(&self) -> Value;
     fn human_readable(&self) -> String;
@@ -161,8 +162,12 @@ impl Environment {
             };
             let server = match name.as_str() {
                 "email" => Server::Email(email::EmailServer::from_seed(seed_state).map_err(bad)?),
-                "calendar" => Server::Calendar(calendar::CalendarServer::from_seed(seed_state).map_err(bad)?),
-                "hrms" => Server::Hrms(hrms::HrmsServer::from_seed(seed_state, &scenario.documents).map_err(bad)?),
+                "calendar" => {
+                    Server::Calendar(calendar::CalendarServer::from_seed(seed_state).map_err(bad)?)
+                }
+                "hrms" => Server::Hrms(
+                    hrms::HrmsServer::from_seed(seed_state, &scenario.documents).map_err(bad)?,
+                ),
                 other => return Err(ToolError::UnknownServer(other.to_string())),
             };
             servers.push((name.clone(), server));
@@ -201,7 +206,10 @@ impl Environment {
 
     /// Every tool of every server, in server order.
     pub fn all_tools(&self) -> Vec<ToolSpec> {
-        self.servers.iter().flat_map(|(_, s)| s.get().tools()).collect()
+        self.servers
+            .iter()
+            .flat_map(|(_, s)| s.get().tools())
+            .collect()
     }
 
     pub fn server_of(&self, tool_name: &str) -> Option<&str> {
@@ -213,7 +221,12 @@ impl Environment {
 
     /// Runs one call on `server`. `None` only when the server is not part of this
     /// environment; every other problem is an in-band error observation.
-    pub fn step(&mut self, server: &str, tool_name: &str, parameters: &Value) -> Option<Observation> {
+    pub fn step(
+        &mut self,
+        server: &str,
+        tool_name: &str,
+        parameters: &Value,
+    ) -> Option<Observation> {
         let position = self.servers.iter().position(|(n, _)| n == server)?;
         let spec = match self.index.get(tool_name) {
             Some((i, spec)) if *i == position => spec.clone(),
@@ -224,7 +237,13 @@ impl Environment {
                 )));
             }
             None => {
-                let names: Vec<String> = self.servers[position].1.get().tools().into_iter().map(|t| t.name).collect();
+                let names: Vec<String> = self.servers[position]
+                    .1
+                    .get()
+                    .tools()
+                    .into_iter()
+                    .map(|t| t.name)
+                    .collect();
                 return Some(Observation::error(format!(
                     "unknown tool `{tool_name}` on the `{server}` server. Available tools: {}",
                     names.join(", ")
@@ -246,7 +265,10 @@ impl Environment {
             return Some(Observation::error(format!("{e} (tool `{tool_name}`)")));
         }
         let ctx = Ctx { now: self.now };
-        let result = self.servers[position].1.get_mut().step(&ctx, tool_name, params);
+        let result = self.servers[position]
+            .1
+            .get_mut()
+            .step(&ctx, tool_name, params);
         Some(match result {
             Ok(value) => {
                 if spec.mutates_state {
@@ -320,7 +342,10 @@ impl Environment {
             ));
             trajectory.push(Message::tool_result(id, &step.tool_name, obs.observation));
         }
-        let answer = task.final_answer.clone().unwrap_or_else(|| "Done.".to_string());
+        let answer = task
+            .final_answer
+            .clone()
+            .unwrap_or_else(|| "Done.".to_string());
         trajectory.push(Message::assistant(Some(answer), Vec::new()));
         Ok(trajectory)
     }
@@ -344,10 +369,15 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|n| n.and_utc())
+    [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+    .map(|n| n.and_utc())
 }
 
 pub fn parse_date(s: &str) -> Option<chrono::NaiveDate> {
@@ -355,7 +385,11 @@ pub fn parse_date(s: &str) -> Option<chrono::NaiveDate> {
 }
 
 /// The next id of a collection: `prefix` + (largest existing number + 1), zero-padded.
-pub(crate) fn next_id<'a>(prefix: &str, width: usize, existing: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn next_id<'a>(
+    prefix: &str,
+    width: usize,
+    existing: impl Iterator<Item = &'a str>,
+) -> String {
     let max = existing
         .filter_map(|id| id.strip_prefix(prefix))
         .filter_map(|n| n.parse::<u64>().ok())
@@ -369,7 +403,8 @@ pub(crate) struct Params<'a>(pub &'a Map<String, Value>);
 
 impl<'a> Params<'a> {
     pub fn str(&self, key: &str) -> Result<&'a str, String> {
-        self.opt_str(key).ok_or_else(|| format!("missing required parameter `{key}`"))
+        self.opt_str(key)
+            .ok_or_else(|| format!("missing required parameter `{key}`"))
     }
 
     pub fn opt_str(&self, key: &str) -> Option<&'a str> {
@@ -385,25 +420,34 @@ impl<'a> Params<'a> {
     }
 
     pub fn strings(&self, key: &str) -> Option<Vec<String>> {
-        self.0
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        self.0.get(key).and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
     }
 
     pub fn date(&self, key: &str) -> Result<chrono::NaiveDate, String> {
         let s = self.str(key)?;
-        parse_date(s).ok_or_else(|| format!("parameter `{key}` must be a date like 2026-03-04, got {s:?}"))
+        parse_date(s)
+            .ok_or_else(|| format!("parameter `{key}` must be a date like 2026-03-04, got {s:?}"))
     }
 
     pub fn datetime(&self, key: &str) -> Result<DateTime<Utc>, String> {
         let s = self.str(key)?;
-        parse_datetime(s).ok_or_else(|| format!("parameter `{key}` must be a date-time like 2026-03-04T10:30:00Z, got {s:?}"))
+        parse_datetime(s).ok_or_else(|| {
+            format!("parameter `{key}` must be a date-time like 2026-03-04T10:30:00Z, got {s:?}")
+        })
     }
 }
 
 /// A tool spec from its parts.
-pub(crate) fn spec(name: &str, description: &str, mutates_state: bool, input_schema: Value) -> ToolSpec {
+pub(crate) fn spec(
+    name: &str,
+    description: &str,
+    mutates_state: bool,
+    input_schema: Value,
+) -> ToolSpec {
     ToolSpec {
         name: name.to_string(),
         description: description.to_string(),
@@ -417,7 +461,12 @@ pub(crate) fn spec(name: &str, description: &str, mutates_state: bool, input_sch
 pub(crate) fn is_email(s: &str) -> bool {
     match s.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@') && !s.contains(char::is_whitespace)
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !s.contains(char::is_whitespace)
         }
         None => false,
     }

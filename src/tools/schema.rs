@@ -34,7 +34,11 @@ pub fn validate(schema: &Value, params: &Map<String, Value>) -> Result<(), Strin
     if !missing.is_empty() {
         return Err(format!(
             "missing required parameter(s): {}. Required: {}",
-            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+            missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
             required.join(", ")
         ));
     }
@@ -52,7 +56,11 @@ pub fn validate(schema: &Value, params: &Map<String, Value>) -> Result<(), Strin
                 let known: Vec<&String> = props.map(|p| p.keys().collect()).unwrap_or_default();
                 return Err(format!(
                     "unknown parameter `{key}`. Known parameters: {}",
-                    known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                    known
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             None => {}
@@ -73,13 +81,23 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
         _ => true,
     };
     if !type_ok {
-        let article = if ty.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-        return Err(format!("parameter `{path}` must be {article} {ty}, got {}", kind_of(value)));
+        let article = if ty.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        return Err(format!(
+            "parameter `{path}` must be {article} {ty}, got {}",
+            kind_of(value)
+        ));
     }
     if let Some(options) = schema.get("enum").and_then(Value::as_array) {
         if !options.contains(value) {
             let shown: Vec<String> = options.iter().map(Value::to_string).collect();
-            return Err(format!("parameter `{path}` must be one of {}, got {value}", shown.join(", ")));
+            return Err(format!(
+                "parameter `{path}` must be one of {}, got {value}",
+                shown.join(", ")
+            ));
         }
     }
     match value {
@@ -108,12 +126,18 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
             }
         }
         Value::Number(n) => {
-            if let (Some(min), Some(x)) = (schema.get("minimum").and_then(Value::as_f64), n.as_f64()) {
+            if let (Some(min), Some(x)) =
+                (schema.get("minimum").and_then(Value::as_f64), n.as_f64())
+            {
                 if x < min {
-                    return Err(format!("parameter `{path}` must be at least {min}, got {n}"));
+                    return Err(format!(
+                        "parameter `{path}` must be at least {min}, got {n}"
+                    ));
                 }
             }
-            if let (Some(max), Some(x)) = (schema.get("maximum").and_then(Value::as_f64), n.as_f64()) {
+            if let (Some(max), Some(x)) =
+                (schema.get("maximum").and_then(Value::as_f64), n.as_f64())
+            {
                 if x > max {
                     return Err(format!("parameter `{path}` must be at most {max}, got {n}"));
                 }
@@ -131,10 +155,8 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
                 }
             }
         }
-        Value::Object(map) => {
-            if schema.get("properties").is_some() {
-                validate(schema, map).map_err(|e| format!("in `{path}`: {e}"))?;
-            }
+        Value::Object(map) if schema.get("properties").is_some() => {
+            validate(schema, map).map_err(|e| format!("in `{path}`: {e}"))?;
         }
         _ => {}
     }

@@ -197,19 +197,28 @@ fn yes() -> bool {
 impl Check {
     /// Static sanity of a check against the task's tool servers; `known_tool` says
     /// whether a tool name exists on those servers.
-    pub fn validate(&self, servers: &[String], known_tool: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    pub fn validate(
+        &self,
+        servers: &[String],
+        known_tool: &dyn Fn(&str) -> bool,
+    ) -> Result<(), String> {
         let ctx = |m: String| format!("check `{}`: {m}", self.id);
         if self.id.trim().is_empty() {
             return Err("a check has an empty id".to_string());
         }
         if !(self.weight.is_finite() && self.weight > 0.0) {
-            return Err(ctx(format!("weight must be a positive number, got {}", self.weight)));
+            return Err(ctx(format!(
+                "weight must be a positive number, got {}",
+                self.weight
+            )));
         }
         let need_server = |s: &str| {
             if servers.iter().any(|x| x == s) {
                 Ok(())
             } else {
-                Err(ctx(format!("needs the `{s}` tool server, which the task does not use")))
+                Err(ctx(format!(
+                    "needs the `{s}` tool server, which the task does not use"
+                )))
             }
         };
         match &self.kind {
@@ -222,7 +231,9 @@ impl Check {
             } => {
                 validate_path(path, servers).map_err(ctx)?;
                 if equals.is_none() && at_least.is_none() && at_most.is_none() {
-                    return Err(ctx("state_count needs one of `equals`, `at_least`, `at_most`".into()));
+                    return Err(ctx(
+                        "state_count needs one of `equals`, `at_least`, `at_most`".into(),
+                    ));
                 }
             }
             CheckKind::StateFieldEquals { path, field, .. } => {
@@ -240,18 +251,28 @@ impl Check {
                 ..
             } => {
                 need_server("email")?;
-                if to.is_empty() && subject_contains.is_empty() && body_contains.is_empty() && body_contains_any.is_empty() {
+                if to.is_empty()
+                    && subject_contains.is_empty()
+                    && body_contains.is_empty()
+                    && body_contains_any.is_empty()
+                {
                     return Err(ctx("email_sent needs at least one of `to`, `subject_contains`, `body_contains`, `body_contains_any`".into()));
                 }
             }
-            CheckKind::TrajectoryMentions { contains, any_of, .. } => {
+            CheckKind::TrajectoryMentions {
+                contains, any_of, ..
+            } => {
                 if contains.is_empty() && any_of.is_empty() {
-                    return Err(ctx("trajectory_mentions needs `contains` or `any_of`".into()));
+                    return Err(ctx(
+                        "trajectory_mentions needs `contains` or `any_of`".into()
+                    ));
                 }
             }
             CheckKind::ToolCalled { tool, .. } | CheckKind::ToolNotCalled { tool, .. } => {
                 if !known_tool(tool) {
-                    return Err(ctx(format!("unknown tool `{tool}` on the task's tool servers")));
+                    return Err(ctx(format!(
+                        "unknown tool `{tool}` on the task's tool servers"
+                    )));
                 }
             }
         }
@@ -273,7 +294,9 @@ impl Check {
                     Err(e) => return (false, e),
                 };
                 let n = records.iter().filter(|r| filter_matches(r, filter)).count() as u64;
-                let ok = equals.is_none_or(|e| n == e) && at_least.is_none_or(|a| n >= a) && at_most.is_none_or(|a| n <= a);
+                let ok = equals.is_none_or(|e| n == e)
+                    && at_least.is_none_or(|a| n >= a)
+                    && at_most.is_none_or(|a| n <= a);
                 let mut want = Vec::new();
                 if let Some(e) = equals {
                     want.push(format!("= {e}"));
@@ -284,7 +307,13 @@ impl Check {
                 if let Some(a) = at_most {
                     want.push(format!("<= {a}"));
                 }
-                (ok, format!("{n} matching record(s) at `{path}`, wanted {}", want.join(" and ")))
+                (
+                    ok,
+                    format!(
+                        "{n} matching record(s) at `{path}`, wanted {}",
+                        want.join(" and ")
+                    ),
+                )
             }
             CheckKind::StateFieldEquals {
                 path,
@@ -296,7 +325,10 @@ impl Check {
                     Ok(r) => r,
                     Err(e) => return (false, e),
                 };
-                let hits: Vec<&Value> = records.into_iter().filter(|r| filter_matches(r, filter)).collect();
+                let hits: Vec<&Value> = records
+                    .into_iter()
+                    .filter(|r| filter_matches(r, filter))
+                    .collect();
                 match hits.as_slice() {
                     [one] => {
                         let actual = get_field(one, field);
@@ -305,7 +337,13 @@ impl Check {
                         (ok, format!("`{field}` is {shown}, wanted {equals}"))
                     }
                     [] => (false, format!("no record at `{path}` matches the filter")),
-                    many => (false, format!("{} records at `{path}` match the filter, wanted exactly one", many.len())),
+                    many => (
+                        false,
+                        format!(
+                            "{} records at `{path}` match the filter, wanted exactly one",
+                            many.len()
+                        ),
+                    ),
                 }
             }
             CheckKind::NoDoubleBooking { attendees } => no_double_booking(state, attendees),
@@ -320,31 +358,67 @@ impl Check {
                 let hit = sent.iter().find(|m| {
                     let recipients: Vec<String> = ["to", "cc"]
                         .iter()
-                        .flat_map(|k| m.get(*k).and_then(Value::as_array).cloned().unwrap_or_default())
+                        .flat_map(|k| {
+                            m.get(*k)
+                                .and_then(Value::as_array)
+                                .cloned()
+                                .unwrap_or_default()
+                        })
                         .filter_map(|v| v.as_str().map(str::to_lowercase))
                         .collect();
-                    let subject = m.get("subject").and_then(Value::as_str).unwrap_or("").to_lowercase();
-                    let body = m.get("body").and_then(Value::as_str).unwrap_or("").to_lowercase();
+                    let subject = m
+                        .get("subject")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_lowercase();
+                    let body = m
+                        .get("body")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_lowercase();
                     to.iter().all(|t| recipients.contains(&t.to_lowercase()))
-                        && subject_contains.iter().all(|s| subject.contains(&s.to_lowercase()))
-                        && body_contains.iter().all(|s| body.contains(&s.to_lowercase()))
-                        && (body_contains_any.is_empty() || body_contains_any.iter().any(|s| body.contains(&s.to_lowercase())))
-                        && !body_excludes.iter().any(|s| body.contains(&s.to_lowercase()))
+                        && subject_contains
+                            .iter()
+                            .all(|s| subject.contains(&s.to_lowercase()))
+                        && body_contains
+                            .iter()
+                            .all(|s| body.contains(&s.to_lowercase()))
+                        && (body_contains_any.is_empty()
+                            || body_contains_any
+                                .iter()
+                                .any(|s| body.contains(&s.to_lowercase())))
+                        && !body_excludes
+                            .iter()
+                            .any(|s| body.contains(&s.to_lowercase()))
                 });
                 match hit {
-                    Some(m) => (true, format!("sent email {} matches", m.get("id").unwrap_or(&Value::Null))),
-                    None => (false, format!("none of the {} sent email(s) matches", sent.len())),
+                    Some(m) => (
+                        true,
+                        format!("sent email {} matches", m.get("id").unwrap_or(&Value::Null)),
+                    ),
+                    None => (
+                        false,
+                        format!("none of the {} sent email(s) matches", sent.len()),
+                    ),
                 }
             }
-            CheckKind::TrajectoryMentions { contains, any_of, scope } => {
+            CheckKind::TrajectoryMentions {
+                contains,
+                any_of,
+                scope,
+            } => {
                 let texts: Vec<String> = assistant_texts(trajectory);
                 let haystack = match scope {
                     MentionScope::FinalAnswer => texts.last().cloned().unwrap_or_default(),
                     MentionScope::AnyAssistant => texts.join("\n"),
                 }
                 .to_lowercase();
-                let missing: Vec<&String> = contains.iter().filter(|c| !haystack.contains(&c.to_lowercase())).collect();
-                let any_ok = any_of.is_empty() || any_of.iter().any(|c| haystack.contains(&c.to_lowercase()));
+                let missing: Vec<&String> = contains
+                    .iter()
+                    .filter(|c| !haystack.contains(&c.to_lowercase()))
+                    .collect();
+                let any_ok = any_of.is_empty()
+                    || any_of.iter().any(|c| haystack.contains(&c.to_lowercase()));
                 if missing.is_empty() && any_ok {
                     (true, "the answer mentions what is expected".to_string())
                 } else if !missing.is_empty() {
@@ -353,13 +427,25 @@ impl Check {
                     (false, format!("the answer mentions none of {any_of:?}"))
                 }
             }
-            CheckKind::ToolCalled { tool, with, at_least } => {
+            CheckKind::ToolCalled {
+                tool,
+                with,
+                at_least,
+            } => {
                 let n = count_calls(trajectory, tool, with);
-                (n >= *at_least, format!("`{tool}` called {n} time(s) with matching arguments, wanted >= {at_least}"))
+                (
+                    n >= *at_least,
+                    format!(
+                        "`{tool}` called {n} time(s) with matching arguments, wanted >= {at_least}"
+                    ),
+                )
             }
             CheckKind::ToolNotCalled { tool, with } => {
                 let n = count_calls(trajectory, tool, with);
-                (n == 0, format!("`{tool}` called {n} time(s) with matching arguments, wanted none"))
+                (
+                    n == 0,
+                    format!("`{tool}` called {n} time(s) with matching arguments, wanted none"),
+                )
             }
         }
     }
@@ -443,7 +529,11 @@ fn no_double_booking(state: &Value, only: &[String]) -> (bool, String) {
     let participants = |e: &Value| -> Vec<String> {
         e.get("attendees")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_lowercase)).collect::<Vec<_>>())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_lowercase))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
     };
     let text = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -461,7 +551,11 @@ fn no_double_booking(state: &Value, only: &[String]) -> (bool, String) {
             {
                 return (
                     false,
-                    format!("{who} is double-booked: {} and {} overlap", text(a, "id"), text(b, "id")),
+                    format!(
+                        "{who} is double-booked: {} and {} overlap",
+                        text(a, "id"),
+                        text(b, "id")
+                    ),
                 );
             }
         }
@@ -514,11 +608,13 @@ fn parse_path(path: &str) -> Result<Vec<Segment>, String> {
                 let inner = rest
                     .strip_prefix('[')
                     .and_then(|r| r.strip_suffix(']'))
-                    .ok_or_else(|| format!("path `{path}`: a selector must look like `[field=value]`"))?;
+                    .ok_or_else(|| {
+                        format!("path `{path}`: a selector must look like `[field=value]`")
+                    })?;
                 for pair in inner.split(',') {
-                    let (k, v) = pair
-                        .split_once('=')
-                        .ok_or_else(|| format!("path `{path}`: selector `{pair}` needs `field=value`"))?;
+                    let (k, v) = pair.split_once('=').ok_or_else(|| {
+                        format!("path `{path}`: selector `{pair}` needs `field=value`")
+                    })?;
                     selectors.push((k.trim().to_string(), v.trim().to_string()));
                 }
             }
@@ -533,7 +629,7 @@ fn parse_path(path: &str) -> Result<Vec<Segment>, String> {
 fn validate_path(path: &str, servers: &[String]) -> Result<(), String> {
     let segs = parse_path(path)?;
     match segs.first() {
-        Some(first) if servers.iter().any(|s| *s == first.key) => Ok(()),
+        Some(first) if servers.contains(&first.key) => Ok(()),
         Some(first) => Err(format!(
             "path `{path}` starts at `{}`, which is not one of the task's tool servers {servers:?}",
             first.key
@@ -555,7 +651,11 @@ pub fn resolve<'a>(state: &'a Value, path: &str) -> Result<Vec<&'a Value>, Strin
                 None => {}
             }
         }
-        next.retain(|r| seg.selectors.iter().all(|(k, want)| get_field(r, k).is_some_and(|v| text_of(v) == *want)));
+        next.retain(|r| {
+            seg.selectors
+                .iter()
+                .all(|(k, want)| get_field(r, k).is_some_and(|v| text_of(v) == *want))
+        });
         current = next;
     }
     Ok(current)

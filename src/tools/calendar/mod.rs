@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{fmt_datetime, is_email, next_id, parse_datetime, spec, Ctx, Params, ToolServer, ToolSpec};
+use super::{
+    fmt_datetime, is_email, next_id, parse_datetime, spec, Ctx, Params, ToolServer, ToolSpec,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,13 +69,19 @@ impl CalendarServer {
         };
         for e in &mut server.events {
             let (Some(s), Some(t)) = (parse_datetime(&e.start), parse_datetime(&e.end)) else {
-                return Err(format!("event {} has an unreadable start or end", e.event_id));
+                return Err(format!(
+                    "event {} has an unreadable start or end",
+                    e.event_id
+                ));
             };
             if t <= s {
                 return Err(format!("event {} ends before it starts", e.event_id));
             }
             if e.status != "confirmed" && e.status != "cancelled" {
-                return Err(format!("event {} has unknown status `{}`", e.event_id, e.status));
+                return Err(format!(
+                    "event {} has unknown status `{}`",
+                    e.event_id, e.status
+                ));
             }
             e.start = fmt_datetime(s);
             e.end = fmt_datetime(t);
@@ -90,7 +98,13 @@ impl CalendarServer {
     }
 
     /// Confirmed events of `who` overlapping [start, end), except `ignore`.
-    fn busy(&self, who: &str, start: DateTime<Utc>, end: DateTime<Utc>, ignore: &[String]) -> Vec<&Event> {
+    fn busy(
+        &self,
+        who: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        ignore: &[String],
+    ) -> Vec<&Event> {
         self.events
             .iter()
             .filter(|e| e.status == "confirmed" && e.has(who) && !ignore.contains(&e.event_id))
@@ -101,11 +115,23 @@ impl CalendarServer {
             .collect()
     }
 
-    fn conflicts(&self, attendees: &[String], start: DateTime<Utc>, end: DateTime<Utc>, ignore: &[String]) -> Vec<String> {
+    fn conflicts(
+        &self,
+        attendees: &[String],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        ignore: &[String],
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for a in attendees {
             for e in self.busy(a, start, end, ignore) {
-                out.push(format!("{a} is busy {}-{} UTC ({} \"{}\")", &e.start[11..16], &e.end[11..16], e.event_id, e.title));
+                out.push(format!(
+                    "{a} is busy {}-{} UTC ({} \"{}\")",
+                    &e.start[11..16],
+                    &e.end[11..16],
+                    e.event_id,
+                    e.title
+                ));
             }
         }
         out
@@ -125,7 +151,9 @@ impl CalendarServer {
         let mut out: Vec<String> = Vec::new();
         for a in attendees {
             if !is_email(a) {
-                return Err(format!("attendee `{a}` is not an email address (expected name@domain)"));
+                return Err(format!(
+                    "attendee `{a}` is not an email address (expected name@domain)"
+                ));
             }
             if !out.iter().any(|x| x.eq_ignore_ascii_case(a)) {
                 out.push(a.to_lowercase());
@@ -142,10 +170,14 @@ impl CalendarServer {
     }
 }
 
-fn day_bounds(p: &Params, date: chrono::NaiveDate) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+fn day_bounds(
+    p: &Params,
+    date: chrono::NaiveDate,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
     let time = |k: &str, d: &str| {
         let s = p.opt_str(k).unwrap_or(d);
-        NaiveTime::parse_from_str(s, "%H:%M").map_err(|_| format!("parameter `{k}` must be a time like 09:00, got {s:?}"))
+        NaiveTime::parse_from_str(s, "%H:%M")
+            .map_err(|_| format!("parameter `{k}` must be a time like 09:00, got {s:?}"))
     };
     let (a, b) = (time("day_start", "09:00")?, time("day_end", "17:00")?);
     if b <= a {
@@ -160,7 +192,8 @@ impl ToolServer for CalendarServer {
     }
 
     fn tools(&self) -> Vec<ToolSpec> {
-        let id = json!({"type": "string", "description": "Event id, e.g. evt_0005", "minLength": 1});
+        let id =
+            json!({"type": "string", "description": "Event id, e.g. evt_0005", "minLength": 1});
         let dt = |d: &str| json!({"type": "string", "format": "date-time", "description": format!("{d} (UTC, e.g. 2026-03-04T10:30:00Z)")});
         let people = json!({"type": "array", "items": {"type": "string", "format": "email"}, "minItems": 1, "description": "Attendee email addresses"});
         let ignore = json!({"type": "array", "items": {"type": "string"}, "description": "Event ids to treat as free time (e.g. the event you are moving)"});
@@ -223,13 +256,24 @@ impl ToolServer for CalendarServer {
         ]
     }
 
-    fn step(&mut self, ctx: &Ctx, tool: &str, params: &Map<String, Value>) -> Result<Value, String> {
+    fn step(
+        &mut self,
+        ctx: &Ctx,
+        tool: &str,
+        params: &Map<String, Value>,
+    ) -> Result<Value, String> {
         let p = Params(params);
         let ignore = p.strings("ignore_event_ids").unwrap_or_default();
         match tool {
             "list_events" => {
-                let from = p.opt_str("start_date").map(|_| p.date("start_date")).transpose()?;
-                let to = p.opt_str("end_date").map(|_| p.date("end_date")).transpose()?;
+                let from = p
+                    .opt_str("start_date")
+                    .map(|_| p.date("start_date"))
+                    .transpose()?;
+                let to = p
+                    .opt_str("end_date")
+                    .map(|_| p.date("end_date"))
+                    .transpose()?;
                 if let (Some(a), Some(b)) = (from, to) {
                     if b < a {
                         return Err("`end_date` is before `start_date`".into());
@@ -244,13 +288,15 @@ impl ToolServer for CalendarServer {
                     .filter(|e| who.is_none_or(|w| e.has(w)))
                     .filter(|e| {
                         let (s, t) = e.span();
-                        from.is_none_or(|f| t.date_naive() >= f) && to.is_none_or(|l| s.date_naive() <= l)
+                        from.is_none_or(|f| t.date_naive() >= f)
+                            && to.is_none_or(|l| s.date_naive() <= l)
                     })
                     .collect();
                 hits.sort_by(|a, b| a.start.cmp(&b.start).then(a.event_id.cmp(&b.event_id)));
                 Ok(json!({"total": hits.len(), "events": hits}))
             }
-            "get_event" => serde_json::to_value(&self.events[self.find(p.str("event_id")?)?]).map_err(|e| e.to_string()),
+            "get_event" => serde_json::to_value(&self.events[self.find(p.str("event_id")?)?])
+                .map_err(|e| e.to_string()),
             "create_event" => {
                 let (start, end) = (p.datetime("start")?, p.datetime("end")?);
                 Self::check_times(start, end)?;
@@ -274,7 +320,8 @@ impl ToolServer for CalendarServer {
                     updated_at: None,
                     cancel_reason: None,
                 };
-                let out = json!({"status": "created", "event": &event, "conflicts_accepted": conflicts});
+                let out =
+                    json!({"status": "created", "event": &event, "conflicts_accepted": conflicts});
                 self.events.push(event);
                 Ok(out)
             }
@@ -282,10 +329,16 @@ impl ToolServer for CalendarServer {
                 let i = self.find(p.str("event_id")?)?;
                 let current = self.events[i].clone();
                 if current.status == "cancelled" {
-                    return Err(format!("event {} is cancelled; create a new event instead", current.event_id));
+                    return Err(format!(
+                        "event {} is cancelled; create a new event instead",
+                        current.event_id
+                    ));
                 }
                 let (old_start, old_end) = current.span();
-                let start = p.opt_str("start").map(|_| p.datetime("start")).transpose()?;
+                let start = p
+                    .opt_str("start")
+                    .map(|_| p.datetime("start"))
+                    .transpose()?;
                 let end = p.opt_str("end").map(|_| p.datetime("end")).transpose()?;
                 // Moving only the start keeps the duration.
                 let (start, end) = match (start, end) {
@@ -301,9 +354,18 @@ impl ToolServer for CalendarServer {
                 let to_check: Vec<String> = if changed_time {
                     attendees.clone()
                 } else {
-                    attendees.iter().filter(|a| !current.has(a)).cloned().collect()
+                    attendees
+                        .iter()
+                        .filter(|a| !current.has(a))
+                        .cloned()
+                        .collect()
                 };
-                let conflicts = self.conflicts(&to_check, start, end, std::slice::from_ref(&current.event_id));
+                let conflicts = self.conflicts(
+                    &to_check,
+                    start,
+                    end,
+                    std::slice::from_ref(&current.event_id),
+                );
                 if !conflicts.is_empty() && !p.bool_or("allow_conflict", false) {
                     return Err(Self::conflict_error(conflicts));
                 }
@@ -341,12 +403,18 @@ impl ToolServer for CalendarServer {
                 let rows: Vec<Value> = attendees
                     .iter()
                     .map(|a| {
-                        let busy: Vec<Value> = self.busy(a, start, end, &ignore).into_iter().map(Event::brief).collect();
+                        let busy: Vec<Value> = self
+                            .busy(a, start, end, &ignore)
+                            .into_iter()
+                            .map(Event::brief)
+                            .collect();
                         json!({"attendee": a, "free": busy.is_empty(), "conflicts": busy})
                     })
                     .collect();
                 let all_free = rows.iter().all(|r| r["free"] == Value::Bool(true));
-                Ok(json!({"start": fmt_datetime(start), "end": fmt_datetime(end), "all_free": all_free, "attendees": rows}))
+                Ok(
+                    json!({"start": fmt_datetime(start), "end": fmt_datetime(end), "all_free": all_free, "attendees": rows}),
+                )
             }
             "find_free_slots" => {
                 let date = p.date("date")?;
@@ -356,12 +424,19 @@ impl ToolServer for CalendarServer {
                 let mut slots = Vec::new();
                 let mut t = day_start;
                 while t + duration <= day_end {
-                    if attendees.iter().all(|a| self.busy(a, t, t + duration, &ignore).is_empty()) {
-                        slots.push(json!({"start": fmt_datetime(t), "end": fmt_datetime(t + duration)}));
+                    if attendees
+                        .iter()
+                        .all(|a| self.busy(a, t, t + duration, &ignore).is_empty())
+                    {
+                        slots.push(
+                            json!({"start": fmt_datetime(t), "end": fmt_datetime(t + duration)}),
+                        );
                     }
                     t += Duration::minutes(30);
                 }
-                Ok(json!({"date": date.to_string(), "duration_minutes": duration.num_minutes(), "attendees": attendees, "slots": slots}))
+                Ok(
+                    json!({"date": date.to_string(), "duration_minutes": duration.num_minutes(), "attendees": attendees, "slots": slots}),
+                )
             }
             other => Err(format!("unknown tool `{other}` on the calendar server")),
         }
@@ -376,7 +451,11 @@ impl ToolServer for CalendarServer {
         events.sort_by(|a, b| a.start.cmp(&b.start).then(a.event_id.cmp(&b.event_id)));
         let mut out = format!("Calendar ({} events)\n", events.len());
         for e in events {
-            let mark = if e.status == "cancelled" { " [cancelled]" } else { "" };
+            let mark = if e.status == "cancelled" {
+                " [cancelled]"
+            } else {
+                ""
+            };
             out.push_str(&format!(
                 "{} {} {}-{} {}{mark} ({})\n",
                 e.event_id,

@@ -50,10 +50,17 @@ impl EmailServer {
         };
         for m in &server.messages {
             if !FOLDERS.contains(&m.folder.as_str()) {
-                return Err(format!("message {} has unknown folder `{}`", m.email_id, m.folder));
+                return Err(format!(
+                    "message {} has unknown folder `{}`",
+                    m.email_id, m.folder
+                ));
             }
         }
-        let mut ids: Vec<&str> = server.messages.iter().map(|m| m.email_id.as_str()).collect();
+        let mut ids: Vec<&str> = server
+            .messages
+            .iter()
+            .map(|m| m.email_id.as_str())
+            .collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err("duplicate email_id".into());
@@ -78,9 +85,17 @@ impl EmailServer {
     /// Newest first.
     fn listing<'a>(&'a self, keep: impl Fn(&EmailMessage) -> bool, limit: u64) -> Value {
         let mut hits: Vec<&'a EmailMessage> = self.messages.iter().filter(|m| keep(m)).collect();
-        hits.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then(b.email_id.cmp(&a.email_id)));
+        hits.sort_by(|a, b| {
+            b.timestamp
+                .cmp(&a.timestamp)
+                .then(b.email_id.cmp(&a.email_id))
+        });
         let total = hits.len();
-        let shown: Vec<Value> = hits.into_iter().take(limit as usize).map(Self::summary).collect();
+        let shown: Vec<Value> = hits
+            .into_iter()
+            .take(limit as usize)
+            .map(Self::summary)
+            .collect();
         json!({"total": total, "emails": shown})
     }
 
@@ -91,12 +106,15 @@ impl EmailServer {
         cc: Vec<String>,
         subject: String,
         body: String,
-        in_reply_to: Option<String>,
-        thread_id: Option<String>,
+        // (in_reply_to, thread_id) of the message answered
+        reply: Option<(String, String)>,
     ) -> Result<Value, String> {
+        let (in_reply_to, thread_id) = reply.map_or((None, None), |(m, t)| (Some(m), Some(t)));
         for addr in to.iter().chain(cc.iter()) {
             if !is_email(addr) {
-                return Err(format!("`{addr}` is not a valid email address (expected name@domain)"));
+                return Err(format!(
+                    "`{addr}` is not a valid email address (expected name@domain)"
+                ));
             }
         }
         let id = next_id("msg_", 4, self.messages.iter().map(|m| m.email_id.as_str()));
@@ -114,7 +132,9 @@ impl EmailServer {
             in_reply_to,
             thread_id: thread.clone(),
         });
-        Ok(json!({"status": "sent", "email_id": id, "thread_id": thread, "to": to, "subject": subject, "timestamp": ctx.now_text()}))
+        Ok(
+            json!({"status": "sent", "email_id": id, "thread_id": thread, "to": to, "subject": subject, "timestamp": ctx.now_text()}),
+        )
     }
 }
 
@@ -124,7 +144,8 @@ impl ToolServer for EmailServer {
     }
 
     fn tools(&self) -> Vec<ToolSpec> {
-        let id = json!({"type": "string", "description": "Email id, e.g. msg_0001", "minLength": 1});
+        let id =
+            json!({"type": "string", "description": "Email id, e.g. msg_0001", "minLength": 1});
         let limit = json!({"type": "integer", "minimum": 1, "maximum": 100, "description": "Maximum number of emails to return (default 20)"});
         let addrs = |d: &str| json!({"type": "array", "items": {"type": "string", "format": "email"}, "description": d});
         vec![
@@ -180,7 +201,12 @@ impl ToolServer for EmailServer {
         ]
     }
 
-    fn step(&mut self, ctx: &Ctx, tool: &str, params: &Map<String, Value>) -> Result<Value, String> {
+    fn step(
+        &mut self,
+        ctx: &Ctx,
+        tool: &str,
+        params: &Map<String, Value>,
+    ) -> Result<Value, String> {
         let p = Params(params);
         let limit = p.u64_or("limit", 20);
         match tool {
@@ -190,17 +216,32 @@ impl ToolServer for EmailServer {
             }
             "search_emails" => {
                 let lower = |k: &str| p.opt_str(k).map(str::to_lowercase);
-                let (from, to, subject, body) = (lower("from"), lower("to"), lower("subject_contains"), lower("body_contains"));
+                let (from, to, subject, body) = (
+                    lower("from"),
+                    lower("to"),
+                    lower("subject_contains"),
+                    lower("body_contains"),
+                );
                 let folder = p.opt_str("folder").unwrap_or("any");
                 let unread = p.bool_or("unread_only", false);
                 Ok(self.listing(
                     |m| {
                         (folder == "any" || m.folder == folder)
                             && (!unread || !m.read)
-                            && from.as_ref().is_none_or(|f| m.from.to_lowercase().contains(f))
-                            && to.as_ref().is_none_or(|t| m.to.iter().chain(m.cc.iter()).any(|a| a.to_lowercase().contains(t)))
-                            && subject.as_ref().is_none_or(|s| m.subject.to_lowercase().contains(s))
-                            && body.as_ref().is_none_or(|s| m.body.to_lowercase().contains(s))
+                            && from
+                                .as_ref()
+                                .is_none_or(|f| m.from.to_lowercase().contains(f))
+                            && to.as_ref().is_none_or(|t| {
+                                m.to.iter()
+                                    .chain(m.cc.iter())
+                                    .any(|a| a.to_lowercase().contains(t))
+                            })
+                            && subject
+                                .as_ref()
+                                .is_none_or(|s| m.subject.to_lowercase().contains(s))
+                            && body
+                                .as_ref()
+                                .is_none_or(|s| m.body.to_lowercase().contains(s))
                     },
                     limit,
                 ))
@@ -216,12 +257,15 @@ impl ToolServer for EmailServer {
                 p.str("subject")?.to_string(),
                 p.str("body")?.to_string(),
                 None,
-                None,
             ),
             "reply_to_email" => {
                 let original = self.messages[self.find(p.str("email_id")?)?].clone();
                 let me = self.owner.to_lowercase();
-                let mut to = if original.from.to_lowercase() == me { original.to.clone() } else { vec![original.from.clone()] };
+                let mut to = if original.from.to_lowercase() == me {
+                    original.to.clone()
+                } else {
+                    vec![original.from.clone()]
+                };
                 let mut cc = Vec::new();
                 if p.bool_or("reply_all", false) {
                     for a in original.to.iter().chain(original.cc.iter()) {
@@ -236,7 +280,14 @@ impl ToolServer for EmailServer {
                 } else {
                     format!("Re: {}", original.subject)
                 };
-                self.send(ctx, to, cc, subject, p.str("body")?.to_string(), Some(original.email_id), Some(original.thread_id))
+                self.send(
+                    ctx,
+                    to,
+                    cc,
+                    subject,
+                    p.str("body")?.to_string(),
+                    Some((original.email_id, original.thread_id)),
+                )
             }
             "mark_read" => {
                 let i = self.find(p.str("email_id")?)?;
@@ -249,7 +300,10 @@ impl ToolServer for EmailServer {
                 let i = self.find(p.str("email_id")?)?;
                 let m = &mut self.messages[i];
                 if m.folder != "inbox" {
-                    return Err(format!("email {} is in `{}`; only inbox emails can be archived", m.email_id, m.folder));
+                    return Err(format!(
+                        "email {} is in `{}`; only inbox emails can be archived",
+                        m.email_id, m.folder
+                    ));
                 }
                 m.folder = "archive".into();
                 Ok(json!({"status": "archived", "email_id": m.email_id}))
@@ -264,7 +318,11 @@ impl ToolServer for EmailServer {
 
     fn human_readable(&self) -> String {
         let count = |f: &str| self.messages.iter().filter(|m| m.folder == f).count();
-        let unread = self.messages.iter().filter(|m| m.folder == "inbox" && !m.read).count();
+        let unread = self
+            .messages
+            .iter()
+            .filter(|m| m.folder == "inbox" && !m.read)
+            .count();
         let mut out = format!(
             "Mailbox {}: {} in inbox ({unread} unread), {} sent, {} archived\n",
             self.owner,
@@ -274,8 +332,15 @@ impl ToolServer for EmailServer {
         );
         for m in &self.messages {
             let flag = if m.read { ' ' } else { '*' };
-            let who = if m.folder == "sent" { format!("to {}", m.to.join(", ")) } else { format!("from {}", m.from) };
-            out.push_str(&format!("{flag} [{}] {} {} {who}: {}\n", m.folder, m.email_id, m.timestamp, m.subject));
+            let who = if m.folder == "sent" {
+                format!("to {}", m.to.join(", "))
+            } else {
+                format!("from {}", m.from)
+            };
+            out.push_str(&format!(
+                "{flag} [{}] {} {} {who}: {}\n",
+                m.folder, m.email_id, m.timestamp, m.subject
+            ));
         }
         out
     }

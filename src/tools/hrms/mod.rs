@@ -193,7 +193,15 @@ pub struct HrmsServer {
 }
 
 pub const LEAVE_TYPES: &[&str] = &["vacation", "sick", "personal"];
-pub const STAGES: &[&str] = &["applied", "screening", "interview", "offer", "hired", "rejected", "withdrawn"];
+pub const STAGES: &[&str] = &[
+    "applied",
+    "screening",
+    "interview",
+    "offer",
+    "hired",
+    "rejected",
+    "withdrawn",
+];
 const PIPELINE: &[&str] = &["applied", "screening", "interview", "offer", "hired"];
 
 /// Working days (Mon-Fri) from `a` to `b` inclusive.
@@ -215,7 +223,10 @@ pub fn transition_allowed(from: &str, to: &str) -> bool {
     if to == "rejected" || to == "withdrawn" {
         return open;
     }
-    match (PIPELINE.iter().position(|s| *s == from), PIPELINE.iter().position(|s| *s == to)) {
+    match (
+        PIPELINE.iter().position(|s| *s == from),
+        PIPELINE.iter().position(|s| *s == to),
+    ) {
         (Some(a), Some(b)) => b == a + 1,
         _ => false,
     }
@@ -242,21 +253,39 @@ impl HrmsServer {
         for e in &s.employees {
             if let Some(m) = &e.manager_id {
                 if !s.employees.iter().any(|x| &x.employee_id == m) {
-                    return Err(format!("employee {} has unknown manager {m}", e.employee_id));
+                    return Err(format!(
+                        "employee {} has unknown manager {m}",
+                        e.employee_id
+                    ));
                 }
             }
         }
         for c in &s.candidates {
             if !STAGES.contains(&c.stage.as_str()) {
-                return Err(format!("candidate {} has unknown stage `{}`", c.candidate_id, c.stage));
+                return Err(format!(
+                    "candidate {} has unknown stage `{}`",
+                    c.candidate_id, c.stage
+                ));
             }
-            if !s.requisitions.iter().any(|r| r.requisition_id == c.requisition_id) {
-                return Err(format!("candidate {} has unknown requisition {}", c.candidate_id, c.requisition_id));
+            if !s
+                .requisitions
+                .iter()
+                .any(|r| r.requisition_id == c.requisition_id)
+            {
+                return Err(format!(
+                    "candidate {} has unknown requisition {}",
+                    c.candidate_id, c.requisition_id
+                ));
             }
         }
         for r in &s.leave_requests {
-            if !s.employees.iter().any(|e| e.employee_id == r.employee_id) || !LEAVE_TYPES.contains(&r.leave_type.as_str()) {
-                return Err(format!("leave request {} has an unknown employee or leave type", r.request_id));
+            if !s.employees.iter().any(|e| e.employee_id == r.employee_id)
+                || !LEAVE_TYPES.contains(&r.leave_type.as_str())
+            {
+                return Err(format!(
+                    "leave request {} has an unknown employee or leave type",
+                    r.request_id
+                ));
             }
         }
         Ok(s)
@@ -278,7 +307,11 @@ impl HrmsServer {
     }
 
     fn name_of(&self, id: &str) -> String {
-        self.employees.iter().find(|e| e.employee_id == id).map(Employee::name).unwrap_or_else(|| id.to_string())
+        self.employees
+            .iter()
+            .find(|e| e.employee_id == id)
+            .map(Employee::name)
+            .unwrap_or_else(|| id.to_string())
     }
 
     fn request_index(&self, id: &str) -> Result<usize, String> {
@@ -292,20 +325,28 @@ impl HrmsServer {
         self.candidates
             .iter()
             .position(|c| c.candidate_id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| format!("no candidate `{id}`. Use list_candidates to find candidate ids (like C-203)"))
+            .ok_or_else(|| {
+                format!(
+                    "no candidate `{id}`. Use list_candidates to find candidate ids (like C-203)"
+                )
+            })
     }
 
     fn requisition(&self, id: &str) -> Result<&Requisition, String> {
         self.requisitions
             .iter()
             .find(|r| r.requisition_id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| format!("no requisition `{id}`. Use list_requisitions to find ids (like REQ-101)"))
+            .ok_or_else(|| {
+                format!("no requisition `{id}`. Use list_requisitions to find ids (like REQ-101)")
+            })
     }
 
     fn pending_days(&self, employee_id: &str, leave_type: &str, except: Option<&str>) -> i64 {
         self.leave_requests
             .iter()
-            .filter(|r| r.employee_id == employee_id && r.leave_type == leave_type && r.status == "pending")
+            .filter(|r| {
+                r.employee_id == employee_id && r.leave_type == leave_type && r.status == "pending"
+            })
             .filter(|r| except != Some(r.request_id.as_str()))
             .map(|r| r.days)
             .sum()
@@ -326,7 +367,10 @@ impl HrmsServer {
     }
 
     fn reports_of(&self, id: &str) -> Vec<&Employee> {
-        self.employees.iter().filter(|e| e.manager_id.as_deref() == Some(id)).collect()
+        self.employees
+            .iter()
+            .filter(|e| e.manager_id.as_deref() == Some(id))
+            .collect()
     }
 
     fn checklist_index(&self, id: &str) -> Result<usize, String> {
@@ -421,21 +465,42 @@ impl ToolServer for HrmsServer {
         ]
     }
 
-    fn step(&mut self, ctx: &Ctx, tool: &str, params: &Map<String, Value>) -> Result<Value, String> {
+    fn step(
+        &mut self,
+        ctx: &Ctx,
+        tool: &str,
+        params: &Map<String, Value>,
+    ) -> Result<Value, String> {
         let p = Params(params);
         match tool {
             "search_employees" => {
                 let lower = |k: &str| p.opt_str(k).map(str::to_lowercase);
-                let (q, dept, title, mgr, status) = (lower("query"), lower("department"), lower("title"), lower("manager_id"), p.opt_str("status"));
+                let (q, dept, title, mgr, status) = (
+                    lower("query"),
+                    lower("department"),
+                    lower("title"),
+                    lower("manager_id"),
+                    p.opt_str("status"),
+                );
                 let hits: Vec<Value> = self
                     .employees
                     .iter()
                     .filter(|e| {
                         q.as_ref().is_none_or(|q| {
-                            [e.name(), e.email.clone(), e.employee_id.clone()].iter().any(|f| f.to_lowercase().contains(q.as_str()))
-                        }) && dept.as_ref().is_none_or(|d| e.department.to_lowercase() == *d)
-                            && title.as_ref().is_none_or(|t| e.title.to_lowercase().contains(t.as_str()))
-                            && mgr.as_ref().is_none_or(|m| e.manager_id.as_deref().is_some_and(|x| x.to_lowercase() == *m))
+                            [e.name(), e.email.clone(), e.employee_id.clone()]
+                                .iter()
+                                .any(|f| f.to_lowercase().contains(q.as_str()))
+                        }) && dept
+                            .as_ref()
+                            .is_none_or(|d| e.department.to_lowercase() == *d)
+                            && title
+                                .as_ref()
+                                .is_none_or(|t| e.title.to_lowercase().contains(t.as_str()))
+                            && mgr.as_ref().is_none_or(|m| {
+                                e.manager_id
+                                    .as_deref()
+                                    .is_some_and(|x| x.to_lowercase() == *m)
+                            })
                             && status.is_none_or(|s| e.status == s)
                     })
                     .map(Employee::summary)
@@ -444,10 +509,16 @@ impl ToolServer for HrmsServer {
             }
             "get_employee" => {
                 let e = self.employee(p.str("employee_id")?)?;
-                let manager = e.manager_id.as_deref().and_then(|m| self.employees.iter().find(|x| x.employee_id == m));
+                let manager = e
+                    .manager_id
+                    .as_deref()
+                    .and_then(|m| self.employees.iter().find(|x| x.employee_id == m));
                 let mut v = serde_json::to_value(e).map_err(|x| x.to_string())?;
                 v["name"] = e.name().into();
-                v["manager"] = manager.map_or(Value::Null, |m| json!({"employee_id": m.employee_id, "name": m.name(), "title": m.title}));
+                v["manager"] = manager.map_or(
+                    Value::Null,
+                    |m| json!({"employee_id": m.employee_id, "name": m.name(), "title": m.title}),
+                );
                 v["direct_report_count"] = self.reports_of(&e.employee_id).len().into();
                 Ok(v)
             }
@@ -467,14 +538,18 @@ impl ToolServer for HrmsServer {
                     }
                 }
                 out.sort_by(|a, b| a["employee_id"].as_str().cmp(&b["employee_id"].as_str()));
-                Ok(json!({"employee_id": root.employee_id, "name": root.name(), "recursive": recursive, "total": out.len(), "reports": out}))
+                Ok(
+                    json!({"employee_id": root.employee_id, "name": root.name(), "recursive": recursive, "total": out.len(), "reports": out}),
+                )
             }
             "get_manager_chain" => {
                 let e = self.employee(p.str("employee_id")?)?;
                 let mut chain = Vec::new();
                 let mut cur = e.manager_id.clone();
                 while let Some(m) = cur {
-                    let Some(mgr) = self.employees.iter().find(|x| x.employee_id == m) else { break };
+                    let Some(mgr) = self.employees.iter().find(|x| x.employee_id == m) else {
+                        break;
+                    };
                     if chain.len() > self.employees.len() {
                         break; // a cycle in the data; never loop forever
                     }
@@ -488,13 +563,20 @@ impl ToolServer for HrmsServer {
                 Ok(self.balance_view(e))
             }
             "list_leave_requests" => {
-                let emp = p.opt_str("employee_id").map(|id| self.employee(id).map(|e| e.employee_id.clone())).transpose()?;
+                let emp = p
+                    .opt_str("employee_id")
+                    .map(|id| self.employee(id).map(|e| e.employee_id.clone()))
+                    .transpose()?;
                 let status = p.opt_str("status");
                 let ty = p.opt_str("leave_type");
                 let hits: Vec<Value> = self
                     .leave_requests
                     .iter()
-                    .filter(|r| emp.as_ref().is_none_or(|e| &r.employee_id == e) && status.is_none_or(|s| r.status == s) && ty.is_none_or(|t| r.leave_type == t))
+                    .filter(|r| {
+                        emp.as_ref().is_none_or(|e| &r.employee_id == e)
+                            && status.is_none_or(|s| r.status == s)
+                            && ty.is_none_or(|t| r.leave_type == t)
+                    })
                     .map(|r| {
                         let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
                         v["employee_name"] = self.name_of(&r.employee_id).into();
@@ -507,7 +589,11 @@ impl ToolServer for HrmsServer {
                 let i = self.employee_index(p.str("employee_id")?)?;
                 let e = self.employees[i].clone();
                 if e.status == "terminated" {
-                    return Err(format!("{} ({}) is no longer employed", e.name(), e.employee_id));
+                    return Err(format!(
+                        "{} ({}) is no longer employed",
+                        e.name(),
+                        e.employee_id
+                    ));
                 }
                 let ty = p.str("leave_type")?;
                 let (start, end) = (p.date("start_date")?, p.date("end_date")?);
@@ -515,7 +601,10 @@ impl ToolServer for HrmsServer {
                     return Err("`end_date` is before `start_date`".into());
                 }
                 if ty != "sick" && start < ctx.now.date_naive() {
-                    return Err(format!("{ty} leave cannot start in the past (today is {})", ctx.now.date_naive()));
+                    return Err(format!(
+                        "{ty} leave cannot start in the past (today is {})",
+                        ctx.now.date_naive()
+                    ));
                 }
                 let days = working_days(start, end);
                 if days == 0 {
@@ -529,17 +618,27 @@ impl ToolServer for HrmsServer {
                 }) {
                     return Err(format!(
                         "overlaps {}'s existing {} request {} ({} to {}, {})",
-                        e.name(), r.leave_type, r.request_id, r.start_date, r.end_date, r.status
+                        e.name(),
+                        r.leave_type,
+                        r.request_id,
+                        r.start_date,
+                        r.end_date,
+                        r.status
                     ));
                 }
-                let available = e.leave_balance.get(ty) - self.pending_days(&e.employee_id, ty, None);
+                let available =
+                    e.leave_balance.get(ty) - self.pending_days(&e.employee_id, ty, None);
                 if days > available {
                     return Err(format!(
                         "{} requests {days} {ty} day(s) but only {available} are available ({} balance minus pending requests). Shorten the request or use another leave type",
                         e.name(), e.leave_balance.get(ty)
                     ));
                 }
-                let id = next_id("LR-", 4, self.leave_requests.iter().map(|r| r.request_id.as_str()));
+                let id = next_id(
+                    "LR-",
+                    4,
+                    self.leave_requests.iter().map(|r| r.request_id.as_str()),
+                );
                 let req = LeaveRequest {
                     request_id: id,
                     employee_id: e.employee_id.clone(),
@@ -561,7 +660,10 @@ impl ToolServer for HrmsServer {
                 let i = self.request_index(p.str("request_id")?)?;
                 let r = self.leave_requests[i].clone();
                 if r.status != "pending" {
-                    return Err(format!("request {} is already {}; only pending requests can be decided", r.request_id, r.status));
+                    return Err(format!(
+                        "request {} is already {}; only pending requests can be decided",
+                        r.request_id, r.status
+                    ));
                 }
                 let ei = self.employee_index(&r.employee_id)?;
                 let balance = self.employees[ei].leave_balance.get(&r.leave_type);
@@ -585,7 +687,10 @@ impl ToolServer for HrmsServer {
                 let i = self.request_index(p.str("request_id")?)?;
                 let req = &mut self.leave_requests[i];
                 if req.status != "pending" {
-                    return Err(format!("request {} is already {}; only pending requests can be decided", req.request_id, req.status));
+                    return Err(format!(
+                        "request {} is already {}; only pending requests can be decided",
+                        req.request_id, req.status
+                    ));
                 }
                 req.status = "rejected".into();
                 req.decided_at = Some(ctx.now_text());
@@ -598,7 +703,12 @@ impl ToolServer for HrmsServer {
                 let hits: Vec<&Requisition> = self
                     .requisitions
                     .iter()
-                    .filter(|r| status.is_none_or(|s| r.status == s) && dept.as_ref().is_none_or(|d| r.department.to_lowercase() == *d))
+                    .filter(|r| {
+                        status.is_none_or(|s| r.status == s)
+                            && dept
+                                .as_ref()
+                                .is_none_or(|d| r.department.to_lowercase() == *d)
+                    })
                     .collect();
                 Ok(json!({"total": hits.len(), "requisitions": hits}))
             }
@@ -606,7 +716,11 @@ impl ToolServer for HrmsServer {
                 let r = self.requisition(p.str("requisition_id")?)?;
                 let mut counts = Map::new();
                 for s in STAGES {
-                    let n = self.candidates.iter().filter(|c| c.requisition_id == r.requisition_id && c.stage == *s).count();
+                    let n = self
+                        .candidates
+                        .iter()
+                        .filter(|c| c.requisition_id == r.requisition_id && c.stage == *s)
+                        .count();
                     if n > 0 {
                         counts.insert((*s).into(), n.into());
                     }
@@ -618,7 +732,10 @@ impl ToolServer for HrmsServer {
                 Ok(v)
             }
             "list_candidates" => {
-                let req = p.opt_str("requisition_id").map(|id| self.requisition(id).map(|r| r.requisition_id.clone())).transpose()?;
+                let req = p
+                    .opt_str("requisition_id")
+                    .map(|id| self.requisition(id).map(|r| r.requisition_id.clone()))
+                    .transpose()?;
                 let stage = p.opt_str("stage");
                 let hits: Vec<Value> = self
                     .candidates
@@ -641,7 +758,10 @@ impl ToolServer for HrmsServer {
                 let to = p.str("stage")?;
                 let c = self.candidates[i].clone();
                 if c.stage == to {
-                    return Err(format!("{} ({}) is already in `{to}`", c.name, c.candidate_id));
+                    return Err(format!(
+                        "{} ({}) is already in `{to}`",
+                        c.name, c.candidate_id
+                    ));
                 }
                 if !transition_allowed(&c.stage, to) {
                     return Err(format!(
@@ -649,21 +769,31 @@ impl ToolServer for HrmsServer {
                         c.name, c.candidate_id, c.stage
                     ));
                 }
-                let req_open = self.requisition(&c.requisition_id).map(|r| r.status == "open").unwrap_or(false);
+                let req_open = self
+                    .requisition(&c.requisition_id)
+                    .map(|r| r.status == "open")
+                    .unwrap_or(false);
                 if !req_open && PIPELINE.contains(&to) {
-                    return Err(format!("requisition {} is not open; candidates on it cannot advance", c.requisition_id));
+                    return Err(format!(
+                        "requisition {} is not open; candidates on it cannot advance",
+                        c.requisition_id
+                    ));
                 }
                 self.candidates[i].stage = to.to_string();
                 self.candidates[i].stage_updated_at = Some(ctx.now_text());
                 if let Some(note) = p.opt_str("note").filter(|n| !n.trim().is_empty()) {
                     self.add_note(i, ctx, note);
                 }
-                Ok(json!({"status": "moved", "candidate_id": c.candidate_id, "from": c.stage, "to": to}))
+                Ok(
+                    json!({"status": "moved", "candidate_id": c.candidate_id, "from": c.stage, "to": to}),
+                )
             }
             "add_candidate_note" => {
                 let i = self.candidate_index(p.str("candidate_id")?)?;
                 self.add_note(i, ctx, p.str("note")?);
-                Ok(json!({"status": "noted", "candidate_id": self.candidates[i].candidate_id, "notes": self.candidates[i].notes.len()}))
+                Ok(
+                    json!({"status": "noted", "candidate_id": self.candidates[i].candidate_id, "notes": self.candidates[i].notes.len()}),
+                )
             }
             "get_onboarding_checklist" => {
                 let found = match (p.opt_str("checklist_id"), p.opt_str("employee_id")) {
@@ -679,25 +809,50 @@ impl ToolServer for HrmsServer {
                 };
                 let mut v = serde_json::to_value(found).map_err(|e| e.to_string())?;
                 v["employee_name"] = self.name_of(&found.employee_id).into();
-                v["open_items"] = found.items.iter().filter(|i| i.status != "done").count().into();
+                v["open_items"] = found
+                    .items
+                    .iter()
+                    .filter(|i| i.status != "done")
+                    .count()
+                    .into();
                 Ok(v)
             }
             "create_onboarding_checklist" => {
                 let e = self.employee(p.str("employee_id")?)?.clone();
-                if let Some(c) = self.onboarding_checklists.iter().find(|c| c.employee_id == e.employee_id) {
-                    return Err(format!("{} already has onboarding checklist {}; update that one", e.name(), c.checklist_id));
+                if let Some(c) = self
+                    .onboarding_checklists
+                    .iter()
+                    .find(|c| c.employee_id == e.employee_id)
+                {
+                    return Err(format!(
+                        "{} already has onboarding checklist {}; update that one",
+                        e.name(),
+                        c.checklist_id
+                    ));
                 }
                 let start = p.date("start_date")?;
-                let id = next_id("OB-", 3, self.onboarding_checklists.iter().map(|c| c.checklist_id.as_str()));
-                let custom: Option<Vec<(String, String, String)>> = params.get("items").and_then(Value::as_array).map(|items| {
-                    items
+                let id = next_id(
+                    "OB-",
+                    3,
+                    self.onboarding_checklists
                         .iter()
-                        .map(|it| {
-                            let f = |k: &str| it.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-                            (f("title"), f("owner"), f("due_date"))
-                        })
-                        .collect()
-                });
+                        .map(|c| c.checklist_id.as_str()),
+                );
+                let custom: Option<Vec<(String, String, String)>> =
+                    params.get("items").and_then(Value::as_array).map(|items| {
+                        items
+                            .iter()
+                            .map(|it| {
+                                let f = |k: &str| {
+                                    it.get(k)
+                                        .and_then(Value::as_str)
+                                        .unwrap_or_default()
+                                        .to_string()
+                                };
+                                (f("title"), f("owner"), f("due_date"))
+                            })
+                            .collect()
+                    });
                 let rows = match custom {
                     Some(rows) => rows,
                     None if self.onboarding_template.is_empty() => {
@@ -706,7 +861,13 @@ impl ToolServer for HrmsServer {
                     None => self
                         .onboarding_template
                         .iter()
-                        .map(|t| (t.title.clone(), t.owner.clone(), (start + Duration::days(t.due_offset_days)).to_string()))
+                        .map(|t| {
+                            (
+                                t.title.clone(),
+                                t.owner.clone(),
+                                (start + Duration::days(t.due_offset_days)).to_string(),
+                            )
+                        })
                         .collect(),
                 };
                 let items = rows
@@ -738,8 +899,16 @@ impl ToolServer for HrmsServer {
                 let item_id = p.str("item_id")?;
                 let list = &mut self.onboarding_checklists[ci];
                 let known: Vec<String> = list.items.iter().map(|i| i.item_id.clone()).collect();
-                let Some(item) = list.items.iter_mut().find(|i| i.item_id.eq_ignore_ascii_case(item_id)) else {
-                    return Err(format!("checklist {} has no item `{item_id}` (items: {})", list.checklist_id, known.join(", ")));
+                let Some(item) = list
+                    .items
+                    .iter_mut()
+                    .find(|i| i.item_id.eq_ignore_ascii_case(item_id))
+                else {
+                    return Err(format!(
+                        "checklist {} has no item `{item_id}` (items: {})",
+                        list.checklist_id,
+                        known.join(", ")
+                    ));
                 };
                 if item.status == "done" {
                     return Err(format!("item {} is already done", item.item_id));
@@ -756,7 +925,11 @@ impl ToolServer for HrmsServer {
                     .documents
                     .iter()
                     .map(|(name, text)| {
-                        let title = text.lines().find(|l| l.starts_with('#')).map(|l| l.trim_start_matches('#').trim()).unwrap_or(name);
+                        let title = text
+                            .lines()
+                            .find(|l| l.starts_with('#'))
+                            .map(|l| l.trim_start_matches('#').trim())
+                            .unwrap_or(name);
                         json!({"filename": name, "title": title})
                     })
                     .collect();
@@ -768,7 +941,11 @@ impl ToolServer for HrmsServer {
                     Some(text) => Ok(json!({"filename": name, "content": text})),
                     None => Err(format!(
                         "no document `{name}`. Available: {}",
-                        self.documents.keys().cloned().collect::<Vec<_>>().join(", ")
+                        self.documents
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 }
             }
@@ -781,8 +958,16 @@ impl ToolServer for HrmsServer {
     }
 
     fn human_readable(&self) -> String {
-        let pending = self.leave_requests.iter().filter(|r| r.status == "pending").count();
-        let open_reqs = self.requisitions.iter().filter(|r| r.status == "open").count();
+        let pending = self
+            .leave_requests
+            .iter()
+            .filter(|r| r.status == "pending")
+            .count();
+        let open_reqs = self
+            .requisitions
+            .iter()
+            .filter(|r| r.status == "open")
+            .count();
         let mut out = format!(
             "{} HRMS: {} employees, {} leave requests ({pending} pending), {} requisitions ({open_reqs} open), {} candidates, {} onboarding checklists\n",
             self.company,
@@ -805,11 +990,19 @@ impl ToolServer for HrmsServer {
             ));
         }
         for c in &self.candidates {
-            out.push_str(&format!("candidate {} {} {} {}\n", c.candidate_id, c.name, c.requisition_id, c.stage));
+            out.push_str(&format!(
+                "candidate {} {} {} {}\n",
+                c.candidate_id, c.name, c.requisition_id, c.stage
+            ));
         }
         for c in &self.onboarding_checklists {
             let done = c.items.iter().filter(|i| i.status == "done").count();
-            out.push_str(&format!("onboarding {} {} {done}/{} done\n", c.checklist_id, self.name_of(&c.employee_id), c.items.len()));
+            out.push_str(&format!(
+                "onboarding {} {} {done}/{} done\n",
+                c.checklist_id,
+                self.name_of(&c.employee_id),
+                c.items.len()
+            ));
         }
         out
     }
