@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "rl-gym", version, about = "Runs LLM agents against simulated enterprise environments and scores them")]
+#[command(
+    name = "rl-gym",
+    version,
+    about = "Runs LLM agents against simulated enterprise environments and scores them"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -41,8 +41,12 @@ pub async fn load_rollout(
 ) -> Result<RolloutState, StoreError> {
     let mut state = RolloutState::default();
     for recorded in store.read_stream(&rollout_stream(rollout_id), 0).await? {
-        let event = Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event = Event::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        )
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         state.evolve(&event, recorded.revision);
     }
     Ok(state)

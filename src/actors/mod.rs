@@ -69,8 +69,12 @@ impl Gym {
     async fn load_run(&self, run_id: &str) -> Result<RunState, StoreError> {
         let mut state = RunState::default();
         for recorded in self.deps.store.read_stream(&run_stream(run_id), 0).await? {
-            let event = Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let event = Event::decode(
+                &recorded.event_type,
+                recorded.schema_version,
+                &recorded.data,
+            )
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             state.evolve(&event, recorded.revision);
         }
         Ok(state)

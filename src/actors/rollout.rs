@@ -80,13 +80,9 @@ impl Actor for RolloutActor {
             }
             rollout_id
         };
-        ctx.wait(
-            supervise
-                .into_actor(self)
-                .map(|rollout_id, act, ctx| {
-                    act.run.do_send(RolloutEnded { rollout_id });
-                    ctx.stop();
-                }),
-        );
+        ctx.wait(supervise.into_actor(self).map(|rollout_id, act, ctx| {
+            act.run.do_send(RolloutEnded { rollout_id });
+            ctx.stop();
+        }));
     }
 }

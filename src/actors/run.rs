@@ -32,9 +32,7 @@ impl RunActor {
         rollouts: Vec<ScheduledRollout>,
         registry: Addr<Registry>,
     ) -> Self {
-        let max_parallel = run
-            .max_parallel
-            .map_or(usize::MAX, |n| n.max(1) as usize);
+        let max_parallel = run.max_parallel.map_or(usize::MAX, |n| n.max(1) as usize);
         RunActor {
             deps,
             run,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal;
 use super::Deps;
+use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, ToolCall, ToolDefinition};
 use crate::domain::events::{
     Event, ModelCalled, RolloutCancelled, RolloutCompleted, RolloutFailed, RolloutStarted,
@@ -24,7 +25,6 @@ use crate::domain::events::{
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
 use crate::llm::builtin::{BuiltinAgent, PlannedCall};
-use crate::config::secrets::ApiKey;
 use crate::llm::{self, ModelClient, ModelRequest};
 use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
@@ -168,10 +168,12 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
     let deps = driver.deps.clone();
     let run = driver.job.run.clone();
     let rollout = driver.job.rollout.clone();
-    let scenario = deps
-        .catalog
-        .get(&run.scenario_id)
-        .ok_or_else(|| Failure(format!("scenario {} is no longer available", run.scenario_id)))?;
+    let scenario = deps.catalog.get(&run.scenario_id).ok_or_else(|| {
+        Failure(format!(
+            "scenario {} is no longer available",
+            run.scenario_id
+        ))
+    })?;
     let task = scenario.task(&rollout.task_id).ok_or_else(|| {
         Failure(format!(
             "task {} is no longer in scenario {}",
@@ -257,11 +259,19 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 let reply = match reply {
                     Ok(Ok(reply)) => reply,
                     Ok(Err(error)) => {
-                        deps.metrics.model_errors.with_label_values(&[&provider]).inc();
-                        return Err(Failure(format!("model call failed at step {step}: {error}")).into());
+                        deps.metrics
+                            .model_errors
+                            .with_label_values(&[&provider])
+                            .inc();
+                        return Err(
+                            Failure(format!("model call failed at step {step}: {error}")).into(),
+                        );
                     }
                     Err(_) => {
-                        deps.metrics.model_errors.with_label_values(&[&provider]).inc();
+                        deps.metrics
+                            .model_errors
+                            .with_label_values(&[&provider])
+                            .inc();
                         return Err(Failure(format!(
                             "model call at step {step} timed out after {}s",
                             timeout.as_secs()
@@ -378,7 +388,9 @@ impl Tools {
 
 async fn call_tool(tools: &mut Tools, rollout_id: &str, step: u32, call: &ToolCall) -> Event {
     let started = Instant::now();
-    let outcome = tools.execute(&call.function.name, &call.function.arguments).await;
+    let outcome = tools
+        .execute(&call.function.name, &call.function.arguments)
+        .await;
     Event::ToolCalled(ToolCalled {
         rollout_id: rollout_id.to_string(),
         step,
@@ -396,7 +408,12 @@ async fn call_tool(tools: &mut Tools, rollout_id: &str, step: u32, call: &ToolCa
 /// Builds the agent of a rollout. The default serves the builtin agents and the
 /// providers; tests substitute agents that fail or panic on purpose.
 pub trait AgentFactory: Send + Sync {
-    fn agent(&self, run: &RunLaunched, task: &Task, key: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String>;
+    fn agent(
+        &self,
+        run: &RunLaunched,
+        task: &Task,
+        key: Option<ApiKey>,
+    ) -> Result<Box<dyn ModelClient>, String>;
 }
 
 pub struct DefaultAgents {
@@ -404,7 +421,12 @@ pub struct DefaultAgents {
 }
 
 impl AgentFactory for DefaultAgents {
-    fn agent(&self, run: &RunLaunched, task: &Task, key: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String> {
+    fn agent(
+        &self,
+        run: &RunLaunched,
+        task: &Task,
+        key: Option<ApiKey>,
+    ) -> Result<Box<dyn ModelClient>, String> {
         let settings = &run.model;
         if settings.provider == "builtin" {
             return match settings.model.as_str() {

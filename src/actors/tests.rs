@@ -49,7 +49,12 @@ impl ModelClient for Planned {
 }
 
 impl AgentFactory for Planned {
-    fn agent(&self, _: &RunLaunched, _: &Task, _: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String> {
+    fn agent(
+        &self,
+        _: &RunLaunched,
+        _: &Task,
+        _: Option<ApiKey>,
+    ) -> Result<Box<dyn ModelClient>, String> {
         Ok(Box::new(Planned(self.0)))
     }
 }
@@ -74,7 +79,12 @@ impl ModelClient for CountingClient {
 }
 
 impl AgentFactory for Counting {
-    fn agent(&self, run: &RunLaunched, task: &Task, key: Option<ApiKey>) -> Result<Box<dyn ModelClient>, String> {
+    fn agent(
+        &self,
+        run: &RunLaunched,
+        task: &Task,
+        key: Option<ApiKey>,
+    ) -> Result<Box<dyn ModelClient>, String> {
         Ok(Box::new(CountingClient {
             inner: self.inner.agent(run, task, key)?,
             calls: self.calls.clone(),
@@ -157,7 +167,11 @@ async fn events_of(store: &dyn EventStore, rollout_id: &str) -> Vec<Event> {
         .collect()
 }
 
-async fn wait_for_status(store: &dyn EventStore, rollout_id: &str, status: RolloutStatus) -> Vec<Event> {
+async fn wait_for_status(
+    store: &dyn EventStore,
+    rollout_id: &str,
+    status: RolloutStatus,
+) -> Vec<Event> {
     for _ in 0..1000 {
         let state = journal::load_rollout(store, rollout_id).await.unwrap();
         if state.status() == status {
@@ -175,7 +189,9 @@ async fn a_panicking_step_loop_ends_in_rollout_failed_with_the_message() {
     gym.launch(run("r1", "noop", 1), None).await.unwrap();
     let events = wait_for_status(store.as_ref(), "rol_r1_0", RolloutStatus::Failed).await;
     match events.last() {
-        Some(Event::RolloutFailed(e)) => assert!(e.error.contains("panicked: planned panic"), "{}", e.error),
+        Some(Event::RolloutFailed(e)) => {
+            assert!(e.error.contains("panicked: planned panic"), "{}", e.error)
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -186,10 +202,18 @@ async fn a_failing_model_ends_in_rollout_failed_with_the_providers_message() {
     let gym = gym(store.clone(), Arc::new(Planned(Plan::Fail)));
     gym.launch(run("r2", "noop", 2), None).await.unwrap();
     for i in 0..2 {
-        let events = wait_for_status(store.as_ref(), &format!("rol_r2_{i}"), RolloutStatus::Failed).await;
+        let events = wait_for_status(
+            store.as_ref(),
+            &format!("rol_r2_{i}"),
+            RolloutStatus::Failed,
+        )
+        .await;
         match events.last() {
             Some(Event::RolloutFailed(e)) => {
-                assert_eq!(e.error, "model call failed at step 1: provider answered 400: planned refusal")
+                assert_eq!(
+                    e.error,
+                    "model call failed at step 1: provider answered 400: planned refusal"
+                )
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -212,11 +236,19 @@ async fn cancelling_stops_a_rollout_waiting_on_its_model() {
 async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
     // A full oracle rollout, recorded.
     let full: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let first = gym(full.clone(), Arc::new(DefaultAgents { http: reqwest::Client::new() }));
+    let first = gym(
+        full.clone(),
+        Arc::new(DefaultAgents {
+            http: reqwest::Client::new(),
+        }),
+    );
     let launched = run("r4", "oracle", 1);
     first.launch(launched.clone(), None).await.unwrap();
     let complete = wait_for_status(full.as_ref(), "rol_r4_0", RolloutStatus::Completed).await;
-    let model_calls = complete.iter().filter(|e| matches!(e, Event::ModelCalled(_))).count();
+    let model_calls = complete
+        .iter()
+        .filter(|e| matches!(e, Event::ModelCalled(_)))
+        .count();
     assert!(model_calls >= 3, "the task must take several steps");
 
     // The same log cut after the second model call, as a crash would leave it.
@@ -228,21 +260,33 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
         .map(|(i, _)| i + 1)
         .unwrap();
     let crashed: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    journal::append(crashed.as_ref(), "run-r4", None, &[Event::RunLaunched(launched)])
-        .await
-        .unwrap();
+    journal::append(
+        crashed.as_ref(),
+        "run-r4",
+        None,
+        &[Event::RunLaunched(launched)],
+    )
+    .await
+    .unwrap();
     for (revision, event) in complete[..cut].iter().enumerate() {
         let last = revision.checked_sub(1).map(|r| r as u64);
-        journal::append(crashed.as_ref(), &rollout_stream("rol_r4_0"), last, std::slice::from_ref(event))
-            .await
-            .unwrap();
+        journal::append(
+            crashed.as_ref(),
+            &rollout_stream("rol_r4_0"),
+            last,
+            std::slice::from_ref(event),
+        )
+        .await
+        .unwrap();
     }
 
     let calls = Arc::new(AtomicUsize::new(0));
     let resumed = gym(
         crashed.clone(),
         Arc::new(Counting {
-            inner: DefaultAgents { http: reqwest::Client::new() },
+            inner: DefaultAgents {
+                http: reqwest::Client::new(),
+            },
             calls: calls.clone(),
         }),
     );
@@ -250,18 +294,29 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
     assert_eq!(resumed.recover(views.unfinished_runs()).await.unwrap(), 1);
     let after = wait_for_status(crashed.as_ref(), "rol_r4_0", RolloutStatus::Completed).await;
 
-    assert_eq!(calls.load(Ordering::SeqCst), model_calls - 2, "recorded model calls are not redone");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        model_calls - 2,
+        "recorded model calls are not redone"
+    );
     let strip = |events: &[Event]| -> Vec<(String, String)> {
         events
             .iter()
             .filter_map(|e| match e {
                 Event::ToolCalled(t) => Some((t.call_id.clone(), t.observation.clone())),
-                Event::ModelCalled(m) => Some((format!("step {}", m.step), serde_json::to_string(&m.message).unwrap())),
+                Event::ModelCalled(m) => Some((
+                    format!("step {}", m.step),
+                    serde_json::to_string(&m.message).unwrap(),
+                )),
                 _ => None,
             })
             .collect()
     };
-    assert_eq!(strip(&after), strip(&complete), "same steps, same tool results, none twice");
+    assert_eq!(
+        strip(&after),
+        strip(&complete),
+        "same steps, same tool results, none twice"
+    );
     let verdict = |events: &[Event]| {
         events.iter().find_map(|e| match e {
             Event::RolloutVerified(v) => Some(v.verdict.clone()),
@@ -276,8 +331,12 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
 async fn a_retried_append_with_the_same_event_is_not_written_twice() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let event = Event::RunLaunched(run("r5", "noop", 1));
-    let a = journal::append(store.as_ref(), "run-r5", None, std::slice::from_ref(&event)).await.unwrap();
-    let b = journal::append(store.as_ref(), "run-r5", None, std::slice::from_ref(&event)).await.unwrap();
+    let a = journal::append(store.as_ref(), "run-r5", None, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let b = journal::append(store.as_ref(), "run-r5", None, std::slice::from_ref(&event))
+        .await
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(store.next_position(), 1);
     // A different event at the same place is a conflict, not a silent overwrite.
@@ -288,5 +347,8 @@ async fn a_retried_append_with_the_same_event_is_not_written_twice() {
         time: Utc::now(),
         data: b"{}".to_vec(),
     };
-    assert!(store.append("run-r5", ExpectedState::NoStream, vec![other]).await.is_err());
+    assert!(store
+        .append("run-r5", ExpectedState::NoStream, vec![other])
+        .await
+        .is_err());
 }

@@ -15,10 +15,22 @@ use crate::tools::registry::{Hosted, RegistryError};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/environments").route(web::post().to(create)))
         .service(web::resource("/environments/{environment_id}").route(web::delete().to(delete)))
-        .service(web::resource("/environments/{environment_id}/{server}/tools").route(web::get().to(tools)))
-        .service(web::resource("/environments/{environment_id}/{server}/step").route(web::post().to(step)))
-        .service(web::resource("/environments/{environment_id}/{server}/health").route(web::get().to(health)))
-        .service(web::resource("/environments/{environment_id}/{server}/snapshot").route(web::get().to(snapshot)));
+        .service(
+            web::resource("/environments/{environment_id}/{server}/tools")
+                .route(web::get().to(tools)),
+        )
+        .service(
+            web::resource("/environments/{environment_id}/{server}/step")
+                .route(web::post().to(step)),
+        )
+        .service(
+            web::resource("/environments/{environment_id}/{server}/health")
+                .route(web::get().to(health)),
+        )
+        .service(
+            web::resource("/environments/{environment_id}/{server}/snapshot")
+                .route(web::get().to(snapshot)),
+        );
 }
 
 fn not_found() -> ApiError {
@@ -40,13 +52,22 @@ fn check_server(hosted: &Hosted, server: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
     let mut c = Checker::default();
     let empty = serde_json::Map::new();
     let obj = match body.as_object() {
         Some(obj) => obj,
         None => {
-            c.push(&[], "body", "Input should be a valid dictionary", "dict_type");
+            c.push(
+                &[],
+                "body",
+                "Input should be a valid dictionary",
+                "dict_type",
+            );
             &empty
         }
     };
@@ -62,8 +83,12 @@ async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Json<Va
         .environments
         .create(&state.catalog, &scenario_id, &task_id, seed)
         .map_err(|e| match e {
-            RegistryError::UnknownScenario(_) => ApiError::new(ErrorCode::ScenarioNotFound, e.to_string()),
-            RegistryError::UnknownTask { .. } => ApiError::new(ErrorCode::TaskNotFound, e.to_string()),
+            RegistryError::UnknownScenario(_) => {
+                ApiError::new(ErrorCode::ScenarioNotFound, e.to_string())
+            }
+            RegistryError::UnknownTask { .. } => {
+                ApiError::new(ErrorCode::TaskNotFound, e.to_string())
+            }
             RegistryError::Full(_) => ApiError::new(ErrorCode::TooManyEnvironments, e.to_string()),
             RegistryError::Build(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
         })?;
@@ -81,7 +106,10 @@ async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Json<Va
     })))
 }
 
-async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     if state.environments.delete(&id) {
         Ok(HttpResponse::Ok().json(json!({ "environment_id": id, "deleted": true })))
@@ -90,11 +118,17 @@ async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<H
     }
 }
 
-async fn tools(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn tools(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, server) = path.into_inner();
     let hosted = hosted(&state, &id)?;
     let tools = hosted.env.lock().tools(&server).ok_or_else(|| {
-        ApiError::new(ErrorCode::EnvironmentNotFound, format!("Tool server '{server}' is not part of this environment"))
+        ApiError::new(
+            ErrorCode::EnvironmentNotFound,
+            format!("Tool server '{server}' is not part of this environment"),
+        )
     })?;
     Ok(HttpResponse::Ok().json(json!({ "tools": tools })))
 }
@@ -110,7 +144,12 @@ async fn step(
     let action = body.get("action").and_then(Value::as_object);
     let tool_name = match action {
         None => {
-            c.push(&["body"], "action", "Field required: {\"action\": {\"tool_name\", \"parameters\"}}", "missing");
+            c.push(
+                &["body"],
+                "action",
+                "Field required: {\"action\": {\"tool_name\", \"parameters\"}}",
+                "missing",
+            );
             None
         }
         Some(action) => c.string(action, &["body", "action"], "tool_name"),
@@ -128,7 +167,10 @@ async fn step(
         .lock()
         .step(&server, &tool_name, &parameters)
         .ok_or_else(|| {
-            ApiError::new(ErrorCode::EnvironmentNotFound, format!("Tool server '{server}' is not part of this environment"))
+            ApiError::new(
+                ErrorCode::EnvironmentNotFound,
+                format!("Tool server '{server}' is not part of this environment"),
+            )
         })?;
     let mut answer = json!({
         "observation": observation.observation,
@@ -141,18 +183,27 @@ async fn step(
     Ok(HttpResponse::Ok().json(answer))
 }
 
-async fn health(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn health(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, server) = path.into_inner();
     let hosted = hosted(&state, &id)?;
     check_server(&hosted, &server)?;
     Ok(HttpResponse::Ok().json(json!({ "status": "healthy" })))
 }
 
-async fn snapshot(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn snapshot(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, server) = path.into_inner();
     let hosted = hosted(&state, &id)?;
     let snapshot = hosted.env.lock().snapshot(&server).ok_or_else(|| {
-        ApiError::new(ErrorCode::EnvironmentNotFound, format!("Tool server '{server}' is not part of this environment"))
+        ApiError::new(
+            ErrorCode::EnvironmentNotFound,
+            format!("Tool server '{server}' is not part of this environment"),
+        )
     })?;
     Ok(HttpResponse::Ok().json(snapshot))
 }

@@ -40,7 +40,12 @@ const OVERRIDE_FIELDS: &[(&str, &str)] = &[
 pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
     let mut c = Checker::default();
     let Some(obj) = body.as_object() else {
-        c.push(&[], "body", "Input should be a valid dictionary", "dict_type");
+        c.push(
+            &[],
+            "body",
+            "Input should be a valid dictionary",
+            "dict_type",
+        );
         return Err(c.finish().unwrap_err());
     };
     let root: &[&str] = &["body"];
@@ -51,25 +56,43 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             None
         }
         Some(Value::Array(items)) => {
-            let ids: Option<Vec<String>> = items.iter().map(|v| v.as_str().map(String::from)).collect();
+            let ids: Option<Vec<String>> =
+                items.iter().map(|v| v.as_str().map(String::from)).collect();
             match ids {
                 None => {
-                    c.push(root, "task_ids", "Input should be a list of strings", "list_type");
+                    c.push(
+                        root,
+                        "task_ids",
+                        "Input should be a list of strings",
+                        "list_type",
+                    );
                     None
                 }
                 Some(ids) if ids.is_empty() => {
-                    c.push(root, "task_ids", "List should have at least 1 item after validation, not 0", "too_short");
+                    c.push(
+                        root,
+                        "task_ids",
+                        "List should have at least 1 item after validation, not 0",
+                        "too_short",
+                    );
                     None
                 }
                 Some(ids) => Some(ids),
             }
         }
         Some(_) => {
-            c.push(root, "task_ids", "Input should be a valid list", "list_type");
+            c.push(
+                root,
+                "task_ids",
+                "Input should be a valid list",
+                "list_type",
+            );
             None
         }
     };
-    let rollout_count = c.opt_int(obj, root, "rollout_count", 1, MAX_ROLLOUTS_PER_RUN).unwrap_or(1);
+    let rollout_count = c
+        .opt_int(obj, root, "rollout_count", 1, MAX_ROLLOUTS_PER_RUN)
+        .unwrap_or(1);
     if let Some(ids) = &task_ids {
         if rollout_count.saturating_mul(ids.len() as i64) > MAX_ROLLOUTS_PER_RUN {
             c.push(
@@ -92,9 +115,16 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             );
         }
     }
-    let source = c.opt_string(obj, root, "source").unwrap_or_else(|| "rl-gym".to_string());
+    let source = c
+        .opt_string(obj, root, "source")
+        .unwrap_or_else(|| "rl-gym".to_string());
     if !SOURCES.contains(&source.as_str()) {
-        c.push(root, "source", format!("Input should be one of {}", SOURCES.join(", ")), "enum");
+        c.push(
+            root,
+            "source",
+            format!("Input should be one of {}", SOURCES.join(", ")),
+            "enum",
+        );
     }
     let model = match obj.get("model_config") {
         None | Some(Value::Null) => {
@@ -103,7 +133,12 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         }
         Some(Value::Object(m)) => model_config(&mut c, m, "model_config"),
         Some(_) => {
-            c.push(root, "model_config", "Input should be a valid dictionary", "dict_type");
+            c.push(
+                root,
+                "model_config",
+                "Input should be a valid dictionary",
+                "dict_type",
+            );
             None
         }
     };
@@ -116,23 +151,44 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             let prefix: &[&str] = &["body", "task_overrides"];
             if let Some(ids) = &task_ids {
                 if !ids.contains(task_id) {
-                    c.push(prefix, task_id, "Override key is not one of task_ids", "value_error");
+                    c.push(
+                        prefix,
+                        task_id,
+                        "Override key is not one of task_ids",
+                        "value_error",
+                    );
                 }
             }
             let Some(fields) = value.as_object() else {
-                c.push(prefix, task_id, "Input should be a valid dictionary", "dict_type");
+                c.push(
+                    prefix,
+                    task_id,
+                    "Input should be a valid dictionary",
+                    "dict_type",
+                );
                 continue;
             };
             for (field, v) in fields {
                 let loc_prefix = ["body", "task_overrides", task_id.as_str()];
                 match OVERRIDE_FIELDS.iter().find(|(name, _)| name == field) {
-                    None => c.push(&loc_prefix, field, "Extra inputs are not permitted", "extra_forbidden"),
-                    Some((_, "object")) if !v.is_object() && !v.is_null() => {
-                        c.push(&loc_prefix, field, "Input should be a valid dictionary", "dict_type")
-                    }
-                    Some((_, "string")) if !v.is_string() && !v.is_null() => {
-                        c.push(&loc_prefix, field, "Input should be a valid string", "string_type")
-                    }
+                    None => c.push(
+                        &loc_prefix,
+                        field,
+                        "Extra inputs are not permitted",
+                        "extra_forbidden",
+                    ),
+                    Some((_, "object")) if !v.is_object() && !v.is_null() => c.push(
+                        &loc_prefix,
+                        field,
+                        "Input should be a valid dictionary",
+                        "dict_type",
+                    ),
+                    Some((_, "string")) if !v.is_string() && !v.is_null() => c.push(
+                        &loc_prefix,
+                        field,
+                        "Input should be a valid string",
+                        "string_type",
+                    ),
                     Some(_) => {}
                 }
             }
@@ -141,7 +197,9 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
     }
     c.finish()?;
     // Every `None` below was reported as an error above.
-    let (Some(scenario_id), Some(task_ids), Some((model, api_key))) = (scenario_id, task_ids, model) else {
+    let (Some(scenario_id), Some(task_ids), Some((model, api_key))) =
+        (scenario_id, task_ids, model)
+    else {
         return Err(ApiError::validation(vec![]));
     };
     Ok(LaunchRequest {
@@ -166,39 +224,78 @@ fn model_config(
     let before = c.errors.len();
     let prefix: &[&str] = &["body", field];
     let model = c.string(m, prefix, "model");
-    let provider = c.opt_string(m, prefix, "provider").unwrap_or_else(|| "custom".to_string());
+    let provider = c
+        .opt_string(m, prefix, "provider")
+        .unwrap_or_else(|| "custom".to_string());
     if !PROVIDERS.contains(&provider.as_str()) {
-        c.push(prefix, "provider", format!("Input should be one of {}", PROVIDERS.join(", ")), "enum");
+        c.push(
+            prefix,
+            "provider",
+            format!("Input should be one of {}", PROVIDERS.join(", ")),
+            "enum",
+        );
     } else if !provider_available(&provider) {
-        c.push(prefix, "provider", format!("Provider `{provider}` is not available in this build yet"), "value_error");
+        c.push(
+            prefix,
+            "provider",
+            format!("Provider `{provider}` is not available in this build yet"),
+            "value_error",
+        );
     }
     let api_key = c.opt_string(m, prefix, "api_key").filter(|k| !k.is_empty());
-    if api_key.is_none() && PROVIDERS.contains(&provider.as_str()) && provider_needs_key(&provider) {
-        c.push(prefix, "api_key", format!("An api_key is required for provider `{provider}`"), "missing");
+    if api_key.is_none() && PROVIDERS.contains(&provider.as_str()) && provider_needs_key(&provider)
+    {
+        c.push(
+            prefix,
+            "api_key",
+            format!("An api_key is required for provider `{provider}`"),
+            "missing",
+        );
     }
     if provider == "builtin" {
         if let Some(model) = &model {
             if !builtin::MODELS.contains(&model.as_str()) {
-                c.push(prefix, "model", format!("The builtin provider serves {}", builtin::MODELS.join(", ")), "enum");
+                c.push(
+                    prefix,
+                    "model",
+                    format!("The builtin provider serves {}", builtin::MODELS.join(", ")),
+                    "enum",
+                );
             }
         }
     }
     let base_url = c.opt_string(m, prefix, "base_url");
     if base_url.is_none() && matches!(provider.as_str(), "custom" | "azure-openai") {
-        c.push(prefix, "base_url", format!("A base_url is required for provider `{provider}`"), "missing");
+        c.push(
+            prefix,
+            "base_url",
+            format!("A base_url is required for provider `{provider}`"),
+            "missing",
+        );
     }
     if let Some(url) = &base_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            c.push(prefix, "base_url", "Input should be an http(s) URL", "url_parsing");
+            c.push(
+                prefix,
+                "base_url",
+                "Input should be an http(s) URL",
+                "url_parsing",
+            );
         }
     }
-    let temperature = c.opt_number(m, prefix, "temperature", 0.0, 2.0).unwrap_or(0.7);
+    let temperature = c
+        .opt_number(m, prefix, "temperature", 0.0, 2.0)
+        .unwrap_or(0.7);
     let max_steps = c.opt_int(m, prefix, "max_steps", 1, 10_000).unwrap_or(30);
     let system_prompt = c.opt_string(m, prefix, "system_prompt");
     let tool_server_url = c.opt_string(m, prefix, "tool_server_url");
     let log_prob = c.opt_bool(m, prefix, "log_prob").unwrap_or(false);
-    let summarize = c.opt_int(m, prefix, "summarize_every_n_turns", 0, 10_000).unwrap_or(0);
-    let context_stride = c.opt_int(m, prefix, "context_stride", 1, 10_000).unwrap_or(3);
+    let summarize = c
+        .opt_int(m, prefix, "summarize_every_n_turns", 0, 10_000)
+        .unwrap_or(0);
+    let context_stride = c
+        .opt_int(m, prefix, "context_stride", 1, 10_000)
+        .unwrap_or(3);
     if c.errors.len() > before {
         return None;
     }

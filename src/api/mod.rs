@@ -101,6 +101,9 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
 /// Unknown paths and methods answer in the API's error shape.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
-    ApiError::new(ErrorCode::RouteNotFound, format!("No route for {} {}", req.method(), req.path()))
-        .error_response()
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("No route for {} {}", req.method(), req.path()),
+    )
+    .error_response()
 }

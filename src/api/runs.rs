@@ -15,40 +15,75 @@ use crate::domain::run::RunRefusal;
 use crate::error::{ApiError, ErrorCode};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/runs").route(web::post().to(launch_run)).route(web::get().to(list_runs)))
-        .service(web::resource("/runs/{run_id}").route(web::get().to(get_run)).route(web::delete().to(delete_run)))
-        .service(web::resource("/runs/{run_id}/cancel").route(web::post().to(cancel_run)))
-        .service(web::resource("/runs/{run_id}/rollouts/{rollout_id}").route(web::get().to(get_rollout)));
+    cfg.service(
+        web::resource("/runs")
+            .route(web::post().to(launch_run))
+            .route(web::get().to(list_runs)),
+    )
+    .service(
+        web::resource("/runs/{run_id}")
+            .route(web::get().to(get_run))
+            .route(web::delete().to(delete_run)),
+    )
+    .service(web::resource("/runs/{run_id}/cancel").route(web::post().to(cancel_run)))
+    .service(
+        web::resource("/runs/{run_id}/rollouts/{rollout_id}").route(web::get().to(get_rollout)),
+    );
 }
 
 impl From<GymError> for ApiError {
     fn from(error: GymError) -> Self {
         match error {
-            GymError::Refused(RunRefusal::AlreadyExists(id)) => {
-                ApiError::new(ErrorCode::RunNameTaken, format!("Run name '{id}' is already in use"))
+            GymError::Refused(RunRefusal::AlreadyExists(id)) => ApiError::new(
+                ErrorCode::RunNameTaken,
+                format!("Run name '{id}' is already in use"),
+            ),
+            GymError::Refused(RunRefusal::NotFound) => {
+                ApiError::new(ErrorCode::RunNotFound, "Run not found")
             }
-            GymError::Refused(RunRefusal::NotFound) => ApiError::new(ErrorCode::RunNotFound, "Run not found"),
             GymError::Store(error) => {
                 tracing::error!(%error, "event log refused a command");
-                ApiError::new(ErrorCode::StoreUnavailable, format!("The event log is unavailable: {error}"))
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("The event log is unavailable: {error}"),
+                )
             }
-            GymError::Unavailable => ApiError::new(ErrorCode::StoreUnavailable, "The run supervisor is unavailable"),
+            GymError::Unavailable => ApiError::new(
+                ErrorCode::StoreUnavailable,
+                "The run supervisor is unavailable",
+            ),
         }
     }
 }
 
-async fn launch_run(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn launch_run(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
     let request = launch::parse(&body)?;
     let scenario = state.catalog.get(&request.scenario_id).ok_or_else(|| {
-        ApiError::new(ErrorCode::ScenarioNotFound, format!("Scenario '{}' not found", request.scenario_id))
+        ApiError::new(
+            ErrorCode::ScenarioNotFound,
+            format!("Scenario '{}' not found", request.scenario_id),
+        )
     })?;
-    if let Some(missing) = request.task_ids.iter().find(|id| scenario.task(id).is_none()) {
+    if let Some(missing) = request
+        .task_ids
+        .iter()
+        .find(|id| scenario.task(id).is_none())
+    {
         return Err(ApiError::new(
             ErrorCode::TaskNotFound,
-            format!("Task '{missing}' not found in scenario '{}'", request.scenario_id),
+            format!(
+                "Task '{missing}' not found in scenario '{}'",
+                request.scenario_id
+            ),
         ));
     }
-    let run_id = request.run_name.clone().unwrap_or_else(|| new_run_id(Uuid::now_v7()));
+    let run_id = request
+        .run_name
+        .clone()
+        .unwrap_or_else(|| new_run_id(Uuid::now_v7()));
     let mut rollouts = Vec::with_capacity(request.task_ids.len() * request.rollout_count as usize);
     for task_id in &request.task_ids {
         for _ in 0..request.rollout_count {
@@ -117,25 +152,60 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
             "source" => match value.as_str() {
                 "all" => q.source = None,
                 s if launch::SOURCES.contains(&s) => q.source = Some(s.to_string()),
-                _ => c.push(prefix, "source", "Input should be 'rl-gym', 'task-editor', 'datadog-synthetics' or 'all'", "enum"),
+                _ => c.push(
+                    prefix,
+                    "source",
+                    "Input should be 'rl-gym', 'task-editor', 'datadog-synthetics' or 'all'",
+                    "enum",
+                ),
             },
             "limit" => match value.parse::<i64>() {
                 Ok(n) if (1..=200).contains(&n) => q.limit = n as usize,
-                Ok(n) if n < 1 => c.push(prefix, "limit", "Input should be greater than or equal to 1", "greater_than_equal"),
-                Ok(_) => c.push(prefix, "limit", "Input should be less than or equal to 200", "less_than_equal"),
-                Err(_) => c.push(prefix, "limit", "Input should be a valid integer", "int_parsing"),
+                Ok(n) if n < 1 => c.push(
+                    prefix,
+                    "limit",
+                    "Input should be greater than or equal to 1",
+                    "greater_than_equal",
+                ),
+                Ok(_) => c.push(
+                    prefix,
+                    "limit",
+                    "Input should be less than or equal to 200",
+                    "less_than_equal",
+                ),
+                Err(_) => c.push(
+                    prefix,
+                    "limit",
+                    "Input should be a valid integer",
+                    "int_parsing",
+                ),
             },
             "offset" => match value.parse::<i64>() {
                 Ok(n) if n >= 0 => q.offset = n as usize,
-                Ok(_) => c.push(prefix, "offset", "Input should be greater than or equal to 0", "greater_than_equal"),
-                Err(_) => c.push(prefix, "offset", "Input should be a valid integer", "int_parsing"),
+                Ok(_) => c.push(
+                    prefix,
+                    "offset",
+                    "Input should be greater than or equal to 0",
+                    "greater_than_equal",
+                ),
+                Err(_) => c.push(
+                    prefix,
+                    "offset",
+                    "Input should be a valid integer",
+                    "int_parsing",
+                ),
             },
             "expand" => {
                 for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if item == "rollouts" {
                         q.expand_rollouts = true;
                     } else {
-                        c.push(prefix, "expand", format!("Unknown expansion '{item}'; allowed: rollouts"), "enum");
+                        c.push(
+                            prefix,
+                            "expand",
+                            format!("Unknown expansion '{item}'; allowed: rollouts"),
+                            "enum",
+                        );
                     }
                 }
             }
@@ -146,10 +216,18 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
     Ok(q)
 }
 
-async fn list_runs(state: web::Data<AppState>, query: web::Query<Vec<(String, String)>>) -> Result<HttpResponse, ApiError> {
+async fn list_runs(
+    state: web::Data<AppState>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
     let q = parse_list_query(&query)?;
     Ok(state.projections.read(|views| {
-        let page = views.list_runs(q.scenario_id.as_deref(), q.source.as_deref(), q.offset, q.limit);
+        let page = views.list_runs(
+            q.scenario_id.as_deref(),
+            q.source.as_deref(),
+            q.offset,
+            q.limit,
+        );
         let runs: Vec<RunStatus> = page
             .runs
             .iter()
@@ -159,7 +237,10 @@ async fn list_runs(state: web::Data<AppState>, query: web::Query<Vec<(String, St
     }))
 }
 
-async fn get_run(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_run(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.projections.read(|views| {
         let run = views
             .run(&path)
@@ -168,21 +249,30 @@ async fn get_run(state: web::Data<AppState>, path: web::Path<String>) -> Result<
     })
 }
 
-async fn cancel_run(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn cancel_run(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
     let cancelled = state.gym.cancel(&run_id).await?;
     state.sync().await;
     Ok(HttpResponse::Ok().json(json!({ "run_id": run_id, "cancelled_rollouts": cancelled })))
 }
 
-async fn delete_run(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_run(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
     let deleted = state.gym.delete(&run_id).await?;
     state.sync().await;
     Ok(HttpResponse::Ok().json(json!({ "run_id": run_id, "deleted_rollouts": deleted })))
 }
 
-async fn get_rollout(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get_rollout(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (run_id, rollout_id) = path.into_inner();
     state.projections.read(|views| {
         if views.run(&run_id).is_none() {

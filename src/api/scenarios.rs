@@ -12,27 +12,37 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/scenarios").route(web::get().to(list_scenarios)))
         .service(web::resource("/scenarios/{scenario_id}/tasks").route(web::get().to(list_tasks)))
         .service(
-            web::resource("/scenarios/{scenario_id}/tasks/{task_id}/rubric").route(web::get().to(get_rubric)),
+            web::resource("/scenarios/{scenario_id}/tasks/{task_id}/rubric")
+                .route(web::get().to(get_rubric)),
         )
         .service(web::resource("/scenarios/{scenario_id}/npcs").route(web::get().to(list_npcs)))
-        .service(web::resource("/scenarios/{scenario_id}/seed_data").route(web::get().to(list_seed_files)))
         .service(
-            web::resource("/scenarios/{scenario_id}/seed_data/{filename:.*}").route(web::get().to(get_seed_file)),
+            web::resource("/scenarios/{scenario_id}/seed_data")
+                .route(web::get().to(list_seed_files)),
+        )
+        .service(
+            web::resource("/scenarios/{scenario_id}/seed_data/{filename:.*}")
+                .route(web::get().to(get_seed_file)),
         );
 }
 
 fn scenario<'a>(state: &'a AppState, scenario_id: &str) -> Result<&'a Scenario, ApiError> {
-    state
-        .catalog
-        .get(scenario_id)
-        .ok_or_else(|| ApiError::new(ErrorCode::ScenarioNotFound, format!("Scenario '{scenario_id}' not found")))
+    state.catalog.get(scenario_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ScenarioNotFound,
+            format!("Scenario '{scenario_id}' not found"),
+        )
+    })
 }
 
 fn task<'a>(scenario: &'a Scenario, task_id: &str) -> Result<&'a Task, ApiError> {
     scenario.task(task_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::TaskNotFound,
-            format!("Task '{task_id}' not found in scenario '{}'", scenario.scenario_id),
+            format!(
+                "Task '{task_id}' not found in scenario '{}'",
+                scenario.scenario_id
+            ),
         )
     })
 }
@@ -40,7 +50,11 @@ fn task<'a>(scenario: &'a Scenario, task_id: &str) -> Result<&'a Task, ApiError>
 /// The environment URL template of this server, as clients reach it.
 fn environment_template(req: &HttpRequest) -> String {
     let info = req.connection_info();
-    format!("{}://{}/environments/<environment-id>", info.scheme(), info.host())
+    format!(
+        "{}://{}/environments/<environment-id>",
+        info.scheme(),
+        info.host()
+    )
 }
 
 async fn list_scenarios(state: web::Data<AppState>) -> HttpResponse {
@@ -98,23 +112,37 @@ async fn list_tasks(
     Ok(HttpResponse::Ok().json(json!({ "scenario_id": scenario.scenario_id, "tasks": tasks })))
 }
 
-async fn get_rubric(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get_rubric(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (scenario_id, task_id) = path.into_inner();
     let scenario = scenario(&state, &scenario_id)?;
     Ok(HttpResponse::Ok().json(&task(scenario, &task_id)?.rubric))
 }
 
-async fn list_npcs(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn list_npcs(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let scenario = scenario(&state, &path)?;
-    Ok(HttpResponse::Ok().json(json!({ "scenario_id": scenario.scenario_id, "npc_profiles": scenario.npcs })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "scenario_id": scenario.scenario_id, "npc_profiles": scenario.npcs })))
 }
 
-async fn list_seed_files(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn list_seed_files(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let scenario = scenario(&state, &path)?;
-    Ok(HttpResponse::Ok().json(json!({ "scenario_id": scenario.scenario_id, "files": scenario.seed_files() })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "scenario_id": scenario.scenario_id, "files": scenario.seed_files() })))
 }
 
-async fn get_seed_file(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get_seed_file(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (scenario_id, filename) = path.into_inner();
     let scenario = scenario(&state, &scenario_id)?;
     match scenario.read_seed_file(&filename) {
@@ -123,7 +151,7 @@ async fn get_seed_file(state: web::Data<AppState>, path: web::Path<(String, Stri
             "filename": filename,
             "content": content,
         }))),
-        Err(SeedFileError::Traversal(_)) => Err(ApiError::new(
+        Err(SeedFileError::Traversal) => Err(ApiError::new(
             ErrorCode::PathTraversal,
             "Invalid filename: path traversal is not allowed",
         )),

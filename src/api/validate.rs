@@ -38,7 +38,12 @@ impl Checker {
     }
 
     /// A required string.
-    pub fn string(&mut self, obj: &Map<String, Value>, prefix: &[&str], field: &str) -> Option<String> {
+    pub fn string(
+        &mut self,
+        obj: &Map<String, Value>,
+        prefix: &[&str],
+        field: &str,
+    ) -> Option<String> {
         match obj.get(field) {
             None | Some(Value::Null) => {
                 self.push(prefix, field, "Field required", "missing");
@@ -46,19 +51,34 @@ impl Checker {
             }
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => {
-                self.push(prefix, field, "Input should be a valid string", "string_type");
+                self.push(
+                    prefix,
+                    field,
+                    "Input should be a valid string",
+                    "string_type",
+                );
                 None
             }
         }
     }
 
     /// An optional string (absent or null is `None`).
-    pub fn opt_string(&mut self, obj: &Map<String, Value>, prefix: &[&str], field: &str) -> Option<String> {
+    pub fn opt_string(
+        &mut self,
+        obj: &Map<String, Value>,
+        prefix: &[&str],
+        field: &str,
+    ) -> Option<String> {
         match obj.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => {
-                self.push(prefix, field, "Input should be a valid string", "string_type");
+                self.push(
+                    prefix,
+                    field,
+                    "Input should be a valid string",
+                    "string_type",
+                );
                 None
             }
         }
@@ -77,11 +97,21 @@ impl Checker {
             None | Some(Value::Null) => None,
             Some(value) => match value.as_i64() {
                 Some(n) if n < min => {
-                    self.push(prefix, field, format!("Input should be greater than or equal to {min}"), "greater_than_equal");
+                    self.push(
+                        prefix,
+                        field,
+                        format!("Input should be greater than or equal to {min}"),
+                        "greater_than_equal",
+                    );
                     None
                 }
                 Some(n) if n > max => {
-                    self.push(prefix, field, format!("Input should be less than or equal to {max}"), "less_than_equal");
+                    self.push(
+                        prefix,
+                        field,
+                        format!("Input should be less than or equal to {max}"),
+                        "less_than_equal",
+                    );
                     None
                 }
                 Some(n) => Some(n),
@@ -106,28 +136,53 @@ impl Checker {
             None | Some(Value::Null) => None,
             Some(value) => match value.as_f64() {
                 Some(n) if n < min => {
-                    self.push(prefix, field, format!("Input should be greater than or equal to {min}"), "greater_than_equal");
+                    self.push(
+                        prefix,
+                        field,
+                        format!("Input should be greater than or equal to {min}"),
+                        "greater_than_equal",
+                    );
                     None
                 }
                 Some(n) if n > max => {
-                    self.push(prefix, field, format!("Input should be less than or equal to {max}"), "less_than_equal");
+                    self.push(
+                        prefix,
+                        field,
+                        format!("Input should be less than or equal to {max}"),
+                        "less_than_equal",
+                    );
                     None
                 }
                 Some(n) => Some(n),
                 None => {
-                    self.push(prefix, field, "Input should be a valid number", "float_type");
+                    self.push(
+                        prefix,
+                        field,
+                        "Input should be a valid number",
+                        "float_type",
+                    );
                     None
                 }
             },
         }
     }
 
-    pub fn opt_bool(&mut self, obj: &Map<String, Value>, prefix: &[&str], field: &str) -> Option<bool> {
+    pub fn opt_bool(
+        &mut self,
+        obj: &Map<String, Value>,
+        prefix: &[&str],
+        field: &str,
+    ) -> Option<bool> {
         match obj.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
             Some(_) => {
-                self.push(prefix, field, "Input should be a valid boolean", "bool_type");
+                self.push(
+                    prefix,
+                    field,
+                    "Input should be a valid boolean",
+                    "bool_type",
+                );
                 None
             }
         }
@@ -144,7 +199,12 @@ impl Checker {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => Some(map),
             Some(_) => {
-                self.push(prefix, field, "Input should be a valid dictionary", "dict_type");
+                self.push(
+                    prefix,
+                    field,
+                    "Input should be a valid dictionary",
+                    "dict_type",
+                );
                 None
             }
         }

@@ -109,7 +109,11 @@ impl RunStatus {
             in_progress: c.in_progress(),
             pending: c.pending,
             running: c.running,
-            rollout_ids: if with_ids { run.rollout_ids.clone() } else { vec![] },
+            rollout_ids: if with_ids {
+                run.rollout_ids.clone()
+            } else {
+                vec![]
+            },
             cancelled: c.cancelled,
             status: run.state(),
             task_ids: run.task_ids.clone(),

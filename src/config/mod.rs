@@ -144,7 +144,11 @@ mod tests {
     fn overrides_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "bind = \"127.0.0.1:1\"\nmax_concurrent_rollouts = 7\n").unwrap();
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:1\"\nmax_concurrent_rollouts = 7\n",
+        )
+        .unwrap();
         let s = Settings::load(
             Some(&path),
             Overrides {

@@ -44,7 +44,11 @@ impl Message {
         }
     }
 
-    pub fn tool_result(tool_call_id: impl Into<String>, name: &str, content: impl Into<String>) -> Self {
+    pub fn tool_result(
+        tool_call_id: impl Into<String>,
+        name: &str,
+        content: impl Into<String>,
+    ) -> Self {
         Self {
             role: Role::Tool,
             content: Some(content.into()),

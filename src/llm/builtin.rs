@@ -55,7 +55,11 @@ impl ModelClient for BuiltinAgent {
                         }],
                     ),
                     None => Message::assistant(
-                        Some(final_answer.clone().unwrap_or_else(|| ORACLE_DONE.to_string())),
+                        Some(
+                            final_answer
+                                .clone()
+                                .unwrap_or_else(|| ORACLE_DONE.to_string()),
+                        ),
                         vec![],
                     ),
                 }

@@ -80,15 +80,26 @@ pub fn client_for(
             api_key,
         ))),
         "custom" => match base_url {
-            Some(url) => Ok(Box::new(OpenAiClient::new(http.clone(), Flavor::OpenAi, url, api_key))),
+            Some(url) => Ok(Box::new(OpenAiClient::new(
+                http.clone(),
+                Flavor::OpenAi,
+                url,
+                api_key,
+            ))),
             None => Err(ModelError::Unavailable(
                 "provider `custom` needs a base_url (an OpenAI-compatible server)".to_string(),
             )),
         },
         "azure-openai" => match base_url {
-            Some(url) => Ok(Box::new(OpenAiClient::new(http.clone(), Flavor::Azure, url, api_key))),
+            Some(url) => Ok(Box::new(OpenAiClient::new(
+                http.clone(),
+                Flavor::Azure,
+                url,
+                api_key,
+            ))),
             None => Err(ModelError::Unavailable(
-                "provider `azure-openai` needs a base_url (https://<resource>.openai.azure.com)".to_string(),
+                "provider `azure-openai` needs a base_url (https://<resource>.openai.azure.com)"
+                    .to_string(),
             )),
         },
         other => Err(ModelError::Unavailable(format!(

@@ -37,7 +37,12 @@ pub struct OpenAiClient {
 }
 
 impl OpenAiClient {
-    pub fn new(http: reqwest::Client, flavor: Flavor, base_url: String, api_key: Option<ApiKey>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        flavor: Flavor,
+        base_url: String,
+        api_key: Option<ApiKey>,
+    ) -> Self {
         OpenAiClient {
             http,
             flavor,
@@ -161,7 +166,11 @@ fn provider_message(body: &[u8]) -> String {
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<f64>().ok().map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)))
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)))
 }
 
 fn jitter(base: Duration, attempt: u32) -> Duration {
@@ -250,7 +259,11 @@ mod tests {
             parameters: json!({"type": "object"}),
         }];
         let s = settings(true);
-        let body = encode(&ModelRequest { messages: &messages, tools: &tools, settings: &s });
+        let body = encode(&ModelRequest {
+            messages: &messages,
+            tools: &tools,
+            settings: &s,
+        });
         assert_eq!(body["model"], "gpt-4o");
         assert_eq!(body["messages"][1], json!({"role": "user", "content": "u"}));
         assert_eq!(body["tools"][0]["type"], "function");
@@ -276,6 +289,9 @@ mod tests {
     #[test]
     fn a_malformed_answer_is_an_error_not_a_panic() {
         assert!(matches!(decode(b"<html>"), Err(ModelError::Malformed(_))));
-        assert!(matches!(decode(br#"{"choices":[]}"#), Err(ModelError::Malformed(_))));
+        assert!(matches!(
+            decode(br#"{"choices":[]}"#),
+            Err(ModelError::Malformed(_))
+        ));
     }
 }

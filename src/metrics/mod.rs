@@ -11,9 +11,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::store::{
-    AppendResult, EventData, EventStore, ExpectedState, RecordedEvent, StoreError,
-};
+use crate::store::{AppendResult, EventData, EventStore, ExpectedState, RecordedEvent, StoreError};
 
 /// Every collector the service exports, registered in its own registry.
 #[derive(Clone)]
@@ -34,8 +32,8 @@ pub struct Metrics {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 impl Default for Metrics {
@@ -49,17 +47,23 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -68,7 +72,9 @@ impl Metrics {
                 labels,
             )
             .expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
         let append_duration = Histogram::with_opts(
@@ -89,10 +95,7 @@ impl Metrics {
                 "Rollouts that reached a final state, by outcome.",
                 &["outcome"],
             ),
-            rollouts_active: gauge(
-                "rl_gym_rollouts_active",
-                "Rollouts in their step loop now.",
-            ),
+            rollouts_active: gauge("rl_gym_rollouts_active", "Rollouts in their step loop now."),
             step_duration: histogram_vec(
                 "rl_gym_step_duration_seconds",
                 "Time of one step of the loop, by kind (model, tool, verify).",
@@ -113,7 +116,10 @@ impl Metrics {
                 "Tool calls made by rollouts, by tool server and outcome (ok, error).",
                 &["server", "outcome"],
             ),
-            events_appended: counter("rl_gym_events_appended_total", "Events appended to the log."),
+            events_appended: counter(
+                "rl_gym_events_appended_total",
+                "Events appended to the log.",
+            ),
             append_failures: counter(
                 "rl_gym_event_append_failures_total",
                 "Appends the log could not make durable.",

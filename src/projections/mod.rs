@@ -20,10 +20,7 @@ pub enum ProjectionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("event at position {position} does not decode: {source}")]
-    Decode {
-        position: u64,
-        source: DecodeError,
-    },
+    Decode { position: u64, source: DecodeError },
 }
 
 /// Decodes a recorded event into the domain's type.

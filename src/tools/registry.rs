@@ -55,10 +55,12 @@ impl EnvironmentRegistry {
         let scenario = catalog
             .get(scenario_id)
             .ok_or_else(|| RegistryError::UnknownScenario(scenario_id.to_string()))?;
-        let task = scenario.task(task_id).ok_or_else(|| RegistryError::UnknownTask {
-            scenario: scenario_id.to_string(),
-            task: task_id.to_string(),
-        })?;
+        let task = scenario
+            .task(task_id)
+            .ok_or_else(|| RegistryError::UnknownTask {
+                scenario: scenario_id.to_string(),
+                task: task_id.to_string(),
+            })?;
         let env = Environment::new(scenario, task, seed)?;
         let servers = env.server_names();
         // 122 random bits: an id cannot be guessed, so it can serve as the capability.

@@ -60,12 +60,10 @@ impl RemoteEnvironment {
         let mut tools = Vec::new();
         for server in servers {
             let url = format!("{base_url}/{server}/tools");
-            let response = http
-                .get(&url)
-                .timeout(TIMEOUT)
-                .send()
-                .await
-                .map_err(|e| format!("tool server {url} is unreachable: {}", e.without_url()))?;
+            let response =
+                http.get(&url).timeout(TIMEOUT).send().await.map_err(|e| {
+                    format!("tool server {url} is unreachable: {}", e.without_url())
+                })?;
             if !response.status().is_success() {
                 return Err(format!("tool server {url} answered {}", response.status()));
             }
@@ -107,9 +105,18 @@ impl RemoteEnvironment {
     pub async fn step(&self, server: &str, tool_name: &str, parameters: &Value) -> Observation {
         let url = format!("{}/{server}/step", self.base_url);
         let body = json!({"action": {"tool_name": tool_name, "parameters": parameters}});
-        let response = match self.http.post(&url).timeout(TIMEOUT).json(&body).send().await {
+        let response = match self
+            .http
+            .post(&url)
+            .timeout(TIMEOUT)
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(response) => response,
-            Err(e) => return Observation::error(format!("tool server unreachable: {}", e.without_url())),
+            Err(e) => {
+                return Observation::error(format!("tool server unreachable: {}", e.without_url()))
+            }
         };
         let status = response.status();
         match response.json::<WireStep>().await {
@@ -122,7 +129,9 @@ impl RemoteEnvironment {
                 reward: step.reward,
                 done: step.done,
             },
-            Err(_) => Observation::error(format!("tool server answered {status} without a step result")),
+            Err(_) => Observation::error(format!(
+                "tool server answered {status} without a step result"
+            )),
         }
     }
 
@@ -143,7 +152,10 @@ impl RemoteEnvironment {
                 .json()
                 .await
                 .map_err(|e| format!("snapshot of {url} is unreadable: {e}"))?;
-            state.insert(server.to_string(), snapshot.get("data").cloned().unwrap_or(Value::Null));
+            state.insert(
+                server.to_string(),
+                snapshot.get("data").cloned().unwrap_or(Value::Null),
+            );
         }
         Ok(Value::Object(state.into_iter().collect::<Map<_, _>>()))
     }

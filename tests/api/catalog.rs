@@ -73,7 +73,10 @@ fn started(rollout_id: &str, run_id: &str, time: i64) -> Event {
         rollout_id: rollout_id.into(),
         run_id: run_id.into(),
         task_id: "hr__101_approve_leave_request".into(),
-        messages: vec![Message::system("You are an assistant."), Message::user("Approve the leave request.")],
+        messages: vec![
+            Message::system("You are an assistant."),
+            Message::user("Approve the leave request."),
+        ],
         started_at: at(time),
     })
 }
@@ -102,7 +105,11 @@ fn golden_events() -> Vec<(String, Event)> {
                         },
                     }],
                 ),
-                usage: Some(TokenUsage { prompt_tokens: 120, completion_tokens: 20, total_tokens: 140 }),
+                usage: Some(TokenUsage {
+                    prompt_tokens: 120,
+                    completion_tokens: 20,
+                    total_tokens: 140,
+                }),
                 logprobs: Some(json!({"content": [{"token": "{", "logprob": -0.01}]})),
                 latency_ms: 250.5,
                 called_at: at(2),
@@ -166,7 +173,10 @@ fn golden_events() -> Vec<(String, Event)> {
         (rol("rol_b2"), started("rol_b2", "run_b", 11)),
         (
             run("run_b"),
-            Event::RunCancelRequested(RunCancelRequested { run_id: "run_b".into(), requested_at: at(12) }),
+            Event::RunCancelRequested(RunCancelRequested {
+                run_id: "run_b".into(),
+                requested_at: at(12),
+            }),
         ),
         (
             rol("rol_b1"),
@@ -185,7 +195,13 @@ fn golden_events() -> Vec<(String, Event)> {
             }),
         ),
         (run("run_c"), launched("run_c", &["rol_c1"], 20)),
-        (run("run_c"), Event::RunDeleted(RunDeleted { run_id: "run_c".into(), deleted_at: at(21) })),
+        (
+            run("run_c"),
+            Event::RunDeleted(RunDeleted {
+                run_id: "run_c".into(),
+                deleted_at: at(21),
+            }),
+        ),
     ]
 }
 
@@ -242,7 +258,10 @@ fn read_golden(name: &str) -> Vec<Value> {
 #[actix_web::test]
 async fn golden_logs_decode_unchanged_and_replay_to_the_same_views() {
     if std::env::var("RL_GYM_BLESS").is_ok() {
-        let lines: Vec<Value> = golden_events().iter().map(|(s, e)| envelope(s, e)).collect();
+        let lines: Vec<Value> = golden_events()
+            .iter()
+            .map(|(s, e)| envelope(s, e))
+            .collect();
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(events_dir().join("golden/v1.jsonl"), text).unwrap();
         let summary = replay_summary(&lines).await;
@@ -265,8 +284,9 @@ async fn golden_logs_decode_unchanged_and_replay_to_the_same_views() {
             let event_type = line["event_type"].as_str().unwrap();
             let version = line["schema_version"].as_u64().unwrap() as u16;
             let data = serde_json::to_vec(&line["data"]).unwrap();
-            let event = Event::decode(event_type, version, &data)
-                .unwrap_or_else(|e| panic!("{name}: {event_type} v{version} no longer decodes: {e}"));
+            let event = Event::decode(event_type, version, &data).unwrap_or_else(|e| {
+                panic!("{name}: {event_type} v{version} no longer decodes: {e}")
+            });
             if version == CURRENT_SCHEMA_VERSION {
                 let again: Value = serde_json::from_slice(&event.to_data()).unwrap();
                 assert_eq!(
@@ -276,29 +296,61 @@ async fn golden_logs_decode_unchanged_and_replay_to_the_same_views() {
             }
         }
         let expected: Value = serde_json::from_str(
-            &std::fs::read_to_string(events_dir().join("golden").join(name.replace(".jsonl", ".views.json")))
-                .unwrap(),
+            &std::fs::read_to_string(
+                events_dir()
+                    .join("golden")
+                    .join(name.replace(".jsonl", ".views.json")),
+            )
+            .unwrap(),
         )
         .unwrap();
-        assert_eq!(replay_summary(&lines).await, expected, "{name} replays to other views");
+        assert_eq!(
+            replay_summary(&lines).await,
+            expected,
+            "{name} replays to other views"
+        );
     }
 }
 
 #[test]
 fn every_event_type_has_a_schema_matching_the_golden_payload() {
     let lines = read_golden("v1.jsonl");
-    let covered: BTreeSet<&str> = lines.iter().map(|l| l["event_type"].as_str().unwrap()).collect();
+    let covered: BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l["event_type"].as_str().unwrap())
+        .collect();
     for event_type in EVENT_TYPES {
-        assert!(covered.contains(event_type), "the golden log has no {event_type}");
-        let path = events_dir().join("schema").join(format!("{event_type}.v{CURRENT_SCHEMA_VERSION}.json"));
+        assert!(
+            covered.contains(event_type),
+            "the golden log has no {event_type}"
+        );
+        let path = events_dir()
+            .join("schema")
+            .join(format!("{event_type}.v{CURRENT_SCHEMA_VERSION}.json"));
         let schema: Value = serde_json::from_str(
-            &std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}", path.display())),
+            &std::fs::read_to_string(&path)
+                .unwrap_or_else(|_| panic!("missing {}", path.display())),
         )
         .unwrap();
-        let properties: BTreeSet<&str> = schema["properties"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let properties: BTreeSet<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         for line in lines.iter().filter(|l| l["event_type"] == *event_type) {
-            let keys: BTreeSet<&str> = line["data"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
-            assert_eq!(keys, properties, "{event_type}: payload fields differ from {}", path.display());
+            let keys: BTreeSet<&str> = line["data"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(
+                keys,
+                properties,
+                "{event_type}: payload fields differ from {}",
+                path.display()
+            );
         }
     }
 }

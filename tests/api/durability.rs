@@ -11,7 +11,14 @@ use crate::helpers::*;
 async fn snapshot(client: &reqwest::Client, address: &str, run_ids: &[String]) -> Value {
     let mut runs = Vec::new();
     for run_id in run_ids {
-        let run: Value = client.get(format!("{address}/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+        let run: Value = client
+            .get(format!("{address}/runs/{run_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let mut rollouts = Vec::new();
         for id in run["rollout_ids"].as_array().unwrap() {
             let id = id.as_str().unwrap();
@@ -27,7 +34,14 @@ async fn snapshot(client: &reqwest::Client, address: &str, run_ids: &[String]) -
         }
         runs.push(json!({ "run": run, "rollouts": rollouts }));
     }
-    let list: Value = client.get(format!("{address}/runs?source=all&expand=rollouts")).send().await.unwrap().json().await.unwrap();
+    let list: Value = client
+        .get(format!("{address}/runs?source=all&expand=rollouts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     json!({ "runs": runs, "list": list })
 }
 
@@ -45,7 +59,8 @@ async fn a_restart_on_the_same_data_directory_keeps_every_view() {
     let cancelled = app.launch(&builtin_run("noop", &[&task], 1)).await;
     let cancelled_id = cancelled["run_id"].as_str().unwrap().to_string();
     app.wait_until_finished(&cancelled_id).await;
-    app.post(&format!("/runs/{cancelled_id}/cancel"), &json!({})).await;
+    app.post(&format!("/runs/{cancelled_id}/cancel"), &json!({}))
+        .await;
     run_ids.push(cancelled_id);
     let deleted = app.launch(&builtin_run("noop", &[&task], 1)).await;
     let deleted_id = deleted["run_id"].as_str().unwrap().to_string();
@@ -59,7 +74,10 @@ async fn a_restart_on_the_same_data_directory_keeps_every_view() {
     let app = spawn_app_with(settings_for(&data_dir)).await;
     let after = snapshot(&app.client, &app.address, &run_ids).await;
     assert_eq!(before, after);
-    assert_eq!(app.get(&format!("/runs/{deleted_id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&format!("/runs/{deleted_id}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
     app.stop().await;
     drop(temp);
 }
@@ -73,20 +91,42 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
     let address = server.address.clone();
 
     let (run_ids, acknowledged) = runtime.block_on(async {
-        let tasks: Value = client.get(format!("{address}/scenarios/hr/tasks")).send().await.unwrap().json().await.unwrap();
+        let tasks: Value = client
+            .get(format!("{address}/scenarios/hr/tasks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let task = tasks["tasks"][0]["task_id"].as_str().unwrap().to_string();
         let mut run_ids = Vec::new();
         for _ in 0..4 {
             let mut body = builtin_run("oracle", &[&task], 100);
             body["max_parallel"] = json!(4);
-            let launched: Value = client.post(format!("{address}/runs")).json(&body).send().await.unwrap().json().await.unwrap();
+            let launched: Value = client
+                .post(format!("{address}/runs"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             run_ids.push(launched["run_id"].as_str().unwrap().to_string());
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
         // Everything acknowledged so far: the state of each rollout as last read.
         let mut acknowledged = Vec::new();
         for run_id in &run_ids {
-            let run: Value = client.get(format!("{address}/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+            let run: Value = client
+                .get(format!("{address}/runs/{run_id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             acknowledged.push(run);
         }
         (run_ids, acknowledged)
@@ -97,11 +137,23 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
     let address = restarted.address.clone();
     runtime.block_on(async {
         for (run_id, before) in run_ids.iter().zip(&acknowledged) {
-            let after: Value = client.get(format!("{address}/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+            let after: Value = client
+                .get(format!("{address}/runs/{run_id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             assert_eq!(after["total"], before["total"]);
             // Every rollout that had finished before the kill is still finished with
             // the same state; nothing acknowledged went back.
-            for (b, a) in before["rollouts"].as_array().unwrap().iter().zip(after["rollouts"].as_array().unwrap()) {
+            for (b, a) in before["rollouts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(after["rollouts"].as_array().unwrap())
+            {
                 assert_eq!(a["rollout_id"], b["rollout_id"]);
                 if b["status"] == "completed" {
                     assert_eq!(a, b);
@@ -114,7 +166,10 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
             assert_eq!(done["completed"], 100, "{done}");
             for rollout in done["rollouts"].as_array().unwrap() {
                 let detail: Value = client
-                    .get(format!("{address}/runs/{run_id}/rollouts/{}", rollout["rollout_id"].as_str().unwrap()))
+                    .get(format!(
+                        "{address}/runs/{run_id}/rollouts/{}",
+                        rollout["rollout_id"].as_str().unwrap()
+                    ))
                     .send()
                     .await
                     .unwrap()
@@ -129,7 +184,11 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
                     .filter(|m| m["role"] == "assistant")
                     .map(|_| 1)
                     .collect();
-                assert_eq!(steps.len() as u64, detail["steps"].as_u64().unwrap(), "{detail}");
+                assert_eq!(
+                    steps.len() as u64,
+                    detail["steps"].as_u64().unwrap(),
+                    "{detail}"
+                );
                 assert_eq!(detail["score"], 1.0, "{detail}");
             }
         }
@@ -142,7 +201,8 @@ async fn replay_verifies_the_log_and_prints_the_same_summary_twice() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let launched = app.launch(&builtin_run("oracle", &[&task], 3)).await;
-    app.wait_until_finished(launched["run_id"].as_str().unwrap()).await;
+    app.wait_until_finished(launched["run_id"].as_str().unwrap())
+        .await;
     let data_dir = app.data_dir.clone();
     let temp = app.stop_keep_data().await;
 
@@ -157,14 +217,22 @@ async fn replay_verifies_the_log_and_prints_the_same_summary_twice() {
     assert_eq!(checksum.len(), "checksum: ".len() + 64);
 
     // A flipped byte inside the log is found and named.
-    let segment = std::fs::read_dir(data_dir.join("log")).unwrap().next().unwrap().unwrap().path();
+    let segment = std::fs::read_dir(data_dir.join("log"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&segment).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xFF;
     std::fs::write(&segment, bytes).unwrap();
     let (code, _, stderr) = run_cli(&["replay", "--data-dir", dir]);
     assert_ne!(code, 0);
-    assert!(stderr.contains("damaged") || stderr.contains("corrupt"), "{stderr}");
+    assert!(
+        stderr.contains("damaged") || stderr.contains("corrupt"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = run_cli(&["replay", "--data-dir", "/nonexistent/rl-gym"]);
     assert_ne!(code, 0);
@@ -180,7 +248,14 @@ fn sigterm_shuts_down_gracefully_and_the_log_reopens_clean() {
     let address = server.address.clone();
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let health: Value = client.get(format!("{address}/healthz")).send().await.unwrap().json().await.unwrap();
+        let health: Value = client
+            .get(format!("{address}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(health["status"], "ok");
     });
     let status = server.terminate();

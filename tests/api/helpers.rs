@@ -45,7 +45,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let data_dir = settings.data_dir.clone();
-    let app = Application::build(settings).await.expect("the service starts");
+    let app = Application::build(settings)
+        .await
+        .expect("the service starts");
     let address = format!("http://{}", app.address());
     let handle = app.handle();
     let task = actix_rt::spawn(app.run_until_stopped());
@@ -75,7 +77,12 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn delete(&self, path: &str) -> Response {
@@ -133,7 +140,10 @@ pub async fn wait_until_finished(client: &reqwest::Client, address: &str, run_id
         if done == total {
             return status;
         }
-        assert!(Instant::now() < deadline, "run {run_id} did not finish: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} did not finish: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -215,6 +225,9 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Requests a fake server received: the Authorization header and the JSON body.
+pub type Recorded = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 /// A local OpenAI-compatible model server that records every request it gets.
 #[derive(Clone, Copy)]
 pub enum Behaviour {
@@ -228,11 +241,11 @@ pub enum Behaviour {
 
 pub struct FakeModel {
     pub address: String,
-    pub requests: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    pub requests: Recorded,
 }
 
 pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
-    let requests: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    let requests: Recorded = Arc::default();
     let seen = requests.clone();
     let server = HttpServer::new(move || {
         let seen = seen.clone();
@@ -287,4 +300,3 @@ pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
     actix_rt::spawn(server.run());
     FakeModel { address, requests }
 }
-

@@ -10,10 +10,14 @@ async fn metrics_are_exported_in_prometheus_text_format() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let launched = app.launch(&builtin_run("oracle", &[&task], 2)).await;
-    app.wait_until_finished(launched["run_id"].as_str().unwrap()).await;
+    app.wait_until_finished(launched["run_id"].as_str().unwrap())
+        .await;
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = response.text().await.unwrap();
     for needle in [
         "rl_gym_runs_launched_total 1",

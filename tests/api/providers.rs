@@ -28,12 +28,20 @@ async fn a_custom_provider_run_records_tool_calls_usage_and_logprobs() {
     assert_eq!(status["model_config"]["api_key"], "***");
 
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app.get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}")).await;
+    let rollout = app
+        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+        .await;
     assert_eq!(rollout["steps"], 2);
     let call = &rollout["tool_calls"][0];
     assert_eq!(call["arguments"], "{\"bogus\": 1}");
-    assert_eq!(call["is_error"], true, "bad arguments are answered in band: {call}");
-    assert!(call["observation"].as_str().unwrap().starts_with("Error"), "{call}");
+    assert_eq!(
+        call["is_error"], true,
+        "bad arguments are answered in band: {call}"
+    );
+    assert!(
+        call["observation"].as_str().unwrap().starts_with("Error"),
+        "{call}"
+    );
     assert_eq!(rollout["logprobs"].as_array().unwrap().len(), 2);
     assert_eq!(rollout["logprobs"][0]["content"][0]["logprob"], -0.25);
 
@@ -71,7 +79,9 @@ async fn a_provider_that_keeps_failing_fails_the_rollout_with_its_message() {
     assert_eq!(status["failed"], 1, "{status}");
     assert_eq!(status["status"], "failed");
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app.get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}")).await;
+    let rollout = app
+        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+        .await;
     assert_eq!(
         rollout["error"],
         "model call failed at step 1: provider answered 500: the model is overloaded"

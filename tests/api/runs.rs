@@ -41,7 +41,10 @@ async fn a_noop_run_completes_with_no_credit_and_a_trajectory() {
     assert_eq!(rollout["label"], "No Credit");
     assert_eq!(rollout["completion_reason"], "final_answer");
     let trajectory = rollout["trajectory"].as_array().unwrap();
-    let roles: Vec<&str> = trajectory.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    let roles: Vec<&str> = trajectory
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
     assert_eq!(roles, ["system", "user", "assistant"]);
     assert!(rollout["timings"]["finished_at"].is_string());
     let states: Vec<&str> = rollout["status_events"]
@@ -58,7 +61,9 @@ async fn a_noop_run_completes_with_no_credit_and_a_trajectory() {
 async fn every_path_is_also_served_under_v1() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
-    let response = app.post("/v1/runs", &builtin_run("noop", &[&task], 1)).await;
+    let response = app
+        .post("/v1/runs", &builtin_run("noop", &[&task], 1))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     let run_id = body["run_id"].as_str().unwrap();
@@ -172,11 +177,20 @@ async fn launch_validation_covers_keys_overrides_and_missing_fields() {
     ];
     for (body, loc, kind) in cases {
         let response = app.post("/runs", &body).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
         let answer: Value = response.json().await.unwrap();
         let detail = answer["detail"].as_array().unwrap();
         assert_eq!(detail.len(), 1, "{answer}");
-        let got: Vec<&str> = detail[0]["loc"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let got: Vec<&str> = detail[0]["loc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
         assert_eq!(got.join("."), loc);
         assert_eq!(detail[0]["type"], kind);
     }
@@ -204,9 +218,14 @@ async fn unknown_scenario_or_task_is_404_and_a_used_run_name_is_409() {
     let response = app.post("/runs", &body).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer, json!({"detail": "Scenario 'nope' not found", "code": "scenario_not_found"}));
+    assert_eq!(
+        answer,
+        json!({"detail": "Scenario 'nope' not found", "code": "scenario_not_found"})
+    );
 
-    let response = app.post("/runs", &builtin_run("noop", &["hr__missing"], 1)).await;
+    let response = app
+        .post("/runs", &builtin_run("noop", &["hr__missing"], 1))
+        .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["code"], "task_not_found");
@@ -222,9 +241,15 @@ async fn unknown_scenario_or_task_is_404_and_a_used_run_name_is_409() {
         answer,
         json!({"detail": "Run name 'my-eval-1' is already in use", "code": "run_name_taken"})
     );
-    assert_eq!(app.get("/runs/run_unknown").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/runs/run_unknown").await.status(),
+        StatusCode::NOT_FOUND
+    );
     let answer: Value = app.get("/runs/run_unknown").await.json().await.unwrap();
-    assert_eq!(answer, json!({"detail": "Run not found", "code": "run_not_found"}));
+    assert_eq!(
+        answer,
+        json!({"detail": "Run not found", "code": "run_not_found"})
+    );
     app.stop().await;
 }
 
@@ -236,7 +261,12 @@ async fn the_run_list_filters_pages_and_expands_newest_first() {
     for i in 0..3 {
         let mut body = builtin_run("noop", &[&task], 1);
         body["run_name"] = json!(format!("run-{i}"));
-        ids.push(app.launch(&body).await["run_id"].as_str().unwrap().to_string());
+        ids.push(
+            app.launch(&body).await["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let mut other = builtin_run("noop", &[&task], 1);
     other["source"] = json!("task-editor");
@@ -244,9 +274,17 @@ async fn the_run_list_filters_pages_and_expands_newest_first() {
 
     let list = app.get_json("/runs").await;
     assert_eq!(list["total"], 3, "the default source is rl-gym");
-    let listed: Vec<&str> = list["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, ["run-2", "run-1", "run-0"]);
-    assert!(list["runs"][0]["rollout_ids"].as_array().unwrap().is_empty());
+    assert!(list["runs"][0]["rollout_ids"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     let all = app.get_json("/runs?source=all").await;
     assert_eq!(all["total"], 4);
@@ -260,8 +298,19 @@ async fn the_run_list_filters_pages_and_expands_newest_first() {
     assert_eq!(page["runs"][0]["rollout_ids"].as_array().unwrap().len(), 1);
 
     assert_eq!(app.get_json("/runs?scenario_id=other").await["total"], 0);
-    for bad in ["/runs?limit=0", "/runs?limit=201", "/runs?offset=-1", "/runs?limit=x", "/runs?source=web", "/runs?expand=tasks"] {
-        assert_eq!(app.get(bad).await.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    for bad in [
+        "/runs?limit=0",
+        "/runs?limit=201",
+        "/runs?offset=-1",
+        "/runs?limit=x",
+        "/runs?source=web",
+        "/runs?expand=tasks",
+    ] {
+        assert_eq!(
+            app.get(bad).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
+        );
     }
     app.stop().await;
 }
@@ -281,7 +330,9 @@ async fn cancelling_stops_pending_rollouts_at_once_and_running_ones_after_their_
         }))
         .await;
     let run_id = launched["run_id"].as_str().unwrap();
-    let response = app.post(&format!("/runs/{run_id}/cancel"), &json!({})).await;
+    let response = app
+        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer, json!({"run_id": run_id, "cancelled_rollouts": 20}));
@@ -289,18 +340,32 @@ async fn cancelling_stops_pending_rollouts_at_once_and_running_ones_after_their_
     // Pending rollouts are cancelled before the answer.
     let now = app.get_json(&format!("/runs/{run_id}")).await;
     assert_eq!(now["pending"], 0, "{now}");
-    assert_eq!(now["cancelled"].as_u64().unwrap() + now["in_progress"].as_u64().unwrap(), 20);
+    assert_eq!(
+        now["cancelled"].as_u64().unwrap() + now["in_progress"].as_u64().unwrap(),
+        20
+    );
 
     let status = app.wait_until_finished(run_id).await;
     assert_eq!(status["status"], "cancelled");
     assert_eq!(status["cancelled"], 20, "{status}");
     assert_eq!(status["completed"], 0);
-    assert!(model.requests.lock().len() <= 2, "no pending rollout called the model");
+    assert!(
+        model.requests.lock().len() <= 2,
+        "no pending rollout called the model"
+    );
 
     // Cancelling again is harmless; an unknown run is 404.
-    let again: Value = app.post(&format!("/runs/{run_id}/cancel"), &json!({})).await.json().await.unwrap();
+    let again: Value = app
+        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["cancelled_rollouts"], 0);
-    assert_eq!(app.post("/runs/run_nope/cancel", &json!({})).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.post("/runs/run_nope/cancel", &json!({})).await.status(),
+        StatusCode::NOT_FOUND
+    );
     app.stop().await;
 }
 
@@ -316,13 +381,21 @@ async fn deleting_a_run_removes_it_and_its_rollouts() {
     assert_eq!(response.status(), StatusCode::OK);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer, json!({"run_id": run_id, "deleted_rollouts": 3}));
-    assert_eq!(app.get(&format!("/runs/{run_id}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        app.get(&format!("/runs/{run_id}/rollouts/{rollout_id}")).await.status(),
+        app.get(&format!("/runs/{run_id}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+            .await
+            .status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(app.get_json("/runs").await["total"], 0);
-    assert_eq!(app.delete(&format!("/runs/{run_id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete(&format!("/runs/{run_id}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
     app.stop().await;
 }
 
