@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rl_gym::store::file::FileStore;
+use rl_gym::store::file::{FileStore, FileStoreOptions};
 use rl_gym::store::{EventData, EventStore, ExpectedState};
 use uuid::Uuid;
 
@@ -32,10 +32,27 @@ fn event() -> EventData {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::env::var("BENCH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2))
+        .worker_threads(
+            std::env::var("BENCH_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// Default options, but `BENCH_GATHER_US` overrides the writer's gather time.
+fn options() -> FileStoreOptions {
+    let mut options = FileStoreOptions::default();
+    if let Some(us) = std::env::var("BENCH_GATHER_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.gather_time = Duration::from_micros(us);
+    }
+    options
 }
 
 fn appends(c: &mut Criterion) {
@@ -47,7 +64,7 @@ fn appends(c: &mut Criterion) {
     group.throughput(Throughput::Elements(APPENDS_PER_ITER));
     for writers in [1u64, 8, 64] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, _) = FileStore::open(dir.path()).expect("open");
+        let (store, _) = FileStore::open_with(dir.path(), options()).expect("open");
         let store = Arc::new(store);
         let counter = Arc::new(AtomicU64::new(0));
         group.bench_with_input(BenchmarkId::new("writers", writers), &writers, |b, &w| {
