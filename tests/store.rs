@@ -306,14 +306,20 @@ mod suite {
 
     pub async fn slow_subscriber_that_lags_reads_the_log(s: Arc<dyn EventStore>) {
         let mut sub = subscribe_all(s.clone(), 0);
+        s.append("first", ExpectedState::Any, events(1))
+            .await
+            .expect("append");
+        assert_eq!(sub.next().await.expect("first").position, 0);
+        // Caught up: the subscription now waits on the live broadcast.
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), sub.next()).await;
+        assert!(idle.is_err());
         // More live events than any broadcast buffer holds, before reading one.
         for chunk in 0..10u64 {
-            let batch = events(1000);
-            s.append(&format!("big{chunk}"), ExpectedState::Any, batch)
+            s.append(&format!("big{chunk}"), ExpectedState::Any, events(1000))
                 .await
                 .expect("append");
         }
-        for want in 0..10_000 {
+        for want in 1..=10_000 {
             let e = sub.next().await.expect("next");
             assert_eq!(e.position, want);
         }
@@ -569,6 +575,32 @@ mod file_only {
             }
             Err(e) => panic!("expected Corrupt, got {e:?}"),
             Ok(_) => panic!("expected Corrupt, opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn record_out_of_position_order_is_corrupt_even_at_the_tail() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        store
+            .append("a", ExpectedState::Any, events(1))
+            .await
+            .expect("first");
+        let first_end = std::fs::metadata(segment(dir.path(), 0))
+            .expect("meta")
+            .len();
+        fill(&store, 3).await;
+        drop(store);
+        // A valid record (checksum and all) replayed at the end: position 0 again.
+        let seg = segment(dir.path(), 0);
+        let bytes = std::fs::read(&seg).expect("read");
+        append_bytes(&seg, &bytes[24..first_end as usize]);
+        match FileStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(msg.contains("00000000.seg"), "{msg}");
+                assert!(msg.contains("position 0"), "{msg}");
+            }
+            other => panic!("expected Corrupt, got {:?}", other.map(|(_, r)| r)),
         }
     }
 

@@ -40,6 +40,10 @@ pub struct FileStoreOptions {
     pub segment_size: u64,
     /// The writer stops gathering a batch past this many bytes.
     pub batch_max_bytes: usize,
+    /// How long the writer keeps gathering a batch while appends keep arriving. It
+    /// stops as soon as a look at the queue finds nothing new, so a lone append does
+    /// not wait; zero takes only what is already queued.
+    pub gather_time: std::time::Duration,
     /// Appends waiting for the writer before `append` itself waits (backpressure).
     pub queue_capacity: usize,
     /// Live events a slow subscriber may fall behind before it lags.
@@ -53,6 +57,7 @@ impl Default for FileStoreOptions {
         Self {
             segment_size: 64 << 20,
             batch_max_bytes: 8 << 20,
+            gather_time: std::time::Duration::from_micros(200),
             queue_capacity: 4096,
             live_capacity: 4096,
             faults: Faults::default(),

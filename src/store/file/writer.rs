@@ -77,14 +77,28 @@ impl Writer {
         while let Some(first) = self.queue.blocking_recv() {
             let mut batch = vec![first];
             let mut bytes = estimate(&batch[0]);
-            while bytes < self.options.batch_max_bytes {
-                match self.queue.try_recv() {
-                    Ok(next) => {
-                        bytes += estimate(&next);
-                        batch.push(next);
+            let deadline = std::time::Instant::now() + self.options.gather_time;
+            // Take what is waiting; while appends keep arriving (callers answered by the
+            // last batch coming back), give them the CPU and take them too, up to a
+            // short deadline. One fsync then serves them all.
+            loop {
+                let before = batch.len();
+                while bytes < self.options.batch_max_bytes {
+                    match self.queue.try_recv() {
+                        Ok(next) => {
+                            bytes += estimate(&next);
+                            batch.push(next);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
+                if batch.len() == before
+                    || bytes >= self.options.batch_max_bytes
+                    || std::time::Instant::now() >= deadline
+                {
+                    break;
+                }
+                std::thread::yield_now();
             }
             self.serve(batch);
         }
