@@ -13,6 +13,7 @@ use crate::domain::events::{RunLaunched, ScheduledRollout};
 use crate::domain::ids::{new_rollout_id, new_run_id, rollout_seed};
 use crate::domain::run::RunRefusal;
 use crate::error::{ApiError, ErrorCode};
+use crate::tools::replay;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -274,14 +275,35 @@ async fn get_rollout(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (run_id, rollout_id) = path.into_inner();
-    state.projections.read(|views| {
-        if views.run(&run_id).is_none() {
-            return Err(ApiError::new(ErrorCode::RunNotFound, "Run not found"));
-        }
+    let (mut detail, remote) = state.projections.read(|views| {
+        let run = views
+            .run(&run_id)
+            .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
         let rollout = views
             .rollout(&rollout_id)
             .filter(|r| r.run_id == run_id)
             .ok_or_else(|| ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found"))?;
-        Ok(HttpResponse::Ok().json(RolloutDetail::of(rollout)))
-    })
+        Ok::<_, ApiError>((
+            RolloutDetail::of(rollout),
+            run.model.tool_server_url.is_some(),
+        ))
+    })?;
+    // The final state is not stored: the recorded tool calls replayed over the seed
+    // rebuild it exactly. A remote environment's state lives with its owner.
+    if !remote && detail.started() {
+        detail.environment_state = environment_state(&state, &detail);
+    }
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+fn environment_state(state: &AppState, detail: &RolloutDetail) -> Option<Value> {
+    let scenario = state.catalog.get(&detail.scenario_id)?;
+    let task = scenario.task(&detail.task_id)?;
+    let calls = detail
+        .tool_calls
+        .iter()
+        .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
+    replay::rebuild(scenario, task, detail.seed, calls)
+        .ok()
+        .map(|env| env.state())
 }

@@ -153,6 +153,9 @@ pub struct RolloutDetail {
     pub usage: TokenUsage,
     pub timings: Timings,
     pub status_events: Vec<StatusChange>,
+    /// The final state of every tool server of the rollout (`null` for a remote
+    /// environment or a rollout that has not started).
+    pub environment_state: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -165,6 +168,10 @@ pub struct Timings {
 }
 
 impl RolloutDetail {
+    pub fn started(&self) -> bool {
+        self.timings.started_at.is_some()
+    }
+
     pub fn of(r: &RolloutView) -> Self {
         RolloutDetail {
             rollout_id: r.rollout_id.clone(),
@@ -195,6 +202,7 @@ impl RolloutDetail {
                 model_latency_ms: r.model_latency_ms,
             },
             status_events: r.status_events.clone(),
+            environment_state: None,
         }
     }
 }
