@@ -2,8 +2,10 @@
 
 mod catalog;
 mod durability;
+mod environments;
 mod helpers;
 mod operations;
 mod providers;
 mod runs;
 mod scenarios;
+mod scoring;
