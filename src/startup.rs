@@ -30,6 +30,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("rebuilding the views: {0}")]
     Projection(#[from] ProjectionError),
+    #[error("API keys at rest: {0}")]
+    Secrets(#[from] crate::config::secrets::SecretError),
     #[error("resuming runs: {0}")]
     Recovery(#[from] GymError),
     #[error("cannot listen on {addr}: {source}")]
@@ -79,7 +81,7 @@ impl Application {
             store: store.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
-            secrets: SecretStore::default(),
+            secrets: SecretStore::open(&settings.data_dir)?,
             global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
             agents: Arc::new(DefaultAgents { http: http.clone() }),
             http,

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use tokio::sync::Semaphore;
 
-use crate::config::secrets::{ApiKey, SecretStore};
+use crate::config::secrets::{RunKeys, SecretError, SecretStore};
 use crate::domain::events::{Event, RunLaunched};
 use crate::domain::ids::run_stream;
 use crate::domain::run::{decide, RunCommand, RunRefusal, RunState};
@@ -50,6 +50,8 @@ pub enum GymError {
     Store(#[from] StoreError),
     #[error("the run supervisor is not available")]
     Unavailable,
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
 }
 
 #[derive(Clone)]
@@ -103,15 +105,30 @@ impl Gym {
         Ok(state)
     }
 
-    /// Records the launch, then starts its rollouts.
-    pub async fn launch(&self, run: RunLaunched, api_key: Option<ApiKey>) -> Result<(), GymError> {
+    /// Seals the run's keys, records the launch, then starts its rollouts.
+    pub async fn launch(&self, run: RunLaunched, keys: RunKeys) -> Result<(), GymError> {
         let run_id = run.run_id.clone();
         let rollouts = run.rollouts.clone();
         let run = Arc::new(run);
-        self.execute(&run_id, RunCommand::Launch(Box::new((*run).clone())))
-            .await?;
-        if let Some(key) = api_key {
-            self.deps.secrets.put(&run_id, key);
+        if self.load_run(&run_id).await?.launched.is_some() {
+            return Err(RunRefusal::AlreadyExists(run_id).into());
+        }
+        if !keys.is_empty() {
+            // Durable before the launch is: a resumed run always finds its keys. The
+            // file is created exclusively, so a racing launch of the same name loses.
+            self.deps.secrets.put(&run_id, keys).map_err(|e| match e {
+                SecretError::Exists(id) => GymError::Refused(RunRefusal::AlreadyExists(id)),
+                other => other.into(),
+            })?;
+        }
+        if let Err(error) = self
+            .execute(&run_id, RunCommand::Launch(Box::new((*run).clone())))
+            .await
+        {
+            if !matches!(error, GymError::Refused(_)) {
+                let _ = self.deps.secrets.forget(&run_id);
+            }
+            return Err(error);
         }
         self.deps.metrics.runs_launched.inc();
         self.registry
@@ -145,7 +162,7 @@ impl Gym {
         let state = self
             .execute(run_id, RunCommand::Delete { now: Utc::now() })
             .await?;
-        self.deps.secrets.forget(run_id);
+        self.deps.secrets.forget(run_id)?;
         let _ = self
             .registry
             .send(CancelRun {

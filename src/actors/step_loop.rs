@@ -208,10 +208,12 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             parameters: t.input_schema,
         })
         .collect();
-    let model = deps
-        .agents
-        .agent(&run, task, deps.secrets.get(&run.run_id))
-        .map_err(Failure)?;
+    let keys = deps
+        .secrets
+        .get(&run.run_id)
+        .map_err(|e| Failure(e.to_string()))?
+        .unwrap_or_default();
+    let model = deps.agents.agent(&run, task, keys.model).map_err(Failure)?;
     let max_steps = run.model.max_steps;
     let provider = run.model.provider.clone();
 
@@ -446,10 +448,7 @@ impl AgentFactory for DefaultAgents {
             };
         }
         if settings.has_api_key && key.is_none() {
-            return Err(
-                "the run's API key is not available (keys are held in memory and were lost in a restart)"
-                    .to_string(),
-            );
+            return Err("the run's API key is no longer available".to_string());
         }
         llm::client_for(&self.http, settings, key).map_err(|e| e.to_string())
     }

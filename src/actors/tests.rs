@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::step_loop::{AgentFactory, DefaultAgents};
 use super::*;
-use crate::config::secrets::ApiKey;
+use crate::config::secrets::{ApiKey, RunKeys};
 use crate::domain::events::{Event, ModelSettings, RunLaunched, ScheduledRollout};
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::RolloutStatus;
@@ -102,7 +102,7 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
         store,
         catalog: catalog(),
         metrics: Metrics::new(),
-        secrets: SecretStore::default(),
+        secrets: SecretStore::in_memory(),
         global: Arc::new(Semaphore::new(16)),
         agents,
         http: reqwest::Client::new(),
@@ -186,7 +186,9 @@ async fn wait_for_status(
 async fn a_panicking_step_loop_ends_in_rollout_failed_with_the_message() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let gym = gym(store.clone(), Arc::new(Planned(Plan::Panic)));
-    gym.launch(run("r1", "noop", 1), None).await.unwrap();
+    gym.launch(run("r1", "noop", 1), RunKeys::default())
+        .await
+        .unwrap();
     let events = wait_for_status(store.as_ref(), "rol_r1_0", RolloutStatus::Failed).await;
     match events.last() {
         Some(Event::RolloutFailed(e)) => {
@@ -200,7 +202,9 @@ async fn a_panicking_step_loop_ends_in_rollout_failed_with_the_message() {
 async fn a_failing_model_ends_in_rollout_failed_with_the_providers_message() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let gym = gym(store.clone(), Arc::new(Planned(Plan::Fail)));
-    gym.launch(run("r2", "noop", 2), None).await.unwrap();
+    gym.launch(run("r2", "noop", 2), RunKeys::default())
+        .await
+        .unwrap();
     for i in 0..2 {
         let events = wait_for_status(
             store.as_ref(),
@@ -224,7 +228,9 @@ async fn a_failing_model_ends_in_rollout_failed_with_the_providers_message() {
 async fn cancelling_stops_a_rollout_waiting_on_its_model() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let gym = gym(store.clone(), Arc::new(Planned(Plan::Stall)));
-    gym.launch(run("r3", "noop", 1), None).await.unwrap();
+    gym.launch(run("r3", "noop", 1), RunKeys::default())
+        .await
+        .unwrap();
     wait_for_status(store.as_ref(), "rol_r3_0", RolloutStatus::Running).await;
     assert_eq!(gym.cancel("r3").await.unwrap(), 1);
     let events = wait_for_status(store.as_ref(), "rol_r3_0", RolloutStatus::Cancelled).await;
@@ -243,7 +249,10 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
         }),
     );
     let launched = run("r4", "oracle", 1);
-    first.launch(launched.clone(), None).await.unwrap();
+    first
+        .launch(launched.clone(), RunKeys::default())
+        .await
+        .unwrap();
     let complete = wait_for_status(full.as_ref(), "rol_r4_0", RolloutStatus::Completed).await;
     let model_calls = complete
         .iter()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::validate::Checker;
-use crate::config::secrets::ApiKey;
+use crate::config::secrets::{ApiKey, RunKeys};
 use crate::domain::events::ModelSettings;
 use crate::domain::ids::valid_run_name;
 use crate::error::ApiError;
@@ -24,7 +24,7 @@ pub struct LaunchRequest {
     pub run_name: Option<String>,
     pub source: String,
     pub model: ModelSettings,
-    pub api_key: Option<ApiKey>,
+    pub keys: RunKeys,
     pub user_model: Option<ModelSettings>,
     pub task_overrides: BTreeMap<String, Value>,
 }
@@ -210,7 +210,10 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         run_name,
         source,
         model,
-        api_key,
+        keys: RunKeys {
+            model: api_key,
+            user_model: user_model.as_ref().and_then(|(_, k)| k.clone()),
+        },
         user_model: user_model.map(|(m, _)| m),
         task_overrides,
     })

@@ -53,6 +53,13 @@ impl From<GymError> for ApiError {
                 ErrorCode::StoreUnavailable,
                 "The run supervisor is unavailable",
             ),
+            GymError::Secrets(error) => {
+                tracing::error!(%error, "the secret store refused a command");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "The secret store is unavailable",
+                )
+            }
         }
     }
 }
@@ -109,7 +116,7 @@ async fn launch_run(
         rollouts,
         launched_at: Utc::now(),
     };
-    state.gym.launch(launched, request.api_key).await?;
+    state.gym.launch(launched, request.keys).await?;
     state.sync().await;
     state.projections.read(|views| {
         let run = views

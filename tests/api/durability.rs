@@ -264,3 +264,124 @@ fn sigterm_shuts_down_gracefully_and_the_log_reopens_clean() {
     assert_eq!(code, 0, "{stderr}");
     assert!(out.contains("truncated_bytes: 0"), "{out}");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[actix_web::test]
+async fn a_sigkill_mid_step_resumes_every_rollout_with_no_repeat_and_the_key_never_leaks() {
+    const KEY: &str = "sk-canary-7f3a9d41c2";
+    const ROLLOUTS: usize = 30;
+    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 400 }).await;
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let log = temp.path().join("server.log");
+    let client = reqwest::Client::new();
+
+    let mut server = ServerProcess::start_logged(&data_dir, &log);
+    let tasks: Value = client
+        .get(format!("{}/scenarios/hr/tasks", server.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = tasks["tasks"][0]["task_id"].as_str().unwrap().to_string();
+    let launched: Value = client
+        .post(format!("{}/runs", server.address))
+        .json(&json!({
+            "scenario_id": "hr",
+            "task_ids": [task],
+            "rollout_count": ROLLOUTS,
+            "model_config": {"model": "slow", "provider": "custom", "base_url": model.address, "api_key": KEY}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = launched["run_id"].as_str().unwrap().to_string();
+    // Kill once half the rollouts are in their second model call: every rollout is
+    // then mid-step, with some results recorded and some calls in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while model.requests.lock().len() < ROLLOUTS + ROLLOUTS / 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the model was never called enough"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    let before_restart = model.requests.lock().len();
+
+    let server = ServerProcess::start_logged(&data_dir, &log);
+    let done = wait_until_finished(&client, &server.address, &run_id).await;
+    assert_eq!(done["completed"], ROLLOUTS as u64, "{done}");
+    assert_eq!(done["model_config"]["api_key"], "***");
+
+    for rollout in done["rollouts"].as_array().unwrap() {
+        let detail: Value = client
+            .get(format!(
+                "{}/runs/{run_id}/rollouts/{}",
+                server.address,
+                rollout["rollout_id"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let assistant_turns = detail["trajectory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .count();
+        assert_eq!(assistant_turns, 2, "no duplicated step: {detail}");
+        assert_eq!(detail["steps"], 2);
+        assert_eq!(
+            detail["tool_calls"].as_array().unwrap().len(),
+            1,
+            "no duplicated tool call: {detail}"
+        );
+    }
+    let requests = model.requests.lock().clone();
+    let needed = 2 * ROLLOUTS;
+    assert!(requests.len() >= needed);
+    assert!(
+        requests.len() <= needed + ROLLOUTS,
+        "at most one repeated model request per in-flight rollout: {} requests",
+        requests.len()
+    );
+    // The key came back from its sealed file after the restart.
+    assert!(requests[before_restart..]
+        .iter()
+        .all(|(auth, _)| auth.as_deref() == Some(&format!("Bearer {KEY}")[..])));
+    drop(server);
+
+    for file in files_under(&data_dir) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "the key is in plain text in {}",
+            file.display()
+        );
+    }
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.len() > 100, "debug logs were captured");
+    assert!(!logs.contains(KEY), "the key is in the logs");
+}

@@ -8,7 +8,10 @@ use crate::helpers::*;
 
 async fn create(app: &TestApp, task: &str) -> Value {
     let response = app
-        .post("/environments", &json!({"scenario_id": "hr", "task_id": task}))
+        .post(
+            "/environments",
+            &json!({"scenario_id": "hr", "task_id": task}),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     response.json().await.unwrap()
@@ -33,7 +36,13 @@ async fn email_task(app: &TestApp) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["tool_servers"].as_array().unwrap().iter().any(|s| s["name"] == "email"))
+        .find(|t| {
+            t["tool_servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == "email")
+        })
         .unwrap()["task_id"]
         .as_str()
         .unwrap()
@@ -51,16 +60,33 @@ async fn an_environment_speaks_the_tool_server_protocol() {
     assert_eq!(email, format!("{}/environments/{id}/email", app.address));
 
     let client = &app.client;
-    let health: Value = client.get(format!("{email}/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = client
+        .get(format!("{email}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health, json!({"status": "healthy"}));
 
     for server in env["tool_servers"].as_array().unwrap() {
         let url = server["tool_server_url"].as_str().unwrap();
-        let tools: Value = client.get(format!("{url}/tools")).send().await.unwrap().json().await.unwrap();
+        let tools: Value = client
+            .get(format!("{url}/tools"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let tools = tools["tools"].as_array().unwrap();
         assert!(tools.len() >= 6, "{url}: {} tools", tools.len());
         for tool in tools {
-            assert!(tool["name"].is_string() && tool["description"].is_string(), "{tool}");
+            assert!(
+                tool["name"].is_string() && tool["description"].is_string(),
+                "{tool}"
+            );
             assert_eq!(tool["input_schema"]["type"], "object", "{tool}");
             assert!(tool["mutates_state"].is_boolean(), "{tool}");
         }
@@ -68,9 +94,11 @@ async fn an_environment_speaks_the_tool_server_protocol() {
 
     let sent: Value = client
         .post(format!("{email}/step"))
-        .json(&json!({"action": {"tool_name": "send_email", "parameters": {
-            "to": ["someone@example.com"], "subject": "Hello", "body": "Testing the protocol."
-        }}}))
+        .json(
+            &json!({"action": {"tool_name": "send_email", "parameters": {
+                "to": ["someone@example.com"], "subject": "Hello", "body": "Testing the protocol."
+            }}}),
+        )
         .send()
         .await
         .unwrap()
@@ -82,11 +110,20 @@ async fn an_environment_speaks_the_tool_server_protocol() {
     assert_eq!(sent["done"], false);
     assert!(sent.get("is_error").is_none(), "{sent}");
 
-    let snapshot: Value = client.get(format!("{email}/snapshot")).send().await.unwrap().json().await.unwrap();
+    let snapshot: Value = client
+        .get(format!("{email}/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(snapshot["tool_server"], "email");
     assert!(snapshot["status"].is_string());
     assert!(snapshot["human_readable"].is_string());
-    assert!(snapshot["data"].to_string().contains("Testing the protocol."));
+    assert!(snapshot["data"]
+        .to_string()
+        .contains("Testing the protocol."));
     app.stop().await;
 }
 
@@ -104,11 +141,26 @@ async fn bad_calls_are_answered_in_band_and_bad_requests_are_4xx_never_5xx() {
     };
 
     for (body, needle) in [
-        (json!({"action": {"tool_name": "launch_rockets", "parameters": {}}}), "unknown tool"),
-        (json!({"action": {"tool_name": "send_email", "parameters": {"subject": "x"}}}), "to"),
-        (json!({"action": {"tool_name": "send_email", "parameters": {"to": 5, "subject": "x", "body": "y"}}}), "to"),
-        (json!({"action": {"tool_name": "send_email", "parameters": "nope"}}), "object"),
-        (json!({"action": {"tool_name": "read_email", "parameters": {"email_id": "msg_9999"}}}), "msg_9999"),
+        (
+            json!({"action": {"tool_name": "launch_rockets", "parameters": {}}}),
+            "unknown tool",
+        ),
+        (
+            json!({"action": {"tool_name": "send_email", "parameters": {"subject": "x"}}}),
+            "to",
+        ),
+        (
+            json!({"action": {"tool_name": "send_email", "parameters": {"to": 5, "subject": "x", "body": "y"}}}),
+            "to",
+        ),
+        (
+            json!({"action": {"tool_name": "send_email", "parameters": "nope"}}),
+            "object",
+        ),
+        (
+            json!({"action": {"tool_name": "read_email", "parameters": {"email_id": "msg_9999"}}}),
+            "msg_9999",
+        ),
     ] {
         let response = step(body.clone()).await;
         assert_eq!(response.status(), StatusCode::OK, "{body}");
@@ -158,18 +210,41 @@ async fn bad_calls_are_answered_in_band_and_bad_requests_are_4xx_never_5xx() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // Creating with bad input.
-    let response = app.post("/environments", &json!({"scenario_id": "hr"})).await;
+    let response = app
+        .post("/environments", &json!({"scenario_id": "hr"}))
+        .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let response = app.post("/environments", &json!({"scenario_id": "hr", "task_id": "nope"})).await;
+    let response = app
+        .post(
+            "/environments",
+            &json!({"scenario_id": "hr", "task_id": "nope"}),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = app.post("/environments", &json!({"scenario_id": "nope", "task_id": "x"})).await;
+    let response = app
+        .post(
+            "/environments",
+            &json!({"scenario_id": "nope", "task_id": "x"}),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // Deleting ends it.
     let response = app.delete(&format!("/environments/{id}")).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(client.get(format!("{email}/health")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.delete(&format!("/environments/{id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        client
+            .get(format!("{email}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&format!("/environments/{id}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
     app.stop().await;
 }
 
@@ -181,13 +256,23 @@ async fn two_environments_of_one_task_are_isolated() {
     let b = create(&app, &task).await;
     assert_ne!(a["environment_id"], b["environment_id"]);
     let (email_a, email_b) = (server_url(&a, "email"), server_url(&b, "email"));
-    let before: Value = app.client.get(format!("{email_b}/snapshot")).send().await.unwrap().json().await.unwrap();
+    let before: Value = app
+        .client
+        .get(format!("{email_b}/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let answer: Value = app
         .client
         .post(format!("{email_a}/step"))
-        .json(&json!({"action": {"tool_name": "send_email", "parameters": {
-            "to": ["x@example.com"], "subject": "Only in A", "body": "private"
-        }}}))
+        .json(
+            &json!({"action": {"tool_name": "send_email", "parameters": {
+                "to": ["x@example.com"], "subject": "Only in A", "body": "private"
+            }}}),
+        )
         .send()
         .await
         .unwrap()
@@ -195,9 +280,25 @@ async fn two_environments_of_one_task_are_isolated() {
         .await
         .unwrap();
     assert!(answer.get("is_error").is_none(), "{answer}");
-    let after: Value = app.client.get(format!("{email_b}/snapshot")).send().await.unwrap().json().await.unwrap();
+    let after: Value = app
+        .client
+        .get(format!("{email_b}/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(before, after, "B did not see A's call");
-    let a_state: Value = app.client.get(format!("{email_a}/snapshot")).send().await.unwrap().json().await.unwrap();
+    let a_state: Value = app
+        .client
+        .get(format!("{email_a}/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(a_state["data"].to_string().contains("Only in A"));
     app.stop().await;
 }
@@ -219,7 +320,9 @@ async fn a_run_pointed_at_a_hosted_environment_acts_on_it_and_is_scored_on_it() 
     let status = app.wait_until_finished(run_id).await;
     assert_eq!(status["completed"], 1, "{status}");
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app.get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}")).await;
+    let rollout = app
+        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+        .await;
     assert_eq!(rollout["score"], 1.0, "{rollout}");
     assert!(!rollout["tool_calls"].as_array().unwrap().is_empty());
 
@@ -227,10 +330,34 @@ async fn a_run_pointed_at_a_hosted_environment_acts_on_it_and_is_scored_on_it() 
     let fresh = create(&app, &task).await;
     for server in env["tool_servers"].as_array().unwrap() {
         let name = server["name"].as_str().unwrap();
-        let used: Value = app.client.get(format!("{}/snapshot", server_url(&env, name))).send().await.unwrap().json().await.unwrap();
-        let untouched: Value = app.client.get(format!("{}/snapshot", server_url(&fresh, name))).send().await.unwrap().json().await.unwrap();
-        if rollout["tool_calls"].as_array().unwrap().iter().any(|c| c["server"] == name) {
-            assert_ne!(used["data"], untouched["data"], "{name} was changed by the run");
+        let used: Value = app
+            .client
+            .get(format!("{}/snapshot", server_url(&env, name)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let untouched: Value = app
+            .client
+            .get(format!("{}/snapshot", server_url(&fresh, name)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rollout["tool_calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["server"] == name)
+        {
+            assert_ne!(
+                used["data"], untouched["data"],
+                "{name} was changed by the run"
+            );
         }
     }
 
@@ -247,8 +374,14 @@ async fn a_run_pointed_at_a_hosted_environment_acts_on_it_and_is_scored_on_it() 
     let status = app.wait_until_finished(run_id).await;
     assert_eq!(status["failed"], 1, "{status}");
     let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{}", status["rollout_ids"][0].as_str().unwrap()))
+        .get_json(&format!(
+            "/runs/{run_id}/rollouts/{}",
+            status["rollout_ids"][0].as_str().unwrap()
+        ))
         .await;
-    assert!(rollout["error"].as_str().unwrap().contains("404"), "{rollout}");
+    assert!(
+        rollout["error"].as_str().unwrap().contains("404"),
+        "{rollout}"
+    );
     app.stop().await;
 }

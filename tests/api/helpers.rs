@@ -172,12 +172,26 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data_dir: &Path) -> ServerProcess {
+        Self::spawn(data_dir, "warn", Stdio::inherit())
+    }
+
+    /// With debug logs appended to `log`.
+    pub fn start_logged(data_dir: &Path, log: &Path) -> ServerProcess {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Self::spawn(data_dir, "debug", Stdio::from(file))
+    }
+
+    fn spawn(data_dir: &Path, level: &str, stderr: Stdio) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rl-gym"))
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the binary starts");
         let stdout = child.stdout.take().unwrap();
@@ -231,8 +245,8 @@ pub type Recorded = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 /// A local OpenAI-compatible model server that records every request it gets.
 #[derive(Clone, Copy)]
 pub enum Behaviour {
-    /// One tool call with empty arguments, then a final answer.
-    ToolThenAnswer,
+    /// One tool call with bogus arguments, then a final answer, each after a delay.
+    ToolThenAnswer { delay_ms: u64 },
     /// Always 500 with `Retry-After: 0`.
     AlwaysFailing,
     /// A final answer after this many milliseconds.
@@ -270,7 +284,8 @@ pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
                         Behaviour::AlwaysFailing => HttpResponse::InternalServerError()
                             .insert_header(("retry-after", "0"))
                             .json(json!({"error": {"message": "the model is overloaded"}})),
-                        Behaviour::ToolThenAnswer => {
+                        Behaviour::ToolThenAnswer { delay_ms } => {
+                            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
                             let last_role = body["messages"].as_array().unwrap().last().unwrap()["role"].clone();
                             let message = if last_role == "tool" {
                                 json!({"role": "assistant", "content": "All done."})

@@ -8,7 +8,7 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn a_custom_provider_run_records_tool_calls_usage_and_logprobs() {
-    let model = start_fake_model(Behaviour::ToolThenAnswer).await;
+    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 0 }).await;
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let launched = app

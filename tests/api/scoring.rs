@@ -31,7 +31,10 @@ async fn rollouts_of(app: &TestApp, run_id: &str) -> Vec<Value> {
     let status = app.wait_until_finished(run_id).await;
     let mut out = Vec::new();
     for id in status["rollout_ids"].as_array().unwrap() {
-        out.push(app.get_json(&format!("/runs/{run_id}/rollouts/{}", id.as_str().unwrap())).await);
+        out.push(
+            app.get_json(&format!("/runs/{run_id}/rollouts/{}", id.as_str().unwrap()))
+                .await,
+        );
     }
     out
 }
@@ -52,9 +55,17 @@ async fn oracle_earns_full_credit_and_noop_none_on_every_bundled_task() {
         let mut states: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for r in &rollouts {
             assert_eq!(r["status"], "completed", "{r}");
-            assert_eq!(r["score"], 1.0, "oracle on {}: {}", r["task_id"], r["verdict"]);
+            assert_eq!(
+                r["score"], 1.0,
+                "oracle on {}: {}",
+                r["task_id"], r["verdict"]
+            );
             assert_eq!(r["label"], "Full Credit");
-            assert!(r["verdict"]["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true));
+            assert!(r["verdict"]["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["passed"] == true));
             states
                 .entry(r["task_id"].as_str().unwrap().to_string())
                 .or_default()
@@ -63,14 +74,21 @@ async fn oracle_earns_full_credit_and_noop_none_on_every_bundled_task() {
         for (task, pair) in states {
             assert_eq!(pair.len(), 2);
             assert!(pair[0].is_object());
-            assert_eq!(pair[0], pair[1], "two oracle rollouts of {task} ended in different states");
+            assert_eq!(
+                pair[0], pair[1],
+                "two oracle rollouts of {task} ended in different states"
+            );
         }
 
         let mut noop = builtin_run("noop", &ids, 1);
         noop["scenario_id"] = scenario_id.into();
         let launched = app.launch(&noop).await;
         for r in rollouts_of(&app, launched["run_id"].as_str().unwrap()).await {
-            assert_eq!(r["score"], 0.0, "noop on {}: {}", r["task_id"], r["verdict"]);
+            assert_eq!(
+                r["score"], 0.0,
+                "noop on {}: {}",
+                r["task_id"], r["verdict"]
+            );
             assert_eq!(r["label"], "No Credit");
         }
     }
@@ -87,14 +105,20 @@ async fn a_finished_rollout_replayed_from_the_log_gives_the_same_state_and_verdi
     let data_dir = app.data_dir.clone();
     let temp = app.stop_keep_data().await;
 
-    let catalog = Catalog::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios")).unwrap();
+    let catalog =
+        Catalog::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios"))
+            .unwrap();
     let scenario = catalog.get("hr").unwrap();
     let (store, _) = FileStore::open(&data_dir).unwrap();
     for view in rollouts {
         let rollout_id = view["rollout_id"].as_str().unwrap();
         let mut state = RolloutState::default();
         let mut recorded_verdict = None;
-        for r in store.read_stream(&rollout_stream(rollout_id), 0).await.unwrap() {
+        for r in store
+            .read_stream(&rollout_stream(rollout_id), 0)
+            .await
+            .unwrap()
+        {
             let event = Event::decode(&r.event_type, r.schema_version, &r.data).unwrap();
             if let Event::RolloutVerified(v) = &event {
                 recorded_verdict = Some(v.verdict.clone());
@@ -102,7 +126,10 @@ async fn a_finished_rollout_replayed_from_the_log_gives_the_same_state_and_verdi
             state.evolve(&event, r.revision);
         }
         let task = scenario.task(view["task_id"].as_str().unwrap()).unwrap();
-        let calls = state.tool_calls.iter().map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
+        let calls = state
+            .tool_calls
+            .iter()
+            .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
         let env = replay::rebuild(scenario, task, view["seed"].as_u64().unwrap(), calls).unwrap();
         assert_eq!(env.state(), view["environment_state"]);
         let verdict = rl_gym::verify::verify(task, &env.state(), &state.messages);
