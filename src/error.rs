@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     ValidationFailed,
+    Unauthorized,
     MalformedBody,
     PayloadTooLarge,
     PathTraversal,
@@ -36,6 +37,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             ValidationFailed => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             MalformedBody => (StatusCode::BAD_REQUEST, "malformed_body"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             PathTraversal => (StatusCode::BAD_REQUEST, "invalid_path"),

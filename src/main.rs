@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
                 bind,
                 data_dir,
                 scenarios_dir,
+                api_tokens: Overrides::tokens_from_env(),
             };
             let settings = match Settings::load(config.as_deref(), overrides) {
                 Ok(settings) => settings,

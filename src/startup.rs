@@ -12,13 +12,13 @@ use tokio::sync::Semaphore;
 
 use crate::actors::step_loop::DefaultAgents;
 use crate::actors::{Deps, Gym, GymError};
-use crate::api::{self, AppState};
+use crate::api::{self, AccessControl, AppState};
 use crate::config::secrets::SecretStore;
 use crate::config::Settings;
 use crate::metrics::{MeteredStore, Metrics};
 use crate::projections::{self, ProjectionError, Projections};
 use crate::scenarios::{Catalog, ScenarioError};
-use crate::store::file::FileStore;
+use crate::store::file::{FileStore, FileStoreOptions};
 use crate::store::{EventStore, StoreError};
 use crate::tools::registry::EnvironmentRegistry;
 
@@ -51,8 +51,16 @@ impl Application {
     /// Builds and binds the service; must run inside an actix `System`
     /// (`#[actix_web::main]` or `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        Self::build_with(settings, FileStoreOptions::default()).await
+    }
+
+    /// The same, with the log's options (tests plan failures through them).
+    pub async fn build_with(
+        settings: Settings,
+        store_options: FileStoreOptions,
+    ) -> Result<Application, StartupError> {
         let catalog = Arc::new(Catalog::load(&settings.resolved_scenarios_dir())?);
-        let (file_store, report) = FileStore::open(&settings.data_dir)?;
+        let (file_store, report) = FileStore::open_with(&settings.data_dir, store_options)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(
                 truncated_bytes = report.truncated_bytes,
@@ -77,6 +85,7 @@ impl Application {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
+        let self_url: Arc<std::sync::OnceLock<String>> = Arc::default();
         let gym = Gym::start(Deps {
             store: store.clone(),
             catalog: catalog.clone(),
@@ -85,6 +94,9 @@ impl Application {
             global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
             agents: Arc::new(DefaultAgents { http: http.clone() }),
             http,
+            tool_timeout_secs: settings.tool_timeout_secs,
+            self_url: self_url.clone(),
+            self_token: settings.api_tokens.first().cloned(),
             model_timeout_secs: settings.model_timeout_secs,
         });
         gym.recover(unfinished).await?;
@@ -98,9 +110,23 @@ impl Application {
             environments: Arc::new(EnvironmentRegistry::new(settings.max_open_environments)),
         });
         let configure = api::configure(settings.max_body_bytes);
+        let access = web::Data::new(AccessControl {
+            tokens: settings.api_tokens.clone(),
+            open_metrics: settings.open_metrics,
+        });
+        if settings.api_tokens.is_empty() {
+            tracing::warn!(
+                bind = %settings.bind,
+                "no API token configured: every endpoint is open (loopback only unless allow_unauthenticated_public_bind)"
+            );
+        } else {
+            tracing::info!(tokens = settings.api_tokens.len(), "API tokens required");
+        }
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(access.clone())
+                .wrap(actix_web::middleware::from_fn(api::require_token))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("rl_gym::http"))
                 .configure(configure.clone())
                 .default_service(web::to(api::not_found))
@@ -112,6 +138,7 @@ impl Application {
             source,
         })?;
         let address = server.addrs().first().copied().unwrap_or(settings.bind);
+        let _ = self_url.set(format!("http://{address}"));
         let server = server.run();
         tracing::info!(%address, data_dir = %settings.data_dir.display(), "rl-gym listening");
         Ok(Application {

@@ -39,6 +39,11 @@ pub struct Deps {
     pub agents: Arc<dyn step_loop::AgentFactory>,
     /// For remote tool servers.
     pub http: reqwest::Client,
+    pub tool_timeout_secs: u64,
+    /// This server's own base URL (set once bound) and token: a rollout whose
+    /// `tool_server_url` points back here authenticates with it, nowhere else.
+    pub self_url: Arc<std::sync::OnceLock<String>>,
+    pub self_token: Option<String>,
     pub model_timeout_secs: u64,
 }
 

@@ -193,11 +193,23 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             )
         }
         // A remote environment keeps its own state: recorded calls are already in it.
-        Some(url) => Tools::Remote(
-            RemoteEnvironment::connect(deps.http.clone(), url, &task.tool_servers)
+        Some(url) => {
+            let own = deps
+                .self_url
+                .get()
+                .is_some_and(|own| url.starts_with(own.as_str()));
+            Tools::Remote(
+                RemoteEnvironment::connect(
+                    deps.http.clone(),
+                    url,
+                    &task.tool_servers,
+                    own.then(|| deps.self_token.clone()).flatten(),
+                    Duration::from_secs(deps.tool_timeout_secs),
+                )
                 .await
                 .map_err(Failure)?,
-        ),
+            )
+        }
     };
     let tool_definitions: Vec<ToolDefinition> = tools
         .specs()

@@ -106,6 +106,9 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
         global: Arc::new(Semaphore::new(16)),
         agents,
         http: reqwest::Client::new(),
+        tool_timeout_secs: 30,
+        self_url: Default::default(),
+        self_token: None,
         model_timeout_secs: 30,
     })
 }

@@ -3,6 +3,7 @@
 //! ([`crate::actors::Gym`]) or a projection, and turning the answer into a view type.
 //! Every path is served at the root and under `/v1`.
 
+mod auth;
 mod environments;
 mod health;
 mod launch;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
+
+pub use auth::AccessControl;
 
 use crate::actors::Gym;
 use crate::error::{ApiError, ErrorCode, FieldError};
@@ -97,6 +100,9 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     }])
     .into()
 }
+
+/// The access-control middleware (a no-op without configured tokens).
+pub use auth::require_token;
 
 /// Unknown paths and methods answer in the API's error shape.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {

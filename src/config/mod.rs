@@ -22,6 +22,10 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     pub max_body_bytes: usize,
     pub model_timeout_secs: u64,
+    pub tool_timeout_secs: u64,
+    pub api_tokens: Vec<String>,
+    pub open_metrics: bool,
+    pub allow_unauthenticated_public_bind: bool,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -50,6 +54,23 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub scenarios_dir: Option<PathBuf>,
+    /// Added to the configured tokens (`RL_GYM_API_TOKEN`, comma-separated).
+    pub api_tokens: Vec<String>,
+}
+
+impl Overrides {
+    /// Tokens from `RL_GYM_API_TOKEN`.
+    pub fn tokens_from_env() -> Vec<String> {
+        std::env::var("RL_GYM_API_TOKEN")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Settings {
@@ -92,6 +113,20 @@ impl Settings {
         }
         if let Some(dir) = overrides.scenarios_dir {
             settings.scenarios_dir = dir;
+        }
+        settings.api_tokens.extend(overrides.api_tokens);
+        if settings.api_tokens.is_empty()
+            && !settings.bind.ip().is_loopback()
+            && !settings.allow_unauthenticated_public_bind
+        {
+            return Err(ConfigError::Invalid {
+                origin: "settings".into(),
+                message: format!(
+                    "refusing to serve {} without an API token: set RL_GYM_API_TOKEN (or api_tokens), \
+                     bind a loopback address, or set allow_unauthenticated_public_bind = true",
+                    settings.bind
+                ),
+            });
         }
         if settings.max_concurrent_rollouts == 0 {
             return Err(ConfigError::Invalid {

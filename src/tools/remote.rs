@@ -14,6 +14,8 @@ pub struct RemoteEnvironment {
     http: reqwest::Client,
     base_url: String,
     tools: Vec<(String, ToolSpec)>,
+    bearer: Option<String>,
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -47,21 +49,28 @@ struct WireStep {
     is_error: bool,
 }
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-
 impl RemoteEnvironment {
-    /// Lists the tools of every server of the task at `base_url`.
+    /// Lists the tools of every server of the task at `base_url`. `bearer` is sent
+    /// as `Authorization` (only ever this server's own token, to itself); each call
+    /// may take at most `timeout`.
     pub async fn connect(
         http: reqwest::Client,
         base_url: &str,
         servers: &[String],
+        bearer: Option<String>,
+        timeout: Duration,
     ) -> Result<RemoteEnvironment, String> {
-        let base_url = base_url.trim_end_matches('/').to_string();
-        let mut tools = Vec::new();
+        let mut env = RemoteEnvironment {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            tools: Vec::new(),
+            bearer,
+            timeout,
+        };
         for server in servers {
-            let url = format!("{base_url}/{server}/tools");
+            let url = format!("{}/{server}/tools", env.base_url);
             let response =
-                http.get(&url).timeout(TIMEOUT).send().await.map_err(|e| {
+                env.request(env.http.get(&url)).send().await.map_err(|e| {
                     format!("tool server {url} is unreachable: {}", e.without_url())
                 })?;
             if !response.status().is_success() {
@@ -71,7 +80,7 @@ impl RemoteEnvironment {
                 .json()
                 .await
                 .map_err(|e| format!("tool server {url} sent an unreadable tool list: {e}"))?;
-            tools.extend(listed.tools.into_iter().map(|t| {
+            env.tools.extend(listed.tools.into_iter().map(|t| {
                 (
                     server.clone(),
                     ToolSpec {
@@ -83,11 +92,15 @@ impl RemoteEnvironment {
                 )
             }));
         }
-        Ok(RemoteEnvironment {
-            http,
-            base_url,
-            tools,
-        })
+        Ok(env)
+    }
+
+    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let builder = builder.timeout(self.timeout);
+        match &self.bearer {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
     }
 
     pub fn all_tools(&self) -> Vec<ToolSpec> {
@@ -105,14 +118,7 @@ impl RemoteEnvironment {
     pub async fn step(&self, server: &str, tool_name: &str, parameters: &Value) -> Observation {
         let url = format!("{}/{server}/step", self.base_url);
         let body = json!({"action": {"tool_name": tool_name, "parameters": parameters}});
-        let response = match self
-            .http
-            .post(&url)
-            .timeout(TIMEOUT)
-            .json(&body)
-            .send()
-            .await
-        {
+        let response = match self.request(self.http.post(&url)).json(&body).send().await {
             Ok(response) => response,
             Err(e) => {
                 return Observation::error(format!("tool server unreachable: {}", e.without_url()))
@@ -143,9 +149,7 @@ impl RemoteEnvironment {
         for server in servers {
             let url = format!("{}/{server}/snapshot", self.base_url);
             let snapshot: Value = self
-                .http
-                .get(&url)
-                .timeout(TIMEOUT)
+                .request(self.http.get(&url))
                 .send()
                 .await
                 .map_err(|e| format!("snapshot of {url} failed: {}", e.without_url()))?

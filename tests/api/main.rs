@@ -9,3 +9,4 @@ mod providers;
 mod runs;
 mod scenarios;
 mod scoring;
+mod security;
