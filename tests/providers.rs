@@ -99,7 +99,9 @@ async fn start(script: Vec<Reply>) -> Fake {
                         headers: req
                             .headers()
                             .iter()
-                            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                            .map(|(k, v)| {
+                                (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
+                            })
                             .collect(),
                         body: body.to_vec(),
                     });
@@ -110,9 +112,8 @@ async fn start(script: Vec<Reply>) -> Fake {
                     tokio::time::sleep(Duration::from_millis(r.delay_ms)).await;
                 }
                 in_flight.fetch_sub(1, Ordering::SeqCst);
-                let mut response = HttpResponse::build(
-                    actix_web::http::StatusCode::from_u16(r.status).unwrap(),
-                );
+                let mut response =
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(r.status).unwrap());
                 response.content_type("application/json");
                 for (k, v) in r.headers {
                     response.insert_header((k, v));
@@ -288,7 +289,8 @@ fn bedrock_case(key: &'static str) -> Case {
     }
 }
 
-const SIGV4_KEY: &str = "AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY:IQoJb3JpZ2luX2VjEXAMPLETOKEN";
+const SIGV4_KEY: &str =
+    "AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY:IQoJb3JpZ2luX2VjEXAMPLETOKEN";
 
 fn gcp_case() -> Case {
     Case {
@@ -348,7 +350,9 @@ fn quick_client(case: &Case, base_url: String) -> Box<dyn ModelClient> {
     let http = reqwest::Client::new();
     let api_key = ApiKey::new(case.key.to_string());
     match case.provider {
-        "anthropic" => Box::new(anthropic::AnthropicClient::new(http, Some(base_url), api_key).with_retry(quick())),
+        "anthropic" => Box::new(
+            anthropic::AnthropicClient::new(http, Some(base_url), api_key).with_retry(quick()),
+        ),
         "aws-bedrock" => Box::new(
             bedrock::BedrockClient::new(http, Some(base_url), api_key, None)
                 .unwrap()
@@ -360,21 +364,34 @@ fn quick_client(case: &Case, base_url: String) -> Box<dyn ModelClient> {
                 .with_retry(quick()),
         ),
         _ => Box::new(
-            openai::OpenAiClient::new(http, openai::Flavor::OpenAi, base_url, Some(api_key)).with_retry(quick()),
+            openai::OpenAiClient::new(http, openai::Flavor::OpenAi, base_url, Some(api_key))
+                .with_retry(quick()),
         ),
     }
 }
 
 fn assert_the_tool_call_answer(provider: &str, reply: &ModelReply) {
-    assert_eq!(reply.message.content.as_deref(), Some("I'll send it."), "{provider}");
+    assert_eq!(
+        reply.message.content.as_deref(),
+        Some("I'll send it."),
+        "{provider}"
+    );
     assert_eq!(reply.message.tool_calls.len(), 1, "{provider}");
     let call = &reply.message.tool_calls[0];
     assert_eq!(call.function.name, "send_email", "{provider}");
     let arguments: Value = serde_json::from_str(&call.function.arguments).unwrap();
-    assert_eq!(arguments, json!({"to": "bob@example.com", "subject": "Hi"}), "{provider}");
+    assert_eq!(
+        arguments,
+        json!({"to": "bob@example.com", "subject": "Hi"}),
+        "{provider}"
+    );
     let usage = reply.usage.clone().unwrap();
     assert_eq!(
-        (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens
+        ),
         (120, 30, 150),
         "{provider}"
     );
@@ -394,7 +411,10 @@ async fn anthropic_sends_the_documented_messages_request_and_reads_tool_use() {
 
     let requests = fake.requests();
     let r = &requests[0];
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/messages"));
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/v1/messages")
+    );
     assert_eq!(r.header("x-api-key"), Some("sk-ant-test"));
     assert_eq!(r.header("anthropic-version"), Some("2023-06-01"));
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -431,14 +451,23 @@ async fn bedrock_signs_the_converse_request_with_sigv4_for_an_access_key_pair() 
     let s = settings("aws-bedrock", case.model, fake.url.clone());
     let answer = ask(&*through_client_for(&s, case.key), &s).await.unwrap();
     assert_the_tool_call_answer("aws-bedrock", &answer);
-    assert_eq!(answer.message.tool_calls[0].id, "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q");
+    assert_eq!(
+        answer.message.tool_calls[0].id,
+        "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q"
+    );
 
     let requests = fake.requests();
     let r = &requests[0];
     assert_eq!(r.method, "POST");
-    assert_eq!(r.path, "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse");
+    assert_eq!(
+        r.path,
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.header("x-amz-security-token"), Some("IQoJb3JpZ2luX2VjEXAMPLETOKEN"));
+    assert_eq!(
+        r.header("x-amz-security-token"),
+        Some("IQoJb3JpZ2luX2VjEXAMPLETOKEN")
+    );
 
     // x-amz-date is YYYYMMDDTHHMMSSZ and scopes the credential.
     let amz_date = r.header("x-amz-date").expect("x-amz-date").to_string();
@@ -446,7 +475,10 @@ async fn bedrock_signs_the_converse_request_with_sigv4_for_an_access_key_pair() 
     assert!(amz_date[..8].bytes().all(|b| b.is_ascii_digit()) && &amz_date[8..9] == "T");
     assert!(amz_date.ends_with('Z'));
     let region = bedrock::region_from_env().unwrap_or_else(|| "us-east-1".into());
-    let authorization = r.header("authorization").expect("authorization").to_string();
+    let authorization = r
+        .header("authorization")
+        .expect("authorization")
+        .to_string();
     let prefix = format!(
         "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/{}/{region}/bedrock/aws4_request, \
          SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, Signature=",
@@ -458,10 +490,11 @@ async fn bedrock_signs_the_converse_request_with_sigv4_for_an_access_key_pair() 
 
     // The signature covers what was actually sent: recompute it from the received
     // host, date, token, path and body.
-    let signed: Vec<(String, String)> = ["content-type", "host", "x-amz-date", "x-amz-security-token"]
-        .iter()
-        .map(|h| (h.to_string(), r.header(h).unwrap().to_string()))
-        .collect();
+    let signed: Vec<(String, String)> =
+        ["content-type", "host", "x-amz-date", "x-amz-security-token"]
+            .iter()
+            .map(|h| (h.to_string(), r.header(h).unwrap().to_string()))
+            .collect();
     let credentials = sigv4::Credentials::parse(SIGV4_KEY).unwrap();
     let expected = sigv4::authorization(
         &credentials,
@@ -515,14 +548,21 @@ async fn bedrock_sends_a_bedrock_api_key_as_a_bearer_token() {
         Some("Bearer ABSKQmVkcm9ja0FQSUtleS1leGFtcGxl")
     );
     assert_eq!(requests[0].header("x-amz-date"), None);
-    assert_eq!(requests[0].path, "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse");
+    assert_eq!(
+        requests[0].path,
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    );
 }
 
 #[actix_web::test]
 async fn gcp_sends_the_documented_generate_content_request_and_names_the_call() {
     let case = gcp_case();
     let fake = start(vec![reply(200, case.ok.clone())]).await;
-    let s = settings("gcp", case.model, format!("{}{}", fake.url, case.base_suffix));
+    let s = settings(
+        "gcp",
+        case.model,
+        format!("{}{}", fake.url, case.base_suffix),
+    );
     let answer = ask(&*through_client_for(&s, case.key), &s).await.unwrap();
     assert_the_tool_call_answer("gcp", &answer);
     // Two calls are already in the conversation: this one is the third.
@@ -535,7 +575,10 @@ async fn gcp_sends_the_documented_generate_content_request_and_names_the_call() 
         r.path,
         "/v1/projects/my-project/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"
     );
-    assert_eq!(r.header("authorization"), Some("Bearer ya29.a0-access-token"));
+    assert_eq!(
+        r.header("authorization"),
+        Some("Bearer ya29.a0-access-token")
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(
         r.json(),
@@ -570,7 +613,11 @@ async fn a_429_with_retry_after_zero_is_retried_once_then_succeeds() {
             reply(200, case.ok.clone()),
         ])
         .await;
-        let s = settings(case.provider, case.model, format!("{}{}", fake.url, case.base_suffix));
+        let s = settings(
+            case.provider,
+            case.model,
+            format!("{}{}", fake.url, case.base_suffix),
+        );
         // The default policy: only Retry-After: 0 keeps this quick.
         let answer = ask(&*through_client_for(&s, case.key), &s).await;
         assert_the_tool_call_answer(case.provider, &answer.unwrap());
@@ -586,9 +633,18 @@ async fn a_500_every_time_fails_after_three_retries_with_the_providers_message()
         let s = settings(case.provider, case.model, String::new());
         let error = ask(&*client, &s).await.unwrap_err();
         assert_eq!(error.to_string(), case.server_message, "{}", case.provider);
-        assert!(matches!(error, ModelError::Provider { status: 500, .. }), "{}", case.provider);
+        assert!(
+            matches!(error, ModelError::Provider { status: 500, .. }),
+            "{}",
+            case.provider
+        );
         assert_eq!(error.error_type(), "unknown");
-        assert_eq!(fake.requests().len(), 4, "{}: one call and three retries", case.provider);
+        assert_eq!(
+            fake.requests().len(),
+            4,
+            "{}: one call and three retries",
+            case.provider
+        );
     }
 }
 
@@ -599,7 +655,12 @@ async fn a_429_every_time_fails_as_rate_limited() {
         let client = quick_client(&case, format!("{}{}", fake.url, case.base_suffix));
         let s = settings(case.provider, case.model, String::new());
         let error = ask(&*client, &s).await.unwrap_err();
-        assert_eq!(error.error_type(), "rate_limit", "{}: {error}", case.provider);
+        assert_eq!(
+            error.error_type(),
+            "rate_limit",
+            "{}: {error}",
+            case.provider
+        );
         assert_eq!(fake.requests().len(), 4, "{}", case.provider);
     }
 }
@@ -612,7 +673,12 @@ async fn a_refused_key_is_an_authentication_error_and_is_not_retried() {
         let client = quick_client(&case, format!("{}{}", fake.url, case.base_suffix));
         let s = settings(case.provider, case.model, String::new());
         let error = ask(&*client, &s).await.unwrap_err();
-        assert_eq!(error.error_type(), "authentication_error", "{}", case.provider);
+        assert_eq!(
+            error.error_type(),
+            "authentication_error",
+            "{}",
+            case.provider
+        );
         assert!(error.to_string().contains("invalid x-api-key"), "{error}");
         assert_eq!(fake.requests().len(), 1, "{}", case.provider);
     }
@@ -629,10 +695,24 @@ async fn a_malformed_body_is_malformed_not_a_panic() {
                 delay_ms: 0,
             }])
             .await;
-            let s = settings(case.provider, case.model, format!("{}{}", fake.url, case.base_suffix));
-            let error = ask(&*through_client_for(&s, case.key), &s).await.unwrap_err();
-            assert!(matches!(error, ModelError::Malformed(_)), "{}: {body:?} gave {error}", case.provider);
-            assert_eq!(fake.requests().len(), 1, "a malformed answer is not retried");
+            let s = settings(
+                case.provider,
+                case.model,
+                format!("{}{}", fake.url, case.base_suffix),
+            );
+            let error = ask(&*through_client_for(&s, case.key), &s)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, ModelError::Malformed(_)),
+                "{}: {body:?} gave {error}",
+                case.provider
+            );
+            assert_eq!(
+                fake.requests().len(),
+                1,
+                "a malformed answer is not retried"
+            );
         }
     }
 }
@@ -640,7 +720,11 @@ async fn a_malformed_body_is_malformed_not_a_panic() {
 #[actix_web::test]
 async fn an_unreachable_provider_is_a_connection_error_after_the_retries() {
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let case = anthropic_case();
     let client = quick_client(&case, format!("http://127.0.0.1:{port}"));
     let s = settings("anthropic", case.model, String::new());
@@ -654,12 +738,16 @@ async fn a_provider_that_does_not_answer_in_time_is_a_timeout() {
     let mut slow = reply(200, case.ok.clone());
     slow.delay_ms = 2_000;
     let fake = start(vec![slow]).await;
-    let client = anthropic::AnthropicClient::new(reqwest::Client::new(), Some(fake.url.clone()), ApiKey::new("k".into()))
-        .with_retry(RetryPolicy {
-            max_retries: 0,
-            base_backoff: Duration::from_millis(1),
-            timeout: Duration::from_millis(100),
-        });
+    let client = anthropic::AnthropicClient::new(
+        reqwest::Client::new(),
+        Some(fake.url.clone()),
+        ApiKey::new("k".into()),
+    )
+    .with_retry(RetryPolicy {
+        max_retries: 0,
+        base_backoff: Duration::from_millis(1),
+        timeout: Duration::from_millis(100),
+    });
     let s = settings("anthropic", case.model, String::new());
     let error = ask(&client, &s).await.unwrap_err();
     assert_eq!(error.error_type(), "timeout", "{error}");
@@ -668,14 +756,29 @@ async fn a_provider_that_does_not_answer_in_time_is_a_timeout() {
 #[actix_web::test]
 async fn client_for_explains_what_a_provider_is_missing() {
     let s = settings("gcp", "gemini-2.0-flash", "http://127.0.0.1:9".into());
-    let error = client_for(&reqwest::Client::new(), &s, key("t"), &ProviderLimits::unlimited())
-        .err()
-        .unwrap();
-    assert!(error.to_string().contains("projects/{project}/locations/{location}"), "{error}");
+    let error = client_for(
+        &reqwest::Client::new(),
+        &s,
+        key("t"),
+        &ProviderLimits::unlimited(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("projects/{project}/locations/{location}"),
+        "{error}"
+    );
     let s = settings("anthropic", "claude", "http://127.0.0.1:9".into());
-    let error = client_for(&reqwest::Client::new(), &s, None, &ProviderLimits::unlimited())
-        .err()
-        .unwrap();
+    let error = client_for(
+        &reqwest::Client::new(),
+        &s,
+        None,
+        &ProviderLimits::unlimited(),
+    )
+    .err()
+    .unwrap();
     assert!(error.to_string().contains("api_key"), "{error}");
 }
 

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::convert::{arguments_object, is_error_result, nonblank, push_turn, system_texts, text_of};
+use super::convert::{
+    arguments_object, is_error_result, nonblank, push_turn, system_texts, text_of,
+};
 use super::retry::{self, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
 use crate::config::secrets::ApiKey;
@@ -251,15 +253,28 @@ mod tests {
         .unwrap();
         assert_eq!(reply.message.content.as_deref(), Some("Let me check."));
         let call = &reply.message.tool_calls[0];
-        assert_eq!((call.id.as_str(), call.function.name.as_str()), ("toolu_1", "get_weather"));
+        assert_eq!(
+            (call.id.as_str(), call.function.name.as_str()),
+            ("toolu_1", "get_weather")
+        );
         assert_eq!(call.function.arguments, r#"{"city":"Paris"}"#);
         let usage = reply.usage.unwrap();
-        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.total_tokens), (12, 5, 17));
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (12, 5, 17)
+        );
     }
 
     #[test]
     fn an_answer_without_content_blocks_is_malformed() {
-        assert!(matches!(decode(br#"{"type":"message"}"#), Err(ModelError::Malformed(_))));
+        assert!(matches!(
+            decode(br#"{"type":"message"}"#),
+            Err(ModelError::Malformed(_))
+        ));
         assert!(matches!(decode(b"not json"), Err(ModelError::Malformed(_))));
     }
 }

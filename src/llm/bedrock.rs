@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::convert::{arguments_object, is_error_result, nonblank, push_turn, system_texts, text_of};
+use super::convert::{
+    arguments_object, is_error_result, nonblank, push_turn, system_texts, text_of,
+};
 use super::retry::{self, RetryPolicy};
 use super::sigv4::{self, Credentials};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
@@ -74,10 +76,12 @@ impl BedrockClient {
             .and_then(region_of_url)
             .or(env_region)
             .unwrap_or_else(|| DEFAULT_REGION.to_string());
-        let base = base_url
-            .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+        let base =
+            base_url.unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
         reqwest::Url::parse(&base).map_err(|e| {
-            ModelError::Unavailable(format!("provider `aws-bedrock`: base_url is not a URL: {e}"))
+            ModelError::Unavailable(format!(
+                "provider `aws-bedrock`: base_url is not a URL: {e}"
+            ))
         })?;
         let auth = match Credentials::parse(api_key.expose()) {
             Some(credentials) => Auth::SigV4(credentials),
@@ -101,7 +105,11 @@ impl BedrockClient {
         &self.region
     }
 
-    fn request(&self, url: &reqwest::Url, body: &[u8]) -> Result<reqwest::RequestBuilder, ModelError> {
+    fn request(
+        &self,
+        url: &reqwest::Url,
+        body: &[u8],
+    ) -> Result<reqwest::RequestBuilder, ModelError> {
         let call = self
             .http
             .post(url.clone())
@@ -114,7 +122,9 @@ impl BedrockClient {
                 let host = match (url.host_str(), url.port()) {
                     (Some(h), Some(p)) => format!("{h}:{p}"),
                     (Some(h), None) => h.to_string(),
-                    (None, _) => return Err(ModelError::Unavailable("base_url has no host".into())),
+                    (None, _) => {
+                        return Err(ModelError::Unavailable("base_url has no host".into()))
+                    }
                 };
                 let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
                 let mut headers = vec![
@@ -207,11 +217,13 @@ pub fn encode(request: &ModelRequest<'_>) -> Value {
         let tools: Vec<Value> = request
             .tools
             .iter()
-            .map(|t| json!({"toolSpec": {
-                "name": t.name,
-                "description": t.description,
-                "inputSchema": {"json": t.parameters},
-            }}))
+            .map(|t| {
+                json!({"toolSpec": {
+                    "name": t.name,
+                    "description": t.description,
+                    "inputSchema": {"json": t.parameters},
+                }})
+            })
             .collect();
         body["toolConfig"] = json!({ "tools": tools });
     }
@@ -269,7 +281,11 @@ pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
         } else if let Some(tool_use) = block.get("toolUse") {
             let tool_use: ToolUse = serde_json::from_value(tool_use.clone())
                 .map_err(|e| ModelError::Malformed(format!("toolUse block: {e}")))?;
-            let input = if tool_use.input.is_null() { json!({}) } else { tool_use.input };
+            let input = if tool_use.input.is_null() {
+                json!({})
+            } else {
+                tool_use.input
+            };
             tool_calls.push(ToolCall {
                 id: tool_use.tool_use_id,
                 kind: "function".to_string(),
@@ -325,7 +341,10 @@ mod tests {
             settings: &s,
         });
         assert_eq!(body["system"], json!([{"text": "You are an assistant."}]));
-        assert_eq!(body["inferenceConfig"], json!({"temperature": 0.2, "maxTokens": 4096}));
+        assert_eq!(
+            body["inferenceConfig"],
+            json!({"temperature": 0.2, "maxTokens": 4096})
+        );
         assert_eq!(
             body["messages"],
             json!([
@@ -363,13 +382,19 @@ mod tests {
         .unwrap();
         assert_eq!(reply.message.content.as_deref(), Some("Checking."));
         assert_eq!(reply.message.tool_calls[0].id, "tooluse_abc");
-        assert_eq!(reply.message.tool_calls[0].function.arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(
+            reply.message.tool_calls[0].function.arguments,
+            r#"{"city":"Paris"}"#
+        );
         assert_eq!(reply.usage.unwrap().total_tokens, 38);
     }
 
     #[test]
     fn an_answer_without_output_is_malformed() {
-        assert!(matches!(decode(br#"{"usage":{}}"#), Err(ModelError::Malformed(_))));
+        assert!(matches!(
+            decode(br#"{"usage":{}}"#),
+            Err(ModelError::Malformed(_))
+        ));
         assert!(matches!(
             decode(br#"{"output":{"message":{"content":[{"toolUse":{"name":1}}]}}}"#),
             Err(ModelError::Malformed(_))
@@ -397,9 +422,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(from_url.region(), "ap-south-1");
-        let from_env = BedrockClient::new(http.clone(), None, key(), Some("eu-central-1".into())).unwrap();
+        let from_env =
+            BedrockClient::new(http.clone(), None, key(), Some("eu-central-1".into())).unwrap();
         assert_eq!(from_env.region(), "eu-central-1");
-        assert_eq!(from_env.base_url, "https://bedrock-runtime.eu-central-1.amazonaws.com");
+        assert_eq!(
+            from_env.base_url,
+            "https://bedrock-runtime.eu-central-1.amazonaws.com"
+        );
         let default = BedrockClient::new(http, None, key(), None).unwrap();
         assert_eq!(default.region(), "us-east-1");
     }

@@ -54,7 +54,11 @@ pub fn system_texts(messages: &[Message]) -> Vec<&str> {
 /// Appends a turn's blocks, merging them into the previous turn when it has the same
 /// role: the providers want user and assistant turns to alternate, and all the results
 /// of one assistant turn's tool calls in one user turn.
-pub fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, blocks: Vec<Value>) {
+pub fn push_turn(
+    turns: &mut Vec<(&'static str, Vec<Value>)>,
+    role: &'static str,
+    blocks: Vec<Value>,
+) {
     match turns.last_mut() {
         Some((last, existing)) if *last == role => existing.extend(blocks),
         _ => turns.push((role, blocks)),
@@ -86,7 +90,11 @@ mod tests {
 
     #[test]
     fn an_error_result_is_recognised_by_its_in_band_form() {
-        assert!(is_error_result(&Message::tool_result("c", "t", "Error: nope")));
+        assert!(is_error_result(&Message::tool_result(
+            "c",
+            "t",
+            "Error: nope"
+        )));
         assert!(!is_error_result(&Message::tool_result("c", "t", "ok")));
     }
 }

@@ -148,12 +148,8 @@ pub fn client_for(
     use openai::{Flavor, OpenAiClient};
     let http = http.clone();
     let base_url = settings.base_url.clone();
-    let missing_key = || {
-        ModelError::Unavailable(format!(
-            "provider `{}` needs an api_key",
-            settings.provider
-        ))
-    };
+    let missing_key =
+        || ModelError::Unavailable(format!("provider `{}` needs an api_key", settings.provider));
     let client: Box<dyn ModelClient> = match settings.provider.as_str() {
         "openai" => Box::new(OpenAiClient::new(
             http,

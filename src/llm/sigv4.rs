@@ -34,7 +34,9 @@ impl Credentials {
         let secret = parts.next()?;
         let token = parts.next();
         let id_ok = (16..=128).contains(&id.len())
-            && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if !id_ok || secret.is_empty() || token.is_some_and(|t| t.is_empty() || t.contains(':')) {
             return None;
         }
@@ -94,7 +96,10 @@ fn canonical_uri(path: &str) -> String {
     if path.is_empty() || path == "/" {
         return "/".to_string();
     }
-    path.split('/').map(uri_encode).collect::<Vec<_>>().join("/")
+    path.split('/')
+        .map(uri_encode)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn canonical_query(query: &str) -> String {
@@ -162,7 +167,11 @@ pub fn signature(secret: &str, scope: &Scope<'_>, string_to_sign: &str) -> Strin
 }
 
 /// The `Authorization` header value for a request.
-pub fn authorization(credentials: &Credentials, request: &Request<'_>, scope: &Scope<'_>) -> String {
+pub fn authorization(
+    credentials: &Credentials,
+    request: &Request<'_>,
+    scope: &Scope<'_>,
+) -> String {
     let (canonical, signed_headers) = canonical_request(request);
     let date = &scope.amz_date[..scope.amz_date.len().min(8)];
     let credential_scope = format!("{date}/{}/{}/aws4_request", scope.region, scope.service);
@@ -250,13 +259,22 @@ mod tests {
 
     #[test]
     fn access_key_pairs_are_told_from_bedrock_api_keys() {
-        let pair = Credentials::parse("AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY").unwrap();
+        let pair =
+            Credentials::parse("AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+                .unwrap();
         assert_eq!(pair.access_key_id, "AKIAIOSFODNN7EXAMPLE");
         assert_eq!(pair.session_token, None);
-        let temporary = Credentials::parse("ASIAXXXXXXXXXXXXXXXX:secret:FwoGZXIvYXdzEJr//token=").unwrap();
-        assert_eq!(temporary.session_token.as_deref(), Some("FwoGZXIvYXdzEJr//token="));
+        let temporary =
+            Credentials::parse("ASIAXXXXXXXXXXXXXXXX:secret:FwoGZXIvYXdzEJr//token=").unwrap();
+        assert_eq!(
+            temporary.session_token.as_deref(),
+            Some("FwoGZXIvYXdzEJr//token=")
+        );
         assert_eq!(Credentials::parse("ABSKQmVkcm9ja0FQSUtleS1hYmM="), None);
-        assert_eq!(Credentials::parse("bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t"), None);
+        assert_eq!(
+            Credentials::parse("bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t"),
+            None
+        );
         assert_eq!(Credentials::parse("AKIAIOSFODNN7EXAMPLE:"), None);
         assert!(format!("{pair:?}").contains("***"));
     }

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::convert::{arguments_object, is_error_result, nonblank, push_turn, system_texts, text_of};
+use super::convert::{
+    arguments_object, is_error_result, nonblank, push_turn, system_texts, text_of,
+};
 use super::retry::{self, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
 use crate::config::secrets::ApiKey;
@@ -99,9 +101,25 @@ impl VertexClient {
 /// and a JSON-Schema `"type": [T, "null"]` becomes `"type": T, "nullable": true`.
 pub fn vertex_schema(schema: &Value) -> Value {
     const KEPT: &[&str] = &[
-        "type", "format", "title", "description", "nullable", "default", "enum", "required",
-        "minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength",
-        "pattern", "example", "minimum", "maximum", "propertyOrdering",
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "default",
+        "enum",
+        "required",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "minimum",
+        "maximum",
+        "propertyOrdering",
     ];
     let Some(object) = schema.as_object() else {
         return schema.clone();
@@ -111,7 +129,10 @@ pub fn vertex_schema(schema: &Value) -> Value {
         match key.as_str() {
             "properties" => {
                 if let Some(props) = value.as_object() {
-                    let props = props.iter().map(|(k, v)| (k.clone(), vertex_schema(v))).collect();
+                    let props = props
+                        .iter()
+                        .map(|(k, v)| (k.clone(), vertex_schema(v)))
+                        .collect();
                     out.insert(key.clone(), Value::Object(props));
                 }
             }
@@ -124,7 +145,12 @@ pub fn vertex_schema(schema: &Value) -> Value {
                 }
             }
             "type" if value.is_array() => {
-                let types: Vec<&str> = value.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let types: Vec<&str> = value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
                 if let Some(t) = types.iter().find(|t| **t != "null") {
                     out.insert("type".into(), json!(t));
                 }
@@ -205,11 +231,13 @@ pub fn encode(request: &ModelRequest<'_>) -> Value {
         let declarations: Vec<Value> = request
             .tools
             .iter()
-            .map(|t| json!({
-                "name": t.name,
-                "description": t.description,
-                "parameters": vertex_schema(&t.parameters),
-            }))
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": vertex_schema(&t.parameters),
+                })
+            })
             .collect();
         body["tools"] = json!([{ "functionDeclarations": declarations }]);
     }
@@ -299,7 +327,11 @@ pub fn decode(body: &[u8], calls_so_far: usize) -> Result<ModelReply, ModelError
     let mut tool_calls = Vec::new();
     for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
         if let Some(call) = part.function_call {
-            let args = if call.args.is_null() { json!({}) } else { call.args };
+            let args = if call.args.is_null() {
+                json!({})
+            } else {
+                call.args
+            };
             tool_calls.push(ToolCall {
                 id: format!("call_{}", calls_so_far + tool_calls.len() + 1),
                 kind: "function".to_string(),
@@ -331,7 +363,11 @@ impl ModelClient for VertexClient {
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
         let body = encode(&request);
         let bytes = retry::send(&self.retry, || {
-            Ok(self.http.post(&self.url).bearer_auth(self.token.expose()).json(&body))
+            Ok(self
+                .http
+                .post(&self.url)
+                .bearer_auth(self.token.expose())
+                .json(&body))
         })
         .await?;
         decode(&bytes, calls_so_far(request.messages))
@@ -355,7 +391,10 @@ mod tests {
             tools: &tools,
             settings: &s,
         });
-        assert_eq!(body["systemInstruction"], json!({"parts": [{"text": "You are an assistant."}]}));
+        assert_eq!(
+            body["systemInstruction"],
+            json!({"parts": [{"text": "You are an assistant."}]})
+        );
         assert_eq!(body["generationConfig"], json!({"temperature": 0.2}));
         assert_eq!(
             body["contents"],
@@ -394,9 +433,17 @@ mod tests {
             2,
         )
         .unwrap();
-        let ids: Vec<_> = reply.message.tool_calls.iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<_> = reply
+            .message
+            .tool_calls
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
         assert_eq!(ids, ["call_3", "call_4"]);
-        assert_eq!(reply.message.tool_calls[1].function.arguments, r#"{"to":"a@b.c"}"#);
+        assert_eq!(
+            reply.message.tool_calls[1].function.arguments,
+            r#"{"to":"a@b.c"}"#
+        );
         assert_eq!(reply.message.content.as_deref(), Some("Let me look."));
         assert_eq!(reply.usage.unwrap().total_tokens, 27);
     }
@@ -404,13 +451,17 @@ mod tests {
     #[test]
     fn no_candidates_is_malformed_and_says_why() {
         let e = decode(br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#, 0).unwrap_err();
-        assert!(matches!(&e, ModelError::Malformed(m) if m.contains("SAFETY")), "{e}");
+        assert!(
+            matches!(&e, ModelError::Malformed(m) if m.contains("SAFETY")),
+            "{e}"
+        );
         assert!(matches!(decode(b"[]", 0), Err(ModelError::Malformed(_))));
     }
 
     #[test]
     fn the_endpoint_comes_from_the_location_url_or_the_model_path() {
-        let base = "https://us-central1-aiplatform.googleapis.com/v1/projects/p1/locations/us-central1";
+        let base =
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/p1/locations/us-central1";
         assert_eq!(
             endpoint(Some(base), "gemini-2.0-flash").unwrap(),
             format!("{base}/publishers/google/models/gemini-2.0-flash:generateContent")
@@ -419,10 +470,16 @@ mod tests {
             endpoint(None, "projects/p1/locations/europe-west4/publishers/google/models/gemini-2.0-flash").unwrap(),
             "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/publishers/google/models/gemini-2.0-flash:generateContent"
         );
-        assert!(endpoint(None, "projects/p1/locations/global/publishers/google/models/g")
-            .unwrap()
-            .starts_with("https://aiplatform.googleapis.com/v1/projects/p1/"));
-        assert!(matches!(endpoint(None, "gemini-2.0-flash"), Err(ModelError::Unavailable(_))));
+        assert!(endpoint(
+            None,
+            "projects/p1/locations/global/publishers/google/models/g"
+        )
+        .unwrap()
+        .starts_with("https://aiplatform.googleapis.com/v1/projects/p1/"));
+        assert!(matches!(
+            endpoint(None, "gemini-2.0-flash"),
+            Err(ModelError::Unavailable(_))
+        ));
     }
 
     #[test]
