@@ -462,6 +462,7 @@ impl AgentFactory for DefaultAgents {
         if settings.has_api_key && key.is_none() {
             return Err("the run's API key is no longer available".to_string());
         }
-        llm::client_for(&self.http, settings, key).map_err(|e| e.to_string())
+        llm::client_for(&self.http, settings, key, &llm::ProviderLimits::unlimited())
+            .map_err(|e| e.to_string())
     }
 }

@@ -2,16 +2,13 @@
 //! (vLLM, llama.cpp, Ollama, LiteLLM, TGI at `base_url`) and `azure-openai` (a
 //! deployment's chat completions with the `api-key` header and an `api-version`).
 //!
-//! Retries: 429, 5xx and connection errors are retried with exponential backoff and
-//! jitter, honouring `Retry-After`, at most [`MAX_RETRIES`] times; then the call fails
-//! with the provider's message.
-
-use std::time::Duration;
+//! Sending and retrying are [`super::retry`]'s.
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::retry::{self, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
 use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, Role, ToolCall};
@@ -19,7 +16,6 @@ use crate::domain::events::TokenUsage;
 
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const AZURE_API_VERSION: &str = "2024-10-21";
-pub const MAX_RETRIES: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -32,8 +28,7 @@ pub struct OpenAiClient {
     flavor: Flavor,
     base_url: String,
     api_key: Option<ApiKey>,
-    /// Base delay of the backoff (tests shorten it).
-    backoff: Duration,
+    retry: RetryPolicy,
 }
 
 impl OpenAiClient {
@@ -48,12 +43,12 @@ impl OpenAiClient {
             flavor,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
-            backoff: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
         }
     }
 
-    pub fn with_backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -127,8 +122,7 @@ struct Usage {
 
 /// Reads a chat completion into our reply.
 pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
-    let completion: Completion =
-        serde_json::from_slice(body).map_err(|e| ModelError::Malformed(format!("{e}")))?;
+    let completion: Completion = retry::parse(body)?;
     let choice = completion
         .choices
         .into_iter()
@@ -152,79 +146,21 @@ pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
     })
 }
 
-/// The provider's own error message, if the body is the usual `{"error":{"message"}}`.
-fn provider_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).to_string())
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)))
-}
-
-fn jitter(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1 << attempt.min(6));
-    // Up to +50% jitter, from the clock's nanoseconds: no need for an RNG here.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    exp + exp.mul_f64((nanos % 1000) as f64 / 2000.0)
-}
-
 #[async_trait]
 impl ModelClient for OpenAiClient {
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
         let body = encode(&request);
         let url = self.url(&request.settings.model);
-        let mut attempt = 0;
-        loop {
-            let mut call = self.http.post(&url).json(&body);
-            if let Some(key) = &self.api_key {
-                call = match self.flavor {
-                    Flavor::OpenAi => call.bearer_auth(key.expose()),
-                    Flavor::Azure => call.header("api-key", key.expose()),
-                };
-            }
-            let (error, wait) = match call.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let wait = retry_after(response.headers());
-                    let bytes = response
-                        .bytes()
-                        .await
-                        .map_err(|e| ModelError::Connection(e.to_string()))?;
-                    if status.is_success() {
-                        return decode(&bytes);
-                    }
-                    let error = ModelError::Provider {
-                        status: status.as_u16(),
-                        message: provider_message(&bytes),
-                    };
-                    if status.as_u16() != 429 && !status.is_server_error() {
-                        return Err(error);
-                    }
-                    (error, wait)
-                }
-                Err(e) => (ModelError::Connection(e.without_url().to_string()), None),
-            };
-            if attempt >= MAX_RETRIES {
-                return Err(error);
-            }
-            tokio::time::sleep(wait.unwrap_or_else(|| jitter(self.backoff, attempt))).await;
-            attempt += 1;
-        }
+        let bytes = retry::send(&self.retry, || {
+            let call = self.http.post(&url).json(&body);
+            Ok(match (&self.api_key, self.flavor) {
+                (Some(key), Flavor::OpenAi) => call.bearer_auth(key.expose()),
+                (Some(key), Flavor::Azure) => call.header("api-key", key.expose()),
+                (None, _) => call,
+            })
+        })
+        .await?;
+        decode(&bytes)
     }
 }
 

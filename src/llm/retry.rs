@@ -1,0 +1,199 @@
+//! Sending a provider request: one timeout per attempt, retries with exponential
+//! backoff and jitter on 429, 5xx, timeouts and connection errors (honouring
+//! `Retry-After` in seconds), at most [`RetryPolicy::max_retries`] times, after which
+//! the call fails with the provider's own message. Every provider goes through here so
+//! they all fail the same way.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::ModelError;
+
+/// How hard to try one model call.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The first backoff; each retry doubles it, plus up to 50% jitter.
+    pub base_backoff: Duration,
+    /// The limit on one attempt, from sending to the last byte of the answer.
+    pub timeout: Duration,
+}
+
+pub const MAX_RETRIES: u32 = 3;
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: MAX_RETRIES,
+            base_backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Longest wait a `Retry-After` may impose; a provider asking for more is answered
+/// by failing after the bounded retries rather than hanging a rollout.
+const MAX_RETRY_AFTER: f64 = 60.0;
+
+/// Sends the request that `build` makes (called again for each attempt, so a signed
+/// request carries a fresh date) and returns the body of the first successful answer.
+pub async fn send(
+    policy: &RetryPolicy,
+    build: impl Fn() -> Result<reqwest::RequestBuilder, ModelError>,
+) -> Result<Vec<u8>, ModelError> {
+    let mut attempt = 0;
+    loop {
+        let request = build()?.timeout(policy.timeout);
+        let (error, wait) = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let wait = retry_after(response.headers());
+                match response.bytes().await {
+                    Ok(bytes) if status.is_success() => return Ok(bytes.to_vec()),
+                    Ok(bytes) => {
+                        let error =
+                            ModelError::from_status(status.as_u16(), provider_message(&bytes));
+                        if !retryable_status(status.as_u16()) {
+                            return Err(error);
+                        }
+                        (error, wait)
+                    }
+                    Err(e) => (transport_error(e), wait),
+                }
+            }
+            Err(e) => (transport_error(e), None),
+        };
+        if attempt >= policy.max_retries {
+            return Err(error);
+        }
+        let backoff = wait.unwrap_or_else(|| backoff(policy.base_backoff, attempt));
+        tracing::debug!(attempt, ?backoff, error = %error, "model call retried");
+        tokio::time::sleep(backoff).await;
+        attempt += 1;
+    }
+}
+
+fn retryable_status(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}
+
+fn transport_error(e: reqwest::Error) -> ModelError {
+    if e.is_timeout() {
+        ModelError::Timeout(e.without_url().to_string())
+    } else {
+        ModelError::Connection(e.without_url().to_string())
+    }
+}
+
+/// The provider's own message from its documented error body: OpenAI and Azure
+/// `{"error":{"message"}}`, Anthropic `{"type":"error","error":{"type","message"}}`,
+/// Vertex `{"error":{"code","message","status"}}`, Bedrock `{"message"}` (or
+/// `{"Message"}`). Anything else is shown as (the start of) the body itself.
+pub fn provider_message(body: &[u8]) -> String {
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    let found = parsed.as_ref().and_then(|v| {
+        let text = |p: &str| v.pointer(p).and_then(Value::as_str);
+        let message = text("/error/message")
+            .or_else(|| text("/message"))
+            .or_else(|| text("/Message"))?;
+        // Anthropic's and Vertex's error kind says more than the status code.
+        let kind = text("/error/type").or_else(|| text("/error/status"));
+        Some(match kind {
+            Some(kind) => format!("{kind}: {message}"),
+            None => message.to_string(),
+        })
+    });
+    found.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(500)]);
+        if text.trim().is_empty() {
+            "(empty body)".to_string()
+        } else {
+            text.trim().to_string()
+        }
+    })
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let seconds = value.trim().parse::<f64>().ok()?;
+    seconds
+        .is_finite()
+        .then(|| Duration::from_secs_f64(seconds.clamp(0.0, MAX_RETRY_AFTER)))
+}
+
+/// `base · 2^attempt`, plus up to 50% jitter so that many rollouts throttled together
+/// do not retry together. The jitter comes from the clock's nanoseconds: it needs to
+/// be spread, not unpredictable.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1 << attempt.min(6));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    exp + exp.mul_f64((nanos % 1000) as f64 / 2000.0)
+}
+
+/// Parses a JSON answer body, or says why it is malformed.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ModelError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let start = String::from_utf8_lossy(&body[..body.len().min(200)]).to_string();
+        ModelError::Malformed(format!("{e} (body starts: {start:?})"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_providers_error_body_gives_its_message() {
+        assert_eq!(
+            provider_message(br#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#),
+            "invalid_request_error: bad key"
+        );
+        assert_eq!(
+            provider_message(
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            ),
+            "overloaded_error: Overloaded"
+        );
+        assert_eq!(
+            provider_message(br#"{"message":"Too many requests, please wait."}"#),
+            "Too many requests, please wait."
+        );
+        assert_eq!(
+            provider_message(
+                br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#
+            ),
+            "RESOURCE_EXHAUSTED: Quota exceeded"
+        );
+        assert_eq!(provider_message(b"<html>oops</html>"), "<html>oops</html>");
+        assert_eq!(provider_message(b""), "(empty body)");
+    }
+
+    #[test]
+    fn backoff_doubles_with_at_most_half_again_of_jitter() {
+        let base = Duration::from_millis(100);
+        for attempt in 0..4 {
+            let d = backoff(base, attempt);
+            let exp = base * (1 << attempt);
+            assert!(d >= exp && d <= exp + exp / 2, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_bounded() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after", "9999".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}
