@@ -9,6 +9,7 @@ mod launch;
 mod runs;
 mod scenarios;
 mod validate;
+mod verifiers;
 mod views;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     runs::routes(cfg);
     environments::routes(cfg);
     scenarios::routes(cfg);
+    verifiers::routes(cfg);
     health::routes(cfg);
 }
 
