@@ -18,7 +18,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 impl From<BundleError> for ApiError {
     fn from(error: BundleError) -> Self {
         match error {
-            BundleError::NoChecks(_) => ApiError::new(ErrorCode::VerifiersNotFound, error.to_string()),
+            BundleError::NoChecks(_) => {
+                ApiError::new(ErrorCode::VerifiersNotFound, error.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "could not build a verifier bundle");
                 ApiError::new(ErrorCode::Internal, "Could not build the verifier bundle")

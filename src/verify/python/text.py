@@ -36,8 +36,8 @@ def is_number(value):
 
 def json_text(value):
     """A JSON value as ``serde_json`` prints it: compact, object keys sorted,
-    non-ASCII characters kept, floats in Rust's shortest form (``1.0``, ``1e21``,
-    ``1e-7``)."""
+    non-ASCII characters kept, floats in Rust's shortest form (``1.0``, ``1e+21``,
+    ``1e-7``, ``0.00001``)."""
     if value is None:
         return "null"
     if value is True:
@@ -66,11 +66,14 @@ def json_text(value):
 
 
 def float_text(value):
-    """A finite float as Rust's ``ryu`` formats it (what ``serde_json`` uses).
+    """A finite float as ``serde_json`` prints it: the shortest digits that read
+    back as the same float, in plain notation when the first digit's exponent is
+    between -5 and 15 and in scientific notation otherwise.
 
     Python's ``repr`` finds the same shortest digits; only the layout differs
-    (``repr`` gives ``1e+16`` and ``1e-05`` where Rust gives ``1e16`` and
-    ``0.00001``), so the digits are taken from ``repr`` and laid out Rust's way.
+    (``repr`` gives ``1e-05`` where the server gives ``0.00001``, and ``1e-07``
+    for its ``1e-7``), so the digits are taken from ``repr`` and laid out the
+    server's way.
     """
     if value != value or value in (float("inf"), float("-inf")):
         return "null"  # not representable in JSON; serde_json writes null
@@ -87,10 +90,9 @@ def float_text(value):
         body = digits[:kk] + "." + digits[kk:]
     elif -5 < kk <= 0:
         body = "0." + "0" * (-kk) + digits
-    elif length == 1:
-        body = digits + "e" + str(kk - 1)
     else:
-        body = digits[0] + "." + digits[1:] + "e" + str(kk - 1)
+        mantissa = digits if length == 1 else digits[0] + "." + digits[1:]
+        body = mantissa + "e" + ("+" if kk > 0 else "-") + str(abs(kk - 1))
     return sign + body
 
 
