@@ -10,6 +10,7 @@ mod launch;
 mod runs;
 mod scenarios;
 mod validate;
+mod verifiers;
 mod views;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     runs::routes(cfg);
     environments::routes(cfg);
     scenarios::routes(cfg);
+    verifiers::routes(cfg);
     health::routes(cfg);
 }
 

@@ -45,6 +45,8 @@
 //! "No Credit", anything in between "Partial Credit" — unless the task's
 //! `scoring.partial_credit` is false, in which case anything short of all is 0.0.
 
+pub mod bundle;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
