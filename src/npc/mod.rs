@@ -98,7 +98,11 @@ pub fn private_facts<'a>(task: &'a Task, profile_id: &str) -> &'a str {
 }
 
 /// The scripted answer of `profile` to `sent`, or `None` when they stay silent.
-pub fn scripted_reply<'a>(task: &'a Task, profile_id: &str, sent: &EmailMessage) -> Option<&'a str> {
+pub fn scripted_reply<'a>(
+    task: &'a Task,
+    profile_id: &str,
+    sent: &EmailMessage,
+) -> Option<&'a str> {
     let behaviour = behaviour(task, profile_id)?;
     let text = format!("{}\n{}", sent.subject, sent.body).to_lowercase();
     let has = |k: &String| text.contains(&k.to_lowercase());
@@ -106,8 +110,7 @@ pub fn scripted_reply<'a>(task: &'a Task, profile_id: &str, sent: &EmailMessage)
         .replies
         .iter()
         .find(|r| {
-            (r.when_any.is_empty() || r.when_any.iter().any(has))
-                && r.when_all.iter().all(has)
+            (r.when_any.is_empty() || r.when_any.iter().any(has)) && r.when_all.iter().all(has)
         })
         .map(|r| r.reply.as_str())
         .or(behaviour.default_reply.as_deref())
@@ -298,7 +301,8 @@ pub fn replay_reference_solution(
         .final_answer
         .clone()
         .unwrap_or_else(|| "Done.".to_string());
-    run.trajectory.push(Message::assistant(Some(answer), Vec::new()));
+    run.trajectory
+        .push(Message::assistant(Some(answer), Vec::new()));
     run
 }
 

@@ -36,14 +36,23 @@ fn given_mail_to_two_npcs_and_a_stranger_when_asked_who_answers_then_the_npcs_in
         "Hello",
         "Hi",
     );
-    let ids: Vec<_> = recipients(&s, &mail).iter().map(|n| n.profile_id.as_str()).collect();
+    let ids: Vec<_> = recipients(&s, &mail)
+        .iter()
+        .map(|n| n.profile_id.as_str())
+        .collect();
     assert_eq!(ids, ["kenji-tanaka", "lisa-anderson"]);
 }
 
 #[test]
 fn given_mail_sent_by_an_npc_when_asked_who_answers_then_nobody() {
     let s = recruiting();
-    let mail = sent("lisa.anderson@techcorp.com", &["kenji.tanaka@techcorp.com"], &[], "Hi", "Hi");
+    let mail = sent(
+        "lisa.anderson@techcorp.com",
+        &["kenji.tanaka@techcorp.com"],
+        &[],
+        "Hi",
+        "Hi",
+    );
     assert!(recipients(&s, &mail).is_empty());
 }
 
@@ -60,11 +69,20 @@ fn given_a_rule_when_keywords_match_in_any_case_then_that_reply_else_the_default
         }}
     }).to_string()).expect("task");
     let mail = |body: &str| sent("a@b.co", &["p@b.co"], &[], "Screen", body);
-    assert_eq!(scripted_reply(&task, "p", &mail("BOOKED you at 14:30")), Some("See you then."));
-    assert_eq!(scripted_reply(&task, "p", &mail("booked at 15:00")), Some("Thursday afternoon works."));
+    assert_eq!(
+        scripted_reply(&task, "p", &mail("BOOKED you at 14:30")),
+        Some("See you then.")
+    );
+    assert_eq!(
+        scripted_reply(&task, "p", &mail("booked at 15:00")),
+        Some("Thursday afternoon works.")
+    );
     assert_eq!(scripted_reply(&task, "q", &mail("booked at 14:30")), None);
     task.npc_behaviour.get_mut("p").expect("p").default_reply = None;
-    assert_eq!(scripted_reply(&task, "p", &mail("when are you free?")), None);
+    assert_eq!(
+        scripted_reply(&task, "p", &mail("when are you free?")),
+        None
+    );
 }
 
 #[test]
@@ -89,11 +107,19 @@ fn a_reply_goes_back_to_the_sender_copies_the_others_and_keeps_the_thread() {
 #[test]
 fn the_reply_prompt_keeps_the_person_in_character_and_carries_the_thread() {
     let s = recruiting();
-    let task = s.task("hr_recruiting__202_schedule_screen_with_candidate").expect("task");
+    let task = s
+        .task("hr_recruiting__202_schedule_screen_with_candidate")
+        .expect("task");
     let npc = s.npc("tomas-herrera").expect("npc");
     let facts = private_facts(task, "tomas-herrera");
     assert!(!facts.is_empty());
-    let thread = vec![sent("recruiting@techcorp.com", &[&npc.email], &[], "Phone screen", "When are you free?")];
+    let thread = vec![sent(
+        "recruiting@techcorp.com",
+        &[&npc.email],
+        &[],
+        "Phone screen",
+        "When are you free?",
+    )];
     let prompt = reply_prompt(npc, task, facts, &thread);
     assert_eq!(prompt.len(), 2);
     let system = prompt[0].content.clone().unwrap_or_default();

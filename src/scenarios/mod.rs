@@ -596,12 +596,15 @@ impl Task {
             }
         }
         for (i, expected) in self.reference_npc_replies.iter().enumerate() {
-            let step = self.reference_solution.get(expected.after_step).ok_or_else(|| {
-                format!(
-                    "`reference_npc_replies[{i}].after_step` {} is past the reference solution",
-                    expected.after_step
-                )
-            })?;
+            let step = self
+                .reference_solution
+                .get(expected.after_step)
+                .ok_or_else(|| {
+                    format!(
+                        "`reference_npc_replies[{i}].after_step` {} is past the reference solution",
+                        expected.after_step
+                    )
+                })?;
             if !matches!(step.tool_name.as_str(), "send_email" | "reply_to_email") {
                 return Err(format!(
                     "`reference_npc_replies[{i}]`: step {} is `{}`, which sends no email",

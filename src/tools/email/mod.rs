@@ -169,7 +169,10 @@ impl EmailServer {
     /// that message's thread. Returns the new message id.
     pub fn deliver(&mut self, ctx: &Ctx, mail: &IncomingEmail) -> Result<String, String> {
         if !is_email(&mail.from) {
-            return Err(format!("sender `{}` is not a valid email address", mail.from));
+            return Err(format!(
+                "sender `{}` is not a valid email address",
+                mail.from
+            ));
         }
         if mail.to.is_empty() {
             return Err("an incoming email needs at least one recipient".into());
