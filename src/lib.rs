@@ -32,6 +32,7 @@ pub mod domain;
 pub mod error;
 pub mod llm;
 pub mod metrics;
+pub mod npc;
 pub mod projections;
 pub mod replay;
 pub mod scenarios;

@@ -31,8 +31,7 @@ fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
     let c = catalog();
     for (scenario, task) in every_task(&c) {
         let mut env = Environment::new(scenario, task, 7).expect("environment");
-        let trajectory = env
-            .run_reference_solution(task)
+        let trajectory = rl_gym::npc::run_reference_solution(&mut env, scenario, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
         let verdict = verify(task, &env.state(), &trajectory);
         let failed: Vec<_> = verdict.checks.iter().filter(|c| !c.passed).collect();
@@ -85,7 +84,7 @@ fn the_same_calls_on_the_same_task_and_seed_give_byte_identical_state() {
         let run = || {
             let mut env = Environment::new(scenario, task, 42).expect("environment");
             // The reference solution plus a few calls that fail, to show errors change nothing.
-            env.run_reference_solution(task).expect("solution");
+            rl_gym::npc::run_reference_solution(&mut env, scenario, task).expect("solution");
             for server in env.server_names() {
                 let _ = env.step(&server, "no_such_tool", &serde_json::json!({}));
             }

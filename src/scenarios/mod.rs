@@ -394,6 +394,55 @@ pub struct Task {
     pub checks: Vec<Check>,
     #[serde(default)]
     pub scoring: ScoringRule,
+    /// How each simulated person behaves in this task when the replies are scripted,
+    /// and what they privately know (see [`crate::npc`]). Keyed by profile id; an NPC
+    /// without an entry stays silent when scripted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub npc_behaviour: BTreeMap<String, NpcBehaviour>,
+    /// Where the reference solution relies on an NPC's reply: after step `after_step`
+    /// (a mail-sending step) the named NPC answers. Replaying the reference solution
+    /// with scripted replies must produce exactly these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_npc_replies: Vec<ExpectedNpcReply>,
+}
+
+/// One NPC's behaviour in one task: private facts (for model-driven replies and the
+/// people who write the scripts) and scripted replies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NpcBehaviour {
+    /// What only this person knows in this task (e.g. their availability).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub private_facts: String,
+    /// Tried in order; the first whose keywords match the agent's email is the reply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<ScriptedReply>,
+    /// The reply when no rule matches; without one the person does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_reply: Option<String>,
+}
+
+/// A scripted reply and when it is given: keywords are matched case-insensitively
+/// against the subject and body of the agent's email; the rule matches when one of
+/// `when_any` (if given) and every one of `when_all` (if given) occur.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedReply {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when_any: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when_all: Vec<String>,
+    /// The body of the reply, plain text.
+    pub reply: String,
+}
+
+/// A point in a reference solution where an NPC's reply arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedNpcReply {
+    /// Index into `reference_solution` of the step that sends the email answered.
+    pub after_step: usize,
+    pub profile_id: String,
 }
 
 fn server_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -478,6 +527,7 @@ impl Task {
                 return Err(format!("`npc_profile_ids`: unknown NPC `{id}`"));
             }
         }
+        self.validate_npc_behaviour()?;
         if chrono::DateTime::parse_from_rfc3339(&self.now).is_err() {
             return Err(format!(
                 "`now` is `{}`, expected an RFC 3339 time like 2026-03-02T09:00:00Z",
@@ -513,6 +563,60 @@ impl Task {
             check
                 .validate(&self.tool_servers, &on_task_servers)
                 .map_err(|m| format!("`checks[{i}]`: {m}"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_npc_behaviour(&self) -> Result<(), String> {
+        for (id, behaviour) in &self.npc_behaviour {
+            if !self.npc_profile_ids.contains(id) {
+                return Err(format!(
+                    "`npc_behaviour`: `{id}` is not one of the task's `npc_profile_ids`"
+                ));
+            }
+            for (i, rule) in behaviour.replies.iter().enumerate() {
+                let keywords = rule.when_any.iter().chain(rule.when_all.iter());
+                if rule.when_any.is_empty() && rule.when_all.is_empty()
+                    || keywords.clone().any(|k| k.trim().is_empty())
+                {
+                    return Err(format!(
+                        "`npc_behaviour.{id}.replies[{i}]` needs non-empty `when_any` or `when_all` keywords"
+                    ));
+                }
+                if rule.reply.trim().is_empty() {
+                    return Err(format!("`npc_behaviour.{id}.replies[{i}].reply` is empty"));
+                }
+            }
+            if behaviour
+                .default_reply
+                .as_ref()
+                .is_some_and(|r| r.trim().is_empty())
+            {
+                return Err(format!("`npc_behaviour.{id}.default_reply` is empty"));
+            }
+        }
+        for (i, expected) in self.reference_npc_replies.iter().enumerate() {
+            let step = self
+                .reference_solution
+                .get(expected.after_step)
+                .ok_or_else(|| {
+                    format!(
+                        "`reference_npc_replies[{i}].after_step` {} is past the reference solution",
+                        expected.after_step
+                    )
+                })?;
+            if !matches!(step.tool_name.as_str(), "send_email" | "reply_to_email") {
+                return Err(format!(
+                    "`reference_npc_replies[{i}]`: step {} is `{}`, which sends no email",
+                    expected.after_step, step.tool_name
+                ));
+            }
+            if !self.npc_behaviour.contains_key(&expected.profile_id) {
+                return Err(format!(
+                    "`reference_npc_replies[{i}]`: `{}` has no `npc_behaviour`",
+                    expected.profile_id
+                ));
+            }
         }
         Ok(())
     }

@@ -1,11 +1,21 @@
 //! The email server: one mailbox (the agent's, e.g. `hr-ops@…`) with inbox, sent and
 //! archive folders. Sending never leaves the simulation; a sent message is what the
 //! `email_sent` check looks for.
+//!
+//! Mail from the simulated people arrives through [`Environment::deliver_email`],
+//! which is not an agent tool: the step loop calls it with a reply it has already
+//! decided (scripted, or written by the user model) and recorded, so replaying the
+//! recorded reply rebuilds the same mailbox.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{is_email, next_id, spec, Ctx, Params, ToolServer, ToolSpec};
+use chrono::Duration;
+
+use super::{
+    is_email, next_id, spec, Ctx, Environment, Params, Server, ToolServer, ToolSpec,
+    CLOCK_STEP_SECONDS,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +44,22 @@ pub struct EmailServer {
     pub owner: String,
     #[serde(default)]
     pub messages: Vec<EmailMessage>,
+}
+
+/// A message arriving from outside the agent's tools, e.g. a simulated person's
+/// reply. This is what the step loop records, so it is plain serialisable data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingEmail {
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    /// The message answered (joins its thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
 }
 
 const FOLDERS: &[&str] = &["inbox", "sent", "archive"];
@@ -135,6 +161,125 @@ impl EmailServer {
         Ok(
             json!({"status": "sent", "email_id": id, "thread_id": thread, "to": to, "subject": subject, "timestamp": ctx.now_text()}),
         )
+    }
+}
+
+impl EmailServer {
+    /// Puts an incoming message into the inbox (unread). With `in_reply_to` it joins
+    /// that message's thread. Returns the new message id.
+    pub fn deliver(&mut self, ctx: &Ctx, mail: &IncomingEmail) -> Result<String, String> {
+        if !is_email(&mail.from) {
+            return Err(format!(
+                "sender `{}` is not a valid email address",
+                mail.from
+            ));
+        }
+        if mail.to.is_empty() {
+            return Err("an incoming email needs at least one recipient".into());
+        }
+        if let Some(bad) = mail.to.iter().chain(mail.cc.iter()).find(|a| !is_email(a)) {
+            return Err(format!("recipient `{bad}` is not a valid email address"));
+        }
+        let thread = match &mail.in_reply_to {
+            Some(id) => Some(self.messages[self.find(id)?].thread_id.clone()),
+            None => None,
+        };
+        let id = next_id("msg_", 4, self.messages.iter().map(|m| m.email_id.as_str()));
+        let thread_id = thread.unwrap_or_else(|| id.replace("msg_", "thr_"));
+        self.messages.push(EmailMessage {
+            email_id: id.clone(),
+            folder: "inbox".into(),
+            from: mail.from.clone(),
+            to: mail.to.clone(),
+            cc: mail.cc.clone(),
+            subject: mail.subject.clone(),
+            body: mail.body.clone(),
+            timestamp: ctx.now_text(),
+            read: false,
+            in_reply_to: mail.in_reply_to.clone(),
+            thread_id,
+        });
+        Ok(id)
+    }
+
+    /// Messages in the sent folder, oldest first.
+    pub fn sent(&self) -> impl Iterator<Item = &EmailMessage> {
+        self.messages.iter().filter(|m| m.folder == "sent")
+    }
+
+    /// Every message of a thread, oldest first.
+    pub fn thread(&self, thread_id: &str) -> Vec<EmailMessage> {
+        let mut out: Vec<EmailMessage> = self
+            .messages
+            .iter()
+            .filter(|m| m.thread_id == thread_id)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            a.timestamp
+                .cmp(&b.timestamp)
+                .then(a.email_id.cmp(&b.email_id))
+        });
+        out
+    }
+}
+
+/// Mail the environment receives from outside the agent's tools (simulated people).
+impl Environment {
+    fn email_server(&self) -> Option<&EmailServer> {
+        self.servers.iter().find_map(|(_, s)| match s {
+            Server::Email(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// The agent's mailbox address, when the environment has an email server.
+    pub fn mailbox_owner(&self) -> Option<String> {
+        self.email_server().map(|e| e.owner.clone())
+    }
+
+    /// Delivers an incoming email into the agent's inbox at the simulated time, then
+    /// advances the clock as a state-changing call does (the person took a moment to
+    /// answer). The text is an input: the caller decides it and records it, so a replay
+    /// delivers the same bytes. Returns the new message id (`msg_NNNN`).
+    pub fn deliver_email(&mut self, mail: &IncomingEmail) -> Result<String, String> {
+        let ctx = Ctx { now: self.now };
+        let server = self
+            .servers
+            .iter_mut()
+            .find_map(|(_, s)| match s {
+                Server::Email(e) => Some(e),
+                _ => None,
+            })
+            .ok_or("this environment has no email server")?;
+        let id = server.deliver(&ctx, mail)?;
+        self.now += Duration::seconds(CLOCK_STEP_SECONDS);
+        self.steps += 1;
+        Ok(id)
+    }
+
+    /// How many emails the agent has sent so far (a cursor for [`Self::sent_since`]).
+    pub fn sent_count(&self) -> usize {
+        self.email_server().map_or(0, |e| e.sent().count())
+    }
+
+    /// The emails the agent sent after the first `n`, oldest first: what a step
+    /// just sent when `n` is [`Self::sent_count`] taken before it.
+    pub fn sent_since(&self, n: usize) -> Vec<EmailMessage> {
+        self.email_server()
+            .map(|e| e.sent().skip(n).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The thread a message belongs to, oldest first (empty when unknown).
+    pub fn email_thread(&self, email_id: &str) -> Vec<EmailMessage> {
+        let Some(server) = self.email_server() else {
+            return Vec::new();
+        };
+        match server.messages.iter().find(|m| m.email_id == email_id) {
+            Some(m) => server.thread(&m.thread_id),
+            None => Vec::new(),
+        }
     }
 }
 
