@@ -92,7 +92,10 @@ impl Application {
             metrics: metrics.clone(),
             secrets: SecretStore::open(&settings.data_dir)?,
             global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
-            agents: Arc::new(DefaultAgents { http: http.clone() }),
+            agents: Arc::new(DefaultAgents {
+                http: http.clone(),
+                limits: crate::llm::ProviderLimits::new(settings.provider_concurrency.clone()),
+            }),
             http,
             tool_timeout_secs: settings.tool_timeout_secs,
             self_url: self_url.clone(),

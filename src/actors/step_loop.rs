@@ -19,13 +19,14 @@ use super::Deps;
 use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, ToolCall, ToolDefinition};
 use crate::domain::events::{
-    Event, ModelCalled, RolloutCancelled, RolloutCompleted, RolloutFailed, RolloutStarted,
-    RolloutVerified, RunLaunched, ScheduledRollout, ToolCalled,
+    Event, ModelCalled, NpcEmail, NpcReplied, RolloutCancelled, RolloutCompleted, RolloutFailed,
+    RolloutStarted, RolloutVerified, RunLaunched, ScheduledRollout, ToolCalled,
 };
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
 use crate::llm::builtin::{BuiltinAgent, PlannedCall};
 use crate::llm::{self, ModelClient, ModelRequest};
+use crate::npc;
 use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
 use crate::tools::remote::RemoteEnvironment;
@@ -70,6 +71,22 @@ struct Driver {
 }
 
 impl Driver {
+    /// Appends several events atomically (a tool call and the replies it caused).
+    async fn record_all(&mut self, events: Vec<Event>) -> Result<(), StoreError> {
+        let result = journal::append(
+            self.deps.store.as_ref(),
+            &self.stream,
+            self.state.revision,
+            &events,
+        )
+        .await?;
+        let first = result.next_expected_revision + 1 - events.len() as u64;
+        for (i, event) in events.iter().enumerate() {
+            self.state.evolve(event, first + i as u64);
+        }
+        Ok(())
+    }
+
     async fn record(&mut self, event: Event) -> Result<(), StoreError> {
         let result = journal::append(
             self.deps.store.as_ref(),
@@ -188,8 +205,14 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 .iter()
                 .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
             Tools::Local(
-                replay::rebuild(scenario, task, rollout.seed, recorded)
-                    .map_err(|e| Failure(format!("environment could not be built: {e}")))?,
+                replay::rebuild(
+                    scenario,
+                    task,
+                    rollout.seed,
+                    recorded,
+                    &driver.state.npc_replies,
+                )
+                .map_err(|e| Failure(format!("environment could not be built: {e}")))?,
             )
         }
         // A remote environment keeps its own state: recorded calls are already in it.
@@ -226,6 +249,10 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .map_err(|e| Failure(e.to_string()))?
         .unwrap_or_default();
     let model = deps.agents.agent(&run, task, keys.model).map_err(Failure)?;
+    let npc_model = deps
+        .agents
+        .npc_agent(&run, keys.user_model.clone())
+        .map_err(Failure)?;
     let max_steps = run.model.max_steps;
     let provider = run.model.provider.clone();
 
@@ -307,6 +334,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 "model"
             }
             NextAction::CallTool { step, call } => {
+                let sent_before = tools.sent_count();
                 let event = call_tool(&mut tools, &rollout.rollout_id, step, &call).await;
                 if let Event::ToolCalled(called) = &event {
                     let outcome = if called.is_error { "error" } else { "ok" };
@@ -316,7 +344,31 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                         .with_label_values(&[server, outcome])
                         .inc();
                 }
-                driver.record(event).await?;
+                let after_tool_calls = driver.state.tool_calls.len() as u32 + 1;
+                let mut events = vec![event];
+                if let Tools::Local(env) = &mut tools {
+                    let replies =
+                        npc_replies(env, scenario, task, npc_model.as_deref(), &run, sent_before)
+                            .await;
+                    for reply in replies {
+                        events.push(Event::NpcReplied(NpcReplied {
+                            rollout_id: rollout.rollout_id.clone(),
+                            step,
+                            profile_id: reply.profile_id,
+                            after_tool_calls,
+                            email: NpcEmail {
+                                from: reply.email.from,
+                                to: reply.email.to,
+                                cc: reply.email.cc,
+                                subject: reply.email.subject,
+                                body: reply.email.body,
+                                in_reply_to: reply.email.in_reply_to,
+                            },
+                            replied_at: Utc::now(),
+                        }));
+                    }
+                }
+                driver.record_all(events).await?;
                 "tool"
             }
             NextAction::Verify { .. } => {
@@ -356,6 +408,14 @@ enum Tools {
 }
 
 impl Tools {
+    /// Emails the agent has sent (simulated people answer new ones).
+    fn sent_count(&self) -> usize {
+        match self {
+            Tools::Local(env) => env.sent_count(),
+            Tools::Remote(_) => 0,
+        }
+    }
+
     fn specs(&self) -> Vec<ToolSpec> {
         match self {
             Tools::Local(env) => env.all_tools(),
@@ -400,6 +460,61 @@ impl Tools {
     }
 }
 
+/// The replies of simulated people to the emails the agent sent since `sent_before`,
+/// delivered to the environment: written by the run's user model when it has one,
+/// otherwise scripted by the task. A model that fails leaves that person silent (the
+/// agent sees no answer, as with a real colleague), logged, never a hang.
+async fn npc_replies(
+    env: &mut Environment,
+    scenario: &Scenario,
+    task: &Task,
+    npc_model: Option<&dyn ModelClient>,
+    run: &RunLaunched,
+    sent_before: usize,
+) -> Vec<npc::PlannedReply> {
+    let mut delivered = Vec::new();
+    for sent in env.sent_since(sent_before) {
+        let planned = match (npc_model, &run.user_model) {
+            (Some(model), Some(settings)) => {
+                let mut planned = Vec::new();
+                for profile in npc::recipients(scenario, &sent) {
+                    let thread = env.email_thread(&sent.email_id);
+                    let prompt = npc::reply_prompt(
+                        profile,
+                        task,
+                        npc::private_facts(task, &profile.profile_id),
+                        &thread,
+                    );
+                    let request = ModelRequest {
+                        messages: &prompt,
+                        tools: &[],
+                        settings,
+                    };
+                    match model.complete(request).await {
+                        Ok(reply) => {
+                            let text = reply.message.content.unwrap_or_default();
+                            if !text.trim().is_empty() {
+                                planned.push(npc::plan_reply(profile, &sent, &text));
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(profile = profile.profile_id, %error, "the user model did not answer; the person stays silent")
+                        }
+                    }
+                }
+                planned
+            }
+            _ => npc::plan_scripted(scenario, task, &sent),
+        };
+        for reply in planned {
+            if npc::deliver(env, &reply).is_ok() {
+                delivered.push(reply);
+            }
+        }
+    }
+    delivered
+}
+
 async fn call_tool(tools: &mut Tools, rollout_id: &str, step: u32, call: &ToolCall) -> Event {
     let started = Instant::now();
     let outcome = tools
@@ -428,13 +543,39 @@ pub trait AgentFactory: Send + Sync {
         task: &Task,
         key: Option<ApiKey>,
     ) -> Result<Box<dyn ModelClient>, String>;
+
+    /// The model that plays the simulated people (`user_model_config`), if any.
+    fn npc_agent(
+        &self,
+        _run: &RunLaunched,
+        _key: Option<ApiKey>,
+    ) -> Result<Option<Box<dyn ModelClient>>, String> {
+        Ok(None)
+    }
 }
 
 pub struct DefaultAgents {
     pub http: reqwest::Client,
+    pub limits: llm::ProviderLimits,
 }
 
 impl AgentFactory for DefaultAgents {
+    fn npc_agent(
+        &self,
+        run: &RunLaunched,
+        key: Option<ApiKey>,
+    ) -> Result<Option<Box<dyn ModelClient>>, String> {
+        match &run.user_model {
+            // The builtin agents cannot speak for a person: scripted replies stand in.
+            Some(settings) if settings.provider != "builtin" => {
+                llm::client_for(&self.http, settings, key, &self.limits)
+                    .map(Some)
+                    .map_err(|e| format!("user model: {e}"))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn agent(
         &self,
         run: &RunLaunched,
@@ -462,7 +603,6 @@ impl AgentFactory for DefaultAgents {
         if settings.has_api_key && key.is_none() {
             return Err("the run's API key is no longer available".to_string());
         }
-        llm::client_for(&self.http, settings, key, &llm::ProviderLimits::unlimited())
-            .map_err(|e| e.to_string())
+        llm::client_for(&self.http, settings, key, &self.limits).map_err(|e| e.to_string())
     }
 }

@@ -249,6 +249,7 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
         full.clone(),
         Arc::new(DefaultAgents {
             http: reqwest::Client::new(),
+            limits: crate::llm::ProviderLimits::unlimited(),
         }),
     );
     let launched = run("r4", "oracle", 1);
@@ -298,6 +299,7 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
         Arc::new(Counting {
             inner: DefaultAgents {
                 http: reqwest::Client::new(),
+                limits: crate::llm::ProviderLimits::unlimited(),
             },
             calls: calls.clone(),
         }),

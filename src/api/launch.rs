@@ -10,7 +10,7 @@ use crate::config::secrets::{ApiKey, RunKeys};
 use crate::domain::events::ModelSettings;
 use crate::domain::ids::valid_run_name;
 use crate::error::ApiError;
-use crate::llm::{builtin, provider_available, provider_needs_key, PROVIDERS};
+use crate::llm::{builtin, provider_available, provider_needs_key, supports_logprobs, PROVIDERS};
 
 pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
 /// Upper bound on rollouts per run: a run is held in memory by its views.
@@ -293,6 +293,14 @@ fn model_config(
     let system_prompt = c.opt_string(m, prefix, "system_prompt");
     let tool_server_url = c.opt_string(m, prefix, "tool_server_url");
     let log_prob = c.opt_bool(m, prefix, "log_prob").unwrap_or(false);
+    if log_prob && PROVIDERS.contains(&provider.as_str()) && !supports_logprobs(&provider) {
+        c.push(
+            prefix,
+            "log_prob",
+            format!("Provider `{provider}` cannot return token log-probabilities"),
+            "value_error",
+        );
+    }
     let summarize = c
         .opt_int(m, prefix, "summarize_every_n_turns", 0, 10_000)
         .unwrap_or(0);

@@ -310,7 +310,7 @@ fn environment_state(state: &AppState, detail: &RolloutDetail) -> Option<Value> 
         .tool_calls
         .iter()
         .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
-    replay::rebuild(scenario, task, detail.seed, calls)
+    replay::rebuild(scenario, task, detail.seed, calls, &detail.npc_replies)
         .ok()
         .map(|env| env.state())
 }

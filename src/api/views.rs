@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::chat::Message;
-use crate::domain::events::{CompletionReason, ModelSettings, TokenUsage};
+use crate::domain::events::{CompletionReason, ModelSettings, NpcReplied, TokenUsage};
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::Verdict;
 use crate::projections::{RolloutView, RunView, StatusChange, ToolCallView, Views};
@@ -150,6 +150,8 @@ pub struct RolloutDetail {
     pub trajectory: Vec<Message>,
     pub tool_calls: Vec<ToolCallView>,
     pub logprobs: Vec<Value>,
+    /// Emails simulated people sent the agent, with where they arrived.
+    pub npc_replies: Vec<NpcReplied>,
     pub usage: TokenUsage,
     pub timings: Timings,
     pub status_events: Vec<StatusChange>,
@@ -190,6 +192,7 @@ impl RolloutDetail {
             trajectory: r.trajectory.clone(),
             tool_calls: r.tool_calls.clone(),
             logprobs: r.logprobs.clone(),
+            npc_replies: r.npc_replies.clone(),
             usage: r.usage.clone(),
             timings: Timings {
                 created_at: r.created_at,

@@ -23,6 +23,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub model_timeout_secs: u64,
     pub tool_timeout_secs: u64,
+    pub provider_concurrency: std::collections::HashMap<String, usize>,
     pub api_tokens: Vec<String>,
     pub open_metrics: bool,
     pub allow_unauthenticated_public_bind: bool,

@@ -114,6 +114,29 @@ pub struct ToolCalled {
     pub called_at: DateTime<Utc>,
 }
 
+/// An email a simulated person sent back, as delivered to the agent's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpcEmail {
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub in_reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NpcReplied {
+    pub rollout_id: String,
+    pub step: u32,
+    pub profile_id: String,
+    /// Delivered after this many tool calls of the rollout: where it goes on replay.
+    pub after_tool_calls: u32,
+    pub email: NpcEmail,
+    pub replied_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutVerified {
     pub rollout_id: String,
@@ -165,6 +188,7 @@ pub enum Event {
     RolloutStarted(RolloutStarted),
     ModelCalled(ModelCalled),
     ToolCalled(ToolCalled),
+    NpcReplied(NpcReplied),
     RolloutVerified(RolloutVerified),
     RolloutCompleted(RolloutCompleted),
     RolloutFailed(RolloutFailed),
@@ -182,6 +206,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "RolloutStarted",
     "ModelCalled",
     "ToolCalled",
+    "NpcReplied",
     "RolloutVerified",
     "RolloutCompleted",
     "RolloutFailed",
@@ -211,6 +236,7 @@ impl Event {
             Event::RolloutStarted(_) => "RolloutStarted",
             Event::ModelCalled(_) => "ModelCalled",
             Event::ToolCalled(_) => "ToolCalled",
+            Event::NpcReplied(_) => "NpcReplied",
             Event::RolloutVerified(_) => "RolloutVerified",
             Event::RolloutCompleted(_) => "RolloutCompleted",
             Event::RolloutFailed(_) => "RolloutFailed",
@@ -227,6 +253,7 @@ impl Event {
             Event::RolloutStarted(e) => e.started_at,
             Event::ModelCalled(e) => e.called_at,
             Event::ToolCalled(e) => e.called_at,
+            Event::NpcReplied(e) => e.replied_at,
             Event::RolloutVerified(e) => e.verified_at,
             Event::RolloutCompleted(e) => e.completed_at,
             Event::RolloutFailed(e) => e.failed_at,

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::chat::{Message, Role, ToolCall};
-use super::events::{CompletionReason, Event, ToolCalled};
+use super::events::{CompletionReason, Event, NpcReplied, ToolCalled};
 use super::verdict::Verdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -71,6 +71,8 @@ pub struct RolloutState {
     /// Every recorded tool call, in order: replayed over the seed, they rebuild the
     /// environment.
     pub tool_calls: Vec<ToolCalled>,
+    /// Replies of simulated people, each placed after a number of tool calls.
+    pub npc_replies: Vec<NpcReplied>,
     pub verdict: Option<Verdict>,
 }
 
@@ -101,6 +103,7 @@ impl RolloutState {
                 ));
                 self.tool_calls.push(e.clone());
             }
+            Event::NpcReplied(e) => self.npc_replies.push(e.clone()),
             Event::RolloutVerified(e) => {
                 self.status = Some(RolloutStatus::Verifying);
                 self.verdict = Some(e.verdict.clone());

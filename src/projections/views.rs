@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::chat::Message;
-use crate::domain::events::{CompletionReason, Event, ModelSettings, TokenUsage};
+use crate::domain::events::{CompletionReason, Event, ModelSettings, NpcReplied, TokenUsage};
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::Verdict;
 
@@ -116,6 +116,7 @@ pub struct RolloutView {
     pub trajectory: Vec<Message>,
     pub tool_calls: Vec<ToolCallView>,
     pub logprobs: Vec<Value>,
+    pub npc_replies: Vec<NpcReplied>,
     pub verdict: Option<Verdict>,
     pub completion_reason: Option<CompletionReason>,
     pub error: Option<String>,
@@ -248,6 +249,7 @@ impl Views {
                             trajectory: vec![],
                             tool_calls: vec![],
                             logprobs: vec![],
+                            npc_replies: vec![],
                             verdict: None,
                             completion_reason: None,
                             error: None,
@@ -305,6 +307,7 @@ impl Views {
             Event::RolloutStarted(_)
             | Event::ModelCalled(_)
             | Event::ToolCalled(_)
+            | Event::NpcReplied(_)
             | Event::RolloutVerified(_)
             | Event::RolloutCompleted(_)
             | Event::RolloutFailed(_)
@@ -359,6 +362,7 @@ impl Views {
                     latency_ms: e.latency_ms,
                 });
             }
+            Event::NpcReplied(e) => view.npc_replies.push(e.clone()),
             Event::RolloutVerified(e) => {
                 after = RolloutStatus::Verifying;
                 view.verdict = Some(e.verdict.clone());
@@ -429,6 +433,7 @@ fn rollout_id_of(event: &Event) -> Option<&str> {
         Event::RolloutStarted(e) => &e.rollout_id,
         Event::ModelCalled(e) => &e.rollout_id,
         Event::ToolCalled(e) => &e.rollout_id,
+        Event::NpcReplied(e) => &e.rollout_id,
         Event::RolloutVerified(e) => &e.rollout_id,
         Event::RolloutCompleted(e) => &e.rollout_id,
         Event::RolloutFailed(e) => &e.rollout_id,

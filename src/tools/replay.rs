@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
+use super::email::IncomingEmail;
 use super::{Environment, ToolError};
+use crate::domain::events::{NpcEmail, NpcReplied};
 use crate::scenarios::{Scenario, Task};
 
 /// What a call came to: the server it went to (if any), the observation, whether
@@ -65,17 +67,38 @@ pub fn execute(env: &mut Environment, tool_name: &str, arguments: &str) -> CallO
     }
 }
 
+/// The email a recorded `NpcReplied` delivers.
+pub fn incoming(email: &NpcEmail) -> IncomingEmail {
+    IncomingEmail {
+        from: email.from.clone(),
+        to: email.to.clone(),
+        cc: email.cc.clone(),
+        subject: email.subject.clone(),
+        body: email.body.clone(),
+        in_reply_to: email.in_reply_to.clone(),
+    }
+}
+
 /// The environment of a rollout after the given recorded calls (tool name, raw
-/// arguments), rebuilt over the scenario's seed.
+/// arguments) and the recorded replies of simulated people (each delivered after its
+/// number of calls), rebuilt over the scenario's seed. Replies are inputs, never
+/// recomputed, so a model-written reply replays exactly.
 pub fn rebuild<'a>(
     scenario: &Scenario,
     task: &Task,
     seed: u64,
     calls: impl IntoIterator<Item = (&'a str, &'a str)>,
+    replies: &[NpcReplied],
 ) -> Result<Environment, ToolError> {
     let mut env = Environment::new(scenario, task, seed)?;
+    let mut done = 0u32;
     for (tool_name, arguments) in calls {
         execute(&mut env, tool_name, arguments);
+        done += 1;
+        for reply in replies.iter().filter(|r| r.after_tool_calls == done) {
+            // A reply that was delivered live delivers again: same state, same input.
+            let _ = env.deliver_email(&incoming(&reply.email));
+        }
     }
     Ok(env)
 }

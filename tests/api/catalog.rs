@@ -132,6 +132,24 @@ fn golden_events() -> Vec<(String, Event)> {
         ),
         (
             rol("rol_a1"),
+            Event::NpcReplied(NpcReplied {
+                rollout_id: "rol_a1".into(),
+                step: 1,
+                profile_id: "lisa-anderson".into(),
+                after_tool_calls: 1,
+                email: NpcEmail {
+                    from: "lisa.anderson@techcorp.com".into(),
+                    to: vec!["hr@techcorp.com".into()],
+                    cc: vec![],
+                    subject: "Re: Leave request".into(),
+                    body: "Thanks, noted.".into(),
+                    in_reply_to: Some("msg_0007".into()),
+                },
+                replied_at: at(3),
+            }),
+        ),
+        (
+            rol("rol_a1"),
             Event::ModelCalled(ModelCalled {
                 rollout_id: "rol_a1".into(),
                 step: 2,

@@ -130,7 +130,14 @@ async fn a_finished_rollout_replayed_from_the_log_gives_the_same_state_and_verdi
             .tool_calls
             .iter()
             .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
-        let env = replay::rebuild(scenario, task, view["seed"].as_u64().unwrap(), calls).unwrap();
+        let env = replay::rebuild(
+            scenario,
+            task,
+            view["seed"].as_u64().unwrap(),
+            calls,
+            &state.npc_replies,
+        )
+        .unwrap();
         assert_eq!(env.state(), view["environment_state"]);
         let verdict = rl_gym::verify::verify(task, &env.state(), &state.messages);
         assert_eq!(Some(verdict.clone()), recorded_verdict);
