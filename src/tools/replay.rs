@@ -91,10 +91,9 @@ pub fn rebuild<'a>(
     replies: &[NpcReplied],
 ) -> Result<Environment, ToolError> {
     let mut env = Environment::new(scenario, task, seed)?;
-    let mut done = 0u32;
-    for (tool_name, arguments) in calls {
+    for (done, (tool_name, arguments)) in calls.into_iter().enumerate() {
         execute(&mut env, tool_name, arguments);
-        done += 1;
+        let done = done as u32 + 1;
         for reply in replies.iter().filter(|r| r.after_tool_calls == done) {
             // A reply that was delivered live delivers again: same state, same input.
             let _ = env.deliver_email(&incoming(&reply.email));
