@@ -5,6 +5,7 @@ mod catalog;
 mod durability;
 mod environments;
 mod helpers;
+mod npcs;
 mod operations;
 mod providers;
 mod runs;
