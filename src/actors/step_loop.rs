@@ -19,8 +19,9 @@ use super::Deps;
 use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, ToolCall, ToolDefinition};
 use crate::domain::events::{
-    Event, ModelCalled, NpcEmail, NpcReplied, RolloutCancelled, RolloutCompleted, RolloutFailed,
-    RolloutStarted, RolloutVerified, RunLaunched, ScheduledRollout, ToolCalled,
+    ContextSummarized, Event, ModelCalled, NpcEmail, NpcReplied, RolloutCancelled,
+    RolloutCompleted, RolloutFailed, RolloutStarted, RolloutVerified, RunLaunched,
+    ScheduledRollout, ToolCalled,
 };
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
@@ -281,6 +282,24 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 continue;
             }
             NextAction::CallModel { step } => {
+                let every = run.model.summarize_every_n_turns;
+                if let Some(replaced) =
+                    driver
+                        .state
+                        .summary_due(step, every, run.model.context_stride)
+                {
+                    let event = summarize(
+                        model.as_ref(),
+                        &run,
+                        &rollout.rollout_id,
+                        step,
+                        replaced,
+                        driver.state.to_summarize(replaced),
+                    )
+                    .await?;
+                    driver.record(event).await?;
+                    continue;
+                }
                 let request = ModelRequest {
                     messages: &driver.state.messages,
                     tools: &tool_definitions,
@@ -458,6 +477,56 @@ impl Tools {
             Tools::Remote(env) => env.state().await,
         }
     }
+}
+
+const SUMMARY_PROMPT: &str = "You compress the working memory of an agent. Summarise the \
+    conversation below (the agent's tool calls and what they returned) in a few short \
+    paragraphs: keep every id, name, date, number and decision the agent will need to \
+    finish its task, and what is still to do. Answer with the summary only.";
+
+/// Asks the model to summarise `older` messages (ContextSummarized).
+async fn summarize(
+    model: &dyn ModelClient,
+    run: &RunLaunched,
+    rollout_id: &str,
+    step: u32,
+    replaced: u32,
+    older: &[Message],
+) -> Result<Event, StepError> {
+    let transcript = older
+        .iter()
+        .map(|m| {
+            let calls = m
+                .tool_calls
+                .iter()
+                .map(|c| format!(" [calls {}({})]", c.function.name, c.function.arguments))
+                .collect::<String>();
+            format!(
+                "{:?}: {}{calls}",
+                m.role,
+                m.content.as_deref().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let messages = [Message::system(SUMMARY_PROMPT), Message::user(transcript)];
+    let request = ModelRequest {
+        messages: &messages,
+        tools: &[],
+        settings: &run.model,
+    };
+    let reply = model
+        .complete(request)
+        .await
+        .map_err(|e| Failure(format!("summarising before step {step} failed: {e}")))?;
+    Ok(Event::ContextSummarized(ContextSummarized {
+        rollout_id: rollout_id.to_string(),
+        step,
+        summary: reply.message.content.unwrap_or_default(),
+        replaced_messages: replaced,
+        usage: reply.usage,
+        summarized_at: Utc::now(),
+    }))
 }
 
 /// The replies of simulated people to the emails the agent sent since `sent_before`,

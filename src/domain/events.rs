@@ -137,6 +137,19 @@ pub struct NpcReplied {
     pub replied_at: DateTime<Utc>,
 }
 
+/// The older part of the conversation replaced by a model-written summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextSummarized {
+    pub rollout_id: String,
+    /// Taken before model turn `step`.
+    pub step: u32,
+    pub summary: String,
+    /// Messages after the task (and any earlier summary) that the summary replaces.
+    pub replaced_messages: u32,
+    pub usage: Option<TokenUsage>,
+    pub summarized_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutVerified {
     pub rollout_id: String,
@@ -189,6 +202,7 @@ pub enum Event {
     ModelCalled(ModelCalled),
     ToolCalled(ToolCalled),
     NpcReplied(NpcReplied),
+    ContextSummarized(ContextSummarized),
     RolloutVerified(RolloutVerified),
     RolloutCompleted(RolloutCompleted),
     RolloutFailed(RolloutFailed),
@@ -207,6 +221,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "ModelCalled",
     "ToolCalled",
     "NpcReplied",
+    "ContextSummarized",
     "RolloutVerified",
     "RolloutCompleted",
     "RolloutFailed",
@@ -237,6 +252,7 @@ impl Event {
             Event::ModelCalled(_) => "ModelCalled",
             Event::ToolCalled(_) => "ToolCalled",
             Event::NpcReplied(_) => "NpcReplied",
+            Event::ContextSummarized(_) => "ContextSummarized",
             Event::RolloutVerified(_) => "RolloutVerified",
             Event::RolloutCompleted(_) => "RolloutCompleted",
             Event::RolloutFailed(_) => "RolloutFailed",
@@ -254,6 +270,7 @@ impl Event {
             Event::ModelCalled(e) => e.called_at,
             Event::ToolCalled(e) => e.called_at,
             Event::NpcReplied(e) => e.replied_at,
+            Event::ContextSummarized(e) => e.summarized_at,
             Event::RolloutVerified(e) => e.verified_at,
             Event::RolloutCompleted(e) => e.completed_at,
             Event::RolloutFailed(e) => e.failed_at,

@@ -73,6 +73,10 @@ pub struct RolloutState {
     pub tool_calls: Vec<ToolCalled>,
     /// Replies of simulated people, each placed after a number of tool calls.
     pub npc_replies: Vec<NpcReplied>,
+    /// Messages before the first exchange: system, task, and a summary once made.
+    prefix_len: usize,
+    /// The model turn before which the last summary was made.
+    summarized_before: u32,
     pub verdict: Option<Verdict>,
 }
 
@@ -88,6 +92,17 @@ impl RolloutState {
                 self.started = true;
                 self.status = Some(RolloutStatus::Running);
                 self.messages = e.messages.clone();
+                self.prefix_len = self.messages.len();
+            }
+            Event::ContextSummarized(e) => {
+                let keep_from =
+                    (self.prefix_len + e.replaced_messages as usize).min(self.messages.len());
+                let mut messages: Vec<Message> = self.messages[..self.prefix_len.min(2)].to_vec();
+                messages.push(summary_message(&e.summary));
+                messages.extend_from_slice(&self.messages[keep_from..]);
+                self.messages = messages;
+                self.prefix_len = self.prefix_len.min(2) + 1;
+                self.summarized_before = e.step;
             }
             Event::ModelCalled(e) => {
                 self.steps = self.steps.max(e.step);
@@ -113,6 +128,41 @@ impl RolloutState {
             Event::RolloutCancelled(_) => self.status = Some(RolloutStatus::Cancelled),
             Event::RunLaunched(_) | Event::RunCancelRequested(_) | Event::RunDeleted(_) => {}
         }
+    }
+
+    /// The exchanges (an assistant turn and its tool results) after the prefix.
+    fn exchange_starts(&self) -> Vec<usize> {
+        (self.prefix_len..self.messages.len())
+            .filter(|&i| self.messages[i].role == Role::Assistant)
+            .collect()
+    }
+
+    /// Before model turn `step`: how many messages to fold into a summary so that
+    /// exactly `stride` recent exchanges stay verbatim, when summarising every
+    /// `every` turns is due (`None`: not due, or nothing to fold).
+    pub fn summary_due(&self, step: u32, every: u32, stride: u32) -> Option<u32> {
+        if every == 0
+            || step <= 1
+            || !(step - 1).is_multiple_of(every)
+            || self.summarized_before == step
+        {
+            return None;
+        }
+        let starts = self.exchange_starts();
+        let stride = stride.max(1) as usize;
+        if starts.len() <= stride {
+            return None;
+        }
+        let keep_from = starts[starts.len() - stride];
+        Some((keep_from - self.prefix_len) as u32)
+    }
+
+    /// The messages a summary of `replaced` messages stands for (with any earlier
+    /// summary), to show the summarising model.
+    pub fn to_summarize(&self, replaced: u32) -> &[Message] {
+        let start = self.prefix_len.min(2);
+        let end = (self.prefix_len + replaced as usize).min(self.messages.len());
+        &self.messages[start..end]
     }
 
     /// The loop's decision, from the recorded events alone.
@@ -161,6 +211,15 @@ impl RolloutState {
             CompletionReason::MaxSteps
         }
     }
+}
+
+/// How a summary appears in the conversation (and the trajectory).
+pub fn summary_message(summary: &str) -> Message {
+    let mut message = Message::user(format!(
+        "Summary of the earlier steps of this task:\n{summary}"
+    ));
+    message.name = Some("summary".to_string());
+    message
 }
 
 #[cfg(test)]
@@ -246,6 +305,48 @@ mod tests {
             },
             verified_at: t(),
         })
+    }
+
+    fn summarized(step: u32, replaced: u32) -> Event {
+        Event::ContextSummarized(ContextSummarized {
+            rollout_id: "rol_1".into(),
+            step,
+            summary: "did things".into(),
+            replaced_messages: replaced,
+            usage: None,
+            summarized_at: t(),
+        })
+    }
+
+    #[test]
+    fn given_four_exchanges_when_summarising_with_stride_two_then_two_stay_verbatim() {
+        let mut events = vec![started()];
+        for step in 1..=4 {
+            let id = format!("c{step}");
+            events.push(model_called(step, &[id.as_str()]));
+            events.push(tool_called(step, &id));
+        }
+        let state = given(&events);
+        assert_eq!(state.summary_due(5, 2, 2), Some(4));
+        assert_eq!(state.summary_due(4, 2, 2), None, "not a multiple of every");
+        assert_eq!(state.summary_due(5, 0, 2), None, "disabled");
+        events.push(summarized(5, 4));
+        let state = given(&events);
+        assert_eq!(state.messages.len(), 2 + 1 + 4);
+        assert_eq!(state.messages[2].name.as_deref(), Some("summary"));
+        assert_eq!(state.messages[3].tool_calls[0].id, "c3");
+        assert_eq!(
+            state.summary_due(5, 2, 2),
+            None,
+            "already summarised before this turn"
+        );
+        assert_eq!(state.next_action(10), NextAction::CallModel { step: 5 });
+    }
+
+    #[test]
+    fn given_few_exchanges_when_due_then_nothing_to_fold() {
+        let state = given(&[started(), model_called(1, &["a"]), tool_called(1, "a")]);
+        assert_eq!(state.summary_due(2, 1, 3), None);
     }
 
     #[test]

@@ -308,6 +308,7 @@ impl Views {
             | Event::ModelCalled(_)
             | Event::ToolCalled(_)
             | Event::NpcReplied(_)
+            | Event::ContextSummarized(_)
             | Event::RolloutVerified(_)
             | Event::RolloutCompleted(_)
             | Event::RolloutFailed(_)
@@ -363,6 +364,14 @@ impl Views {
                 });
             }
             Event::NpcReplied(e) => view.npc_replies.push(e.clone()),
+            Event::ContextSummarized(e) => {
+                view.trajectory
+                    .push(crate::domain::rollout::summary_message(&e.summary));
+                if let Some(u) = &e.usage {
+                    add_usage(&mut view.usage, u);
+                    usage_delta = Some(u.clone());
+                }
+            }
             Event::RolloutVerified(e) => {
                 after = RolloutStatus::Verifying;
                 view.verdict = Some(e.verdict.clone());
@@ -434,6 +443,7 @@ fn rollout_id_of(event: &Event) -> Option<&str> {
         Event::ModelCalled(e) => &e.rollout_id,
         Event::ToolCalled(e) => &e.rollout_id,
         Event::NpcReplied(e) => &e.rollout_id,
+        Event::ContextSummarized(e) => &e.rollout_id,
         Event::RolloutVerified(e) => &e.rollout_id,
         Event::RolloutCompleted(e) => &e.rollout_id,
         Event::RolloutFailed(e) => &e.rollout_id,

@@ -132,6 +132,21 @@ fn golden_events() -> Vec<(String, Event)> {
         ),
         (
             rol("rol_a1"),
+            Event::ContextSummarized(ContextSummarized {
+                rollout_id: "rol_a1".into(),
+                step: 2,
+                summary: "Looked up lr_0001 and approved it.".into(),
+                replaced_messages: 2,
+                usage: Some(TokenUsage {
+                    prompt_tokens: 300,
+                    completion_tokens: 40,
+                    total_tokens: 340,
+                }),
+                summarized_at: at(3),
+            }),
+        ),
+        (
+            rol("rol_a1"),
             Event::NpcReplied(NpcReplied {
                 rollout_id: "rol_a1".into(),
                 step: 1,

@@ -251,6 +251,8 @@ pub enum Behaviour {
     AlwaysFailing,
     /// A final answer after this many milliseconds.
     SlowAnswer(u64),
+    /// A tool call every turn; a request without tools (a summary) gets a summary.
+    AlwaysTool,
 }
 
 pub struct FakeModel {
@@ -275,6 +277,15 @@ pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
                     let body = body.into_inner();
                     seen.lock().push((auth, body.clone()));
                     match behaviour {
+                        Behaviour::AlwaysTool => {
+                            let message = match body["tools"][0]["function"]["name"].as_str() {
+                                None => json!({"role": "assistant", "content": "SUMMARY: tried the tools."}),
+                                Some(tool) => json!({"role": "assistant", "content": null, "tool_calls": [
+                                    {"id": format!("call_{}", seen.lock().len()), "type": "function",
+                                     "function": {"name": tool, "arguments": "{}"}}]}),
+                            };
+                            HttpResponse::Ok().json(json!({"choices": [{"index": 0, "message": message}]}))
+                        }
                         Behaviour::SlowAnswer(ms) => {
                             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                             HttpResponse::Ok().json(json!({

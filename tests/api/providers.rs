@@ -89,3 +89,59 @@ async fn a_provider_that_keeps_failing_fails_the_rollout_with_its_message() {
     assert_eq!(model.requests.lock().len(), 4, "one call and three retries");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn summarization_keeps_exactly_context_stride_recent_exchanges() {
+    let model = start_fake_model(Behaviour::AlwaysTool).await;
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let launched = app
+        .launch(&json!({
+            "scenario_id": "hr",
+            "task_ids": [task],
+            "model_config": {"model": "m", "provider": "custom", "base_url": model.address,
+                             "max_steps": 7, "summarize_every_n_turns": 3, "context_stride": 2}
+        }))
+        .await;
+    let run_id = launched["run_id"].as_str().unwrap();
+    let status = app.wait_until_finished(run_id).await;
+    assert_eq!(status["completed"], 1, "{status}");
+
+    let requests = model.requests.lock().clone();
+    let summaries: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].1.get("tools").is_none())
+        .collect();
+    assert_eq!(summaries.len(), 2, "summaries before turns 4 and 7");
+    for &i in &summaries {
+        let next = &requests[i + 1].1["messages"];
+        let messages = next.as_array().unwrap();
+        assert_eq!(messages[2]["name"], "summary", "{next}");
+        assert!(messages[2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("SUMMARY: tried the tools."));
+        let exchanges = messages[3..]
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .count();
+        assert_eq!(
+            exchanges, 2,
+            "exactly context_stride exchanges kept verbatim: {next}"
+        );
+        assert_eq!(messages.len(), 3 + 2 * 2);
+    }
+    let rollout_id = status["rollout_ids"][0].as_str().unwrap();
+    let rollout = app
+        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+        .await;
+    assert_eq!(rollout["steps"], 7);
+    assert_eq!(rollout["completion_reason"], "max_steps");
+    let shown = rollout["trajectory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "summary")
+        .count();
+    assert_eq!(shown, 2, "the summaries show in the trajectory");
+    app.stop().await;
+}
