@@ -192,12 +192,12 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             run.scenario_id
         ))
     })?;
-    let task = scenario.task(&rollout.task_id).ok_or_else(|| {
-        Failure(format!(
-            "task {} is no longer in scenario {}",
-            rollout.task_id, run.scenario_id
-        ))
-    })?;
+    let task = &crate::scenarios::overrides::apply(
+        scenario,
+        &rollout.task_id,
+        run.task_overrides.get(&rollout.task_id),
+    )
+    .map_err(Failure)?;
     let mut tools = match &run.model.tool_server_url {
         None => {
             let recorded = driver

@@ -88,6 +88,24 @@ async fn launch_run(
             ),
         ));
     }
+    let mut problems = Vec::new();
+    for (task_id, value) in &request.task_overrides {
+        if let Err(message) = crate::scenarios::overrides::apply(scenario, task_id, Some(value)) {
+            problems.push(crate::error::FieldError {
+                loc: vec![
+                    json!("body"),
+                    json!("task_overrides"),
+                    json!(task_id),
+                    json!("task_json"),
+                ],
+                msg: message,
+                kind: "value_error".to_string(),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
     let run_id = request
         .run_name
         .clone()
@@ -290,10 +308,14 @@ async fn get_rollout(
             .rollout(&rollout_id)
             .filter(|r| r.run_id == run_id)
             .ok_or_else(|| ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found"))?;
-        Ok::<_, ApiError>((
-            RolloutDetail::of(rollout),
-            run.model.tool_server_url.is_some(),
-        ))
+        let mut detail = RolloutDetail::of(rollout);
+        detail.task_override = run.task_overrides.get(&rollout.task_id).cloned();
+        detail.client_context = detail
+            .task_override
+            .as_ref()
+            .and_then(|o| o.get("client_context"))
+            .cloned();
+        Ok::<_, ApiError>((detail, run.model.tool_server_url.is_some()))
     })?;
     // The final state is not stored: the recorded tool calls replayed over the seed
     // rebuild it exactly. A remote environment's state lives with its owner.
@@ -305,7 +327,12 @@ async fn get_rollout(
 
 fn environment_state(state: &AppState, detail: &RolloutDetail) -> Option<Value> {
     let scenario = state.catalog.get(&detail.scenario_id)?;
-    let task = scenario.task(&detail.task_id)?;
+    let task = &crate::scenarios::overrides::apply(
+        scenario,
+        &detail.task_id,
+        detail.task_override.as_ref(),
+    )
+    .ok()?;
     let calls = detail
         .tool_calls
         .iter()

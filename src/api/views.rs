@@ -158,6 +158,10 @@ pub struct RolloutDetail {
     /// The final state of every tool server of the rollout (`null` for a remote
     /// environment or a rollout that has not started).
     pub environment_state: Option<Value>,
+    /// The caller's opaque `client_context` from the task's override, returned as is.
+    pub client_context: Option<Value>,
+    #[serde(skip)]
+    pub task_override: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -206,6 +210,8 @@ impl RolloutDetail {
             },
             status_events: r.status_events.clone(),
             environment_state: None,
+            client_context: None,
+            task_override: None,
         }
     }
 }

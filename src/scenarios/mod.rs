@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::verify::{Check, ScoringRule};
 
+pub mod overrides;
 mod vocabulary;
 
 pub use vocabulary::{known_tool, server_tools, KNOWN_TOOL_SERVERS};

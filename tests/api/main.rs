@@ -7,6 +7,7 @@ mod environments;
 mod helpers;
 mod npcs;
 mod operations;
+mod overrides;
 mod providers;
 mod runs;
 mod scenarios;
