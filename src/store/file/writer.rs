@@ -4,7 +4,7 @@
 //! Group commit: it takes one request, then every other one already waiting, checks
 //! them in order against the index, encodes the accepted ones into one buffer, and
 //! does one `write` and one `fdatasync` for all of them. Only after that sync returns
-//! are the events published (readable), answered and broadcast. If the write or the
+//! are the events published (readable), broadcast and answered. If the write or the
 //! sync fails, every request of the batch gets the I/O error, the file is cut back to
 //! its last durable length and the index forgets the batch, so the store keeps working
 //! when the disk recovers. If even the cut fails, the writer refuses every later
@@ -182,12 +182,14 @@ impl Writer {
                 .fetch_add(written.len() as u64, Ordering::Relaxed);
         }
 
-        for c in checked {
-            let _ = c.reply.send(c.answer);
-        }
+        // Broadcast before answering: once an append returns, its events have gone
+        // to every live receiver, so one subscribed afterwards never sees them live.
         for event in written {
             // No receiver is not an error: nobody is listening right now.
             let _ = self.shared.live.send(event);
+        }
+        for c in checked {
+            let _ = c.reply.send(c.answer);
         }
     }
 
