@@ -145,3 +145,58 @@ async fn summarization_keeps_exactly_context_stride_recent_exchanges() {
     assert_eq!(shown, 2, "the summaries show in the trajectory");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn an_azure_openai_run_calls_the_deployment_with_the_api_key_header() {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let seen: Recorded = Default::default();
+    let recorded = seen.clone();
+    let server = HttpServer::new(move || {
+        let recorded = recorded.clone();
+        App::new().route(
+            "/openai/deployments/{deployment}/chat/completions",
+            web::post().to(move |req: HttpRequest, body: web::Json<serde_json::Value>| {
+                let recorded = recorded.clone();
+                async move {
+                    let described = format!(
+                        "{}?{} api-key={} auth={}",
+                        req.path(),
+                        req.query_string(),
+                        req.headers().get("api-key").map(|v| v.to_str().unwrap()).unwrap_or("-"),
+                        req.headers().get("authorization").is_some()
+                    );
+                    recorded.lock().push((Some(described), body.into_inner()));
+                    HttpResponse::Ok().json(json!({
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Nothing to do."}}],
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+                    }))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let base = format!("http://{}", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let launched = app
+        .launch(&json!({"scenario_id": "hr", "task_ids": [task], "model_config": {
+            "model": "gpt4o-prod", "provider": "azure-openai", "base_url": base, "api_key": "az-key-1"}}))
+        .await;
+    let status = app
+        .wait_until_finished(launched["run_id"].as_str().unwrap())
+        .await;
+    assert_eq!(status["completed"], 1, "{status}");
+    assert_eq!(status["usage"]["total_tokens"], 10);
+    let requests = seen.lock().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].0.as_deref(),
+        Some("/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21 api-key=az-key-1 auth=false")
+    );
+    assert!(requests[0].1["tools"].as_array().unwrap().len() >= 6);
+    app.stop().await;
+}
