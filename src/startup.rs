@@ -165,8 +165,6 @@ impl Application {
         let result = self.server.await;
         self.file_store.close().await;
         tracing::info!("event log closed");
-        // Give in-flight loops a moment to see the closed store before the runtime ends.
-        tokio::time::sleep(Duration::from_millis(10)).await;
         result
     }
 }

@@ -10,10 +10,9 @@ pub fn init(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let result = match format {
+    // A second init (tests) keeps the first subscriber.
+    let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    // A second init (tests) keeps the first subscriber.
-    let _ = result;
 }

@@ -87,17 +87,30 @@ impl Gym {
         Ok(state)
     }
 
+    /// Reads the run's stream, lets the domain decide, records the outcome.
     async fn execute(&self, run_id: &str, command: RunCommand) -> Result<RunState, GymError> {
         let state = self.load_run(run_id).await?;
         let events = decide(&state, command)?;
+        self.record(run_id, &state, &events).await?;
+        Ok(state)
+    }
+
+    /// Appends a decision's events to the run's stream, expecting it unchanged since
+    /// `state` was read.
+    async fn record(
+        &self,
+        run_id: &str,
+        state: &RunState,
+        events: &[Event],
+    ) -> Result<(), GymError> {
         if events.is_empty() {
-            return Ok(state);
+            return Ok(());
         }
         journal::append(
             self.deps.store.as_ref(),
             &run_stream(run_id),
             state.revision,
-            &events,
+            events,
         )
         .await
         .map_err(|error| match error {
@@ -107,7 +120,7 @@ impl Gym {
             }
             other => GymError::Store(other),
         })?;
-        Ok(state)
+        Ok(())
     }
 
     /// Seals the run's keys, records the launch, then starts its rollouts.
@@ -115,9 +128,8 @@ impl Gym {
         let run_id = run.run_id.clone();
         let rollouts = run.rollouts.clone();
         let run = Arc::new(run);
-        if self.load_run(&run_id).await?.launched.is_some() {
-            return Err(RunRefusal::AlreadyExists(run_id).into());
-        }
+        let state = self.load_run(&run_id).await?;
+        let events = decide(&state, RunCommand::Launch(Box::new((*run).clone())))?;
         if !keys.is_empty() {
             // Durable before the launch is: a resumed run always finds its keys. The
             // file is created exclusively, so a racing launch of the same name loses.
@@ -126,10 +138,7 @@ impl Gym {
                 other => other.into(),
             })?;
         }
-        if let Err(error) = self
-            .execute(&run_id, RunCommand::Launch(Box::new((*run).clone())))
-            .await
-        {
+        if let Err(error) = self.record(&run_id, &state, &events).await {
             if !matches!(error, GymError::Refused(_)) {
                 let _ = self.deps.secrets.forget(&run_id);
             }
@@ -181,6 +190,7 @@ impl Gym {
     pub async fn recover(&self, unfinished: Vec<(String, Vec<String>)>) -> Result<usize, GymError> {
         let count = unfinished.len();
         for (run_id, ids) in unfinished {
+            let ids: std::collections::HashSet<String> = ids.into_iter().collect();
             let state = self.load_run(&run_id).await?;
             let Some(run) = state.launched else { continue };
             let rollouts = run

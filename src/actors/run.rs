@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::Utc;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::registry::{Registry, RunEnded};
@@ -15,6 +16,9 @@ use super::rollout::RolloutActor;
 use super::step_loop::RolloutJob;
 use super::{journal, Deps};
 use crate::domain::events::{Event, RolloutCancelled, RunLaunched, ScheduledRollout};
+
+/// Cancellations of pending rollouts written at once.
+const CANCEL_CONCURRENCY: usize = 256;
 
 pub struct RunActor {
     deps: Arc<Deps>,
@@ -112,20 +116,33 @@ impl Handler<CancelRollouts> for RunActor {
 
     fn handle(&mut self, _msg: CancelRollouts, _ctx: &mut Self::Context) -> Self::Result {
         let (active, pending) = self.cancel_all();
-        let store = self.deps.store.clone();
+        let deps = self.deps.clone();
         let work = async move {
-            for rollout in pending {
-                let event = Event::RolloutCancelled(RolloutCancelled {
-                    rollout_id: rollout.rollout_id.clone(),
-                    reason: "run cancelled before the rollout started".to_string(),
-                    cancelled_at: Utc::now(),
-                });
-                if let Err(error) =
-                    journal::finish_rollout(store.as_ref(), &rollout.rollout_id, event).await
-                {
-                    tracing::error!(rollout_id = rollout.rollout_id, %error, "could not record a cancellation");
-                }
-            }
+            // Concurrent appends share the log's fsyncs (group commit); one by one,
+            // cancelling a large run would cost one fsync per pending rollout.
+            futures::stream::iter(pending)
+                .for_each_concurrent(CANCEL_CONCURRENCY, |rollout| {
+                    let deps = deps.clone();
+                    async move {
+                        let event = Event::RolloutCancelled(RolloutCancelled {
+                            rollout_id: rollout.rollout_id.clone(),
+                            reason: "run cancelled before the rollout started".to_string(),
+                            cancelled_at: Utc::now(),
+                        });
+                        match journal::finish_rollout(deps.store.as_ref(), &rollout.rollout_id, event).await {
+                            Ok(true) => deps
+                                .metrics
+                                .rollouts_finished
+                                .with_label_values(&["cancelled"])
+                                .inc(),
+                            Ok(false) => {}
+                            Err(error) => {
+                                tracing::error!(rollout_id = rollout.rollout_id, %error, "could not record a cancellation")
+                            }
+                        }
+                    }
+                })
+                .await;
             active
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|active, act, ctx| {

@@ -37,6 +37,13 @@ fn not_found() -> ApiError {
     ApiError::new(ErrorCode::EnvironmentNotFound, "Environment not found")
 }
 
+fn unknown_server(server: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::EnvironmentNotFound,
+        format!("Tool server '{server}' is not part of this environment"),
+    )
+}
+
 fn hosted(state: &AppState, id: &str) -> Result<std::sync::Arc<Hosted>, ApiError> {
     state.environments.get(id).ok_or_else(not_found)
 }
@@ -45,10 +52,7 @@ fn check_server(hosted: &Hosted, server: &str) -> Result<(), ApiError> {
     if hosted.env.lock().server_names().iter().any(|s| s == server) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            ErrorCode::EnvironmentNotFound,
-            format!("Tool server '{server}' is not part of this environment"),
-        ))
+        Err(unknown_server(server))
     }
 }
 
@@ -124,12 +128,11 @@ async fn tools(
 ) -> Result<HttpResponse, ApiError> {
     let (id, server) = path.into_inner();
     let hosted = hosted(&state, &id)?;
-    let tools = hosted.env.lock().tools(&server).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::EnvironmentNotFound,
-            format!("Tool server '{server}' is not part of this environment"),
-        )
-    })?;
+    let tools = hosted
+        .env
+        .lock()
+        .tools(&server)
+        .ok_or_else(|| unknown_server(&server))?;
     Ok(HttpResponse::Ok().json(json!({ "tools": tools })))
 }
 
@@ -166,12 +169,7 @@ async fn step(
         .env
         .lock()
         .step(&server, &tool_name, &parameters)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::EnvironmentNotFound,
-                format!("Tool server '{server}' is not part of this environment"),
-            )
-        })?;
+        .ok_or_else(|| unknown_server(&server))?;
     let mut answer = json!({
         "observation": observation.observation,
         "reward": observation.reward,
@@ -199,11 +197,10 @@ async fn snapshot(
 ) -> Result<HttpResponse, ApiError> {
     let (id, server) = path.into_inner();
     let hosted = hosted(&state, &id)?;
-    let snapshot = hosted.env.lock().snapshot(&server).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::EnvironmentNotFound,
-            format!("Tool server '{server}' is not part of this environment"),
-        )
-    })?;
+    let snapshot = hosted
+        .env
+        .lock()
+        .snapshot(&server)
+        .ok_or_else(|| unknown_server(&server))?;
     Ok(HttpResponse::Ok().json(snapshot))
 }

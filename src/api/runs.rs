@@ -185,42 +185,30 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
                     "enum",
                 ),
             },
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=200).contains(&n) => q.limit = n as usize,
-                Ok(n) if n < 1 => c.push(
-                    prefix,
-                    "limit",
-                    "Input should be greater than or equal to 1",
-                    "greater_than_equal",
-                ),
-                Ok(_) => c.push(
-                    prefix,
-                    "limit",
-                    "Input should be less than or equal to 200",
-                    "less_than_equal",
-                ),
-                Err(_) => c.push(
-                    prefix,
-                    "limit",
-                    "Input should be a valid integer",
-                    "int_parsing",
-                ),
-            },
-            "offset" => match value.parse::<i64>() {
-                Ok(n) if n >= 0 => q.offset = n as usize,
-                Ok(_) => c.push(
-                    prefix,
-                    "offset",
-                    "Input should be greater than or equal to 0",
-                    "greater_than_equal",
-                ),
-                Err(_) => c.push(
-                    prefix,
-                    "offset",
-                    "Input should be a valid integer",
-                    "int_parsing",
-                ),
-            },
+            "limit" | "offset" => {
+                let (min, max) = if key == "limit" {
+                    (1, 200)
+                } else {
+                    (0, i64::MAX)
+                };
+                match value.parse::<i64>() {
+                    Ok(n) => {
+                        if let Some(n) = c.in_range(prefix, key, n, min, max) {
+                            if key == "limit" {
+                                q.limit = n as usize;
+                            } else {
+                                q.offset = n as usize;
+                            }
+                        }
+                    }
+                    Err(_) => c.push(
+                        prefix,
+                        key,
+                        "Input should be a valid integer",
+                        "int_parsing",
+                    ),
+                }
+            }
             "expand" => {
                 for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if item == "rollouts" {

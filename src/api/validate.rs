@@ -84,6 +84,47 @@ impl Checker {
         }
     }
 
+    /// `n` if it lies within `[min, max]`; otherwise the bound it breaks is reported.
+    pub fn in_range<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        prefix: &[&str],
+        field: &str,
+        n: T,
+        min: T,
+        max: T,
+    ) -> Option<T> {
+        if n < min {
+            let msg = format!("Input should be greater than or equal to {min}");
+            self.push(prefix, field, msg, "greater_than_equal");
+            None
+        } else if n > max {
+            let msg = format!("Input should be less than or equal to {max}");
+            self.push(prefix, field, msg, "less_than_equal");
+            None
+        } else {
+            Some(n)
+        }
+    }
+
+    /// An optional field read by `read`, within `[min, max]`.
+    fn opt_bounded<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        obj: &Map<String, Value>,
+        (prefix, field): (&[&str], &str),
+        read: impl Fn(&Value) -> Option<T>,
+        (min, max): (T, T),
+        (type_msg, type_kind): (&str, &str),
+    ) -> Option<T> {
+        let value = obj.get(field).filter(|v| !v.is_null())?;
+        match read(value) {
+            Some(n) => self.in_range(prefix, field, n, min, max),
+            None => {
+                self.push(prefix, field, type_msg, type_kind);
+                None
+            }
+        }
+    }
+
     /// An optional integer within `[min, max]`.
     pub fn opt_int(
         &mut self,
@@ -93,34 +134,8 @@ impl Checker {
         min: i64,
         max: i64,
     ) -> Option<i64> {
-        match obj.get(field) {
-            None | Some(Value::Null) => None,
-            Some(value) => match value.as_i64() {
-                Some(n) if n < min => {
-                    self.push(
-                        prefix,
-                        field,
-                        format!("Input should be greater than or equal to {min}"),
-                        "greater_than_equal",
-                    );
-                    None
-                }
-                Some(n) if n > max => {
-                    self.push(
-                        prefix,
-                        field,
-                        format!("Input should be less than or equal to {max}"),
-                        "less_than_equal",
-                    );
-                    None
-                }
-                Some(n) => Some(n),
-                None => {
-                    self.push(prefix, field, "Input should be a valid integer", "int_type");
-                    None
-                }
-            },
-        }
+        let kind = ("Input should be a valid integer", "int_type");
+        self.opt_bounded(obj, (prefix, field), Value::as_i64, (min, max), kind)
     }
 
     /// An optional number within `[min, max]`.
@@ -132,39 +147,8 @@ impl Checker {
         min: f64,
         max: f64,
     ) -> Option<f64> {
-        match obj.get(field) {
-            None | Some(Value::Null) => None,
-            Some(value) => match value.as_f64() {
-                Some(n) if n < min => {
-                    self.push(
-                        prefix,
-                        field,
-                        format!("Input should be greater than or equal to {min}"),
-                        "greater_than_equal",
-                    );
-                    None
-                }
-                Some(n) if n > max => {
-                    self.push(
-                        prefix,
-                        field,
-                        format!("Input should be less than or equal to {max}"),
-                        "less_than_equal",
-                    );
-                    None
-                }
-                Some(n) => Some(n),
-                None => {
-                    self.push(
-                        prefix,
-                        field,
-                        "Input should be a valid number",
-                        "float_type",
-                    );
-                    None
-                }
-            },
-        }
+        let kind = ("Input should be a valid number", "float_type");
+        self.opt_bounded(obj, (prefix, field), Value::as_f64, (min, max), kind)
     }
 
     pub fn opt_bool(

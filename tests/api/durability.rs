@@ -177,17 +177,26 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
                     .await
                     .unwrap();
                 // A resumed rollout has no step twice.
-                let steps: Vec<u64> = detail["trajectory"]
+                let assistant_turns = detail["trajectory"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .filter(|m| m["role"] == "assistant")
-                    .map(|_| 1)
-                    .collect();
+                    .count() as u64;
                 assert_eq!(
-                    steps.len() as u64,
+                    assistant_turns,
                     detail["steps"].as_u64().unwrap(),
                     "{detail}"
+                );
+                let calls = detail["tool_calls"].as_array().unwrap();
+                let distinct: std::collections::BTreeSet<&str> = calls
+                    .iter()
+                    .map(|c| c["call_id"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    distinct.len(),
+                    calls.len(),
+                    "a tool call was applied twice: {detail}"
                 );
                 assert_eq!(detail["score"], 1.0, "{detail}");
             }

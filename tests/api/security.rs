@@ -178,24 +178,44 @@ async fn an_oversized_body_is_413() {
 async fn environments_are_never_listed_and_a_guessed_id_finds_nothing() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
-    app.post(
-        "/environments",
-        &json!({"scenario_id": "hr", "task_id": task}),
-    )
-    .await;
+    let env: Value = app
+        .post(
+            "/environments",
+            &json!({"scenario_id": "hr", "task_id": task}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = env["environment_id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/environments/{id}/email/health"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let listing = app.get("/environments").await;
     assert!(listing.status().is_client_error(), "{}", listing.status());
     assert!(!listing.text().await.unwrap().contains("env_"));
+    // Near misses of a live id: one character changed, truncated, upper-cased.
+    let last = id.chars().last().unwrap();
+    let flipped = format!(
+        "{}{}",
+        &id[..id.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
     for guess in [
-        "env_1",
-        "env_00000000000000000000000000000000",
-        "../runs",
-        "%2e%2e",
+        flipped,
+        id[..id.len() - 1].to_string(),
+        id.to_uppercase(),
+        "env_1".to_string(),
     ] {
         let response = app
             .get(&format!("/environments/{guess}/email/snapshot"))
             .await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{guess}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "environment_not_found", "{guess}");
     }
     app.stop().await;
 }
