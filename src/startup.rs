@@ -95,6 +95,7 @@ impl Application {
             agents: Arc::new(DefaultAgents {
                 http: http.clone(),
                 limits: crate::llm::ProviderLimits::new(settings.provider_concurrency.clone()),
+                judge: settings.judge.model_settings(),
             }),
             http,
             tool_timeout_secs: settings.tool_timeout_secs,
