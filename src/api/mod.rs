@@ -5,6 +5,7 @@
 
 mod auth;
 mod environments;
+mod events;
 mod health;
 mod launch;
 mod runs;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub store: Arc<dyn EventStore>,
     pub environments: Arc<EnvironmentRegistry>,
+    /// Cancelled when the service begins to stop (event streams end).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
+    events::routes(cfg);
     runs::routes(cfg);
     environments::routes(cfg);
     scenarios::routes(cfg);
