@@ -240,11 +240,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
     let tool_definitions: Vec<ToolDefinition> = tools
         .specs()
         .into_iter()
-        .map(|t| ToolDefinition {
-            name: t.name,
-            description: t.description,
-            parameters: t.input_schema,
-        })
+        .map(ToolSpec::definition)
         .collect();
     let keys = deps
         .secrets

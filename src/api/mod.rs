@@ -6,8 +6,10 @@
 mod auth;
 mod environments;
 mod events;
+mod export;
 mod health;
 mod launch;
+mod rollouts;
 mod runs;
 mod scenarios;
 mod validate;
@@ -23,9 +25,10 @@ use serde_json::json;
 pub use auth::AccessControl;
 
 use crate::actors::Gym;
+use crate::domain::events::NpcReplied;
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::metrics::Metrics;
-use crate::projections::Projections;
+use crate::projections::{Projections, ToolCallView};
 use crate::scenarios::Catalog;
 use crate::store::EventStore;
 use crate::tools::registry::EnvironmentRegistry;
@@ -43,6 +46,28 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A rollout's environment state, rebuilt by replaying its recorded tool calls and
+    /// NPC replies over the scenario's seed (`None` for `recorded`: the state before
+    /// the first step). `None` when the scenario or task is gone.
+    pub fn environment_state(
+        &self,
+        scenario_id: &str,
+        task_id: &str,
+        task_override: Option<&serde_json::Value>,
+        seed: u64,
+        recorded: Option<(&[ToolCallView], &[NpcReplied])>,
+    ) -> Option<serde_json::Value> {
+        let scenario = self.catalog.get(scenario_id)?;
+        let task = &crate::scenarios::overrides::apply(scenario, task_id, task_override).ok()?;
+        let (calls, replies) = recorded.unwrap_or((&[], &[]));
+        let calls = calls
+            .iter()
+            .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
+        crate::tools::replay::rebuild(scenario, task, seed, calls, replies)
+            .ok()
+            .map(|env| env.state())
+    }
+
     /// Waits until the views have applied everything in the log now: a handler that
     /// just wrote sees its own write.
     pub async fn sync(&self) {
@@ -55,7 +80,9 @@ impl AppState {
 
 fn routes(cfg: &mut web::ServiceConfig) {
     events::routes(cfg);
+    export::routes(cfg);
     runs::routes(cfg);
+    rollouts::routes(cfg);
     environments::routes(cfg);
     scenarios::routes(cfg);
     verifiers::routes(cfg);

@@ -13,7 +13,6 @@ use crate::domain::events::{RunLaunched, ScheduledRollout};
 use crate::domain::ids::{new_rollout_id, new_run_id, rollout_seed};
 use crate::domain::run::RunRefusal;
 use crate::error::{ApiError, ErrorCode};
-use crate::tools::replay;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -295,24 +294,13 @@ async fn get_rollout(
     // The final state is not stored: the recorded tool calls replayed over the seed
     // rebuild it exactly. A remote environment's state lives with its owner.
     if !remote && detail.started() {
-        detail.environment_state = environment_state(&state, &detail);
+        detail.environment_state = state.environment_state(
+            &detail.scenario_id,
+            &detail.task_id,
+            detail.task_override.as_ref(),
+            detail.seed,
+            Some((&detail.tool_calls, &detail.npc_replies)),
+        );
     }
     Ok(HttpResponse::Ok().json(detail))
-}
-
-fn environment_state(state: &AppState, detail: &RolloutDetail) -> Option<Value> {
-    let scenario = state.catalog.get(&detail.scenario_id)?;
-    let task = &crate::scenarios::overrides::apply(
-        scenario,
-        &detail.task_id,
-        detail.task_override.as_ref(),
-    )
-    .ok()?;
-    let calls = detail
-        .tool_calls
-        .iter()
-        .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
-    replay::rebuild(scenario, task, detail.seed, calls, &detail.npc_replies)
-        .ok()
-        .map(|env| env.state())
 }

@@ -176,6 +176,119 @@ pub struct Timings {
     pub model_latency_ms: f64,
 }
 
+impl Timings {
+    pub fn of(r: &RolloutView) -> Self {
+        Timings {
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: match (r.started_at, r.finished_at) {
+                (Some(s), Some(f)) => Some((f - s).num_milliseconds()),
+                _ => None,
+            },
+            model_latency_ms: r.model_latency_ms,
+        }
+    }
+}
+
+/// A rollout as the original service's `/rollouts` resource shows it.
+#[derive(Serialize)]
+pub struct RolloutRecord {
+    pub rollout_id: String,
+    pub run_id: String,
+    pub scenario_id: String,
+    pub task_id: String,
+    pub status: RolloutStatus,
+    /// Finer than `status`: `queued`, `agent_running`, `verifying` or `finished`.
+    pub phase: &'static str,
+    pub current_step: u32,
+    pub max_steps: u32,
+    pub timings: Timings,
+    /// Once finished: whether the task was solved (Full Credit) and why not.
+    pub result: Option<RolloutResult>,
+    /// `final_answer`, `max_steps`, `error` or `cancelled`, once finished.
+    pub termination_reason: Option<&'static str>,
+    pub usage: TokenUsage,
+    pub status_events: Vec<StatusChange>,
+}
+
+#[derive(Serialize)]
+pub struct RolloutResult {
+    pub success: bool,
+    pub score: Option<f64>,
+    pub label: Option<&'static str>,
+    pub message: String,
+}
+
+impl RolloutRecord {
+    pub fn of(r: &RolloutView) -> Self {
+        let phase = match r.status {
+            RolloutStatus::Pending => "queued",
+            RolloutStatus::Running => "agent_running",
+            RolloutStatus::Verifying => "verifying",
+            _ => "finished",
+        };
+        let termination_reason = match r.status {
+            RolloutStatus::Completed => r.completion_reason.map(|c| match c {
+                CompletionReason::FinalAnswer => "final_answer",
+                CompletionReason::MaxSteps => "max_steps",
+            }),
+            RolloutStatus::Failed => Some("error"),
+            RolloutStatus::Cancelled => Some("cancelled"),
+            _ => None,
+        };
+        let result = r.status.is_terminal().then(|| {
+            let score = r.score();
+            let message = match (&r.verdict, &r.error) {
+                (_, Some(error)) => error.clone(),
+                (Some(verdict), None) => {
+                    let passed = verdict.checks.iter().filter(|c| c.passed).count();
+                    let mut message = format!(
+                        "{}: {passed}/{} checks passed",
+                        r.label().unwrap_or_default(),
+                        verdict.checks.len()
+                    );
+                    if let Some(rubric) = &r.rubric {
+                        message.push_str(&format!("; rubric {}", rubric_summary(rubric)));
+                    }
+                    message
+                }
+                (None, None) => "finished without a verdict".to_string(),
+            };
+            RolloutResult {
+                success: r.status == RolloutStatus::Completed && score.is_some_and(|s| s >= 1.0),
+                score,
+                label: r.label(),
+                message,
+            }
+        });
+        RolloutRecord {
+            rollout_id: r.rollout_id.clone(),
+            run_id: r.run_id.clone(),
+            scenario_id: r.scenario_id.clone(),
+            task_id: r.task_id.clone(),
+            status: r.status,
+            phase,
+            current_step: r.steps,
+            max_steps: r.max_steps,
+            timings: Timings::of(r),
+            result,
+            termination_reason,
+            usage: r.usage.clone(),
+            status_events: r.status_events.clone(),
+        }
+    }
+}
+
+fn rubric_summary(rubric: &RubricVerdict) -> String {
+    use crate::domain::verdict::RubricStatus;
+    match (rubric.status, &rubric.label) {
+        (RubricStatus::Graded, Some(label)) => label.clone(),
+        (RubricStatus::Skipped, _) => format!("skipped ({})", rubric.reason),
+        (_, _) => format!("not graded ({})", rubric.reason),
+    }
+}
+
 impl RolloutDetail {
     pub fn started(&self) -> bool {
         self.timings.started_at.is_some()
@@ -202,16 +315,7 @@ impl RolloutDetail {
             logprobs: r.logprobs.clone(),
             npc_replies: r.npc_replies.clone(),
             usage: r.usage.clone(),
-            timings: Timings {
-                created_at: r.created_at,
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                duration_ms: match (r.started_at, r.finished_at) {
-                    (Some(s), Some(f)) => Some((f - s).num_milliseconds()),
-                    _ => None,
-                },
-                model_latency_ms: r.model_latency_ms,
-            },
+            timings: Timings::of(r),
             status_events: r.status_events.clone(),
             environment_state: None,
             client_context: None,

@@ -96,3 +96,17 @@ pub struct ToolDefinition {
     pub description: String,
     pub parameters: serde_json::Value,
 }
+
+impl ToolDefinition {
+    /// The OpenAI `tools` entry (also the usual shape of training data).
+    pub fn openai_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            }
+        })
+    }
+}

@@ -72,16 +72,7 @@ pub fn encode(request: &ModelRequest<'_>) -> Value {
         "temperature": settings.temperature,
     });
     if !request.tools.is_empty() {
-        body["tools"] = request
-            .tools
-            .iter()
-            .map(|t| {
-                json!({
-                    "type": "function",
-                    "function": { "name": t.name, "description": t.description, "parameters": t.parameters }
-                })
-            })
-            .collect();
+        body["tools"] = request.tools.iter().map(|t| t.openai_json()).collect();
         body["tool_choice"] = json!("auto");
     }
     if settings.log_prob {

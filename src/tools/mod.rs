@@ -43,6 +43,17 @@ pub struct ToolSpec {
     pub mutates_state: bool,
 }
 
+impl ToolSpec {
+    /// The tool as the model is offered it.
+    pub fn definition(self) -> crate::domain::chat::ToolDefinition {
+        crate::domain::chat::ToolDefinition {
+            name: self.name,
+            description: self.description,
+            parameters: self.input_schema,
+        }
+    }
+}
+
 /// What the agent reads back from a tool call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
@@ -205,6 +216,14 @@ impl Environment {
     }
 
     /// Every tool of every server, in server order.
+    /// Every tool of every server, as the model is offered them.
+    pub fn tool_definitions(&self) -> Vec<crate::domain::chat::ToolDefinition> {
+        self.all_tools()
+            .into_iter()
+            .map(ToolSpec::definition)
+            .collect()
+    }
+
     pub fn all_tools(&self) -> Vec<ToolSpec> {
         self.servers
             .iter()

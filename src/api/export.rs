@@ -1,0 +1,308 @@
+//! `GET /runs/{run_id}/export?format=…`: a run's rollouts as JSON Lines for training,
+//! one rollout (or one preference pair) a line, streamed: only the ids are gathered
+//! first, each line is written from the views when it is sent.
+//!
+//! - `sft`: completed rollouts scoring at least `min_score` (default 1.0):
+//!   `{"messages", "tools", "score", "provenance"}`.
+//! - `rl`: every completed rollout: `{"messages", "tools", "reward", "logprobs"?,
+//!   "provenance"}`; `logprobs` (one entry per assistant turn that returned them) when
+//!   the run asked for `log_prob`.
+//! - `preference`: every pair of completed rollouts of one task with different scores:
+//!   `{"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "tools",
+//!   "provenance"}`, the prompt being the messages before the first model turn.
+//!
+//! Every line's `provenance` names the run, the rollout(s), the task, its version and
+//! the SHA-256 of its definition as run (overrides applied), the model config without
+//! its key, the rollout seed and the rl-gym version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpResponse};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::validate::Checker;
+use super::views::ModelConfigView;
+use super::AppState;
+use crate::domain::chat::Role;
+use crate::domain::rollout::RolloutStatus;
+use crate::error::{ApiError, ErrorCode};
+use crate::projections::{RolloutView, RunView};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/runs/{run_id}/export").route(web::get().to(export)));
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Sft,
+    Rl,
+    Preference,
+}
+
+/// What every line of one task shares: its provenance and the tools offered.
+struct TaskFacts {
+    version: String,
+    hash: String,
+    tools: Vec<Value>,
+}
+
+/// One line to write: a rollout, or a (chosen, rejected) pair.
+enum Item {
+    One(String),
+    Pair(String, String),
+}
+
+async fn export(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let run_id = path.into_inner();
+    let mut c = Checker::default();
+    let mut format = None;
+    let mut min_score = 1.0;
+    for (key, value) in query.iter() {
+        match key.as_str() {
+            "format" => {
+                format = match value.as_str() {
+                    "sft" => Some(Format::Sft),
+                    "rl" => Some(Format::Rl),
+                    "preference" => Some(Format::Preference),
+                    _ => {
+                        c.push(
+                            &["query"],
+                            "format",
+                            "Input should be 'sft', 'rl' or 'preference'",
+                            "enum",
+                        );
+                        None
+                    }
+                }
+            }
+            "min_score" => match value.parse::<f64>() {
+                Ok(n) => {
+                    if let Some(n) = c.in_range(&["query"], "min_score", n, 0.0, 1.0) {
+                        min_score = n;
+                    }
+                }
+                Err(_) => c.push(
+                    &["query"],
+                    "min_score",
+                    "Input should be a valid number",
+                    "float_parsing",
+                ),
+            },
+            _ => {}
+        }
+    }
+    if format.is_none() && !query.iter().any(|(k, _)| k == "format") {
+        c.push(&["query"], "format", "Field required", "missing");
+    }
+    c.finish()?;
+    let Some(format) = format else {
+        return Err(ApiError::validation(vec![]));
+    };
+    state.sync().await;
+
+    let (items, facts) = state.projections.read(|views| {
+        let run = views
+            .run(&run_id)
+            .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
+        let completed: Vec<&RolloutView> = run
+            .rollout_ids
+            .iter()
+            .filter_map(|id| views.rollout(id))
+            .filter(|r| r.status == RolloutStatus::Completed)
+            .collect();
+        let items = match format {
+            Format::Sft => completed
+                .iter()
+                .filter(|r| r.score().is_some_and(|s| s >= min_score))
+                .map(|r| Item::One(r.rollout_id.clone()))
+                .collect(),
+            Format::Rl => completed
+                .iter()
+                .map(|r| Item::One(r.rollout_id.clone()))
+                .collect(),
+            Format::Preference => pairs(&completed),
+        };
+        let facts = task_facts(&state, run);
+        Ok::<_, ApiError>((items, facts))
+    })?;
+
+    let state = state.into_inner();
+    let facts = Arc::new(facts);
+    let lines = futures::stream::iter(items).map(move |item| {
+        let line = state
+            .projections
+            .read(|views| line(views, &item, format, &facts));
+        Ok::<_, actix_web::Error>(Bytes::from(line))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"{run_id}-{}.jsonl\"",
+                match format {
+                    Format::Sft => "sft",
+                    Format::Rl => "rl",
+                    Format::Preference => "preference",
+                }
+            ),
+        ))
+        .streaming(lines))
+}
+
+/// Every pair of one task's rollouts whose scores differ, the better one first.
+fn pairs(completed: &[&RolloutView]) -> Vec<Item> {
+    let mut by_task: HashMap<&str, Vec<(&str, f64)>> = HashMap::new();
+    for r in completed {
+        if let Some(score) = r.score() {
+            by_task
+                .entry(r.task_id.as_str())
+                .or_default()
+                .push((r.rollout_id.as_str(), score));
+        }
+    }
+    let mut tasks: Vec<_> = by_task.into_iter().collect();
+    tasks.sort_by(|a, b| a.0.cmp(b.0));
+    let mut items = Vec::new();
+    for (_, rollouts) in tasks {
+        for (i, (a, score_a)) in rollouts.iter().enumerate() {
+            for (b, score_b) in &rollouts[i + 1..] {
+                if score_a > score_b {
+                    items.push(Item::Pair(a.to_string(), b.to_string()));
+                } else if score_b > score_a {
+                    items.push(Item::Pair(b.to_string(), a.to_string()));
+                }
+            }
+        }
+    }
+    items
+}
+
+/// Each task of the run as it ran (overrides applied): version, definition hash, tools.
+fn task_facts(state: &AppState, run: &RunView) -> HashMap<String, TaskFacts> {
+    let Some(scenario) = state.catalog.get(&run.scenario_id) else {
+        return HashMap::new();
+    };
+    run.task_ids
+        .iter()
+        .filter_map(|task_id| {
+            let task = crate::scenarios::overrides::apply(
+                scenario,
+                task_id,
+                run.task_overrides.get(task_id),
+            )
+            .ok()?;
+            let definition = serde_json::to_vec(&task).unwrap_or_default();
+            let tools = match run.model.tool_server_url {
+                Some(_) => vec![],
+                None => crate::tools::replay::rebuild(scenario, &task, 0, std::iter::empty(), &[])
+                    .map(|env| {
+                        env.tool_definitions()
+                            .iter()
+                            .map(|t| t.openai_json())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            Some((
+                task_id.clone(),
+                TaskFacts {
+                    version: task.version.clone(),
+                    hash: format!("sha256:{}", hex::encode(Sha256::digest(&definition))),
+                    tools,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The messages before the first model turn: what both sides of a pair were given.
+fn prompt_len(r: &RolloutView) -> usize {
+    r.trajectory
+        .iter()
+        .position(|m| m.role == Role::Assistant)
+        .unwrap_or(r.trajectory.len())
+}
+
+fn provenance(run: &RunView, r: &RolloutView, facts: Option<&TaskFacts>) -> Value {
+    json!({
+        "run_id": run.run_id,
+        "rollout_id": r.rollout_id,
+        "scenario_id": run.scenario_id,
+        "task_id": r.task_id,
+        "task_version": facts.map(|f| f.version.as_str()),
+        "task_sha256": facts.map(|f| f.hash.as_str()),
+        "model_config": ModelConfigView::of(&run.model),
+        "seed": r.seed,
+        "rl_gym_version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// One JSON line; empty when the rollout left the views meanwhile (its run deleted).
+fn line(
+    views: &crate::projections::Views,
+    item: &Item,
+    format: Format,
+    facts: &HashMap<String, TaskFacts>,
+) -> String {
+    let rollout = |id: &str| {
+        let r = views.rollout(id)?;
+        Some((views.run(&r.run_id)?, r))
+    };
+    let value = match item {
+        Item::One(id) => rollout(id).map(|(run, r)| {
+            let task = facts.get(&r.task_id);
+            let tools = task.map(|f| f.tools.clone()).unwrap_or_default();
+            let mut line = json!({
+                "messages": r.trajectory,
+                "tools": tools,
+                "provenance": provenance(run, r, task),
+            });
+            match format {
+                Format::Sft => line["score"] = json!(r.score()),
+                _ => {
+                    line["reward"] = json!(r.score());
+                    if run.model.log_prob {
+                        line["logprobs"] = json!(r.logprobs);
+                    }
+                }
+            }
+            line
+        }),
+        Item::Pair(chosen, rejected) => {
+            rollout(chosen)
+                .zip(rollout(rejected))
+                .map(|((run, c), (_, r))| {
+                    let task = facts.get(&c.task_id);
+                    let (prompt, chosen) = c.trajectory.split_at(prompt_len(c));
+                    let rejected = &r.trajectory[prompt_len(r)..];
+                    let mut provenance = provenance(run, c, task);
+                    provenance["chosen_rollout_id"] = json!(c.rollout_id);
+                    provenance["rejected_rollout_id"] = json!(r.rollout_id);
+                    provenance["rejected_seed"] = json!(r.seed);
+                    json!({
+                        "prompt": prompt,
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "chosen_score": c.score(),
+                        "rejected_score": r.score(),
+                        "tools": task.map(|f| f.tools.clone()).unwrap_or_default(),
+                        "provenance": provenance,
+                    })
+                })
+        }
+    };
+    match value {
+        Some(v) => format!("{v}\n"),
+        None => String::new(),
+    }
+}
