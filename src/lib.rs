@@ -37,6 +37,7 @@ pub mod projections;
 pub mod replay;
 pub mod scenarios;
 pub mod startup;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
