@@ -7,13 +7,16 @@ mod auth;
 mod environments;
 mod health;
 mod launch;
+mod models;
 mod runs;
 mod scenarios;
+mod stats;
 mod validate;
 mod verifiers;
 mod views;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -21,6 +24,7 @@ use serde_json::json;
 
 pub use auth::AccessControl;
 
+use crate::actors::step_loop::DefaultAgents;
 use crate::actors::Gym;
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::metrics::Metrics;
@@ -37,6 +41,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub store: Arc<dyn EventStore>,
     pub environments: Arc<EnvironmentRegistry>,
+    /// The step loops' own HTTP client and provider limits, for testing a model config.
+    pub agents: Arc<DefaultAgents>,
+    pub model_timeout: Duration,
 }
 
 impl AppState {
@@ -50,7 +57,10 @@ impl AppState {
     }
 }
 
+/// `/runs/compare` is registered before `/runs/{run_id}`, which would take it for a run id.
 fn routes(cfg: &mut web::ServiceConfig) {
+    stats::routes(cfg);
+    models::routes(cfg);
     runs::routes(cfg);
     environments::routes(cfg);
     scenarios::routes(cfg);
