@@ -15,6 +15,8 @@ use crate::llm::{builtin, provider_available, provider_needs_key, supports_logpr
 pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
 /// Upper bound on rollouts per run: a run is held in memory by its views.
 pub const MAX_ROLLOUTS_PER_RUN: i64 = 100_000;
+/// Names that `/runs/{name}` serves as endpoints, not runs.
+const RESERVED_RUN_NAMES: &[&str] = &["compare"];
 
 pub struct LaunchRequest {
     pub scenario_id: String,
@@ -127,6 +129,13 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
                 "run_name",
                 "Run name must be 1–128 characters of letters, digits, '-', '_' or '.'",
                 "string_pattern_mismatch",
+            );
+        } else if RESERVED_RUN_NAMES.contains(&name.as_str()) {
+            c.push(
+                root,
+                "run_name",
+                format!("Run name '{name}' is reserved: /runs/{name} is another endpoint"),
+                "value_error",
             );
         }
     }

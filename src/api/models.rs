@@ -46,10 +46,7 @@ async fn test_model_config(
     let outcome = match call(&state, &settings, key).await {
         Ok(()) => Outcome {
             success: true,
-            message: format!(
-                "{name} answered in {} ms",
-                started.elapsed().as_millis()
-            ),
+            message: format!("{name} answered in {} ms", started.elapsed().as_millis()),
             error_type: None,
         },
         Err(error) => Outcome {
@@ -118,7 +115,10 @@ mod tests {
             "Incorrect API key provided: ***."
         );
         assert_eq!(
-            redact("unknown access key AKIDEXAMPLE".into(), Some("AKIDEXAMPLE:s3cret")),
+            redact(
+                "unknown access key AKIDEXAMPLE".into(),
+                Some("AKIDEXAMPLE:s3cret")
+            ),
             "unknown access key ***"
         );
         assert_eq!(redact("no key".into(), None), "no key");

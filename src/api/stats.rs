@@ -132,7 +132,11 @@ fn sample(run: &RunView, views: &Views) -> Vec<TaskSample> {
     }
     for (task, last) in tasks.iter_mut().zip(last_finish) {
         task.counts.attempts = task.scores.len();
-        task.counts.successes = task.scores.iter().filter(|s| stats::is_success(**s)).count();
+        task.counts.successes = task
+            .scores
+            .iter()
+            .filter(|s| stats::is_success(**s))
+            .count();
         task.time.wall_seconds = last.map(|at| seconds(at - run.created_at));
         task.time.settle();
     }
@@ -221,7 +225,10 @@ fn split(averaged: &[Averaged]) -> (ByK<f64>, ByK<Interval>) {
 }
 
 fn run_stats_of(head: RunHead, tasks: Vec<TaskSample>) -> RunStats {
-    let figures: Vec<TaskFigures> = tasks.iter().map(|t| stats::task_figures(&t.scores)).collect();
+    let figures: Vec<TaskFigures> = tasks
+        .iter()
+        .map(|t| stats::task_figures(&t.scores))
+        .collect();
     let overall = stats::overall_figures(&figures);
     let mut counts = Counts::default();
     let mut usage = TokenUsage::default();
@@ -302,7 +309,9 @@ fn read_run(views: &Views, run_id: &str) -> Result<(RunHead, Vec<TaskSample>), A
 }
 
 /// Bootstrapping is CPU work: it runs off the worker thread.
-async fn compute<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn compute<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     web::block(work)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("statistics failed: {e}")))
@@ -370,12 +379,11 @@ fn compare(a: (RunHead, Vec<TaskSample>), b: (RunHead, Vec<TaskSample>)) -> Comp
             difference: ma.zip(mb).map(|(ma, mb)| mb - ma),
         });
     }
-    let only_in_b = b
-        .1
-        .iter()
-        .filter(|t| a.1.iter().all(|ta| ta.task_id != t.task_id))
-        .map(|t| t.task_id.clone())
-        .collect();
+    let only_in_b =
+        b.1.iter()
+            .filter(|t| a.1.iter().all(|ta| ta.task_id != t.task_id))
+            .map(|t| t.task_id.clone())
+            .collect();
     let compared: Vec<&TaskDifference> = tasks.iter().filter(|t| t.difference.is_some()).collect();
     let pick = |f: fn(&TaskDifference) -> Option<f64>| -> Vec<f64> {
         compared.iter().filter_map(|t| f(t)).collect()

@@ -176,7 +176,11 @@ pub fn overall_figures(tasks: &[TaskFigures]) -> OverallFigures {
     let per_k = |pick: fn(&TaskFigures) -> &[f64]| -> Vec<Averaged> {
         (0..max_n)
             .filter_map(|i| {
-                let values: Vec<f64> = tasks.iter().filter_map(|t| pick(t).get(i)).copied().collect();
+                let values: Vec<f64> = tasks
+                    .iter()
+                    .filter_map(|t| pick(t).get(i))
+                    .copied()
+                    .collect();
                 averaged(&values)
             })
             .collect()

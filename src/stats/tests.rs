@@ -69,7 +69,11 @@ fn percentiles_interpolate_between_order_statistics() {
 fn the_bootstrap_is_reproducible_and_brackets_the_mean() {
     let values = [0.0, 0.2, 0.5, 1.0, 1.0, 0.3];
     let ci = bootstrap_mean(&values).unwrap();
-    assert_eq!(bootstrap_mean(&values), Some(ci), "same data, same interval");
+    assert_eq!(
+        bootstrap_mean(&values),
+        Some(ci),
+        "same data, same interval"
+    );
     let m = mean(&values).unwrap();
     assert!(ci.low < m && m < ci.high, "{ci:?} around {m}");
     assert!(ci.low >= 0.0 && ci.high <= 1.0);
@@ -116,14 +120,26 @@ fn overall_figures_average_tasks_and_each_k_only_over_tasks_with_that_many_attem
     let o = overall_figures(&[a, b, none]);
     let m = o.mean_score.unwrap();
     assert_eq!((m.value, m.tasks), (0.75, 2), "macro average of ½ and 1");
-    assert_eq!(m.ci, Interval { low: 0.5, high: 1.0 });
+    assert_eq!(
+        m.ci,
+        Interval {
+            low: 0.5,
+            high: 1.0
+        }
+    );
     let at: Vec<(f64, usize)> = o.pass_at_k.iter().map(|x| (x.value, x.tasks)).collect();
     // pass@1: (½ + 1)/2; pass@2: both certain; pass@3 and pass@4: b alone.
     assert_eq!(at, [(0.75, 2), (1.0, 2), (1.0, 1), (1.0, 1)]);
     let hat: Vec<(f64, usize)> = o.pass_hat_k.iter().map(|x| (x.value, x.tasks)).collect();
     // pass^2 of a = C(1,2)/C(2,2) = 0.
     assert_eq!(hat, [(0.75, 2), (0.5, 2), (1.0, 1), (1.0, 1)]);
-    assert_eq!(o.pass_hat_k[2].ci, Interval { low: 1.0, high: 1.0 });
+    assert_eq!(
+        o.pass_hat_k[2].ci,
+        Interval {
+            low: 1.0,
+            high: 1.0
+        }
+    );
 }
 
 #[test]
@@ -139,7 +155,13 @@ fn a_paired_difference_is_distinguishable_only_when_its_interval_excludes_zero()
     assert_eq!(better.mean_difference, Some(1.0));
     assert!(better.distinguishable);
     let same = paired(&[0.0, 0.0]);
-    assert_eq!(same.ci, Some(Interval { low: 0.0, high: 0.0 }));
+    assert_eq!(
+        same.ci,
+        Some(Interval {
+            low: 0.0,
+            high: 0.0
+        })
+    );
     assert!(!same.distinguishable);
     let mixed = paired(&[0.5, -0.5, 0.25, -0.25]);
     assert_eq!(mixed.mean_difference, Some(0.0));
