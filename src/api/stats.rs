@@ -7,7 +7,7 @@
 //! reported so that nothing is hidden. Token and time totals cover every rollout,
 //! whatever its state: a failed or cancelled rollout still spent them.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 
 use actix_web::{web, HttpResponse};
 use serde::ser::SerializeMap;
@@ -94,8 +94,10 @@ struct TaskSample {
 /// A run's tasks in launch order, each with its rollouts sorted into the counts.
 fn sample(run: &RunView, views: &Views) -> Vec<TaskSample> {
     let mut tasks: Vec<TaskSample> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for task_id in &run.task_ids {
-        if tasks.iter().all(|t| &t.task_id != task_id) {
+        if !index.contains_key(task_id.as_str()) {
+            index.insert(task_id, tasks.len());
             tasks.push(TaskSample {
                 task_id: task_id.clone(),
                 counts: Counts::default(),
@@ -107,7 +109,7 @@ fn sample(run: &RunView, views: &Views) -> Vec<TaskSample> {
     }
     let mut last_finish = vec![Some(run.created_at); tasks.len()];
     for rollout in run.rollout_ids.iter().filter_map(|id| views.rollout(id)) {
-        let Some(i) = tasks.iter().position(|t| t.task_id == rollout.task_id) else {
+        let Some(&i) = index.get(rollout.task_id.as_str()) else {
             continue;
         };
         let task = &mut tasks[i];
@@ -360,8 +362,7 @@ struct Comparison {
 }
 
 fn compare(a: (RunHead, Vec<TaskSample>), b: (RunHead, Vec<TaskSample>)) -> Comparison {
-    let b_tasks: BTreeMap<&str, &TaskSample> =
-        b.1.iter().map(|t| (t.task_id.as_str(), t)).collect();
+    let b_tasks: HashMap<&str, &TaskSample> = b.1.iter().map(|t| (t.task_id.as_str(), t)).collect();
     let mut tasks = Vec::new();
     let mut only_in_a = Vec::new();
     for ta in &a.1 {
@@ -379,9 +380,10 @@ fn compare(a: (RunHead, Vec<TaskSample>), b: (RunHead, Vec<TaskSample>)) -> Comp
             difference: ma.zip(mb).map(|(ma, mb)| mb - ma),
         });
     }
+    let in_a: HashSet<&str> = a.1.iter().map(|t| t.task_id.as_str()).collect();
     let only_in_b =
         b.1.iter()
-            .filter(|t| a.1.iter().all(|ta| ta.task_id != t.task_id))
+            .filter(|t| !in_a.contains(t.task_id.as_str()))
             .map(|t| t.task_id.clone())
             .collect();
     let compared: Vec<&TaskDifference> = tasks.iter().filter(|t| t.difference.is_some()).collect();
