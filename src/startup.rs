@@ -89,6 +89,7 @@ impl Application {
         let agents = Arc::new(DefaultAgents {
             http: http.clone(),
             limits: crate::llm::ProviderLimits::new(settings.provider_concurrency.clone()),
+            judge: settings.judge.model_settings(),
         });
         let gym = Gym::start(Deps {
             store: store.clone(),

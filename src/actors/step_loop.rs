@@ -19,12 +19,13 @@ use super::Deps;
 use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, ToolCall, ToolDefinition};
 use crate::domain::events::{
-    ContextSummarized, Event, ModelCalled, NpcEmail, NpcReplied, RolloutCancelled,
-    RolloutCompleted, RolloutFailed, RolloutStarted, RolloutVerified, RunLaunched,
-    ScheduledRollout, ToolCalled,
+    ContextSummarized, Event, ModelCalled, ModelSettings, NpcEmail, NpcReplied, RolloutCancelled,
+    RolloutCompleted, RolloutFailed, RolloutStarted, RolloutVerified, RubricGraded, RunLaunched,
+    ScheduledRollout, TokenUsage, ToolCalled,
 };
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
+use crate::domain::verdict::{RubricStatus, RubricVerdict};
 use crate::llm::builtin::{BuiltinAgent, PlannedCall};
 use crate::llm::{self, ModelClient, ModelRequest};
 use crate::npc;
@@ -33,6 +34,7 @@ use crate::store::StoreError;
 use crate::tools::remote::RemoteEnvironment;
 use crate::tools::replay::{self, CallOutcome};
 use crate::tools::{Environment, ToolSpec};
+use crate::verify::rubric;
 
 /// The system prompt used when a run gives none (documented in the README).
 pub fn default_system_prompt(scenario: &Scenario) -> String {
@@ -256,12 +258,13 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .map_err(Failure)?;
     let max_steps = run.model.max_steps;
     let provider = run.model.provider.clone();
+    let has_rubric = task.judge_rubric().is_some();
 
     loop {
         if driver.job.cancel.is_cancelled() {
             return Err(StepError::Cancelled);
         }
-        let action = driver.state.next_action(max_steps);
+        let action = driver.state.next_action(max_steps, has_rubric);
         let started = Instant::now();
         let kind = match action {
             NextAction::Finished => return Ok(()),
@@ -401,6 +404,31 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 driver.record(event).await?;
                 "verify"
             }
+            NextAction::GradeRubric => {
+                let state = tools.state().await.map_err(Failure)?;
+                let (rubric, usage) = grade_rubric(
+                    deps.as_ref(),
+                    &run,
+                    task,
+                    keys.judge_model.clone(),
+                    &driver.state.messages,
+                    &state,
+                    &driver.job.cancel,
+                )
+                .await?;
+                deps.metrics
+                    .rubric_grades
+                    .with_label_values(&[rubric_status(&rubric)])
+                    .inc();
+                let event = Event::RubricGraded(RubricGraded {
+                    rollout_id: rollout.rollout_id.clone(),
+                    rubric,
+                    usage,
+                    graded_at: Utc::now(),
+                });
+                driver.record(event).await?;
+                "rubric"
+            }
             NextAction::Complete { reason } => {
                 let event = Event::RolloutCompleted(RolloutCompleted {
                     rollout_id: rollout.rollout_id.clone(),
@@ -416,6 +444,68 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             .step_duration
             .with_label_values(&[kind])
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The universal verifier's grade of a finished rollout: by the run's judge, else the
+/// server's, else skipped with that reason. The judge failing is a grade with status
+/// `error`, not a failed rollout: the checks' verdict stands.
+async fn grade_rubric(
+    deps: &Deps,
+    run: &RunLaunched,
+    task: &Task,
+    key: Option<ApiKey>,
+    trajectory: &[Message],
+    state: &serde_json::Value,
+    cancel: &CancellationToken,
+) -> Result<(RubricVerdict, Option<TokenUsage>), StepError> {
+    let judge = match deps.agents.judge_agent(run, key) {
+        Ok(Some(judge)) => judge,
+        Ok(None) => {
+            let reason = "no judge model is configured: set `judge_model_config` on the run \
+                          or `judge` in the server config";
+            return Ok((
+                rubric::ungraded(RubricStatus::Skipped, None, reason.into()),
+                None,
+            ));
+        }
+        Err(e) => {
+            return Ok((
+                rubric::ungraded(RubricStatus::Error, None, format!("judge: {e}")),
+                None,
+            ))
+        }
+    };
+    let (client, settings) = judge;
+    let submission = rubric::Submission {
+        task,
+        rubric_markdown: task.judge_rubric().unwrap_or_default(),
+        trajectory,
+        state,
+    };
+    let timeout = Duration::from_secs(deps.model_timeout_secs);
+    tokio::select! {
+        graded = tokio::time::timeout(timeout, rubric::grade(client.as_ref(), &settings, &submission)) => {
+            Ok(graded.unwrap_or_else(|_| {
+                (
+                    rubric::ungraded(
+                        RubricStatus::Error,
+                        Some(rubric::judge_name(&settings)),
+                        format!("the judge did not answer within {}s", timeout.as_secs()),
+                    ),
+                    None,
+                )
+            }))
+        }
+        _ = cancel.cancelled() => Err(StepError::Cancelled),
+    }
+}
+
+fn rubric_status(rubric: &RubricVerdict) -> &'static str {
+    match rubric.status {
+        RubricStatus::Graded => "graded",
+        RubricStatus::Skipped => "skipped",
+        RubricStatus::Error => "error",
     }
 }
 
@@ -603,6 +693,9 @@ async fn call_tool(tools: &mut Tools, rollout_id: &str, step: u32, call: &ToolCa
     })
 }
 
+/// A rubric judge and the settings it is called with.
+pub type Judge = (Box<dyn ModelClient>, ModelSettings);
+
 /// Builds the agent of a rollout. The default serves the builtin agents and the
 /// providers; tests substitute agents that fail or panic on purpose.
 pub trait AgentFactory: Send + Sync {
@@ -621,14 +714,37 @@ pub trait AgentFactory: Send + Sync {
     ) -> Result<Option<Box<dyn ModelClient>>, String> {
         Ok(None)
     }
+
+    /// The rubric judge and its settings: the run's `judge_model_config`, else the
+    /// server's, if any.
+    fn judge_agent(
+        &self,
+        _run: &RunLaunched,
+        _key: Option<ApiKey>,
+    ) -> Result<Option<Judge>, String> {
+        Ok(None)
+    }
 }
 
 pub struct DefaultAgents {
     pub http: reqwest::Client,
     pub limits: llm::ProviderLimits,
+    /// The server's judge (`judge` in the config) with its key.
+    pub judge: Option<(ModelSettings, Option<ApiKey>)>,
 }
 
 impl AgentFactory for DefaultAgents {
+    fn judge_agent(&self, run: &RunLaunched, key: Option<ApiKey>) -> Result<Option<Judge>, String> {
+        let (settings, key) = match (&run.judge_model, &self.judge) {
+            (Some(own), _) => (own, key),
+            (None, Some((server, server_key))) => (server, server_key.clone()),
+            (None, None) => return Ok(None),
+        };
+        llm::client_for(&self.http, settings, key, &self.limits)
+            .map(|client| Some((client, settings.clone())))
+            .map_err(|e| e.to_string())
+    }
+
     fn npc_agent(
         &self,
         run: &RunLaunched,

@@ -148,6 +148,7 @@ fn run(run_id: &str, model: &str, rollouts: usize) -> RunLaunched {
             has_api_key: false,
         },
         user_model: None,
+        judge_model: None,
         task_overrides: Default::default(),
         rollouts: (0..rollouts)
             .map(|i| ScheduledRollout {
@@ -250,6 +251,7 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
         Arc::new(DefaultAgents {
             http: reqwest::Client::new(),
             limits: crate::llm::ProviderLimits::unlimited(),
+            judge: None,
         }),
     );
     let launched = run("r4", "oracle", 1);
@@ -300,6 +302,7 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
             inner: DefaultAgents {
                 http: reqwest::Client::new(),
                 limits: crate::llm::ProviderLimits::unlimited(),
+                judge: None,
             },
             calls: calls.clone(),
         }),

@@ -28,6 +28,8 @@ pub struct LaunchRequest {
     pub model: ModelSettings,
     pub keys: RunKeys,
     pub user_model: Option<ModelSettings>,
+    /// The rubric judge (`judge_model_config`, an extension).
+    pub judge_model: Option<ModelSettings>,
     pub task_overrides: BTreeMap<String, Value>,
 }
 
@@ -169,6 +171,20 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
     let user_model = c
         .opt_object(obj, root, "user_model_config")
         .and_then(|m| model_config(&mut c, m, &["body", "user_model_config"]));
+    let judge_model = c
+        .opt_object(obj, root, "judge_model_config")
+        .and_then(|m| model_config(&mut c, m, &["body", "judge_model_config"]));
+    if judge_model
+        .as_ref()
+        .is_some_and(|(m, _)| m.provider == "builtin")
+    {
+        c.push(
+            &["body", "judge_model_config"],
+            "provider",
+            "The builtin models cannot judge a rubric; name a provider's model",
+            "value_error",
+        );
+    }
     let mut task_overrides = BTreeMap::new();
     if let Some(overrides) = c.opt_object(obj, root, "task_overrides") {
         for (task_id, value) in overrides {
@@ -237,8 +253,10 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         keys: RunKeys {
             model: api_key,
             user_model: user_model.as_ref().and_then(|(_, k)| k.clone()),
+            judge_model: judge_model.as_ref().and_then(|(_, k)| k.clone()),
         },
         user_model: user_model.map(|(m, _)| m),
+        judge_model: judge_model.map(|(m, _)| m),
         task_overrides,
     })
 }

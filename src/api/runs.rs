@@ -130,6 +130,7 @@ async fn launch_run(
         max_parallel: request.max_parallel,
         model: request.model,
         user_model: request.user_model,
+        judge_model: request.judge_model,
         task_overrides: request.task_overrides,
         rollouts,
         launched_at: Utc::now(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::domain::chat::Message;
 use crate::domain::events::{CompletionReason, ModelSettings, NpcReplied, TokenUsage};
 use crate::domain::rollout::RolloutStatus;
-use crate::domain::verdict::Verdict;
+use crate::domain::verdict::{RubricVerdict, Verdict};
 use crate::projections::{RolloutView, RunView, StatusChange, ToolCallView, Views};
 
 #[derive(Serialize)]
@@ -144,7 +144,10 @@ pub struct RolloutDetail {
     pub max_steps: u32,
     pub score: Option<f64>,
     pub label: Option<String>,
+    /// The programmatic checks' verdict.
     pub verdict: Option<Verdict>,
+    /// The universal verifier's grade against the task's `rubric_markdown`.
+    pub rubric: Option<RubricVerdict>,
     pub completion_reason: Option<CompletionReason>,
     pub error: Option<String>,
     pub trajectory: Vec<Message>,
@@ -189,8 +192,9 @@ impl RolloutDetail {
             steps: r.steps,
             max_steps: r.max_steps,
             score: r.score(),
-            label: r.verdict.as_ref().map(|v| v.label.clone()),
+            label: r.label().map(str::to_string),
             verdict: r.verdict.clone(),
+            rubric: r.rubric.clone(),
             completion_reason: r.completion_reason,
             error: r.error.clone(),
             trajectory: r.trajectory.clone(),

@@ -4,6 +4,8 @@
 
 pub mod secrets;
 
+use crate::domain::events::ModelSettings;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,70 @@ pub struct Settings {
     pub allow_unauthenticated_public_bind: bool,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub judge: JudgeSettings,
+}
+
+/// The server's rubric judge (`judge = {...}`); its key is `RL_GYM_JUDGE_API_KEY`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeSettings {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub temperature: f64,
+    #[serde(skip)]
+    pub api_key: Option<secrets::ApiKey>,
+}
+
+impl JudgeSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| {
+            Err(ConfigError::Invalid {
+                origin: "judge".into(),
+                message,
+            })
+        };
+        match (&self.provider, &self.model) {
+            (None, None) => Ok(()),
+            (Some(provider), Some(_)) => {
+                if provider == "builtin" || !crate::llm::PROVIDERS.contains(&provider.as_str()) {
+                    return invalid(format!(
+                        "`{provider}` cannot judge; use one of the providers"
+                    ));
+                }
+                if provider == "custom" && self.base_url.is_none() {
+                    return invalid("provider `custom` needs a `base_url`".into());
+                }
+                if !(0.0..=2.0).contains(&self.temperature) {
+                    return invalid("`temperature` must be between 0 and 2".into());
+                }
+                Ok(())
+            }
+            _ => invalid("needs both `provider` and `model`, or neither".into()),
+        }
+    }
+
+    /// The judge as a model config with its key, when one is configured.
+    pub fn model_settings(&self) -> Option<(ModelSettings, Option<secrets::ApiKey>)> {
+        let (provider, model) = (self.provider.clone()?, self.model.clone()?);
+        Some((
+            ModelSettings {
+                model,
+                provider,
+                base_url: self.base_url.clone(),
+                temperature: self.temperature,
+                max_steps: 1,
+                system_prompt: None,
+                tool_server_url: None,
+                log_prob: false,
+                summarize_every_n_turns: 0,
+                context_stride: 1,
+                has_api_key: self.api_key.is_some(),
+            },
+            self.api_key.clone(),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -116,6 +182,11 @@ impl Settings {
             settings.scenarios_dir = dir;
         }
         settings.api_tokens.extend(overrides.api_tokens);
+        settings.judge.api_key = std::env::var("RL_GYM_JUDGE_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(secrets::ApiKey::new);
+        settings.judge.check()?;
         if settings.api_tokens.is_empty()
             && !settings.bind.ip().is_loopback()
             && !settings.allow_unauthenticated_public_bind
@@ -165,6 +236,42 @@ mod tests {
         let s = Settings::defaults();
         assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn a_judge_is_checked_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (text, expected) in [
+            ("judge = { provider = \"openai\" }", "needs both"),
+            (
+                "judge = { provider = \"builtin\", model = \"oracle\" }",
+                "cannot judge",
+            ),
+            (
+                "judge = { provider = \"custom\", model = \"m\" }",
+                "needs a `base_url`",
+            ),
+            (
+                "[judge]\nprovider = \"openai\"\nmodel = \"m\"\ncolour = 1",
+                "colour",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Settings::load(Some(&path), Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+        std::fs::write(
+            &path,
+            "judge = { provider = \"openai\", model = \"gpt-4.1-mini\" }",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path), Overrides::default()).unwrap();
+        let (judge, _) = settings.judge.model_settings().unwrap();
+        assert_eq!(
+            (judge.provider.as_str(), judge.temperature),
+            ("openai", 0.0)
+        );
     }
 
     #[test]

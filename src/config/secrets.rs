@@ -49,11 +49,13 @@ impl fmt::Display for ApiKey {
 pub struct RunKeys {
     pub model: Option<ApiKey>,
     pub user_model: Option<ApiKey>,
+    #[serde(default)]
+    pub judge_model: Option<ApiKey>,
 }
 
 impl RunKeys {
     pub fn is_empty(&self) -> bool {
-        self.model.is_none() && self.user_model.is_none()
+        self.model.is_none() && self.user_model.is_none() && self.judge_model.is_none()
     }
 }
 
@@ -230,6 +232,7 @@ mod tests {
         RunKeys {
             model: Some(ApiKey::new(k.to_string())),
             user_model: None,
+            judge_model: None,
         }
     }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat::Message;
-use super::verdict::Verdict;
+use super::verdict::{RubricVerdict, Verdict};
 
 /// The model configuration as recorded: everything but the API key, which never
 /// enters the log in plain text.
@@ -51,6 +51,11 @@ pub struct RunLaunched {
     pub max_parallel: Option<u32>,
     pub model: ModelSettings,
     pub user_model: Option<ModelSettings>,
+    /// The judge of tasks with a `rubric_markdown` (`judge_model_config`); without
+    /// it the server's configured judge, if any, grades. Optional within v1: older
+    /// payloads have no such field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_model: Option<ModelSettings>,
     #[serde(default)]
     pub task_overrides: BTreeMap<String, Value>,
     pub rollouts: Vec<ScheduledRollout>,
@@ -157,6 +162,16 @@ pub struct RolloutVerified {
     pub verified_at: DateTime<Utc>,
 }
 
+/// The universal verifier's grade against the task's `rubric_markdown`, recorded
+/// after the programmatic verdict (graded, or skipped/error with the reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RubricGraded {
+    pub rollout_id: String,
+    pub rubric: RubricVerdict,
+    pub usage: Option<TokenUsage>,
+    pub graded_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CompletionReason {
@@ -204,6 +219,7 @@ pub enum Event {
     NpcReplied(NpcReplied),
     ContextSummarized(ContextSummarized),
     RolloutVerified(RolloutVerified),
+    RubricGraded(RubricGraded),
     RolloutCompleted(RolloutCompleted),
     RolloutFailed(RolloutFailed),
     RolloutCancelled(RolloutCancelled),
@@ -223,6 +239,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "NpcReplied",
     "ContextSummarized",
     "RolloutVerified",
+    "RubricGraded",
     "RolloutCompleted",
     "RolloutFailed",
     "RolloutCancelled",
@@ -254,6 +271,7 @@ impl Event {
             Event::NpcReplied(_) => "NpcReplied",
             Event::ContextSummarized(_) => "ContextSummarized",
             Event::RolloutVerified(_) => "RolloutVerified",
+            Event::RubricGraded(_) => "RubricGraded",
             Event::RolloutCompleted(_) => "RolloutCompleted",
             Event::RolloutFailed(_) => "RolloutFailed",
             Event::RolloutCancelled(_) => "RolloutCancelled",
@@ -272,6 +290,7 @@ impl Event {
             Event::NpcReplied(e) => e.replied_at,
             Event::ContextSummarized(e) => e.summarized_at,
             Event::RolloutVerified(e) => e.verified_at,
+            Event::RubricGraded(e) => e.graded_at,
             Event::RolloutCompleted(e) => e.completed_at,
             Event::RolloutFailed(e) => e.failed_at,
             Event::RolloutCancelled(e) => e.cancelled_at,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chat::{Message, Role, ToolCall};
 use super::events::{CompletionReason, Event, NpcReplied, ToolCalled};
-use super::verdict::Verdict;
+use super::verdict::{RubricVerdict, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -51,6 +51,8 @@ pub enum NextAction {
     CallTool { step: u32, call: ToolCall },
     /// The loop is over: score the environment.
     Verify { reason: CompletionReason },
+    /// Scored by the checks; the task has a rubric: ask the judge.
+    GradeRubric,
     /// Scored: record the completion.
     Complete { reason: CompletionReason },
     /// A terminal event is recorded; nothing more to do.
@@ -78,6 +80,7 @@ pub struct RolloutState {
     /// The model turn before which the last summary was made.
     summarized_before: u32,
     pub verdict: Option<Verdict>,
+    pub rubric: Option<RubricVerdict>,
 }
 
 impl RolloutState {
@@ -123,6 +126,7 @@ impl RolloutState {
                 self.status = Some(RolloutStatus::Verifying);
                 self.verdict = Some(e.verdict.clone());
             }
+            Event::RubricGraded(e) => self.rubric = Some(e.rubric.clone()),
             Event::RolloutCompleted(_) => self.status = Some(RolloutStatus::Completed),
             Event::RolloutFailed(_) => self.status = Some(RolloutStatus::Failed),
             Event::RolloutCancelled(_) => self.status = Some(RolloutStatus::Cancelled),
@@ -165,8 +169,9 @@ impl RolloutState {
         &self.messages[start..end]
     }
 
-    /// The loop's decision, from the recorded events alone.
-    pub fn next_action(&self, max_steps: u32) -> NextAction {
+    /// The loop's decision, from the recorded events alone (and whether the task has
+    /// a rubric for the judge).
+    pub fn next_action(&self, max_steps: u32, has_rubric: bool) -> NextAction {
         if self.status().is_terminal() {
             return NextAction::Finished;
         }
@@ -174,6 +179,9 @@ impl RolloutState {
             return NextAction::Start;
         }
         if self.verdict.is_some() {
+            if has_rubric && self.rubric.is_none() {
+                return NextAction::GradeRubric;
+            }
             return NextAction::Complete {
                 reason: self.completion_reason(),
             };
@@ -340,7 +348,10 @@ mod tests {
             None,
             "already summarised before this turn"
         );
-        assert_eq!(state.next_action(10), NextAction::CallModel { step: 5 });
+        assert_eq!(
+            state.next_action(10, false),
+            NextAction::CallModel { step: 5 }
+        );
     }
 
     #[test]
@@ -351,13 +362,13 @@ mod tests {
 
     #[test]
     fn given_nothing_when_asked_then_start() {
-        assert_eq!(given(&[]).next_action(5), NextAction::Start);
+        assert_eq!(given(&[]).next_action(5, false), NextAction::Start);
     }
 
     #[test]
     fn given_started_when_asked_then_call_the_model_for_step_one() {
         assert_eq!(
-            given(&[started()]).next_action(5),
+            given(&[started()]).next_action(5, false),
             NextAction::CallModel { step: 1 }
         );
     }
@@ -365,7 +376,7 @@ mod tests {
     #[test]
     fn given_two_tool_calls_and_one_result_when_asked_then_run_the_second() {
         let state = given(&[started(), model_called(1, &["a", "b"]), tool_called(1, "a")]);
-        match state.next_action(5) {
+        match state.next_action(5, false) {
             NextAction::CallTool { step: 1, call } => assert_eq!(call.id, "b"),
             other => panic!("unexpected {other:?}"),
         }
@@ -374,7 +385,10 @@ mod tests {
     #[test]
     fn given_all_results_when_asked_then_call_the_model_again() {
         let state = given(&[started(), model_called(1, &["a"]), tool_called(1, "a")]);
-        assert_eq!(state.next_action(5), NextAction::CallModel { step: 2 });
+        assert_eq!(
+            state.next_action(5, false),
+            NextAction::CallModel { step: 2 }
+        );
         assert_eq!(state.messages.len(), 4);
     }
 
@@ -382,7 +396,7 @@ mod tests {
     fn given_a_final_answer_when_asked_then_verify_as_final_answer() {
         let state = given(&[started(), model_called(1, &[])]);
         assert_eq!(
-            state.next_action(5),
+            state.next_action(5, false),
             NextAction::Verify {
                 reason: CompletionReason::FinalAnswer
             }
@@ -393,7 +407,7 @@ mod tests {
     fn given_max_steps_used_when_asked_then_verify_as_max_steps() {
         let state = given(&[started(), model_called(1, &["a"]), tool_called(1, "a")]);
         assert_eq!(
-            state.next_action(1),
+            state.next_action(1, false),
             NextAction::Verify {
                 reason: CompletionReason::MaxSteps
             }
@@ -405,7 +419,32 @@ mod tests {
         let state = given(&[started(), model_called(1, &[]), verified()]);
         assert_eq!(state.status(), RolloutStatus::Verifying);
         assert_eq!(
-            state.next_action(5),
+            state.next_action(5, false),
+            NextAction::Complete {
+                reason: CompletionReason::FinalAnswer
+            }
+        );
+    }
+
+    #[test]
+    fn given_a_verdict_and_a_rubric_when_asked_then_grade_once_then_complete() {
+        let mut events = vec![started(), model_called(1, &[]), verified()];
+        assert_eq!(given(&events).next_action(5, true), NextAction::GradeRubric);
+        events.push(Event::RubricGraded(RubricGraded {
+            rollout_id: "rol_1".into(),
+            rubric: RubricVerdict {
+                status: crate::domain::verdict::RubricStatus::Skipped,
+                judge: None,
+                score: None,
+                label: None,
+                reason: "no judge".into(),
+                criteria: vec![],
+            },
+            usage: None,
+            graded_at: t(),
+        }));
+        assert_eq!(
+            given(&events).next_action(5, true),
             NextAction::Complete {
                 reason: CompletionReason::FinalAnswer
             }
@@ -420,7 +459,7 @@ mod tests {
             cancelled_at: t(),
         });
         let state = given(&[started(), cancelled]);
-        assert_eq!(state.next_action(5), NextAction::Finished);
+        assert_eq!(state.next_action(5, false), NextAction::Finished);
         assert_eq!(state.revision, Some(1));
     }
 }

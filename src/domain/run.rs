@@ -107,6 +107,7 @@ mod tests {
                 has_api_key: false,
             },
             user_model: None,
+            judge_model: None,
             task_overrides: Default::default(),
             rollouts: vec![],
             launched_at: now(),

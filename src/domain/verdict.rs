@@ -19,3 +19,38 @@ pub struct CheckResult {
     pub passed: bool,
     pub reason: String,
 }
+
+/// The universal verifier's grade of a rollout against a task's `rubric_markdown`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RubricVerdict {
+    pub status: RubricStatus,
+    /// `provider/model` of the judge, when one was asked.
+    pub judge: Option<String>,
+    /// In [0, 1]; only when graded.
+    pub score: Option<f64>,
+    /// One of the scoring labels; only when graded.
+    pub label: Option<String>,
+    /// The judge's overall reason, or why there is no grade.
+    pub reason: String,
+    pub criteria: Vec<CriterionGrade>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RubricStatus {
+    /// The judge answered with a grade.
+    Graded,
+    /// No judge model is configured: nothing was invented.
+    Skipped,
+    /// The judge was asked and could not give a usable grade (call failed, answer
+    /// not in the asked format).
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CriterionGrade {
+    pub criterion: String,
+    pub label: String,
+    pub score: f64,
+    pub reason: String,
+}

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub model_call_duration: HistogramVec,
     pub model_errors: IntCounterVec,
     pub tool_calls: IntCounterVec,
+    pub rubric_grades: IntCounterVec,
     pub events_appended: IntCounter,
     pub append_failures: IntCounter,
     pub append_duration: Histogram,
@@ -98,7 +99,7 @@ impl Metrics {
             rollouts_active: gauge("rl_gym_rollouts_active", "Rollouts in their step loop now."),
             step_duration: histogram_vec(
                 "rl_gym_step_duration_seconds",
-                "Time of one step of the loop, by kind (model, tool, verify).",
+                "Time of one step of the loop, by kind (model, tool, verify, rubric).",
                 &["kind"],
             ),
             model_call_duration: histogram_vec(
@@ -115,6 +116,11 @@ impl Metrics {
                 "rl_gym_tool_calls_total",
                 "Tool calls made by rollouts, by tool server and outcome (ok, error).",
                 &["server", "outcome"],
+            ),
+            rubric_grades: counter_vec(
+                "rl_gym_rubric_grades_total",
+                "Rubric grades by the universal verifier, by status (graded, skipped, error).",
+                &["status"],
             ),
             events_appended: counter(
                 "rl_gym_events_appended_total",

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::domain::chat::Message;
 use crate::domain::events::{CompletionReason, Event, ModelSettings, NpcReplied, TokenUsage};
 use crate::domain::rollout::RolloutStatus;
-use crate::domain::verdict::Verdict;
+use crate::domain::verdict::{RubricVerdict, Verdict};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StatusCounts {
@@ -119,6 +119,8 @@ pub struct RolloutView {
     pub logprobs: Vec<Value>,
     pub npc_replies: Vec<NpcReplied>,
     pub verdict: Option<Verdict>,
+    /// The universal verifier's grade, for tasks with a `rubric_markdown`.
+    pub rubric: Option<RubricVerdict>,
     pub completion_reason: Option<CompletionReason>,
     pub error: Option<String>,
     pub usage: TokenUsage,
@@ -130,8 +132,19 @@ pub struct RolloutView {
 }
 
 impl RolloutView {
+    /// The rollout's score: the checks' verdict combined with a graded rubric
+    /// ([`crate::verify::combine`]).
     pub fn score(&self) -> Option<f64> {
-        self.verdict.as_ref().map(|v| v.score)
+        self.result().map(|(score, _)| score)
+    }
+
+    pub fn label(&self) -> Option<&'static str> {
+        self.result().map(|(_, label)| label)
+    }
+
+    fn result(&self) -> Option<(f64, &'static str)> {
+        let verdict = self.verdict.as_ref()?;
+        Some(crate::verify::combine(verdict, self.rubric.as_ref()))
     }
 }
 
@@ -252,6 +265,7 @@ impl Views {
                             logprobs: vec![],
                             npc_replies: vec![],
                             verdict: None,
+                            rubric: None,
                             completion_reason: None,
                             error: None,
                             usage: TokenUsage::default(),
@@ -312,6 +326,7 @@ impl Views {
             | Event::NpcReplied(_)
             | Event::ContextSummarized(_)
             | Event::RolloutVerified(_)
+            | Event::RubricGraded(_)
             | Event::RolloutCompleted(_)
             | Event::RolloutFailed(_)
             | Event::RolloutCancelled(_) => self.apply_rollout_event(event),
@@ -378,6 +393,7 @@ impl Views {
                 after = RolloutStatus::Verifying;
                 view.verdict = Some(e.verdict.clone());
             }
+            Event::RubricGraded(e) => view.rubric = Some(e.rubric.clone()),
             Event::RolloutCompleted(e) => {
                 after = RolloutStatus::Completed;
                 view.completion_reason = Some(e.reason);
@@ -447,6 +463,7 @@ fn rollout_id_of(event: &Event) -> Option<&str> {
         Event::NpcReplied(e) => &e.rollout_id,
         Event::ContextSummarized(e) => &e.rollout_id,
         Event::RolloutVerified(e) => &e.rollout_id,
+        Event::RubricGraded(e) => &e.rollout_id,
         Event::RolloutCompleted(e) => &e.rollout_id,
         Event::RolloutFailed(e) => &e.rollout_id,
         Event::RolloutCancelled(e) => &e.rollout_id,

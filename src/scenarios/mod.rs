@@ -383,6 +383,10 @@ pub struct Task {
     #[serde(deserialize_with = "server_names")]
     pub tool_servers: Vec<String>,
     pub rubric: Rubric,
+    /// A rubric in prose for the universal verifier: with it, an LLM judge grades
+    /// every rollout too (see [`crate::verify::rubric`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rubric_markdown: Option<String>,
     #[serde(default)]
     pub npc_profile_ids: Vec<String>,
     /// The simulated clock at the start of a rollout (RFC 3339).
@@ -465,6 +469,13 @@ fn server_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 impl Task {
     /// Checks that the task fits `scenario`: its servers, NPCs, reference solution and
     /// checks. The message names the offending field.
+    /// The rubric the judge grades by, when the task has a non-blank one.
+    pub fn judge_rubric(&self) -> Option<&str> {
+        self.rubric_markdown
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+    }
+
     pub fn validate(&self, scenario: &Scenario) -> Result<(), String> {
         let id_ok = !self.task_id.is_empty()
             && self

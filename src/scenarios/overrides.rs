@@ -1,7 +1,7 @@
 //! A run's `task_overrides` applied to a bundled task: `task_json` replaces the whole
 //! task (validated like a bundled one), `name` and `description` change what the agent
-//! is told. `rubric_markdown` and `client_context` are kept with the run and do not
-//! change the task's programmatic checks.
+//! is told, `rubric_markdown` replaces the rubric the universal verifier's judge grades
+//! by. `client_context` is kept with the run and only returned.
 
 use serde_json::Value;
 
@@ -42,6 +42,12 @@ pub fn apply(
         .and_then(Value::as_str)
     {
         task.description = description.to_string();
+    }
+    if let Some(rubric) = overrides
+        .and_then(|o| o.get("rubric_markdown"))
+        .and_then(Value::as_str)
+    {
+        task.rubric_markdown = Some(rubric.to_string());
     }
     Ok(task)
 }

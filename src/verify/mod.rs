@@ -46,6 +46,7 @@
 //! `scoring.partial_credit` is false, in which case anything short of all is 0.0.
 
 pub mod bundle;
+pub mod rubric;
 
 use std::collections::BTreeMap;
 
@@ -53,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::chat::{Message, Role};
-use crate::domain::verdict::{CheckResult, Verdict};
+use crate::domain::verdict::{CheckResult, RubricStatus, RubricVerdict, Verdict};
 use crate::scenarios::Task;
 
 pub const FULL_CREDIT: &str = "Full Credit";
@@ -481,18 +482,42 @@ pub fn verify(task: &Task, state: &Value, trajectory: &[Message]) -> Verdict {
     } else {
         passed_weight / total
     };
-    let label = if score >= 1.0 {
+    Verdict {
+        score,
+        label: label_of(score).to_string(),
+        checks,
+    }
+}
+
+/// The scoring label of a score in [0, 1].
+pub fn label_of(score: f64) -> &'static str {
+    if score >= 1.0 {
         FULL_CREDIT
     } else if score <= 0.0 {
         NO_CREDIT
     } else {
         PARTIAL_CREDIT
-    };
-    Verdict {
-        score,
-        label: label.to_string(),
-        checks,
     }
+}
+
+/// A rollout's score and label from its checks' verdict and its rubric grade.
+///
+/// The checks are facts about the final state and gate the result; the judge grades
+/// how the work was done. Without a graded rubric (none, skipped, or the judge
+/// failed) the checks' verdict stands. A task with no checks is scored by the rubric
+/// alone. Otherwise a verdict of 0 stays 0 (a required check failed, or nothing was
+/// achieved) and any other score is the mean of the two.
+pub fn combine(verdict: &Verdict, rubric: Option<&RubricVerdict>) -> (f64, &'static str) {
+    let graded = rubric
+        .filter(|r| r.status == RubricStatus::Graded)
+        .and_then(|r| r.score);
+    let score = match graded {
+        None => verdict.score,
+        Some(rubric) if verdict.checks.is_empty() => rubric,
+        Some(_) if verdict.score <= 0.0 => 0.0,
+        Some(rubric) => (verdict.score + rubric) / 2.0,
+    };
+    (score, label_of(score))
 }
 
 fn assistant_texts(trajectory: &[Message]) -> Vec<String> {

@@ -95,8 +95,8 @@ impl Unpacked {
 
     /// Runs the package on every case in one `python3` process and returns the
     /// verdicts in order. A case is `{"task_id", "file"}` (a saved rollout view, through
-    /// `verify`) or `{"task", "state", "trajectory"}` (a task given inline, through
-    /// `verify_task`).
+    /// `verify`), `{"task", "state", "trajectory"}` (a task given inline, through
+    /// `verify_task`) or `{"verdict", "rubric"}` (through `combine`).
     fn run(&self, cases: &[Value]) -> Vec<Value> {
         let cases_path = self.scratch("cases.json");
         std::fs::write(&cases_path, serde_json::to_vec(cases).unwrap()).unwrap();
@@ -108,6 +108,8 @@ out = []
 for case in json.load(open(sys.argv[3])):
     if 'file' in case:
         out.append(pkg.verify(case['task_id'], json.load(open(case['file']))))
+    elif 'verdict' in case:
+        out.append(pkg.combine(case['verdict'], case['rubric']))
     else:
         out.append(pkg.verify_task(case['task'], case['state'], case['trajectory']))
 print(json.dumps(out))
@@ -307,6 +309,50 @@ async fn the_bundle_scores_damaged_oracle_rollouts_as_the_server_does() {
         assert!(labels.iter().any(|l| *l == "No Credit"), "{scenario_id}");
     }
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_bundle_combines_checks_and_rubric_as_the_server_does() {
+    use rl_gym::domain::verdict::{CheckResult, RubricStatus, RubricVerdict, Verdict};
+    let app = spawn_app().await;
+    let unpacked = unpack(&download(&app, "hr").await);
+    app.stop().await;
+    let check = CheckResult {
+        id: "c".into(),
+        description: "d".into(),
+        passed: true,
+        reason: "r".into(),
+    };
+    let mut cases = Vec::new();
+    let mut expected = Vec::new();
+    for (verdict_score, checks) in [(1.0, 1), (0.5, 1), (0.0, 1), (0.0, 0)] {
+        for (status, rubric_score) in [
+            (RubricStatus::Graded, Some(0.25)),
+            (RubricStatus::Graded, Some(1.0)),
+            (RubricStatus::Skipped, None),
+            (RubricStatus::Error, None),
+        ] {
+            let verdict = Verdict {
+                score: verdict_score,
+                label: rl_gym::verify::label_of(verdict_score).into(),
+                checks: vec![check.clone(); checks],
+            };
+            let rubric = RubricVerdict {
+                status,
+                judge: Some("custom/j".into()),
+                score: rubric_score,
+                label: rubric_score.map(|s| rl_gym::verify::label_of(s).into()),
+                reason: "why".into(),
+                criteria: vec![],
+            };
+            for rubric in [Some(rubric), None] {
+                let (score, label) = rl_gym::verify::combine(&verdict, rubric.as_ref());
+                expected.push(json!({"score": score, "label": label}));
+                cases.push(json!({"verdict": verdict, "rubric": rubric}));
+            }
+        }
+    }
+    assert_eq!(unpacked.run(&cases), expected);
 }
 
 /// Variants of an oracle rollout, each missing something a check looks for:

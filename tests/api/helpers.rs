@@ -103,6 +103,17 @@ impl TestApp {
         wait_until_finished(&self.client, &self.address, run_id).await
     }
 
+    /// The view of the first rollout of a launched run, once the run has finished.
+    pub async fn only_rollout(&self, launched: &Value) -> Value {
+        let run_id = launched["run_id"].as_str().unwrap();
+        let status = self.wait_until_finished(run_id).await;
+        self.get_json(&format!(
+            "/runs/{run_id}/rollouts/{}",
+            status["rollout_ids"][0].as_str().unwrap()
+        ))
+        .await
+    }
+
     /// Stops the server and waits for the log to be closed.
     pub async fn stop(mut self) {
         self.handle.stop(true).await;
@@ -159,6 +170,13 @@ pub fn builtin_run(model: &str, task_ids: &[&str], rollout_count: u32) -> Value 
 }
 
 /// The first task of the bundled hr scenario.
+/// A bundled `hr` task's definition, as its file has it.
+pub fn hr_task_file(task_id: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("config/scenarios/hr/tasks/{task_id}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 pub async fn first_hr_task(app: &TestApp) -> String {
     let tasks = app.get_json("/scenarios/hr/tasks").await;
     tasks["tasks"][0]["task_id"].as_str().unwrap().to_string()
@@ -259,6 +277,8 @@ pub enum Behaviour {
     /// Always this error status with `Retry-After: 0`, in a body that quotes the
     /// Authorization header it got, as some providers quote the key they refuse.
     Status(u16),
+    /// This text as the answer, with token usage, at once.
+    Answer(&'static str),
 }
 
 pub struct FakeModel {
@@ -314,6 +334,10 @@ pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}}]
                             }))
                         }
+                        Behaviour::Answer(text) => HttpResponse::Ok().json(json!({
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+                            "usage": {"prompt_tokens": 700, "completion_tokens": 50, "total_tokens": 750}
+                        })),
                         Behaviour::AlwaysFailing => HttpResponse::InternalServerError()
                             .insert_header(("retry-after", "0"))
                             .json(json!({"error": {"message": "the model is overloaded"}})),

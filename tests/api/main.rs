@@ -10,6 +10,7 @@ mod npcs;
 mod operations;
 mod overrides;
 mod providers;
+mod rubric;
 mod runs;
 mod scenarios;
 mod scoring;

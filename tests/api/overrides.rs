@@ -5,33 +5,19 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn task_file(task_id: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("config/scenarios/hr/tasks/{task_id}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-async fn only_rollout(app: &TestApp, launched: &Value) -> Value {
-    let run_id = launched["run_id"].as_str().unwrap();
-    let status = app.wait_until_finished(run_id).await;
-    app.get_json(&format!(
-        "/runs/{run_id}/rollouts/{}",
-        status["rollout_ids"][0].as_str().unwrap()
-    ))
-    .await
-}
-
 #[actix_web::test]
 async fn description_and_client_context_overrides() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
-    let plain = only_rollout(&app, &app.launch(&builtin_run("oracle", &[&task], 1)).await).await;
+    let plain = app
+        .only_rollout(&app.launch(&builtin_run("oracle", &[&task], 1)).await)
+        .await;
     let mut body = builtin_run("oracle", &[&task], 1);
     body["task_overrides"] = json!({task.clone(): {
         "name": "Renamed", "description": "Please do the leave approval now.",
         "client_context": {"experiment": "ablation-7", "seed": 3}
     }});
-    let rollout = only_rollout(&app, &app.launch(&body).await).await;
+    let rollout = app.only_rollout(&app.launch(&body).await).await;
     assert_eq!(
         rollout["trajectory"][1]["content"],
         "Please do the leave approval now."
@@ -57,10 +43,10 @@ async fn task_json_replaces_the_whole_task_and_is_validated() {
         .map(|t| t["task_id"].as_str().unwrap().to_string())
         .collect();
     let (a, b) = (&ids[0], &ids[1]);
-    let replacement = task_file(b);
+    let replacement = hr_task_file(b);
     let mut body = builtin_run("oracle", &[a], 1);
     body["task_overrides"] = json!({a.clone(): {"task_json": replacement}});
-    let rollout = only_rollout(&app, &app.launch(&body).await).await;
+    let rollout = app.only_rollout(&app.launch(&body).await).await;
     assert_eq!(rollout["task_id"], a.as_str());
     assert_eq!(
         rollout["trajectory"][1]["content"],
@@ -85,7 +71,7 @@ async fn task_json_replaces_the_whole_task_and_is_validated() {
         .collect();
     assert_eq!(check_ids, expected, "scored by the replacement's checks");
 
-    let mut broken = task_file(b);
+    let mut broken = hr_task_file(b);
     broken["tool_servers"] = json!(["payroll"]);
     let mut body = builtin_run("oracle", &[a], 1);
     body["task_overrides"] = json!({a.clone(): {"task_json": broken}});

@@ -15,7 +15,7 @@ the zip archive itself (``sys.path.insert(0, "<scenario>_verifiers.zip")``).
 import json
 import pkgutil
 
-from .checks import FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT, verify_task
+from .checks import FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT, combine, verify_task
 
 __all__ = [
     "FULL_CREDIT",
@@ -23,6 +23,7 @@ __all__ = [
     "PARTIAL_CREDIT",
     "SCENARIO_ID",
     "TASKS",
+    "combine",
     "task_ids",
     "verify",
     "verify_task",

@@ -78,13 +78,36 @@ def verify_task(task, state, trajectory):
         score = 0.0
     else:
         score = passed_weight / total
+    return {"score": score, "label": label_of(score), "checks": results}
+
+
+def label_of(score):
+    """The scoring label of a score in [0, 1]."""
     if score >= 1.0:
-        label = FULL_CREDIT
-    elif score <= 0.0:
-        label = NO_CREDIT
+        return FULL_CREDIT
+    if score <= 0.0:
+        return NO_CREDIT
+    return PARTIAL_CREDIT
+
+
+def combine(verdict, rubric=None):
+    """A rollout's ``{"score", "label"}`` from its checks' ``verdict`` and its
+    ``rubric`` grade (the rollout view's fields of those names), as the server's
+    ``score`` and ``label``: without a graded rubric the verdict stands; a task with
+    no checks is scored by the rubric alone; otherwise a verdict of 0 stays 0 and any
+    other score is the mean of the two."""
+    graded = None
+    if rubric and rubric.get("status") == "graded":
+        graded = rubric.get("score")
+    if graded is None:
+        score = verdict["score"]
+    elif not verdict.get("checks"):
+        score = graded
+    elif verdict["score"] <= 0.0:
+        score = 0.0
     else:
-        label = PARTIAL_CREDIT
-    return {"score": score, "label": label, "checks": results}
+        score = (verdict["score"] + graded) / 2.0
+    return {"score": score, "label": label_of(score)}
 
 
 def evaluate(check, state, trajectory):
