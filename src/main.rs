@@ -41,6 +41,7 @@ async fn main() -> ExitCode {
             };
             // Tests and scripts read the bound address from this line.
             println!("rl-gym listening on http://{}", app.address());
+            app.stop_on_signals();
             match app.run_until_stopped().await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::actors::step_loop::DefaultAgents;
 use crate::actors::{Deps, Gym, GymError};
@@ -45,6 +46,9 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     file_store: Arc<FileStore>,
+    /// Cancelled when the service begins to stop: long-lived responses (event streams)
+    /// end at once instead of holding the shutdown up.
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -106,7 +110,9 @@ impl Application {
         });
         gym.recover(unfinished).await?;
 
+        let shutdown = CancellationToken::new();
         let state = web::Data::new(AppState {
+            shutdown: shutdown.clone(),
             gym,
             projections,
             catalog,
@@ -139,6 +145,8 @@ impl Application {
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.shutdown_timeout_secs)
+        // Signals are ours (`stop_on_signals`), so event streams end before the drain.
+        .disable_signals()
         .bind(settings.bind)
         .map_err(|source| StartupError::Bind {
             addr: settings.bind,
@@ -152,6 +160,7 @@ impl Application {
             address,
             server,
             file_store,
+            shutdown,
         })
     }
 
@@ -161,6 +170,32 @@ impl Application {
 
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
+    }
+
+    /// Cancel it to end event streams before stopping the server through its handle.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// SIGTERM or Ctrl-C ends the event streams, then stops the server gracefully
+    /// (in-flight requests get `shutdown_timeout_secs`).
+    pub fn stop_on_signals(&self) {
+        let handle = self.handle();
+        let shutdown = self.shutdown.clone();
+        actix_rt::spawn(async move {
+            let Ok(mut terminate) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                tracing::error!("cannot listen for SIGTERM");
+                return;
+            };
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+            }
+            shutdown.cancel();
+            handle.stop(true).await;
+        });
     }
 
     /// Serves until stopped (SIGTERM, Ctrl-C or the handle), then lets the log's

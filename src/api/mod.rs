@@ -5,6 +5,7 @@
 
 mod auth;
 mod environments;
+mod events;
 mod health;
 mod launch;
 mod models;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// The step loops' own HTTP client and provider limits, for testing a model config.
     pub agents: Arc<DefaultAgents>,
     pub model_timeout: Duration,
+    /// Cancelled when the service begins to stop (event streams end).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
 fn routes(cfg: &mut web::ServiceConfig) {
     stats::routes(cfg);
     models::routes(cfg);
+    events::routes(cfg);
     runs::routes(cfg);
     environments::routes(cfg);
     scenarios::routes(cfg);

@@ -186,28 +186,14 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
                     "enum",
                 ),
             },
-            "limit" | "offset" => {
-                let (min, max) = if key == "limit" {
-                    (1, 200)
-                } else {
-                    (0, i64::MAX)
-                };
-                match value.parse::<i64>() {
-                    Ok(n) => {
-                        if let Some(n) = c.in_range(prefix, key, n, min, max) {
-                            if key == "limit" {
-                                q.limit = n as usize;
-                            } else {
-                                q.offset = n as usize;
-                            }
-                        }
-                    }
-                    Err(_) => c.push(
-                        prefix,
-                        key,
-                        "Input should be a valid integer",
-                        "int_parsing",
-                    ),
+            "limit" => {
+                if let Some(n) = c.query_int(key, value, 1, 200) {
+                    q.limit = n as usize;
+                }
+            }
+            "offset" => {
+                if let Some(n) = c.query_int(key, value, 0, i64::MAX) {
+                    q.offset = n as usize;
                 }
             }
             "expand" => {

@@ -106,6 +106,22 @@ impl Checker {
         }
     }
 
+    /// A query parameter's text as an integer within `[min, max]`.
+    pub fn query_int(&mut self, field: &str, text: &str, min: i64, max: i64) -> Option<i64> {
+        match text.parse::<i64>() {
+            Ok(n) => self.in_range(&["query"], field, n, min, max),
+            Err(_) => {
+                self.push(
+                    &["query"],
+                    field,
+                    "Input should be a valid integer",
+                    "int_parsing",
+                );
+                None
+            }
+        }
+    }
+
     /// An optional field read by `read`, within `[min, max]`.
     fn opt_bounded<T: PartialOrd + std::fmt::Display>(
         &mut self,

@@ -23,6 +23,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     handle: ServerHandle,
+    shutdown: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -50,12 +51,14 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("the service starts");
     let address = format!("http://{}", app.address());
     let handle = app.handle();
+    let shutdown = app.shutdown_token();
     let task = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: reqwest::Client::new(),
         data_dir,
         handle,
+        shutdown,
         task: Some(task),
         _temp: None,
     }
@@ -116,6 +119,7 @@ impl TestApp {
 
     /// Stops the server and waits for the log to be closed.
     pub async fn stop(mut self) {
+        self.shutdown.cancel();
         self.handle.stop(true).await;
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -125,6 +129,7 @@ impl TestApp {
     /// Stops the server but keeps its data directory alive for a restart.
     pub async fn stop_keep_data(mut self) -> Option<tempfile::TempDir> {
         let temp = self._temp.take();
+        self.shutdown.cancel();
         self.handle.stop(true).await;
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -371,4 +376,82 @@ pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
     let address = format!("http://{}/v1", server.addrs()[0]);
     actix_rt::spawn(server.run());
     FakeModel { address, requests }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: u64,
+    pub event: String,
+    pub data: Value,
+}
+
+/// A reader of a `text/event-stream` response.
+pub struct Sse {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Sse {
+    /// Opens `path`, resuming after `last_event_id` when given.
+    pub async fn open(app: &TestApp, path: &str, last_event_id: Option<u64>) -> Sse {
+        let mut request = app.client.get(app.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Sse {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments skipped); `None` when the server ended the stream.
+    /// Panics after 30 s of silence.
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, None);
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.parse().unwrap());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = Some(serde_json::from_str(v).unwrap());
+                    }
+                }
+                match (id, event, data) {
+                    (Some(id), Some(event), Some(data)) => {
+                        return Some(SseEvent { id, event, data })
+                    }
+                    _ => continue,
+                }
+            }
+            let chunk =
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.response.chunk())
+                    .await
+                    .expect("the event stream went silent")
+                    .unwrap();
+            match chunk {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => return None,
+            }
+        }
+    }
+
+    /// Every event until the server ends the stream.
+    pub async fn rest(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(e) = self.next_event().await {
+            events.push(e);
+        }
+        events
+    }
 }

@@ -4,6 +4,7 @@ mod bundle;
 mod catalog;
 mod durability;
 mod environments;
+mod events;
 mod helpers;
 mod model_config;
 mod npcs;

@@ -1,0 +1,261 @@
+//! Live events as server-sent events: `GET /runs/{run_id}/events` (one run's events,
+//! ending after its last rollout ends) and `GET /events` (the whole service, with
+//! `?types=` filtering, never ending).
+//!
+//! Each event is sent with its global log position as `id:` and its type as `event:`;
+//! a client resumes after `Last-Event-ID` (or `?after=`) and so misses nothing and
+//! sees nothing twice. Every stream is its own catch-up-then-live subscription over the
+//! log: a slow reader falls back to reading the log, it never holds the writers up.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::validate::Checker;
+use super::AppState;
+use crate::domain::events::{Event, EVENT_TYPES};
+use crate::domain::ids::{rollout_stream, run_stream};
+use crate::error::{ApiError, ErrorCode};
+use crate::projections::{self, Projections};
+use crate::store::{subscribe_all, RecordedEvent, Subscription};
+
+/// A comment line sent when nothing happened for this long, so proxies keep the
+/// connection open and a gone client is noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/events").route(web::get().to(all_events)))
+        .service(web::resource("/runs/{run_id}/events").route(web::get().to(run_events)));
+}
+
+/// Which events a stream carries.
+enum Scope {
+    /// The run's own stream and its rollouts' streams; ends with the run.
+    Run {
+        run_id: String,
+        streams: HashSet<String>,
+    },
+    /// Every event, or only these types.
+    All { types: Option<HashSet<String>> },
+}
+
+impl Scope {
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        match self {
+            Scope::Run { streams, .. } => streams.contains(&event.stream),
+            Scope::All { types } => types.as_ref().is_none_or(|t| t.contains(&event.event_type)),
+        }
+    }
+}
+
+/// The position to start from: after `Last-Event-ID` when a client reconnects,
+/// otherwise after `?after=`, otherwise the beginning.
+fn start(req: &HttpRequest, c: &mut Checker, after: Option<&str>) -> u64 {
+    let header = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let (field, text) = match (header, after) {
+        (Some(id), _) => ("Last-Event-ID", id.trim()),
+        (None, Some(after)) => ("after", after),
+        (None, None) => return 0,
+    };
+    c.query_int(field, text, 0, i64::MAX)
+        .map_or(0, |n| n as u64 + 1)
+}
+
+async fn all_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let mut c = Checker::default();
+    let mut after = None;
+    let mut types: Option<HashSet<String>> = None;
+    for (key, value) in query.iter() {
+        match key.as_str() {
+            "after" => after = Some(value.as_str()),
+            "types" => {
+                let wanted = types.get_or_insert_with(HashSet::new);
+                for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if EVENT_TYPES.contains(&t) {
+                        wanted.insert(t.to_string());
+                    } else {
+                        c.push(
+                            &["query"],
+                            "types",
+                            format!(
+                                "Unknown event type '{t}'; known: {}",
+                                EVENT_TYPES.join(", ")
+                            ),
+                            "enum",
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let from = start(&req, &mut c, after);
+    c.finish()?;
+    Ok(respond(&state, Scope::All { types }, from, None))
+}
+
+async fn run_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let run_id = path.into_inner();
+    let mut c = Checker::default();
+    let after = query
+        .iter()
+        .find(|(k, _)| k == "after")
+        .map(|(_, v)| v.as_str());
+    let from = start(&req, &mut c, after);
+    c.finish()?;
+    state.sync().await;
+    let (streams, launched_at, end) = state.projections.read(|views| {
+        let run = views
+            .run(&run_id)
+            .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
+        let mut streams: HashSet<String> = run
+            .rollout_ids
+            .iter()
+            .map(|id| rollout_stream(id))
+            .collect();
+        streams.insert(run_stream(&run_id));
+        // A finished run's events all lie before what the views have applied.
+        let finished = run.counts.finished() == run.counts.total;
+        let end = finished.then(|| views.next_position());
+        Ok::<_, ApiError>((streams, run.position, end))
+    })?;
+    let scope = Scope::Run { run_id, streams };
+    Ok(respond(&state, scope, from.max(launched_at), end))
+}
+
+fn respond(state: &AppState, scope: Scope, from: u64, end: Option<u64>) -> HttpResponse {
+    let feed = Feed {
+        subscription: subscribe_all(state.store.clone(), from),
+        scope,
+        end,
+        last_sent: tokio::time::Instant::now(),
+        projections: state.projections.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        let chunk = feed.next_chunk().await?;
+        Some((Ok::<_, actix_web::Error>(chunk), feed))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // Tells nginx-like proxies not to buffer the stream.
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream)
+}
+
+struct Feed {
+    subscription: Subscription,
+    scope: Scope,
+    /// A run stream ends before this position (known once the run has finished).
+    end: Option<u64>,
+    last_sent: tokio::time::Instant,
+    projections: Projections,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Feed {
+    /// The next bytes to send: an event, a keep-alive comment, or `None` at the end.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self
+                .end
+                .is_some_and(|end| self.subscription.position() >= end)
+            {
+                return None;
+            }
+            let recorded = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep_until(self.last_sent + KEEP_ALIVE) => {
+                    self.last_sent = tokio::time::Instant::now();
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
+                next = self.subscription.next() => match next {
+                    Ok(recorded) => recorded,
+                    Err(error) => {
+                        tracing::warn!(%error, "event stream ends: the log cannot be read");
+                        return None;
+                    }
+                },
+            };
+            if !self.scope.wants(&recorded) {
+                continue;
+            }
+            let event = match projections::decode(&recorded) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::error!(%error, "event stream ends at an undecodable event");
+                    return None;
+                }
+            };
+            self.check_end(&recorded, &event).await;
+            self.last_sent = tokio::time::Instant::now();
+            return Some(frame(&recorded, &event));
+        }
+    }
+
+    /// After one of the run's rollouts ends (or the run is deleted): when the views say
+    /// the whole run is over, every event of it lies before what they have applied,
+    /// and the stream ends there. (The views may be ahead of this stream, so "over"
+    /// fixes the end position rather than ending at this event.)
+    async fn check_end(&mut self, recorded: &RecordedEvent, event: &Event) {
+        let Scope::Run { run_id, .. } = &self.scope else {
+            return;
+        };
+        let ends_something = matches!(
+            event,
+            Event::RolloutCompleted(_)
+                | Event::RolloutFailed(_)
+                | Event::RolloutCancelled(_)
+                | Event::RunDeleted(_)
+        );
+        if !ends_something || self.end.is_some() {
+            return;
+        }
+        self.projections.wait_for(recorded.position).await;
+        self.end = self.projections.read(|views| {
+            let over = views
+                .run(run_id)
+                .is_none_or(|run| run.counts.finished() == run.counts.total);
+            over.then(|| views.next_position())
+        });
+    }
+}
+
+/// One event as an SSE frame; `data` is the envelope with the payload at the
+/// current schema version.
+fn frame(recorded: &RecordedEvent, event: &Event) -> Bytes {
+    let payload: serde_json::Value =
+        serde_json::from_slice(&event.to_data()).unwrap_or(serde_json::Value::Null);
+    let envelope = json!({
+        "position": recorded.position,
+        "stream": recorded.stream,
+        "revision": recorded.revision,
+        "event_id": recorded.id,
+        "event_type": recorded.event_type,
+        "schema_version": crate::domain::events::CURRENT_SCHEMA_VERSION,
+        "time": recorded.time,
+        "data": payload,
+    });
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        recorded.position, recorded.event_type, envelope
+    ))
+}
