@@ -18,7 +18,8 @@
 //!   view); at start-up they are rebuilt by replaying the log, and
 //!   `rl-gym replay` does the same offline with a checksum of the views.
 //! - [`scenarios`] load the templates in `config/scenarios/`; [`metrics`] exports
-//!   Prometheus metrics; [`config`] layers settings and keeps secrets.
+//!   Prometheus metrics; [`config`] layers settings and keeps secrets; [`stats`] turns
+//!   scores into the figures researchers report (pass@k, pass^k, bootstrap intervals).
 //!
 //! Because rollouts decide their next step from their own events, a crashed
 //! rollout resumes where it stopped, and its environment is rebuilt by replaying its
@@ -37,6 +38,7 @@ pub mod projections;
 pub mod replay;
 pub mod scenarios;
 pub mod startup;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

@@ -90,17 +90,18 @@ impl Application {
             .build()
             .unwrap_or_default();
         let self_url: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let agents = Arc::new(DefaultAgents {
+            http: http.clone(),
+            limits: crate::llm::ProviderLimits::new(settings.provider_concurrency.clone()),
+            judge: settings.judge.model_settings(),
+        });
         let gym = Gym::start(Deps {
             store: store.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
             secrets: SecretStore::open(&settings.data_dir)?,
             global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
-            agents: Arc::new(DefaultAgents {
-                http: http.clone(),
-                limits: crate::llm::ProviderLimits::new(settings.provider_concurrency.clone()),
-                judge: settings.judge.model_settings(),
-            }),
+            agents: agents.clone(),
             http,
             tool_timeout_secs: settings.tool_timeout_secs,
             self_url: self_url.clone(),
@@ -118,6 +119,8 @@ impl Application {
             metrics,
             store,
             environments: Arc::new(EnvironmentRegistry::new(settings.max_open_environments)),
+            agents,
+            model_timeout: Duration::from_secs(settings.model_timeout_secs),
         });
         let configure = api::configure(settings.max_body_bytes);
         let access = web::Data::new(AccessControl {

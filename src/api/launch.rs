@@ -15,6 +15,8 @@ use crate::llm::{builtin, provider_available, provider_needs_key, supports_logpr
 pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
 /// Upper bound on rollouts per run: a run is held in memory by its views.
 pub const MAX_ROLLOUTS_PER_RUN: i64 = 100_000;
+/// Names that `/runs/{name}` serves as endpoints, not runs.
+const RESERVED_RUN_NAMES: &[&str] = &["compare"];
 
 pub struct LaunchRequest {
     pub scenario_id: String,
@@ -39,17 +41,32 @@ const OVERRIDE_FIELDS: &[(&str, &str)] = &[
     ("client_context", "object"),
 ];
 
-pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
-    let mut c = Checker::default();
-    let Some(obj) = body.as_object() else {
+/// The body as an object, or the 422 saying it is not one.
+fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
+    body.as_object().ok_or_else(|| {
+        let mut c = Checker::default();
         c.push(
             &[],
             "body",
             "Input should be a valid dictionary",
             "dict_type",
         );
-        return Err(c.finish().unwrap_err());
-    };
+        ApiError::validation(c.errors)
+    })
+}
+
+/// A ModelConfig on its own (`POST /test-model-config`), checked as in a launch.
+pub fn parse_model_config(body: &Value) -> Result<(ModelSettings, Option<ApiKey>), ApiError> {
+    let mut c = Checker::default();
+    let parsed = model_config(&mut c, object(body)?, &["body"]);
+    c.finish()?;
+    // `None` was reported as an error above.
+    parsed.ok_or_else(|| ApiError::validation(vec![]))
+}
+
+pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
+    let mut c = Checker::default();
+    let obj = object(body)?;
     let root: &[&str] = &["body"];
     let scenario_id = c.string(obj, root, "scenario_id");
     let task_ids = match obj.get("task_ids") {
@@ -115,6 +132,13 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
                 "Run name must be 1–128 characters of letters, digits, '-', '_' or '.'",
                 "string_pattern_mismatch",
             );
+        } else if RESERVED_RUN_NAMES.contains(&name.as_str()) {
+            c.push(
+                root,
+                "run_name",
+                format!("Run name '{name}' is reserved: /runs/{name} is another endpoint"),
+                "value_error",
+            );
         }
     }
     let source = c
@@ -133,7 +157,7 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             c.push(root, "model_config", "Field required", "missing");
             None
         }
-        Some(Value::Object(m)) => model_config(&mut c, m, "model_config"),
+        Some(Value::Object(m)) => model_config(&mut c, m, &["body", "model_config"]),
         Some(_) => {
             c.push(
                 root,
@@ -146,10 +170,10 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
     };
     let user_model = c
         .opt_object(obj, root, "user_model_config")
-        .and_then(|m| model_config(&mut c, m, "user_model_config"));
+        .and_then(|m| model_config(&mut c, m, &["body", "user_model_config"]));
     let judge_model = c
         .opt_object(obj, root, "judge_model_config")
-        .and_then(|m| model_config(&mut c, m, "judge_model_config"));
+        .and_then(|m| model_config(&mut c, m, &["body", "judge_model_config"]));
     if judge_model
         .as_ref()
         .is_some_and(|(m, _)| m.provider == "builtin")
@@ -240,10 +264,9 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
 fn model_config(
     c: &mut Checker,
     m: &Map<String, Value>,
-    field: &str,
+    prefix: &[&str],
 ) -> Option<(ModelSettings, Option<ApiKey>)> {
     let before = c.errors.len();
-    let prefix: &[&str] = &["body", field];
     let model = c.string(m, prefix, "model");
     let provider = c
         .opt_string(m, prefix, "provider")

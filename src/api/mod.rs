@@ -9,14 +9,17 @@ mod events;
 mod export;
 mod health;
 mod launch;
+mod models;
 mod rollouts;
 mod runs;
 mod scenarios;
+mod stats;
 mod validate;
 mod verifiers;
 mod views;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -24,6 +27,7 @@ use serde_json::json;
 
 pub use auth::AccessControl;
 
+use crate::actors::step_loop::DefaultAgents;
 use crate::actors::Gym;
 use crate::domain::events::NpcReplied;
 use crate::error::{ApiError, ErrorCode, FieldError};
@@ -41,6 +45,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub store: Arc<dyn EventStore>,
     pub environments: Arc<EnvironmentRegistry>,
+    /// The step loops' own HTTP client and provider limits, for testing a model config.
+    pub agents: Arc<DefaultAgents>,
+    pub model_timeout: Duration,
     /// Cancelled when the service begins to stop (event streams end).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -78,7 +85,10 @@ impl AppState {
     }
 }
 
+/// `/runs/compare` is registered before `/runs/{run_id}`, which would take it for a run id.
 fn routes(cfg: &mut web::ServiceConfig) {
+    stats::routes(cfg);
+    models::routes(cfg);
     events::routes(cfg);
     export::routes(cfg);
     runs::routes(cfg);

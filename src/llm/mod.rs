@@ -34,6 +34,7 @@ use crate::domain::chat::{Message, ToolDefinition};
 use crate::domain::events::{ModelSettings, TokenUsage};
 
 pub use limit::{Limited, ProviderLimits};
+pub use retry::RetryPolicy;
 
 /// Providers a run may name. `builtin` is rl-gym's own (no key, no network).
 pub const PROVIDERS: &[&str] = &[
@@ -145,20 +146,36 @@ pub fn client_for(
     api_key: Option<crate::config::secrets::ApiKey>,
     limits: &ProviderLimits,
 ) -> Result<Box<dyn ModelClient>, ModelError> {
+    client_with_retry(http, settings, api_key, limits, RetryPolicy::default())
+}
+
+/// The same with its own retry policy (`POST /test-model-config` tries once).
+pub fn client_with_retry(
+    http: &reqwest::Client,
+    settings: &ModelSettings,
+    api_key: Option<crate::config::secrets::ApiKey>,
+    limits: &ProviderLimits,
+    retry: RetryPolicy,
+) -> Result<Box<dyn ModelClient>, ModelError> {
     use openai::{Flavor, OpenAiClient};
     let http = http.clone();
     let base_url = settings.base_url.clone();
     let missing_key =
         || ModelError::Unavailable(format!("provider `{}` needs an api_key", settings.provider));
     let client: Box<dyn ModelClient> = match settings.provider.as_str() {
-        "openai" => Box::new(OpenAiClient::new(
-            http,
-            Flavor::OpenAi,
-            base_url.unwrap_or_else(|| openai::OPENAI_BASE_URL.to_string()),
-            api_key,
-        )),
+        "openai" => Box::new(
+            OpenAiClient::new(
+                http,
+                Flavor::OpenAi,
+                base_url.unwrap_or_else(|| openai::OPENAI_BASE_URL.to_string()),
+                api_key,
+            )
+            .with_retry(retry),
+        ),
         "custom" => match base_url {
-            Some(url) => Box::new(OpenAiClient::new(http, Flavor::OpenAi, url, api_key)),
+            Some(url) => {
+                Box::new(OpenAiClient::new(http, Flavor::OpenAi, url, api_key).with_retry(retry))
+            }
             None => {
                 return Err(ModelError::Unavailable(
                     "provider `custom` needs a base_url (an OpenAI-compatible server)".to_string(),
@@ -166,29 +183,36 @@ pub fn client_for(
             }
         },
         "azure-openai" => match base_url {
-            Some(url) => Box::new(OpenAiClient::new(http, Flavor::Azure, url, api_key)),
+            Some(url) => {
+                Box::new(OpenAiClient::new(http, Flavor::Azure, url, api_key).with_retry(retry))
+            }
             None => return Err(ModelError::Unavailable(
                 "provider `azure-openai` needs a base_url (https://<resource>.openai.azure.com)"
                     .to_string(),
             )),
         },
-        "anthropic" => Box::new(anthropic::AnthropicClient::new(
-            http,
-            base_url,
-            api_key.ok_or_else(missing_key)?,
-        )),
-        "aws-bedrock" => Box::new(bedrock::BedrockClient::new(
-            http,
-            base_url,
-            api_key.ok_or_else(missing_key)?,
-            bedrock::region_from_env(),
-        )?),
-        "gcp" => Box::new(vertex::VertexClient::new(
-            http,
-            base_url,
-            api_key.ok_or_else(missing_key)?,
-            &settings.model,
-        )?),
+        "anthropic" => Box::new(
+            anthropic::AnthropicClient::new(http, base_url, api_key.ok_or_else(missing_key)?)
+                .with_retry(retry),
+        ),
+        "aws-bedrock" => Box::new(
+            bedrock::BedrockClient::new(
+                http,
+                base_url,
+                api_key.ok_or_else(missing_key)?,
+                bedrock::region_from_env(),
+            )?
+            .with_retry(retry),
+        ),
+        "gcp" => Box::new(
+            vertex::VertexClient::new(
+                http,
+                base_url,
+                api_key.ok_or_else(missing_key)?,
+                &settings.model,
+            )?
+            .with_retry(retry),
+        ),
         other => {
             return Err(ModelError::Unavailable(format!(
                 "provider `{other}` is not available in this build"

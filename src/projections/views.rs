@@ -393,7 +393,14 @@ impl Views {
                 after = RolloutStatus::Verifying;
                 view.verdict = Some(e.verdict.clone());
             }
-            Event::RubricGraded(e) => view.rubric = Some(e.rubric.clone()),
+            Event::RubricGraded(e) => {
+                view.rubric = Some(e.rubric.clone());
+                // The judge's tokens are spent on the rollout too.
+                if let Some(u) = &e.usage {
+                    add_usage(&mut view.usage, u);
+                    usage_delta = Some(u.clone());
+                }
+            }
             Event::RolloutCompleted(e) => {
                 after = RolloutStatus::Completed;
                 view.completion_reason = Some(e.reason);

@@ -276,8 +276,12 @@ pub enum Behaviour {
     SlowAnswer(u64),
     /// A tool call every turn; a request without tools (a summary) gets a summary.
     AlwaysTool,
-    /// This text as the answer, with token usage, at once.
-    Answer(&'static str),
+    /// The i-th request (from 0) gets the final answer `answers[i % len]`, with usage
+    /// 100 prompt + 10 completion tokens.
+    Answers(&'static [&'static str]),
+    /// Always this error status with `Retry-After: 0`, in a body that quotes the
+    /// Authorization header it got, as some providers quote the key they refuse.
+    Status(u16),
 }
 
 pub struct FakeModel {
@@ -300,8 +304,24 @@ pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
                         .get("authorization")
                         .map(|v| v.to_str().unwrap().to_string());
                     let body = body.into_inner();
-                    seen.lock().push((auth, body.clone()));
+                    let index = {
+                        let mut seen = seen.lock();
+                        seen.push((auth.clone(), body.clone()));
+                        seen.len() - 1
+                    };
                     match behaviour {
+                        Behaviour::Answers(answers) => HttpResponse::Ok().json(json!({
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": answers[index % answers.len()]}}],
+                            "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+                        })),
+                        Behaviour::Status(code) => {
+                            let status = actix_web::http::StatusCode::from_u16(code).unwrap();
+                            HttpResponse::build(status)
+                                .insert_header(("retry-after", "0"))
+                                .json(json!({"error": {"message": format!(
+                                    "refused {}", auth.unwrap_or_default()
+                                )}}))
+                        }
                         Behaviour::AlwaysTool => {
                             let message = match body["tools"][0]["function"]["name"].as_str() {
                                 None => json!({"role": "assistant", "content": "SUMMARY: tried the tools."}),
@@ -317,10 +337,6 @@ pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}}]
                             }))
                         }
-                        Behaviour::Answer(text) => HttpResponse::Ok().json(json!({
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-                            "usage": {"prompt_tokens": 700, "completion_tokens": 50, "total_tokens": 750}
-                        })),
                         Behaviour::AlwaysFailing => HttpResponse::InternalServerError()
                             .insert_header(("retry-after", "0"))
                             .json(json!({"error": {"message": "the model is overloaded"}})),

@@ -29,7 +29,7 @@ fn rubric_run(task: &str, judge: Option<&FakeModel>) -> Value {
 
 #[actix_web::test]
 async fn the_runs_judge_grades_the_rubric_and_the_score_combines_both() {
-    let judge = start_fake_model(Behaviour::Answer(HALF_GRADE)).await;
+    let judge = start_fake_model(Behaviour::Answers(&[HALF_GRADE])).await;
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let rollout = app
@@ -97,7 +97,7 @@ async fn without_a_judge_the_rubric_is_skipped_with_the_reason_and_the_checks_st
 
 #[actix_web::test]
 async fn a_judge_answer_out_of_shape_is_an_error_grade_not_a_failed_rollout() {
-    let judge = start_fake_model(Behaviour::Answer("Looks great to me!")).await;
+    let judge = start_fake_model(Behaviour::Answers(&["Looks great to me!"])).await;
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let rollout = app
@@ -118,7 +118,7 @@ async fn a_judge_answer_out_of_shape_is_an_error_grade_not_a_failed_rollout() {
 
 #[actix_web::test]
 async fn the_servers_judge_grades_runs_without_their_own() {
-    let judge = start_fake_model(Behaviour::Answer(HALF_GRADE)).await;
+    let judge = start_fake_model(Behaviour::Answers(&[HALF_GRADE])).await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings_for(dir.path());
     settings.judge = rl_gym::config::JudgeSettings {

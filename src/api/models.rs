@@ -1,0 +1,126 @@
+//! `POST /test-model-config`: one minimal call with a ModelConfig, so that a wrong key,
+//! endpoint or model name shows before a run is launched rather than as failed
+//! rollouts. The config is checked exactly as `model_config` of a launch (422 naming
+//! the field); the call goes through the same HTTP client, provider client, provider
+//! limit and timeout as a rollout's, but is tried once.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{launch, AppState};
+use crate::config::secrets::ApiKey;
+use crate::domain::chat::Message;
+use crate::error::ApiError;
+use crate::llm::{self, ModelError, ModelRequest, RetryPolicy};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/test-model-config").route(web::post().to(test_model_config)));
+}
+
+#[derive(Serialize)]
+struct Outcome {
+    success: bool,
+    message: String,
+    /// One of [`ModelError::error_type`]'s; null on success.
+    error_type: Option<&'static str>,
+}
+
+async fn test_model_config(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (settings, key) = launch::parse_model_config(&body)?;
+    let name = format!("`{}` ({})", settings.model, settings.provider);
+    if settings.provider == "builtin" {
+        return Ok(HttpResponse::Ok().json(Outcome {
+            success: true,
+            message: format!("{name} is served by rl-gym itself; no call needed"),
+            error_type: None,
+        }));
+    }
+    let secret = key.as_ref().map(|k| k.expose().to_string());
+    let started = Instant::now();
+    let outcome = match call(&state, &settings, key).await {
+        Ok(()) => Outcome {
+            success: true,
+            message: format!("{name} answered in {} ms", started.elapsed().as_millis()),
+            error_type: None,
+        },
+        Err(error) => Outcome {
+            success: false,
+            message: redact(error.to_string(), secret.as_deref()),
+            error_type: Some(error.error_type()),
+        },
+    };
+    tracing::info!(
+        provider = %settings.provider,
+        model = %settings.model,
+        error_type = outcome.error_type.unwrap_or("none"),
+        "model config tested"
+    );
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// One attempt (a retried 429 or outage would only hide the answer) with one short
+/// user message and no tools, under the server's model timeout, which also bounds a
+/// wait for the provider's concurrency limit.
+async fn call(
+    state: &AppState,
+    settings: &crate::domain::events::ModelSettings,
+    key: Option<ApiKey>,
+) -> Result<(), ModelError> {
+    let agents = &state.agents;
+    let once = RetryPolicy {
+        max_retries: 0,
+        timeout: state.model_timeout,
+        ..RetryPolicy::default()
+    };
+    let client = llm::client_with_retry(&agents.http, settings, key, &agents.limits, once)?;
+    let messages = [Message::user("Reply with the word OK.")];
+    let request = ModelRequest {
+        messages: &messages,
+        tools: &[],
+        settings,
+    };
+    match tokio::time::timeout(state.model_timeout, client.complete(request)).await {
+        Ok(reply) => reply.map(|_| ()),
+        Err(_) => Err(ModelError::Timeout(format!(
+            "no answer within {}s",
+            state.model_timeout.as_secs()
+        ))),
+    }
+}
+
+/// A provider may quote the key it refused; the answer never does. Each part of an
+/// `ID:SECRET[:TOKEN]` key is hidden too (parts too short to be secrets are left).
+fn redact(message: String, key: Option<&str>) -> String {
+    let Some(key) = key else { return message };
+    std::iter::once(key)
+        .chain(key.split(':').filter(|part| part.len() >= 4))
+        .filter(|part| !part.is_empty())
+        .fold(message, |m, part| m.replace(part, "***"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn the_key_and_each_part_of_a_key_pair_are_hidden() {
+        assert_eq!(
+            redact("Incorrect API key provided: sk-123.".into(), Some("sk-123")),
+            "Incorrect API key provided: ***."
+        );
+        assert_eq!(
+            redact(
+                "unknown access key AKIDEXAMPLE".into(),
+                Some("AKIDEXAMPLE:s3cret")
+            ),
+            "unknown access key ***"
+        );
+        assert_eq!(redact("no key".into(), None), "no key");
+    }
+}
