@@ -7,7 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -90,6 +90,14 @@ impl ApiError {
     }
 }
 
+/// An error answer: `detail` is a message, or for 422 a list of
+/// `{"loc", "msg", "type"}`; `code` names the error (the table above).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub detail: Value,
+    pub code: &'static str,
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.code.status_and_name().0
@@ -97,6 +105,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, name) = self.code.status_and_name();
-        HttpResponse::build(status).json(json!({ "detail": self.detail, "code": name }))
+        HttpResponse::build(status).json(ErrorBody {
+            detail: self.detail.clone(),
+            code: name,
+        })
     }
 }

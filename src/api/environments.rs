@@ -5,10 +5,14 @@
 //! environment or server a 404; nothing here is ever a 5xx.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::validate::Checker;
+use super::views::{
+    EnvironmentCreated, EnvironmentDeleted, ServerHealth, StepAnswer, ToolList, ToolServerLink,
+};
 use super::AppState;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::tools::registry::{Hosted, RegistryError};
 
@@ -31,6 +35,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/environments/{environment_id}/{server}/snapshot")
                 .route(web::get().to(snapshot)),
         );
+}
+
+/// `POST /environments`.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub(crate) struct CreateEnvironment {
+    scenario_id: String,
+    task_id: String,
+    /// Seeds the simulated ids and clock (default 0).
+    seed: Option<u64>,
+}
+
+/// `POST /environments/{environment_id}/{server}/step`: the original tool-server
+/// protocol's shape.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub(crate) struct StepRequest {
+    action: StepAction,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub(crate) struct StepAction {
+    tool_name: String,
+    /// The tool's arguments, as its `input_schema` describes them.
+    #[schema(value_type = Object)]
+    parameters: Option<Value>,
 }
 
 fn not_found() -> ApiError {
@@ -56,6 +87,7 @@ fn check_server(hosted: &Hosted, server: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/environments", tag = "environments", summary = "Host an isolated, seeded environment for an outside agent", request_body = CreateEnvironment, responses((status = 201, body = EnvironmentCreated), (status = 404, description = "No such scenario (or task)", body = ErrorBody), (status = 429, description = "Too many environments open", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -98,30 +130,39 @@ async fn create(
         })?;
     let info = req.connection_info();
     let base = format!("{}://{}/environments/{id}", info.scheme(), info.host());
-    Ok(HttpResponse::Created().json(json!({
-        "environment_id": id,
-        "environment_url": base,
-        "scenario_id": scenario_id,
-        "task_id": task_id,
-        "seed": seed,
-        "tool_servers": servers.iter()
-            .map(|name| json!({ "name": name, "tool_server_url": format!("{base}/{name}") }))
-            .collect::<Vec<_>>(),
-    })))
+    Ok(HttpResponse::Created().json(EnvironmentCreated {
+        tool_servers: servers
+            .iter()
+            .map(|name| ToolServerLink {
+                name: name.to_string(),
+                tool_server_url: format!("{base}/{name}"),
+            })
+            .collect(),
+        environment_id: id,
+        environment_url: base,
+        scenario_id,
+        task_id,
+        seed,
+    }))
 }
 
+#[utoipa::path(delete, path = "/environments/{environment_id}", tag = "environments", summary = "Close an environment", params(("environment_id" = String, Path, description = "The environment")), responses((status = 200, body = EnvironmentDeleted), (status = 404, description = "No such environment or tool server", body = ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     if state.environments.delete(&id) {
-        Ok(HttpResponse::Ok().json(json!({ "environment_id": id, "deleted": true })))
+        Ok(HttpResponse::Ok().json(EnvironmentDeleted {
+            environment_id: id,
+            deleted: true,
+        }))
     } else {
         Err(not_found())
     }
 }
 
+#[utoipa::path(get, path = "/environments/{environment_id}/{server}/tools", tag = "environments", summary = "A tool server's tools", params(("environment_id" = String, Path, description = "The environment"),("server" = String, Path, description = "The tool server")), responses((status = 200, body = ToolList), (status = 404, description = "No such environment or tool server", body = ErrorBody)))]
 async fn tools(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -133,9 +174,10 @@ async fn tools(
         .lock()
         .tools(&server)
         .ok_or_else(|| unknown_server(&server))?;
-    Ok(HttpResponse::Ok().json(json!({ "tools": tools })))
+    Ok(HttpResponse::Ok().json(ToolList { tools }))
 }
 
+#[utoipa::path(post, path = "/environments/{environment_id}/{server}/step", tag = "environments", summary = "Call a tool", params(("environment_id" = String, Path, description = "The environment"),("server" = String, Path, description = "The tool server")), request_body = StepRequest, responses((status = 200, body = StepAnswer), (status = 404, description = "No such environment or tool server", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn step(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -170,17 +212,15 @@ async fn step(
         .lock()
         .step(&server, &tool_name, &parameters)
         .ok_or_else(|| unknown_server(&server))?;
-    let mut answer = json!({
-        "observation": observation.observation,
-        "reward": observation.reward,
-        "done": observation.done,
-    });
-    if observation.is_error {
-        answer["is_error"] = json!(true);
-    }
-    Ok(HttpResponse::Ok().json(answer))
+    Ok(HttpResponse::Ok().json(StepAnswer {
+        observation: observation.observation,
+        reward: observation.reward,
+        done: observation.done,
+        is_error: observation.is_error,
+    }))
 }
 
+#[utoipa::path(get, path = "/environments/{environment_id}/{server}/health", tag = "environments", summary = "A tool server's health", params(("environment_id" = String, Path, description = "The environment"),("server" = String, Path, description = "The tool server")), responses((status = 200, body = ServerHealth), (status = 404, description = "No such environment or tool server", body = ErrorBody)))]
 async fn health(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -188,9 +228,10 @@ async fn health(
     let (id, server) = path.into_inner();
     let hosted = hosted(&state, &id)?;
     check_server(&hosted, &server)?;
-    Ok(HttpResponse::Ok().json(json!({ "status": "healthy" })))
+    Ok(HttpResponse::Ok().json(ServerHealth { status: "healthy" }))
 }
 
+#[utoipa::path(get, path = "/environments/{environment_id}/{server}/snapshot", tag = "environments", summary = "A tool server's whole state", params(("environment_id" = String, Path, description = "The environment"),("server" = String, Path, description = "The tool server")), responses((status = 200, body = Object), (status = 404, description = "No such environment or tool server", body = ErrorBody)))]
 async fn snapshot(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -19,6 +19,7 @@ use super::validate::Checker;
 use super::AppState;
 use crate::domain::events::{Event, EVENT_TYPES};
 use crate::domain::ids::{rollout_stream, run_stream};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::projections::{self, Projections};
 use crate::store::{subscribe_all, RecordedEvent, Subscription};
@@ -69,6 +70,7 @@ fn start(req: &HttpRequest, c: &mut Checker, after: Option<&str>) -> u64 {
         .map_or(0, |n| n as u64 + 1)
 }
 
+#[utoipa::path(get, path = "/events", tag = "events", summary = "Every event live (server-sent events)", params(("after" = Option<u64>, Query, description = "Start after this position (or send Last-Event-ID)"), ("types" = Option<String>, Query, description = "Comma-separated event types")), responses((status = 200, description = "`id:` position, `event:` type, `data:` the envelope", content_type = "text/event-stream", body = String), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn all_events(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -106,6 +108,7 @@ async fn all_events(
     Ok(respond(&state, Scope::All { types }, from, None))
 }
 
+#[utoipa::path(get, path = "/runs/{run_id}/events", tag = "events", summary = "A run's events live (server-sent events), ending with the run", params(("run_id" = String, Path, description = "The run"), ("after" = Option<u64>, Query, description = "Start after this position (or send Last-Event-ID)")), responses((status = 200, description = "`id:` position, `event:` type, `data:` the envelope", content_type = "text/event-stream", body = String), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn run_events(
     state: web::Data<AppState>,
     req: HttpRequest,

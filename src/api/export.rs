@@ -30,6 +30,7 @@ use super::views::ModelConfigView;
 use super::AppState;
 use crate::domain::chat::Role;
 use crate::domain::rollout::RolloutStatus;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::projections::{RolloutView, RunView};
 
@@ -57,6 +58,7 @@ enum Item {
     Pair(String, String),
 }
 
+#[utoipa::path(get, path = "/runs/{run_id}/export", tag = "runs", summary = "A run's rollouts as JSON Lines for training", params(("run_id" = String, Path, description = "The run"), ("format" = String, Query, description = "sft, rl or preference"), ("min_score" = Option<f64>, Query, description = "sft: the lowest score kept, 0–1 (1)")), responses((status = 200, description = "One JSON object a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn export(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -1,26 +1,27 @@
 //! `/healthz` and `/metrics`.
 
-use actix_web::{web, HttpResponse};
-use serde_json::json;
-
+use super::views::Health;
 use super::AppState;
+use actix_web::{web, HttpResponse};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/metrics").route(web::get().to(metrics)));
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Health", responses((status = 200, body = Health)))]
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let events = state.store.next_position();
     let applied = state.projections.applied();
-    HttpResponse::Ok().json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "events": events,
-        "projection_lag": events.saturating_sub(applied),
-    }))
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        events,
+        projection_lag: events.saturating_sub(applied),
+    })
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "The text exposition format", content_type = "text/plain", body = String)))]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let events = state.store.next_position();
     let m = &state.metrics;

@@ -33,6 +33,55 @@ pub struct LaunchRequest {
     pub task_overrides: BTreeMap<String, Value>,
 }
 
+/// `POST /runs`: the body `parse` reads (documented in the OpenAPI schema).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct LaunchBody {
+    pub scenario_id: String,
+    /// At least one; every id a task of the scenario.
+    pub task_ids: Vec<String>,
+    /// Rollouts per task, 1–1,000 (default 1).
+    pub rollout_count: Option<u32>,
+    /// Rollouts of this run in their step loop at once (the server-wide cap still holds).
+    pub max_parallel: Option<u32>,
+    /// Becomes the run id: 1–128 letters, digits, '-', '_' or '.'.
+    pub run_name: Option<String>,
+    /// `rl-gym` (default), `task-editor` or `datadog-synthetics`.
+    pub source: Option<String>,
+    pub model_config: ModelConfigBody,
+    /// The model that plays the simulated people (scripted replies without it).
+    pub user_model_config: Option<ModelConfigBody>,
+    /// The judge of tasks with a `rubric_markdown` (an extension).
+    pub judge_model_config: Option<ModelConfigBody>,
+    /// Per task id: `task_json`, `name`, `description`, `rubric_markdown`,
+    /// `client_context`.
+    #[schema(value_type = Option<Object>)]
+    pub task_overrides: Option<Value>,
+}
+
+/// A ModelConfig as a launch (or `POST /test-model-config`) takes it.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct ModelConfigBody {
+    pub model: String,
+    /// `custom` (default), `openai`, `anthropic`, `azure-openai`, `bedrock`,
+    /// `vertex-ai` or `builtin`.
+    pub provider: Option<String>,
+    /// Required by the providers that need one; never echoed or logged.
+    pub api_key: Option<String>,
+    pub base_url: Option<String>,
+    /// 0–2 (default 0.7).
+    pub temperature: Option<f64>,
+    /// Model turns, 1–10,000 (default 30).
+    pub max_steps: Option<u32>,
+    pub system_prompt: Option<String>,
+    /// Point the agent at another environment's tool servers.
+    pub tool_server_url: Option<String>,
+    pub log_prob: Option<bool>,
+    pub summarize_every_n_turns: Option<u32>,
+    pub context_stride: Option<u32>,
+}
+
 const OVERRIDE_FIELDS: &[(&str, &str)] = &[
     ("task_json", "object"),
     ("name", "string"),
@@ -367,4 +416,66 @@ fn model_config(
         },
         api_key.map(ApiKey::new),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The documented body's property names, from its OpenAPI schema.
+    fn properties<T: utoipa::PartialSchema>() -> Vec<(String, Value)> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        schema["properties"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// A value of the wrong type for a property of this schema.
+    fn wrong(schema: &Value) -> Value {
+        let text = schema.to_string();
+        if text.contains("\"string\"") {
+            json!(12345)
+        } else {
+            json!("not the right type")
+        }
+    }
+
+    fn base() -> Value {
+        json!({"scenario_id": "hr", "task_ids": ["t"],
+               "model_config": {"model": "oracle", "provider": "builtin"}})
+    }
+
+    fn named(result: Result<LaunchRequest, ApiError>, loc: &[&str]) -> bool {
+        let Err(error) = result else { return false };
+        let expected = json!(loc);
+        error
+            .detail
+            .as_array()
+            .is_some_and(|errors| errors.iter().any(|e| e["loc"] == expected))
+    }
+
+    #[test]
+    fn the_parser_reads_every_field_the_schema_documents() {
+        assert!(parse(&base()).is_ok());
+        let top = properties::<LaunchBody>();
+        assert!(top.len() >= 10);
+        for (field, schema) in top {
+            let mut body = base();
+            body[&field] = wrong(&schema);
+            assert!(named(parse(&body), &["body", &field]), "{field}");
+        }
+        for (field, schema) in properties::<ModelConfigBody>() {
+            let mut body = base();
+            body["model_config"][&field] = wrong(&schema);
+            assert!(
+                named(parse(&body), &["body", "model_config", &field]),
+                "model_config.{field}"
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod export;
 mod health;
 mod launch;
 mod models;
+pub mod openapi;
 mod rollouts;
 mod runs;
 mod scenarios;
@@ -96,6 +97,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     environments::routes(cfg);
     scenarios::routes(cfg);
     verifiers::routes(cfg);
+    openapi::routes(cfg);
     health::routes(cfg);
 }
 

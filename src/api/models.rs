@@ -10,24 +10,26 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::launch::ModelConfigBody;
 use super::{launch, AppState};
 use crate::config::secrets::ApiKey;
 use crate::domain::chat::Message;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::llm::{self, ModelError, ModelRequest, RetryPolicy};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/test-model-config").route(web::post().to(test_model_config)));
 }
 
-#[derive(Serialize)]
-struct Outcome {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Outcome {
     success: bool,
     message: String,
     /// One of [`ModelError::error_type`]'s; null on success.
     error_type: Option<&'static str>,
 }
 
+#[utoipa::path(post, path = "/test-model-config", tag = "models", summary = "One minimal call with a model config", request_body = ModelConfigBody, responses((status = 200, body = Outcome), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn test_model_config(
     state: web::Data<AppState>,
     body: web::Json<Value>,

@@ -4,15 +4,16 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::validate::Checker;
-use super::views::RolloutRecord;
+use super::views::{RolloutPage, RolloutRecord};
 use super::AppState;
 use crate::domain::chat::{Message, Role};
 use crate::domain::events::NpcReplied;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::projections::{RolloutView, ToolCallView};
 
@@ -83,6 +84,7 @@ impl Filter {
 }
 
 /// Newest run first, each run's rollouts in launch order.
+#[utoipa::path(get, path = "/rollouts", tag = "rollouts", summary = "Every rollout, filtered and paginated", params(("run_id" = Option<String>, Query, description = "Only this run"), ("scenario_id" = Option<String>, Query, description = "Only this scenario"), ("task_id" = Option<String>, Query, description = "Only this task"), ("status" = Option<RolloutStatus>, Query, description = "Only this status"), ("limit" = Option<u32>, Query, description = "1–200 (50)"), ("offset" = Option<u64>, Query, description = "Rollouts to skip")), responses((status = 200, body = RolloutPage), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn list_rollouts(
     state: web::Data<AppState>,
     query: web::Query<Vec<(String, String)>>,
@@ -106,7 +108,10 @@ async fn list_rollouts(
             }
             total += 1;
         }
-        HttpResponse::Ok().json(json!({ "total": total, "rollouts": page }))
+        HttpResponse::Ok().json(RolloutPage {
+            total,
+            rollouts: page,
+        })
     }))
 }
 
@@ -114,6 +119,7 @@ fn not_found() -> ApiError {
     ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found")
 }
 
+#[utoipa::path(get, path = "/rollouts/{rollout_id}", tag = "rollouts", summary = "One rollout", params(("rollout_id" = String, Path, description = "The rollout")), responses((status = 200, body = RolloutRecord), (status = 404, description = "No such rollout", body = ErrorBody)))]
 async fn get_rollout(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -124,8 +130,8 @@ async fn get_rollout(
     })
 }
 
-#[derive(Serialize)]
-struct Artifacts {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Artifacts {
     rollout_id: String,
     run_id: String,
     task_id: String,
@@ -144,12 +150,13 @@ struct Artifacts {
     rubric: Option<RubricVerdict>,
 }
 
-#[derive(Serialize)]
-struct EnvironmentStates {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct EnvironmentStates {
     before: Option<Value>,
     after: Option<Value>,
 }
 
+#[utoipa::path(get, path = "/rollouts/{rollout_id}/artifacts", tag = "rollouts", summary = "A rollout's trajectory, tool calls, environment before and after, verdict", params(("rollout_id" = String, Path, description = "The rollout"), ("redact_tool_calls" = Option<bool>, Query, description = "Hide every tool argument and result")), responses((status = 200, body = Artifacts), (status = 404, description = "No such rollout", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn artifacts(
     state: web::Data<AppState>,
     path: web::Path<String>,

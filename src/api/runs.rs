@@ -5,13 +5,17 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::launch::LaunchBody;
 use super::validate::Checker;
-use super::views::{RolloutDetail, RolloutSummary, RunStatus};
+use super::views::{
+    LaunchAnswer, RolloutDetail, RolloutSummary, RunCancelled, RunDeleted, RunList, RunStatus,
+};
 use super::{launch, AppState};
 use crate::actors::GymError;
 use crate::domain::events::{RunLaunched, ScheduledRollout};
 use crate::domain::ids::{new_rollout_id, new_run_id, rollout_seed};
 use crate::domain::run::RunRefusal;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -63,6 +67,7 @@ impl From<GymError> for ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/runs", tag = "runs", summary = "Launch a run", request_body = LaunchBody, responses((status = 200, body = LaunchAnswer), (status = 404, description = "Unknown scenario or task", body = ErrorBody), (status = 409, description = "run_name already used", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn launch_run(
     state: web::Data<AppState>,
     body: web::Json<Value>,
@@ -146,11 +151,11 @@ async fn launch_run(
             .filter_map(|id| views.rollout(id))
             .map(RolloutSummary::of)
             .collect();
-        Ok(HttpResponse::Ok().json(json!({
-            "run_id": run_id,
-            "run_status": RunStatus::of(run, views, true, false),
-            "rollouts": rollouts,
-        })))
+        Ok(HttpResponse::Ok().json(LaunchAnswer {
+            run_status: RunStatus::of(run, views, true, false),
+            run_id,
+            rollouts,
+        }))
     })
 }
 
@@ -216,6 +221,7 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
     Ok(q)
 }
 
+#[utoipa::path(get, path = "/runs", tag = "runs", summary = "List runs, newest first", params(("scenario_id" = Option<String>, Query, description = "Only this scenario"), ("source" = Option<String>, Query, description = "rl-gym (default), task-editor, datadog-synthetics or all"), ("limit" = Option<u32>, Query, description = "1–200 (50)"), ("offset" = Option<u64>, Query, description = "Runs to skip"), ("expand" = Option<String>, Query, description = "`rollouts` adds each run's rollout ids")), responses((status = 200, body = RunList), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn list_runs(
     state: web::Data<AppState>,
     query: web::Query<Vec<(String, String)>>,
@@ -233,10 +239,14 @@ async fn list_runs(
             .iter()
             .map(|run| RunStatus::of(run, views, q.expand_rollouts, false))
             .collect();
-        HttpResponse::Ok().json(json!({ "total": page.total, "runs": runs }))
+        HttpResponse::Ok().json(RunList {
+            total: page.total,
+            runs,
+        })
     }))
 }
 
+#[utoipa::path(get, path = "/runs/{run_id}", tag = "runs", summary = "A run's status with a per-rollout breakdown", params(("run_id" = String, Path, description = "The run")), responses((status = 200, body = RunStatus), (status = 404, description = "No such run", body = ErrorBody)))]
 async fn get_run(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -249,6 +259,7 @@ async fn get_run(
     })
 }
 
+#[utoipa::path(post, path = "/runs/{run_id}/cancel", tag = "runs", summary = "Cancel a run", params(("run_id" = String, Path, description = "The run")), responses((status = 200, body = RunCancelled), (status = 404, description = "No such run", body = ErrorBody)))]
 async fn cancel_run(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -256,9 +267,13 @@ async fn cancel_run(
     let run_id = path.into_inner();
     let cancelled = state.gym.cancel(&run_id).await?;
     state.sync().await;
-    Ok(HttpResponse::Ok().json(json!({ "run_id": run_id, "cancelled_rollouts": cancelled })))
+    Ok(HttpResponse::Ok().json(RunCancelled {
+        run_id,
+        cancelled_rollouts: cancelled,
+    }))
 }
 
+#[utoipa::path(delete, path = "/runs/{run_id}", tag = "runs", summary = "Delete a run (the log keeps it)", params(("run_id" = String, Path, description = "The run")), responses((status = 200, body = RunDeleted), (status = 404, description = "No such run", body = ErrorBody)))]
 async fn delete_run(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -266,9 +281,13 @@ async fn delete_run(
     let run_id = path.into_inner();
     let deleted = state.gym.delete(&run_id).await?;
     state.sync().await;
-    Ok(HttpResponse::Ok().json(json!({ "run_id": run_id, "deleted_rollouts": deleted })))
+    Ok(HttpResponse::Ok().json(RunDeleted {
+        run_id,
+        deleted_rollouts: deleted,
+    }))
 }
 
+#[utoipa::path(get, path = "/runs/{run_id}/rollouts/{rollout_id}", operation_id = "get_run_rollout", tag = "runs", summary = "A rollout of a run: trajectory, tool calls, verdict, final state", params(("run_id" = String, Path, description = "The run"), ("rollout_id" = String, Path, description = "The rollout")), responses((status = 200, body = RolloutDetail), (status = 404, description = "No such run", body = ErrorBody), (status = 404, description = "No such rollout", body = ErrorBody)))]
 async fn get_rollout(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -4,7 +4,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use super::views::{
+    NpcList, ScenarioSummary, SeedFile, SeedFiles, TaskList, TaskSummary, ToolServerKind,
+    ToolServerLink,
+};
 use super::AppState;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::scenarios::{Scenario, SeedFileError, Task};
 
@@ -57,26 +62,31 @@ fn environment_template(req: &HttpRequest) -> String {
     )
 }
 
+#[utoipa::path(get, path = "/scenarios", tag = "scenarios", summary = "The scenario templates", responses((status = 200, body = Vec<ScenarioSummary>)))]
 async fn list_scenarios(state: web::Data<AppState>) -> HttpResponse {
-    let list: Vec<_> = state
+    let list: Vec<ScenarioSummary> = state
         .catalog
         .scenarios()
-        .map(|s| {
-            json!({
-                "scenario_id": s.scenario_id,
-                "name": s.name,
-                "description": s.description,
-                "num_tasks": s.tasks.len(),
-                "num_npcs": s.npcs.len(),
-                "tool_servers": s.tool_servers.iter()
-                    .map(|name| json!({ "name": name, "server_type": "http" }))
-                    .collect::<Vec<_>>(),
-            })
+        .map(|s| ScenarioSummary {
+            scenario_id: s.scenario_id.clone(),
+            name: s.name.clone(),
+            description: s.description.clone(),
+            num_tasks: s.tasks.len(),
+            num_npcs: s.npcs.len(),
+            tool_servers: s
+                .tool_servers
+                .iter()
+                .map(|name| ToolServerKind {
+                    name: name.clone(),
+                    server_type: "http",
+                })
+                .collect(),
         })
         .collect();
     HttpResponse::Ok().json(list)
 }
 
+#[utoipa::path(get, path = "/scenarios/{scenario_id}/tasks", tag = "scenarios", summary = "A scenario's tasks", params(("scenario_id" = String, Path, description = "The scenario")), responses((status = 200, body = TaskList), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
 async fn list_tasks(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -84,34 +94,41 @@ async fn list_tasks(
 ) -> Result<HttpResponse, ApiError> {
     let scenario = scenario(&state, &path)?;
     let base = environment_template(&req);
-    let tasks: Vec<_> = scenario
+    let tasks: Vec<TaskSummary> = scenario
         .tasks
         .iter()
-        .map(|t| {
-            let npcs: Vec<_> = scenario
+        .map(|t| TaskSummary {
+            task_id: t.task_id.clone(),
+            name: t.name.clone(),
+            version: t.version.clone(),
+            category: t.category.clone(),
+            difficulty: t.difficulty.clone(),
+            visibility: t.visibility.clone(),
+            description: t.description.clone(),
+            tool_servers: t
+                .tool_servers
+                .iter()
+                .map(|name| ToolServerLink {
+                    name: name.clone(),
+                    tool_server_url: format!("{base}/{name}"),
+                })
+                .collect(),
+            rubric: json!(t.rubric),
+            npc_profiles: scenario
                 .npcs
                 .iter()
                 .filter(|n| t.npc_profile_ids.contains(&n.profile_id))
-                .collect();
-            json!({
-                "task_id": t.task_id,
-                "name": t.name,
-                "version": t.version,
-                "category": t.category,
-                "difficulty": t.difficulty,
-                "visibility": t.visibility,
-                "description": t.description,
-                "tool_servers": t.tool_servers.iter()
-                    .map(|name| json!({ "name": name, "tool_server_url": format!("{base}/{name}") }))
-                    .collect::<Vec<_>>(),
-                "rubric": t.rubric,
-                "npc_profiles": npcs,
-            })
+                .map(|n| json!(n))
+                .collect(),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "scenario_id": scenario.scenario_id, "tasks": tasks })))
+    Ok(HttpResponse::Ok().json(TaskList {
+        scenario_id: scenario.scenario_id.clone(),
+        tasks,
+    }))
 }
 
+#[utoipa::path(get, path = "/scenarios/{scenario_id}/tasks/{task_id}/rubric", tag = "scenarios", summary = "A task's rubric", params(("scenario_id" = String, Path, description = "The scenario"),("task_id" = String, Path, description = "The task")), responses((status = 200, body = Object), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
 async fn get_rubric(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -121,24 +138,31 @@ async fn get_rubric(
     Ok(HttpResponse::Ok().json(&task(scenario, &task_id)?.rubric))
 }
 
+#[utoipa::path(get, path = "/scenarios/{scenario_id}/npcs", tag = "scenarios", summary = "A scenario's simulated people", params(("scenario_id" = String, Path, description = "The scenario")), responses((status = 200, body = NpcList), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
 async fn list_npcs(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let scenario = scenario(&state, &path)?;
-    Ok(HttpResponse::Ok()
-        .json(json!({ "scenario_id": scenario.scenario_id, "npc_profiles": scenario.npcs })))
+    Ok(HttpResponse::Ok().json(NpcList {
+        scenario_id: scenario.scenario_id.clone(),
+        npc_profiles: scenario.npcs.iter().map(|n| json!(n)).collect(),
+    }))
 }
 
+#[utoipa::path(get, path = "/scenarios/{scenario_id}/seed_data", tag = "scenarios", summary = "A scenario's seed data files", params(("scenario_id" = String, Path, description = "The scenario")), responses((status = 200, body = SeedFiles), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
 async fn list_seed_files(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let scenario = scenario(&state, &path)?;
-    Ok(HttpResponse::Ok()
-        .json(json!({ "scenario_id": scenario.scenario_id, "files": scenario.seed_files() })))
+    Ok(HttpResponse::Ok().json(SeedFiles {
+        scenario_id: scenario.scenario_id.clone(),
+        files: scenario.seed_files(),
+    }))
 }
 
+#[utoipa::path(get, path = "/scenarios/{scenario_id}/seed_data/{filename}", tag = "scenarios", summary = "One seed data file", params(("scenario_id" = String, Path, description = "The scenario"),("filename" = String, Path, description = "The file, possibly in a sub-folder")), responses((status = 200, body = SeedFile), (status = 400, description = "The filename escapes its folder", body = ErrorBody), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
 async fn get_seed_file(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -146,11 +170,11 @@ async fn get_seed_file(
     let (scenario_id, filename) = path.into_inner();
     let scenario = scenario(&state, &scenario_id)?;
     match scenario.read_seed_file(&filename) {
-        Ok(content) => Ok(HttpResponse::Ok().json(json!({
-            "scenario_id": scenario.scenario_id,
-            "filename": filename,
-            "content": content,
-        }))),
+        Ok(content) => Ok(HttpResponse::Ok().json(SeedFile {
+            scenario_id: scenario.scenario_id.clone(),
+            filename,
+            content,
+        })),
         Err(SeedFileError::Traversal) => Err(ApiError::new(
             ErrorCode::PathTraversal,
             "Invalid filename: path traversal is not allowed",

@@ -17,7 +17,7 @@ use super::validate::Checker;
 use super::AppState;
 use crate::domain::events::TokenUsage;
 use crate::domain::rollout::RolloutStatus;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::projections::{RolloutView, RunView, Views};
 use crate::stats::{self, Averaged, Interval, TaskFigures};
 
@@ -27,8 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// How a task's rollouts stand.
-#[derive(Debug, Default, Clone, Serialize)]
-struct Counts {
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct Counts {
     rollouts: usize,
     /// Completed with a score.
     scored: usize,
@@ -54,8 +54,8 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
-struct Time {
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct Time {
     /// Sum over rollouts of finished − started.
     rollout_seconds: f64,
     /// From the launch until the last rollout finished; null while any is unfinished.
@@ -174,22 +174,24 @@ impl<T: Serialize> Serialize for ByK<T> {
     }
 }
 
-#[derive(Serialize)]
-struct TaskStats {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TaskStats {
     task_id: String,
     #[serde(flatten)]
     counts: Counts,
     mean_score: Option<f64>,
     /// Bootstrap over the task's attempts.
     mean_score_ci: Option<Interval>,
+    #[schema(value_type = HashMap<String, f64>)]
     pass_at_k: ByK<f64>,
+    #[schema(value_type = HashMap<String, f64>)]
     pass_hat_k: ByK<f64>,
     usage: TokenUsage,
     time: Time,
 }
 
-#[derive(Serialize)]
-struct OverallStats {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct OverallStats {
     task_count: usize,
     /// Tasks with at least one attempt: what the means average.
     tasks_attempted: usize,
@@ -197,18 +199,23 @@ struct OverallStats {
     counts: Counts,
     mean_score: Option<f64>,
     mean_score_ci: Option<Interval>,
+    #[schema(value_type = HashMap<String, f64>)]
     pass_at_k: ByK<f64>,
+    #[schema(value_type = HashMap<String, Interval>)]
     pass_at_k_ci: ByK<Interval>,
+    #[schema(value_type = HashMap<String, f64>)]
     pass_hat_k: ByK<f64>,
+    #[schema(value_type = HashMap<String, Interval>)]
     pass_hat_k_ci: ByK<Interval>,
     /// How many tasks (those with at least k attempts) each k averages.
+    #[schema(value_type = HashMap<String, usize>)]
     tasks_per_k: ByK<usize>,
     usage: TokenUsage,
     time: Time,
 }
 
-#[derive(Serialize)]
-struct RunStats {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RunStats {
     run_id: String,
     scenario_id: String,
     status: &'static str,
@@ -319,6 +326,7 @@ async fn compute<T: Send + 'static>(
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("statistics failed: {e}")))
 }
 
+#[utoipa::path(get, path = "/runs/{run_id}/stats", tag = "runs", summary = "Mean score, pass@k and pass^k with intervals, per task and overall", params(("run_id" = String, Path, description = "The run")), responses((status = 200, body = RunStats), (status = 404, description = "No such run", body = ErrorBody)))]
 async fn run_stats(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -329,8 +337,8 @@ async fn run_stats(
     Ok(HttpResponse::Ok().json(stats))
 }
 
-#[derive(Serialize)]
-struct TaskDifference {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TaskDifference {
     task_id: String,
     a_mean_score: Option<f64>,
     b_mean_score: Option<f64>,
@@ -340,8 +348,8 @@ struct TaskDifference {
     difference: Option<f64>,
 }
 
-#[derive(Serialize)]
-struct Comparison {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Comparison {
     a: String,
     b: String,
     confidence: f64,
@@ -408,6 +416,7 @@ fn compare(a: (RunHead, Vec<TaskSample>), b: (RunHead, Vec<TaskSample>)) -> Comp
     }
 }
 
+#[utoipa::path(get, path = "/runs/compare", tag = "runs", summary = "Paired per-task comparison of two runs", params(("a" = String, Query, description = "The baseline run"), ("b" = String, Query, description = "The run compared with it")), responses((status = 200, body = Comparison), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn compare_runs(
     state: web::Data<AppState>,
     query: web::Query<Vec<(String, String)>>,

@@ -5,6 +5,7 @@ use actix_web::http::header::ContentDisposition;
 use actix_web::{web, HttpResponse};
 
 use super::AppState;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::verify::bundle::{self, BundleError};
 
@@ -30,6 +31,7 @@ impl From<BundleError> for ApiError {
 }
 
 /// The zip archive of the scenario's verifiers, built from the loaded catalog.
+#[utoipa::path(get, path = "/scenarios/{scenario_id}/verifiers/bundle", tag = "scenarios", summary = "The scenario's verifiers as a Python package (zip)", params(("scenario_id" = String, Path, description = "The scenario")), responses((status = 200, description = "application/zip holding <scenario_id>_verifiers", content_type = "application/zip", body = Vec<u8>), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
 async fn download_bundle(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -11,7 +11,7 @@ use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
 use crate::projections::{RolloutView, RunView, StatusChange, ToolCallView, Views};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RolloutSummary {
     pub rollout_id: String,
     pub scenario_id: String,
@@ -38,7 +38,7 @@ impl RolloutSummary {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RunStatus {
     pub run_id: String,
     pub scenario_id: String,
@@ -62,7 +62,7 @@ pub struct RunStatus {
 }
 
 /// A ModelConfig as shown back: the key is never echoed, only redacted.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ModelConfigView {
     pub model: String,
     pub provider: String,
@@ -132,7 +132,7 @@ impl RunStatus {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RolloutDetail {
     pub rollout_id: String,
     pub run_id: String,
@@ -167,7 +167,7 @@ pub struct RolloutDetail {
     pub task_override: Option<Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -192,7 +192,7 @@ impl Timings {
 }
 
 /// A rollout as the original service's `/rollouts` resource shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RolloutRecord {
     pub rollout_id: String,
     pub run_id: String,
@@ -212,7 +212,7 @@ pub struct RolloutRecord {
     pub status_events: Vec<StatusChange>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RolloutResult {
     pub success: bool,
     pub score: Option<f64>,
@@ -322,4 +322,145 @@ impl RolloutDetail {
             task_override: None,
         }
     }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LaunchAnswer {
+    pub run_id: String,
+    pub run_status: RunStatus,
+    pub rollouts: Vec<RolloutSummary>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunList {
+    pub total: usize,
+    pub runs: Vec<RunStatus>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunCancelled {
+    pub run_id: String,
+    pub cancelled_rollouts: usize,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunDeleted {
+    pub run_id: String,
+    pub deleted_rollouts: usize,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RolloutPage {
+    pub total: usize,
+    pub rollouts: Vec<RolloutRecord>,
+}
+
+/// A tool server of an environment and where it answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ToolServerLink {
+    pub name: String,
+    pub tool_server_url: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ToolServerKind {
+    pub name: String,
+    pub server_type: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EnvironmentCreated {
+    pub environment_id: String,
+    pub environment_url: String,
+    pub scenario_id: String,
+    pub task_id: String,
+    pub seed: u64,
+    pub tool_servers: Vec<ToolServerLink>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EnvironmentDeleted {
+    pub environment_id: String,
+    pub deleted: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ToolList {
+    pub tools: Vec<crate::tools::ToolSpec>,
+}
+
+/// What a tool call answers an outside agent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StepAnswer {
+    pub observation: String,
+    pub reward: f64,
+    pub done: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ServerHealth {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ScenarioSummary {
+    pub scenario_id: String,
+    pub name: String,
+    pub description: String,
+    pub num_tasks: usize,
+    pub num_npcs: usize,
+    pub tool_servers: Vec<ToolServerKind>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskSummary {
+    pub task_id: String,
+    pub name: String,
+    pub version: String,
+    pub category: String,
+    pub difficulty: String,
+    pub visibility: String,
+    pub description: String,
+    pub tool_servers: Vec<ToolServerLink>,
+    /// `{"task_id", "title", "overview", "scoring": [...]}`.
+    pub rubric: Value,
+    /// The profiles of the simulated people of the task.
+    pub npc_profiles: Vec<Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskList {
+    pub scenario_id: String,
+    pub tasks: Vec<TaskSummary>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NpcList {
+    pub scenario_id: String,
+    pub npc_profiles: Vec<Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SeedFiles {
+    pub scenario_id: String,
+    pub files: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SeedFile {
+    pub scenario_id: String,
+    pub filename: String,
+    pub content: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    /// Events in the log.
+    pub events: u64,
+    /// Events not yet applied to the views.
+    pub projection_lag: u64,
 }

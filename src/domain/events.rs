@@ -84,7 +84,7 @@ pub struct RolloutStarted {
     pub started_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -120,7 +120,7 @@ pub struct ToolCalled {
 }
 
 /// An email a simulated person sent back, as delivered to the agent's inbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NpcEmail {
     pub from: String,
     pub to: Vec<String>,
@@ -131,7 +131,7 @@ pub struct NpcEmail {
     pub in_reply_to: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NpcReplied {
     pub rollout_id: String,
     pub step: u32,
@@ -172,7 +172,7 @@ pub struct RubricGraded {
     pub graded_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CompletionReason {
     /// The model answered without calling a tool.

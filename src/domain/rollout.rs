@@ -12,7 +12,9 @@ use super::chat::{Message, Role, ToolCall};
 use super::events::{CompletionReason, Event, NpcReplied, ToolCalled};
 use super::verdict::{RubricVerdict, Verdict};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutStatus {
     Pending,

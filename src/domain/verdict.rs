@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Verdict {
     /// 1.0 for Full Credit, 0.0 for No Credit, in between for Partial Credit.
     pub score: f64,
@@ -12,7 +12,7 @@ pub struct Verdict {
     pub checks: Vec<CheckResult>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckResult {
     pub id: String,
     pub description: String,
@@ -21,7 +21,7 @@ pub struct CheckResult {
 }
 
 /// The universal verifier's grade of a rollout against a task's `rubric_markdown`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RubricVerdict {
     pub status: RubricStatus,
     /// `provider/model` of the judge, when one was asked.
@@ -35,7 +35,7 @@ pub struct RubricVerdict {
     pub criteria: Vec<CriterionGrade>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RubricStatus {
     /// The judge answered with a grade.
@@ -47,7 +47,7 @@ pub enum RubricStatus {
     Error,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CriterionGrade {
     pub criterion: String,
     pub label: String,

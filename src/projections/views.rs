@@ -86,7 +86,7 @@ impl RunView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ToolCallView {
     pub step: u32,
     pub call_id: String,
@@ -98,7 +98,7 @@ pub struct ToolCallView {
     pub latency_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StatusChange {
     pub status: RolloutStatus,
     pub at: DateTime<Utc>,

@@ -71,7 +71,7 @@ pub fn mean(values: &[f64]) -> Option<f64> {
 }
 
 /// A two-sided confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Interval {
     pub low: f64,
     pub high: f64,

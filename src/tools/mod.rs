@@ -35,7 +35,7 @@ pub use schema::validate as validate_parameters;
 pub const CLOCK_STEP_SECONDS: i64 = 60;
 
 /// One tool as the agent is offered it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ToolSpec {
     pub name: String,
     pub description: String,

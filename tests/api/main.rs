@@ -8,6 +8,7 @@ mod events;
 mod helpers;
 mod model_config;
 mod npcs;
+mod openapi;
 mod operations;
 mod overrides;
 mod providers;
