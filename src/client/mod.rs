@@ -34,8 +34,8 @@ pub struct ServerArgs {
     )]
     pub server: String,
     /// API token, sent as `Authorization: Bearer`; prefer the variable, which stays
-    /// out of shell history (of a comma-separated list, as the server takes it, the
-    /// first is used).
+    /// out of shell history. Of a comma-separated list (as the server reads it) the
+    /// first is sent.
     #[arg(long, env = "RL_GYM_API_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Print the server's JSON instead of tables (for scripts).

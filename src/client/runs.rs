@@ -102,11 +102,13 @@ pub struct LaunchArgs {
     /// The provider's key; prefer the variable, which stays out of shell history.
     #[arg(long, env = "RL_GYM_MODEL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Sampling temperature (0–2).
     #[arg(long)]
     temperature: Option<f64>,
     /// Model turns per rollout.
     #[arg(long)]
     max_steps: Option<u32>,
+    /// Replaces the agent's default system prompt.
     #[arg(long)]
     system_prompt: Option<String>,
     /// An environment URL to act on instead of the rollout's own environment.
@@ -124,19 +126,25 @@ pub struct LaunchArgs {
     /// Provider of the model playing the simulated people (`user_model_config`).
     #[arg(long)]
     user_provider: Option<String>,
+    /// Model playing the simulated people.
     #[arg(long)]
     user_model: Option<String>,
+    /// Endpoint of the simulated people's model.
     #[arg(long)]
     user_base_url: Option<String>,
+    /// Key of the simulated people's model.
     #[arg(long, env = "RL_GYM_USER_MODEL_API_KEY", hide_env_values = true)]
     user_api_key: Option<String>,
     /// Provider of the rubric judge (`judge_model_config`).
     #[arg(long)]
     judge_provider: Option<String>,
+    /// Model of the rubric judge.
     #[arg(long)]
     judge_model: Option<String>,
+    /// Endpoint of the rubric judge.
     #[arg(long)]
     judge_base_url: Option<String>,
+    /// Key of the rubric judge.
     #[arg(long, env = "RL_GYM_JUDGE_MODEL_API_KEY", hide_env_values = true)]
     judge_api_key: Option<String>,
     /// Then watch the run as `runs watch` does (and exit as it does).
