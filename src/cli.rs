@@ -39,4 +39,8 @@ pub enum Command {
         #[arg(long, env = "RL_GYM_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Launch, list, show, watch, cancel, delete and export runs on a server.
+    Runs(crate::client::RunsArgs),
+    /// The scenarios and tasks a server offers.
+    Scenarios(crate::client::ScenariosArgs),
 }

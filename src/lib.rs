@@ -28,6 +28,7 @@
 pub mod actors;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -5,7 +5,7 @@ use clap::Parser;
 use rl_gym::cli::{Cli, Command};
 use rl_gym::config::{Overrides, Settings};
 use rl_gym::startup::Application;
-use rl_gym::{replay, telemetry};
+use rl_gym::{client, replay, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -64,5 +64,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Runs(args) => client::runs(args).await,
+        Command::Scenarios(args) => client::scenarios(args).await,
     }
 }

@@ -251,15 +251,50 @@ impl Drop for ServerProcess {
 
 /// Runs the binary with `args` and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_rl-gym"))
-        .args(args)
-        .output()
-        .unwrap();
+    run_cli_with(args, &[])
+}
+
+/// The variables the binary reads; cleared so the caller's shell cannot leak in.
+const CLI_ENV: &[&str] = &[
+    "RL_GYM_URL",
+    "RL_GYM_API_TOKEN",
+    "RL_GYM_MODEL_API_KEY",
+    "RL_GYM_USER_MODEL_API_KEY",
+    "RL_GYM_JUDGE_MODEL_API_KEY",
+];
+
+/// [`run_cli`] with these environment variables set (and no other of the binary's),
+/// stdin not a terminal.
+pub fn run_cli_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rl-gym"));
+    command.args(args);
+    for name in CLI_ENV {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    let output = command.output().unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).to_string(),
         String::from_utf8_lossy(&output.stderr).to_string(),
     )
+}
+
+/// [`run_cli_with`] off the test's thread, so that a service spawned in this test
+/// (whose actors live on that thread) keeps working while the binary runs.
+pub async fn run_cli_async(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_cli_with(&args, &env)
+    })
+    .await
+    .unwrap()
 }
 
 /// Requests a fake server received: the Authorization header and the JSON body.

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod catalog;
+mod cli;
 mod durability;
 mod environments;
 mod events;

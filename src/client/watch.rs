@@ -1,0 +1,274 @@
+//! Following a run until it ends: the run's live event stream
+//! (`GET /runs/{run_id}/events`, server-sent events) says when something happened, and
+//! the counts are read from `GET /runs/{run_id}`, at most every [`REFRESH`], so what
+//! is shown is always the server's view. A dropped stream is resumed after the last
+//! event seen (`Last-Event-ID`).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::http::Client;
+use super::render;
+use super::ClientError;
+
+/// The states a run's rollouts are counted in, as (label, RunStatus field).
+const STATES: [(&str, &str); 5] = [
+    ("pending", "pending"),
+    ("running", "in_progress"),
+    ("completed", "completed"),
+    ("failed", "failed"),
+    ("cancelled", "cancelled"),
+];
+/// How stale the counts may be while events arrive.
+const REFRESH: Duration = Duration::from_millis(250);
+/// The server sends a comment after 15 s of silence; none for this long is a dead
+/// connection.
+const SILENCE: Duration = Duration::from_secs(45);
+/// Failed attempts to reach the server, once watching, before giving up.
+const RECONNECTS: u32 = 5;
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Watches `run_id` until every rollout has ended and returns its final status;
+/// `quiet` shows nothing (for `--json`).
+pub async fn watch(client: &Client, run_id: &str, quiet: bool) -> Result<Value, ClientError> {
+    let path = format!("/runs/{run_id}");
+    // The first contact fails at once: a down server or an unknown run is not retried.
+    let mut status = client.get(&path).await?;
+    let mut display = Display::new(quiet, &status);
+    let mut last_event_id = None;
+    let mut failures = 0;
+    while !finished(&status) {
+        let followed = follow(
+            client,
+            run_id,
+            &mut last_event_id,
+            &mut status,
+            &mut display,
+        )
+        .await;
+        let refreshed = match followed {
+            Ok(()) => client.get(&path).await,
+            Err(error) => Err(error),
+        };
+        match refreshed {
+            Ok(latest) => {
+                failures = 0;
+                status = latest;
+                display.update(&status);
+            }
+            Err(ClientError::Unreachable { .. }) if failures < RECONNECTS => {
+                failures += 1;
+                tokio::time::sleep(RECONNECT_DELAY).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    display.finish();
+    Ok(status)
+}
+
+/// Every rollout has ended.
+pub fn finished(status: &Value) -> bool {
+    let count = |field: &str| status[field].as_u64().unwrap_or(0);
+    count("completed") + count("failed") + count("cancelled") >= count("total")
+}
+
+/// Reads the run's event stream until the server ends it, refreshing the counts
+/// as events arrive.
+async fn follow(
+    client: &Client,
+    run_id: &str,
+    last_event_id: &mut Option<u64>,
+    status: &mut Value,
+    display: &mut Display,
+) -> Result<(), ClientError> {
+    let mut request = client
+        .request(Method::GET, &format!("/runs/{run_id}/events"))
+        .header(reqwest::header::ACCEPT, "text/event-stream");
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let mut response = client.send(request).await?;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut refresh_at: Option<Instant> = None;
+    loop {
+        let chunk = tokio::select! {
+            chunk = tokio::time::timeout(SILENCE, response.chunk()) => chunk,
+            _ = tokio::time::sleep_until(refresh_at.unwrap_or_else(Instant::now)), if refresh_at.is_some() => {
+                refresh_at = None;
+                *status = client.get(&format!("/runs/{run_id}")).await?;
+                display.update(status);
+                continue;
+            }
+        };
+        let bytes = match chunk {
+            Err(_) => {
+                return Err(ClientError::Unreachable {
+                    url: response.url().to_string(),
+                    reason: format!("the event stream was silent for {}s", SILENCE.as_secs()),
+                })
+            }
+            Ok(Err(error)) => return Err(client.unreachable(&error)),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(bytes))) => bytes,
+        };
+        buffer.extend_from_slice(&bytes);
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+            if let Some(id) = event_id(&String::from_utf8_lossy(&frame)) {
+                *last_event_id = Some(id);
+                refresh_at.get_or_insert_with(|| Instant::now() + REFRESH);
+            }
+        }
+    }
+}
+
+/// The `id:` of one server-sent event frame; comments have none.
+fn event_id(frame: &str) -> Option<u64> {
+    frame
+        .lines()
+        .find_map(|line| line.strip_prefix("id:"))
+        .and_then(|id| id.trim().parse().ok())
+}
+
+/// A progress bar per state on a terminal, a line per change otherwise.
+struct Display {
+    bars: Option<(MultiProgress, Vec<ProgressBar>)>,
+    lines: bool,
+    last: Vec<u64>,
+}
+
+impl Display {
+    fn new(quiet: bool, status: &Value) -> Display {
+        let terminal = !quiet && std::io::stdout().is_terminal();
+        let bars = terminal.then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+            let style =
+                ProgressStyle::with_template("{prefix:>10} {bar:40.cyan/blue} {pos:>6}/{len}")
+                    .expect("a valid template")
+                    .progress_chars("█▉▊▋▌▍▎▏ ");
+            let bars = STATES
+                .iter()
+                .map(|(label, _)| {
+                    multi.add(
+                        ProgressBar::new(0)
+                            .with_style(style.clone())
+                            .with_prefix(*label),
+                    )
+                })
+                .collect();
+            (multi, bars)
+        });
+        let mut display = Display {
+            bars,
+            lines: !quiet && !terminal,
+            last: Vec::new(),
+        };
+        display.update(status);
+        display
+    }
+
+    fn update(&mut self, status: &Value) {
+        let total = status["total"].as_u64().unwrap_or(0);
+        let counts: Vec<u64> = STATES
+            .iter()
+            .map(|(_, field)| status[*field].as_u64().unwrap_or(0))
+            .collect();
+        if counts == self.last {
+            return;
+        }
+        if let Some((_, bars)) = &self.bars {
+            for (bar, count) in bars.iter().zip(&counts) {
+                bar.set_length(total);
+                bar.set_position(*count);
+            }
+        }
+        if self.lines {
+            let parts: Vec<String> = STATES
+                .iter()
+                .zip(&counts)
+                .map(|((label, _), count)| format!("{label} {count}"))
+                .collect();
+            println!("{} of {total}", parts.join(", "));
+        }
+        self.last = counts;
+    }
+
+    /// Leaves the bars on screen at their counts (`finish` would fill them).
+    fn finish(&mut self) {
+        if let Some((_, bars)) = &self.bars {
+            for bar in bars {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+/// The run's outcome for people and for the exit code: Ok with a summary line when
+/// no rollout failed or was cancelled, else the error naming what went wrong.
+pub fn outcome(status: &Value) -> Result<String, ClientError> {
+    let count = |field: &str| status[field].as_u64().unwrap_or(0);
+    let summary = format!(
+        "run {} {}: {} completed, {} failed, {} cancelled of {}",
+        render::cell(&status["run_id"]),
+        render::cell(&status["status"]),
+        count("completed"),
+        count("failed"),
+        count("cancelled"),
+        count("total"),
+    );
+    if count("failed") == 0 && count("cancelled") == 0 {
+        return Ok(summary);
+    }
+    let mut errors: Vec<String> = render::items(&status["rollouts"])
+        .iter()
+        .filter_map(|r| r["error"].as_str())
+        .map(String::from)
+        .collect();
+    errors.dedup();
+    let mut message = summary;
+    for error in errors.iter().take(3) {
+        message.push_str(&format!("\n  {error}"));
+    }
+    Err(ClientError::RunUnsuccessful(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_frames_id_is_read_and_comments_have_none() {
+        assert_eq!(
+            event_id("id: 42\nevent: RolloutStarted\ndata: {}\n\n"),
+            Some(42)
+        );
+        assert_eq!(event_id(": keep-alive\n\n"), None);
+    }
+
+    #[test]
+    fn a_run_with_a_failed_rollout_is_unsuccessful_and_names_the_error() {
+        let done = json!({"run_id": "run_a", "status": "completed", "total": 2,
+                          "completed": 2, "failed": 0, "cancelled": 0});
+        assert!(finished(&done));
+        assert_eq!(
+            outcome(&done).unwrap(),
+            "run run_a completed: 2 completed, 0 failed, 0 cancelled of 2"
+        );
+        let failed = json!({"run_id": "run_b", "status": "failed", "total": 2,
+                            "completed": 1, "failed": 1, "cancelled": 0,
+                            "rollouts": [{"error": null}, {"error": "model refused: 400"}]});
+        let error = outcome(&failed).unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(
+            error.to_string().ends_with("\n  model refused: 400"),
+            "{error}"
+        );
+    }
+}
