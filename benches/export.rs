@@ -180,10 +180,7 @@ fn main() {
         settings.bind = "127.0.0.1:0".parse().unwrap();
         settings.data_dir = dir.path().to_path_buf();
         let app = Application::build(settings).await.unwrap();
-        let url = format!(
-            "http://{}/runs/{run_id}/export?format=rl",
-            app.address()
-        );
+        let url = format!("http://{}/runs/{run_id}/export?format=rl", app.address());
         let handle = app.handle();
         let server = actix_rt::spawn(app.run_until_stopped());
 
