@@ -112,6 +112,7 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let state = web::Data::new(AppState {
+            data_dir: settings.data_dir.clone(),
             shutdown: shutdown.clone(),
             gym,
             projections,

@@ -320,7 +320,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     Ok(Err(error)) => {
                         deps.metrics
                             .model_errors
-                            .with_label_values(&[&provider])
+                            .with_label_values(&[&provider, error.error_type()])
                             .inc();
                         return Err(
                             Failure(format!("model call failed at step {step}: {error}")).into(),
@@ -329,7 +329,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     Err(_) => {
                         deps.metrics
                             .model_errors
-                            .with_label_values(&[&provider])
+                            .with_label_values(&[&provider, "timeout"])
                             .inc();
                         return Err(Failure(format!(
                             "model call at step {step} timed out after {}s",

@@ -28,6 +28,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     m.log_position.set(events as i64);
     m.projection_lag
         .set(events.saturating_sub(state.projections.applied()) as i64);
+    m.observe_disk(&state.data_dir);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(m.render())

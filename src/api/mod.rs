@@ -49,6 +49,8 @@ pub struct AppState {
     /// The step loops' own HTTP client and provider limits, for testing a model config.
     pub agents: Arc<DefaultAgents>,
     pub model_timeout: Duration,
+    /// Where the log lives (its disk is watched in the metrics).
+    pub data_dir: std::path::PathBuf,
     /// Cancelled when the service begins to stop (event streams end).
     pub shutdown: tokio_util::sync::CancellationToken,
 }

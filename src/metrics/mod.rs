@@ -30,6 +30,8 @@ pub struct Metrics {
     pub append_duration: Histogram,
     pub projection_lag: IntGauge,
     pub log_position: IntGauge,
+    pub data_dir_available: IntGauge,
+    pub data_dir_size: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -109,8 +111,9 @@ impl Metrics {
             ),
             model_errors: counter_vec(
                 "rl_gym_model_errors_total",
-                "Model calls that failed, by provider.",
-                &["provider"],
+                "Model calls that failed after their retries, by provider and error type \
+                 (rate_limit, timeout, connection_error, authentication_error, ...).",
+                &["provider", "error_type"],
             ),
             tool_calls: counter_vec(
                 "rl_gym_tool_calls_total",
@@ -136,7 +139,30 @@ impl Metrics {
                 "Events in the log not yet applied to the views.",
             ),
             log_position: gauge("rl_gym_event_log_events", "Events in the log."),
+            data_dir_available: gauge(
+                "rl_gym_data_dir_available_bytes",
+                "Free space on the file system of the data directory (the event log's disk).",
+            ),
+            data_dir_size: gauge(
+                "rl_gym_data_dir_size_bytes",
+                "Size of the file system of the data directory.",
+            ),
             registry,
+        }
+    }
+
+    /// Reads the free and total space of `dir`'s file system into the disk gauges.
+    pub fn observe_disk(&self, dir: &std::path::Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return;
+        };
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0 {
+            let block = stat.f_frsize as i64;
+            self.data_dir_available.set(stat.f_bavail as i64 * block);
+            self.data_dir_size.set(stat.f_blocks as i64 * block);
         }
     }
 

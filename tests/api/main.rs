@@ -8,6 +8,7 @@ mod environments;
 mod events;
 mod helpers;
 mod model_config;
+mod monitoring;
 mod npcs;
 mod openapi;
 mod operations;
