@@ -1,4 +1,4 @@
-//! The command line: `serve` and `replay`.
+//! The command line: `serve`, `replay` and `load`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,5 +38,10 @@ pub enum Command {
     Replay {
         #[arg(long, env = "RL_GYM_DATA_DIR")]
         data_dir: PathBuf,
+    },
+    /// Measure the service under load (see benches/README.md).
+    Load {
+        #[command(subcommand)]
+        command: crate::load::LoadCommand,
     },
 }

@@ -63,5 +63,6 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Load { command } => rl_gym::load::run(command).await,
     }
 }
