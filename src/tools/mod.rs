@@ -12,7 +12,8 @@
 //! A bad call is never a panic or a transport error: it is an [`Observation`] whose
 //! text starts with `Error:` and says what was wrong and how to fix it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -135,20 +136,40 @@ impl Server {
     }
 }
 
+/// Seeded environments of a scenario by (clock, servers): what `Environment::new`
+/// depends on besides the scenario, which never changes once loaded.
+#[derive(Debug, Clone, Default)]
+pub struct SeedCache(Arc<parking_lot::Mutex<HashMap<(String, Vec<String>), Environment>>>);
+
 /// One isolated, seeded set of tool servers for one rollout.
+///
+/// Servers and the tool index are shared with the scenario's seed until a call
+/// changes them (copy on write): building one is a clone of a few pointers, and ten
+/// thousand rollouts that have not touched a server hold one copy of it.
 #[derive(Debug, Clone)]
 pub struct Environment {
-    servers: Vec<(String, Server)>,
+    servers: Vec<(String, Arc<Server>)>,
     /// Tool name → (server index, spec).
-    index: BTreeMap<String, (usize, ToolSpec)>,
+    index: Arc<BTreeMap<String, (usize, ToolSpec)>>,
     now: DateTime<Utc>,
     seed: u64,
     steps: u64,
 }
 
 impl Environment {
-    /// Builds the task's tool servers from the scenario's seed state.
+    /// The task's tool servers in the scenario's seed state.
     pub fn new(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
+        let key = (task.now.clone(), task.tool_servers.clone());
+        if let Some(env) = scenario.environments.0.lock().get(&key) {
+            return Ok(Environment { seed, ..env.clone() });
+        }
+        let env = Self::build(scenario, task, seed)?;
+        scenario.environments.0.lock().insert(key, env.clone());
+        Ok(env)
+    }
+
+    /// Builds the task's tool servers from the scenario's seed state.
+    fn build(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
         let now = DateTime::parse_from_rfc3339(&task.now)
             .map_err(|_| ToolError::BadClock(task.now.clone()))?
             .with_timezone(&Utc);
@@ -170,7 +191,7 @@ impl Environment {
                 ),
                 other => return Err(ToolError::UnknownServer(other.to_string())),
             };
-            servers.push((name.clone(), server));
+            servers.push((name.clone(), Arc::new(server)));
         }
         let mut index = BTreeMap::new();
         for (i, (_, server)) in servers.iter().enumerate() {
@@ -180,7 +201,7 @@ impl Environment {
         }
         Ok(Environment {
             servers,
-            index,
+            index: Arc::new(index),
             now,
             seed,
             steps: 0,
@@ -265,8 +286,7 @@ impl Environment {
             return Some(Observation::error(format!("{e} (tool `{tool_name}`)")));
         }
         let ctx = Ctx { now: self.now };
-        let result = self.servers[position]
-            .1
+        let result = Arc::make_mut(&mut self.servers[position].1)
             .get_mut()
             .step(&ctx, tool_name, params);
         Some(match result {
@@ -351,7 +371,7 @@ impl Environment {
     }
 
     fn server(&self, name: &str) -> Option<&Server> {
-        self.servers.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+        self.servers.iter().find(|(n, _)| n == name).map(|(_, s)| &**s)
     }
 }
 
