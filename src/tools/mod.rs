@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::domain::chat::{Message, ToolCall};
+use crate::domain::chat::{Message, ToolCall, ToolDefinition};
 use crate::scenarios::{Scenario, Task};
 
 pub mod calendar;
@@ -151,6 +151,8 @@ pub struct Environment {
     servers: Vec<(String, Arc<Server>)>,
     /// Tool name → (server index, spec).
     index: Arc<BTreeMap<String, (usize, ToolSpec)>>,
+    /// Every tool as the model is shown it, in server order.
+    definitions: Arc<Vec<ToolDefinition>>,
     now: DateTime<Utc>,
     seed: u64,
     steps: u64,
@@ -199,9 +201,19 @@ impl Environment {
                 index.insert(spec.name.clone(), (i, spec));
             }
         }
+        let definitions = servers
+            .iter()
+            .flat_map(|(_, s)| s.get().tools())
+            .map(|t| ToolDefinition {
+                name: t.name,
+                description: t.description,
+                parameters: t.input_schema,
+            })
+            .collect();
         Ok(Environment {
             servers,
             index: Arc::new(index),
+            definitions: Arc::new(definitions),
             now,
             seed,
             steps: 0,
@@ -231,6 +243,11 @@ impl Environment {
             .iter()
             .flat_map(|(_, s)| s.get().tools())
             .collect()
+    }
+
+    /// Every tool as the model is shown it, shared by every copy of this environment.
+    pub fn tool_definitions(&self) -> Arc<Vec<ToolDefinition>> {
+        self.definitions.clone()
     }
 
     pub fn server_of(&self, tool_name: &str) -> Option<&str> {
