@@ -1,4 +1,4 @@
-//! The command line: `serve` and `replay`.
+//! The command line: `serve`, `replay` and `load`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,4 +43,9 @@ pub enum Command {
     Runs(crate::client::RunsArgs),
     /// The scenarios and tasks a server offers.
     Scenarios(crate::client::ScenariosArgs),
+    /// Measure the service under load (see benches/README.md).
+    Load {
+        #[command(subcommand)]
+        command: crate::load::LoadCommand,
+    },
 }

@@ -33,6 +33,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod llm;
+pub mod load;
 pub mod metrics;
 pub mod npc;
 pub mod projections;

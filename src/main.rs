@@ -66,5 +66,6 @@ async fn main() -> ExitCode {
         },
         Command::Runs(args) => client::runs(args).await,
         Command::Scenarios(args) => client::scenarios(args).await,
+        Command::Load { command } => rl_gym::load::run(command).await,
     }
 }

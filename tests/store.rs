@@ -782,4 +782,112 @@ mod file_only {
         let (_, report) = open(dir.path());
         assert_eq!(report.events, ok);
     }
+
+    /// The writer writes the next batches while a sync runs (pipelining). A failing
+    /// sync must then refuse every batch not yet durable, including those written
+    /// behind it, and what was acknowledged must be exactly what the log holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_sync_under_load_refuses_everything_not_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = FileStoreOptions::default();
+        let faults = options.faults.clone();
+        let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..64)
+            .map(|w| {
+                let store = store.clone();
+                let faults = faults.clone();
+                tokio::spawn(async move {
+                    let mut acknowledged = Vec::new();
+                    for i in 0..40 {
+                        if w == 0 && i % 10 == 5 {
+                            faults.fail_next_syncs(1);
+                        }
+                        let batch = events(2);
+                        let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
+                        match store
+                            .append(&format!("w{w}"), ExpectedState::Any, batch)
+                            .await
+                        {
+                            Ok(_) => acknowledged.extend(ids),
+                            Err(StoreError::Io(_)) => {}
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        let mut acknowledged = std::collections::HashSet::new();
+        for t in tasks {
+            acknowledged.extend(t.await.expect("task"));
+        }
+        assert!(acknowledged.len() < 64 * 40 * 2, "some syncs failed");
+        assert_eq!(store.next_position(), acknowledged.len() as u64);
+        let live: Vec<Uuid> = store
+            .read_all(0, usize::MAX)
+            .await
+            .expect("all")
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        store.close().await;
+        drop(store);
+        let (store, report) = open(dir.path());
+        assert_eq!(report.truncated_bytes, 0);
+        let on_disk = store.read_all(0, usize::MAX).await.expect("all");
+        let ids: Vec<Uuid> = on_disk.iter().map(|e| e.id).collect();
+        assert_eq!(ids, live, "the log reopens as it was read");
+        assert_eq!(
+            ids.iter()
+                .copied()
+                .collect::<std::collections::HashSet<_>>(),
+            acknowledged,
+            "exactly the acknowledged events are in the log"
+        );
+    }
+
+    /// A retry that arrives while the original's batch is still being synced is
+    /// answered only once that batch is durable: if the sync fails, the retry is not
+    /// told the events are written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retry_of_an_append_still_syncing_waits_for_its_fate() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("dir");
+            let options = FileStoreOptions::default();
+            let faults = options.faults.clone();
+            let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
+            let store = Arc::new(store);
+            let batch = events(1);
+            if round % 2 == 0 {
+                faults.fail_next_syncs(1);
+            }
+            let attempts: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = store.clone();
+                    let batch = batch.clone();
+                    tokio::spawn(async move { store.append("r", ExpectedState::Any, batch).await })
+                })
+                .collect();
+            let mut ok = 0;
+            for a in attempts {
+                if a.await.expect("task").is_ok() {
+                    ok += 1;
+                }
+            }
+            store.close().await;
+            drop(store);
+            let (store, _) = open(dir.path());
+            let held = store.read_all(0, 10).await.expect("all");
+            if ok > 0 {
+                assert_eq!(held.len(), 1, "round {round}: acknowledged once, held once");
+                assert_eq!(held[0].id, batch[0].id);
+            } else {
+                assert!(
+                    held.is_empty(),
+                    "round {round}: nothing acknowledged, nothing held"
+                );
+            }
+        }
+    }
 }

@@ -33,7 +33,7 @@ use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
 use crate::tools::remote::RemoteEnvironment;
 use crate::tools::replay::{self, CallOutcome};
-use crate::tools::{Environment, ToolSpec};
+use crate::tools::Environment;
 use crate::verify::rubric;
 
 /// The system prompt used when a run gives none (documented in the README).
@@ -237,11 +237,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             )
         }
     };
-    let tool_definitions: Vec<ToolDefinition> = tools
-        .specs()
-        .into_iter()
-        .map(ToolSpec::definition)
-        .collect();
+    let tool_definitions = tools.definitions();
     let keys = deps
         .secrets
         .get(&run.run_id)
@@ -390,8 +386,11 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 "tool"
             }
             NextAction::Verify { .. } => {
-                let state = tools.state().await.map_err(Failure)?;
-                let verdict = crate::verify::verify(task, &state, &driver.state.messages);
+                // The state is big: dropped before the append waits, not held across it.
+                let verdict = {
+                    let state = tools.state().await.map_err(Failure)?;
+                    crate::verify::verify(task, &state, &driver.state.messages)
+                };
                 let event = Event::RolloutVerified(RolloutVerified {
                     rollout_id: rollout.rollout_id.clone(),
                     verdict,
@@ -521,10 +520,17 @@ impl Tools {
         }
     }
 
-    fn specs(&self) -> Vec<ToolSpec> {
+    /// The tools as the model is shown them; a local environment shares one copy
+    /// with every rollout of the task.
+    fn definitions(&self) -> Arc<Vec<ToolDefinition>> {
         match self {
-            Tools::Local(env) => env.all_tools(),
-            Tools::Remote(env) => env.all_tools(),
+            Tools::Local(env) => env.tool_definitions(),
+            Tools::Remote(env) => Arc::new(
+                env.all_tools()
+                    .into_iter()
+                    .map(crate::tools::ToolSpec::definition)
+                    .collect(),
+            ),
         }
     }
 

@@ -297,14 +297,25 @@ impl Event {
         }
     }
 
-    /// The payload as persisted (without the type tag).
+    /// The payload as persisted (without the type tag): the variant's own JSON,
+    /// written straight to bytes (every step writes one; no JSON tree on the way).
     pub fn to_data(&self) -> Vec<u8> {
-        let tagged = serde_json::to_value(self).unwrap_or(Value::Null);
-        let data = match tagged {
-            Value::Object(mut map) => map.remove("data").unwrap_or(Value::Null),
-            other => other,
-        };
-        serde_json::to_vec(&data).unwrap_or_default()
+        match self {
+            Event::RunLaunched(e) => serde_json::to_vec(e),
+            Event::RunCancelRequested(e) => serde_json::to_vec(e),
+            Event::RunDeleted(e) => serde_json::to_vec(e),
+            Event::RolloutStarted(e) => serde_json::to_vec(e),
+            Event::ModelCalled(e) => serde_json::to_vec(e),
+            Event::ToolCalled(e) => serde_json::to_vec(e),
+            Event::NpcReplied(e) => serde_json::to_vec(e),
+            Event::ContextSummarized(e) => serde_json::to_vec(e),
+            Event::RolloutVerified(e) => serde_json::to_vec(e),
+            Event::RubricGraded(e) => serde_json::to_vec(e),
+            Event::RolloutCompleted(e) => serde_json::to_vec(e),
+            Event::RolloutFailed(e) => serde_json::to_vec(e),
+            Event::RolloutCancelled(e) => serde_json::to_vec(e),
+        }
+        .unwrap_or_default()
     }
 
     /// Decodes a persisted event, upgrading an old schema version first.
@@ -323,11 +334,41 @@ impl Event {
             version,
             source,
         };
+        // Today's version needs no upcast: straight from bytes to the type, without a
+        // JSON tree in between (replay decodes every event of the log).
+        if version == CURRENT_SCHEMA_VERSION {
+            return decode_current(event_type, data).map_err(invalid);
+        }
         let data: Value = serde_json::from_slice(data).map_err(invalid)?;
         let data = upcast(event_type, version, data);
         let tagged = serde_json::json!({ "type": event_type, "data": data });
         serde_json::from_value(tagged).map_err(invalid)
     }
+}
+
+/// A payload of the current schema version.
+fn decode_current(event_type: &str, data: &[u8]) -> Result<Event, serde_json::Error> {
+    use serde_json::from_slice as de;
+    Ok(match event_type {
+        "RunLaunched" => Event::RunLaunched(de(data)?),
+        "RunCancelRequested" => Event::RunCancelRequested(de(data)?),
+        "RunDeleted" => Event::RunDeleted(de(data)?),
+        "RolloutStarted" => Event::RolloutStarted(de(data)?),
+        "ModelCalled" => Event::ModelCalled(de(data)?),
+        "ToolCalled" => Event::ToolCalled(de(data)?),
+        "NpcReplied" => Event::NpcReplied(de(data)?),
+        "ContextSummarized" => Event::ContextSummarized(de(data)?),
+        "RolloutVerified" => Event::RolloutVerified(de(data)?),
+        "RubricGraded" => Event::RubricGraded(de(data)?),
+        "RolloutCompleted" => Event::RolloutCompleted(de(data)?),
+        "RolloutFailed" => Event::RolloutFailed(de(data)?),
+        "RolloutCancelled" => Event::RolloutCancelled(de(data)?),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "unknown event type {other}"
+            )))
+        }
+    })
 }
 
 /// Upgrades a payload one version at a time until it is current. No schema has changed

@@ -140,10 +140,17 @@ pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
 #[async_trait]
 impl ModelClient for OpenAiClient {
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        let body = encode(&request);
+        // Held as bytes while the call is in flight: a JSON tree of the tools and the
+        // conversation is several times bigger, and thousands of calls wait at once.
+        let body = serde_json::to_vec(&encode(&request))
+            .map_err(|e| ModelError::Malformed(format!("the request could not be encoded: {e}")))?;
         let url = self.url(&request.settings.model);
         let bytes = retry::send(&self.retry, || {
-            let call = self.http.post(&url).json(&body);
+            let call = self
+                .http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             Ok(match (&self.api_key, self.flavor) {
                 (Some(key), Flavor::OpenAi) => call.bearer_auth(key.expose()),
                 (Some(key), Flavor::Azure) => call.header("api-key", key.expose()),

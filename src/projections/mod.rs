@@ -37,19 +37,54 @@ pub fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError> {
 }
 
 /// Replays the whole log into fresh views: what start-up and `rl-gym replay` do.
+///
+/// Decoding is most of the work, so it runs on the blocking pool, each page in two
+/// halves at once, while the page before it is applied here: reading, decoding and
+/// applying overlap. Applying stays in position order, so the views are the same.
 pub async fn rebuild(store: &dyn EventStore) -> Result<Views, ProjectionError> {
     const PAGE: usize = 4096;
     let mut views = Views::default();
-    loop {
-        let page = store.read_all(views.next_position(), PAGE).await?;
-        if page.is_empty() {
-            return Ok(views);
-        }
-        for recorded in &page {
-            views.apply(recorded.position, &decode(recorded)?);
-        }
+    let mut page = fetch(store, 0, PAGE).await?;
+    while !page.is_empty() {
+        let from = page.last().map_or(0, |(position, _)| position + 1);
+        let (next, ()) = futures::join!(fetch(store, from, PAGE), async {
+            for (position, event) in &page {
+                views.apply(*position, event);
+            }
+        });
+        page = next?;
     }
+    Ok(views)
 }
+
+/// Up to `max` events from `from` on, decoded.
+async fn fetch(
+    store: &dyn EventStore,
+    from: u64,
+    max: usize,
+) -> Result<Vec<(u64, Event)>, ProjectionError> {
+    let mut first = store.read_all(from, max).await?;
+    let second = first.split_off(first.len() / 2);
+    let decode_all = |page: Vec<RecordedEvent>| {
+        tokio::task::spawn_blocking(move || {
+            page.iter()
+                .map(|r| decode(r).map(|event| (r.position, event)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    };
+    let (a, b) = futures::join!(decode_all(first), decode_all(second));
+    let died = |e: tokio::task::JoinError| {
+        ProjectionError::Store(StoreError::Io(std::io::Error::other(format!(
+            "a decoding task died: {e}"
+        ))))
+    };
+    let mut decoded = a.map_err(died)??;
+    decoded.extend(b.map_err(died)??);
+    Ok(decoded)
+}
+
+/// Events the follower applies under one write lock at most.
+const FOLLOW_BATCH: usize = 256;
 
 /// Shared, live views and how far they have got.
 #[derive(Clone)]
@@ -67,8 +102,9 @@ impl Projections {
         let shared = views.clone();
         tokio::spawn(async move {
             let mut subscription = subscribe_all(store, from);
+            let mut decoded = Vec::new();
             loop {
-                let recorded = match subscription.next().await {
+                let first = match subscription.next().await {
                     Ok(recorded) => recorded,
                     Err(StoreError::Closed) => return,
                     Err(error) => {
@@ -76,14 +112,36 @@ impl Projections {
                         return;
                     }
                 };
-                match decode(&recorded) {
-                    Ok(event) => shared.write().apply(recorded.position, &event),
-                    Err(error) => {
-                        tracing::error!(%error, "undecodable event; views stop here");
-                        return;
+                // Every event at hand is decoded outside the lock, then applied under one
+                // write lock: readers wait once per run of events, not once per event.
+                let mut next = Some(first);
+                let mut failed = None;
+                while let Some(recorded) = next {
+                    match decode(&recorded) {
+                        Ok(event) => decoded.push((recorded.position, event)),
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
                     }
+                    next = if decoded.len() < FOLLOW_BATCH {
+                        subscription.try_next()
+                    } else {
+                        None
+                    };
                 }
-                let _ = tx.send(recorded.position + 1);
+                if let Some(&(last, _)) = decoded.last() {
+                    let mut views = shared.write();
+                    for (position, event) in decoded.drain(..) {
+                        views.apply(position, &event);
+                    }
+                    drop(views);
+                    let _ = tx.send(last + 1);
+                }
+                if let Some(error) = failed {
+                    tracing::error!(%error, "undecodable event; views stop here");
+                    return;
+                }
             }
         });
         Projections { views, applied }

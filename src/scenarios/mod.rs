@@ -136,6 +136,8 @@ pub struct Scenario {
     pub documents: BTreeMap<String, String>,
     /// Canonical path of `seed_data/`, when the scenario came from disk.
     seed_dir: Option<PathBuf>,
+    /// Seeded environments already built, shared by every rollout of the scenario.
+    pub(crate) environments: crate::tools::SeedCache,
 }
 
 impl Scenario {
@@ -239,6 +241,7 @@ impl Scenario {
             environment,
             documents,
             seed_dir,
+            environments: Default::default(),
         };
 
         let tasks_dir = folder.join("tasks");

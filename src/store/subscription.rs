@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use super::{EventStore, RecordedEvent, StoreError};
 
@@ -81,6 +81,34 @@ impl Subscription {
                     self.following = false;
                 }
                 Err(RecvError::Closed) => return Err(StoreError::Closed),
+            }
+        }
+    }
+
+    /// The next event if it is at hand (read already, or waiting in the broadcast),
+    /// without waiting or reading the log: lets a follower take a run of events at
+    /// once. `None` says nothing is at hand now, never that the log has ended.
+    pub fn try_next(&mut self) -> Option<Arc<RecordedEvent>> {
+        if let Some(event) = self.page.pop_front() {
+            self.next = event.position + 1;
+            return Some(Arc::new(event));
+        }
+        if !self.following {
+            return None;
+        }
+        loop {
+            match self.live.try_recv() {
+                Ok(event) if event.position < self.next => continue,
+                Ok(event) if event.position == self.next => {
+                    self.next += 1;
+                    return Some(event);
+                }
+                // A hole or a lag: `next` reads the log from here.
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {
+                    self.following = false;
+                    return None;
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => return None,
             }
         }
     }

@@ -12,13 +12,14 @@
 //! A bad call is never a panic or a transport error: it is an [`Observation`] whose
 //! text starts with `Error:` and says what was wrong and how to fix it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::domain::chat::{Message, ToolCall};
+use crate::domain::chat::{Message, ToolCall, ToolDefinition};
 use crate::scenarios::{Scenario, Task};
 
 pub mod calendar;
@@ -146,20 +147,48 @@ impl Server {
     }
 }
 
+/// Seeded environments of a scenario by (clock, servers): what `Environment::new`
+/// depends on besides the scenario, which never changes once loaded.
+#[derive(Debug, Clone, Default)]
+pub struct SeedCache(Arc<parking_lot::Mutex<HashMap<SeedKey, Environment>>>);
+
+/// A task's clock and its tool servers' names.
+type SeedKey = (String, Vec<String>);
+
 /// One isolated, seeded set of tool servers for one rollout.
+///
+/// Servers and the tool index are shared with the scenario's seed until a call
+/// changes them (copy on write): building one is a clone of a few pointers, and ten
+/// thousand rollouts that have not touched a server hold one copy of it.
 #[derive(Debug, Clone)]
 pub struct Environment {
-    servers: Vec<(String, Server)>,
+    servers: Vec<(String, Arc<Server>)>,
     /// Tool name → (server index, spec).
-    index: BTreeMap<String, (usize, ToolSpec)>,
+    index: Arc<BTreeMap<String, (usize, ToolSpec)>>,
+    /// Every tool as the model is shown it, in server order.
+    definitions: Arc<Vec<ToolDefinition>>,
     now: DateTime<Utc>,
     seed: u64,
     steps: u64,
 }
 
 impl Environment {
-    /// Builds the task's tool servers from the scenario's seed state.
+    /// The task's tool servers in the scenario's seed state.
     pub fn new(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
+        let key = (task.now.clone(), task.tool_servers.clone());
+        if let Some(env) = scenario.environments.0.lock().get(&key) {
+            return Ok(Environment {
+                seed,
+                ..env.clone()
+            });
+        }
+        let env = Self::build(scenario, task, seed)?;
+        scenario.environments.0.lock().insert(key, env.clone());
+        Ok(env)
+    }
+
+    /// Builds the task's tool servers from the scenario's seed state.
+    fn build(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
         let now = DateTime::parse_from_rfc3339(&task.now)
             .map_err(|_| ToolError::BadClock(task.now.clone()))?
             .with_timezone(&Utc);
@@ -181,7 +210,7 @@ impl Environment {
                 ),
                 other => return Err(ToolError::UnknownServer(other.to_string())),
             };
-            servers.push((name.clone(), server));
+            servers.push((name.clone(), Arc::new(server)));
         }
         let mut index = BTreeMap::new();
         for (i, (_, server)) in servers.iter().enumerate() {
@@ -189,9 +218,19 @@ impl Environment {
                 index.insert(spec.name.clone(), (i, spec));
             }
         }
+        let definitions = servers
+            .iter()
+            .flat_map(|(_, s)| s.get().tools())
+            .map(|t| ToolDefinition {
+                name: t.name,
+                description: t.description,
+                parameters: t.input_schema,
+            })
+            .collect();
         Ok(Environment {
             servers,
-            index,
+            index: Arc::new(index),
+            definitions: Arc::new(definitions),
             now,
             seed,
             steps: 0,
@@ -216,19 +255,16 @@ impl Environment {
     }
 
     /// Every tool of every server, in server order.
-    /// Every tool of every server, as the model is offered them.
-    pub fn tool_definitions(&self) -> Vec<crate::domain::chat::ToolDefinition> {
-        self.all_tools()
-            .into_iter()
-            .map(ToolSpec::definition)
-            .collect()
-    }
-
     pub fn all_tools(&self) -> Vec<ToolSpec> {
         self.servers
             .iter()
             .flat_map(|(_, s)| s.get().tools())
             .collect()
+    }
+
+    /// Every tool as the model is shown it, shared by every copy of this environment.
+    pub fn tool_definitions(&self) -> Arc<Vec<ToolDefinition>> {
+        self.definitions.clone()
     }
 
     pub fn server_of(&self, tool_name: &str) -> Option<&str> {
@@ -284,8 +320,7 @@ impl Environment {
             return Some(Observation::error(format!("{e} (tool `{tool_name}`)")));
         }
         let ctx = Ctx { now: self.now };
-        let result = self.servers[position]
-            .1
+        let result = Arc::make_mut(&mut self.servers[position].1)
             .get_mut()
             .step(&ctx, tool_name, params);
         Some(match result {
@@ -370,7 +405,10 @@ impl Environment {
     }
 
     fn server(&self, name: &str) -> Option<&Server> {
-        self.servers.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+        self.servers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| &**s)
     }
 }
 

@@ -212,7 +212,7 @@ impl FileStore {
             counters: Counters::default(),
         });
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
-        let w = writer::Writer::new(shared.clone(), receiver, log_dir, recovered.tail, options);
+        let w = writer::Writer::new(shared.clone(), receiver, log_dir, recovered.tail, options)?;
         let thread = std::thread::Builder::new()
             .name("rl-gym-log-writer".into())
             .spawn(move || w.run())?;

@@ -1,16 +1,25 @@
-//! The log's one writer: a plain thread, because `fdatasync` blocks and must never
-//! run on the async runtime, and because one owner of the file needs no lock on it.
+//! The log's one writer: a plain thread, because `write` and `fdatasync` block and
+//! must never run on the async runtime, and because one owner of the file needs no
+//! lock on it.
 //!
-//! Group commit: it takes one request, then every other one already waiting, checks
-//! them in order against the index, encodes the accepted ones into one buffer, and
-//! does one `write` and one `fdatasync` for all of them. Only after that sync returns
-//! are the events published (readable), broadcast and answered. If the write or the
-//! sync fails, every request of the batch gets the I/O error, the file is cut back to
-//! its last durable length and the index forgets the batch, so the store keeps working
-//! when the disk recovers. If even the cut fails, the writer refuses every later
-//! append: what is on disk past the durable length is unknown until the log is
-//! reopened and recovered.
+//! Group commit, pipelined: the writer takes one request, then every other one already
+//! waiting, checks them in order against the index, encodes the accepted ones into one
+//! buffer and writes them with one `write`. It hands the `fdatasync` to a second thread
+//! and, while that sync runs, goes on taking, checking and writing the appends that
+//! arrive meanwhile; when the sync returns, every batch it covered is published
+//! (readable), broadcast and answered in order, and one sync is started for everything
+//! written since. So the disk is never idle while appends wait, and an append is still
+//! acknowledged only after a sync that began after its write.
+//!
+//! Answers keep the log's order: a batch that wrote nothing (a retry, a refusal) is
+//! answered only after every batch before it is durable, since its answer may rest on
+//! them. If a write or a sync fails, every batch not yet durable gets the I/O error,
+//! the file is cut back to its last durable length and the index forgets those
+//! batches, so the store keeps working when the disk recovers. If even the cut fails,
+//! the writer refuses every later append: what is on disk past the durable length is
+//! unknown until the log is reopened and recovered.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -41,8 +50,16 @@ pub(super) struct Writer {
     queue: mpsc::Receiver<Request>,
     log_dir: PathBuf,
     tail: Tail,
+    /// Bytes of the tail segment that are durable; `tail.len` is what is written.
+    durable_len: u64,
+    /// The tail segment for the sync thread (the same open file).
+    sync_file: Arc<File>,
+    syncer: std::sync::mpsc::Sender<SyncJob>,
     options: FileStoreOptions,
     buf: Vec<u8>,
+    /// Batches taken and not answered yet, oldest first: written and waiting for a
+    /// sync, or with nothing to write but behind one that is.
+    pending: VecDeque<Pending>,
     /// Set when a failed batch could not be cut off the file.
     poisoned: Option<String>,
 }
@@ -53,6 +70,24 @@ struct Checked {
     answer: Result<AppendResult, StoreError>,
 }
 
+/// A batch written to the file (or with nothing to write), not yet answered.
+struct Pending {
+    checked: Vec<Checked>,
+    /// Streams and ids it added to the index, to take back if it never gets durable.
+    recorded: Vec<(String, Vec<Uuid>)>,
+    written: Vec<Arc<RecordedEvent>>,
+    /// Offset in the tail segment of each written event.
+    offsets: Vec<u64>,
+    /// Length of the tail segment with this batch on it.
+    end: u64,
+}
+
+/// A sync for the sync thread: the file and where to say how it went.
+type SyncJob = (Arc<File>, oneshot::Sender<std::io::Result<()>>);
+
+/// A sync in flight and how many pending batches it covers.
+type InFlight = (oneshot::Receiver<std::io::Result<()>>, usize);
+
 impl Writer {
     pub fn new(
         shared: Arc<Shared>,
@@ -60,54 +95,101 @@ impl Writer {
         log_dir: PathBuf,
         tail: Tail,
         options: FileStoreOptions,
-    ) -> Self {
-        Self {
+    ) -> std::io::Result<Self> {
+        let (syncer, jobs) = std::sync::mpsc::channel::<SyncJob>();
+        std::thread::Builder::new()
+            .name("rl-gym-log-sync".into())
+            .spawn(move || {
+                // Ends when the writer drops its sender, after its last sync.
+                for (file, done) in jobs {
+                    let _ = done.send(file.sync_data());
+                }
+            })?;
+        Ok(Self {
             shared,
             queue,
             log_dir,
+            durable_len: tail.len,
+            sync_file: Arc::new(tail.file.try_clone()?),
             tail,
+            syncer,
             options,
             buf: Vec::new(),
+            pending: VecDeque::new(),
             poisoned: None,
-        }
+        })
     }
 
-    /// Serves batches until every sender is gone and the queue is empty.
+    /// Serves batches until every sender is gone, the queue is empty and the last
+    /// sync has returned.
     pub fn run(mut self) {
-        while let Some(first) = self.queue.blocking_recv() {
-            let mut batch = vec![first];
-            let mut bytes = estimate(&batch[0]);
-            let deadline = std::time::Instant::now() + self.options.gather_time;
-            // Take what is waiting; while appends keep arriving (callers answered by the
-            // last batch coming back), give them the CPU and take them too, up to a
-            // short deadline. One fsync then serves them all.
-            loop {
-                let before = batch.len();
-                while bytes < self.options.batch_max_bytes {
-                    match self.queue.try_recv() {
-                        Ok(next) => {
-                            bytes += estimate(&next);
-                            batch.push(next);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if batch.len() == before
-                    || bytes >= self.options.batch_max_bytes
-                    || std::time::Instant::now() >= deadline
-                {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-            self.serve(batch);
-        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime needs no resources that can fail");
+        runtime.block_on(self.serve());
         tracing::debug!("event log writer stopped");
     }
 
-    fn serve(&mut self, batch: Vec<Request>) {
-        let shared = self.shared.clone();
-        let counters = &shared.counters;
+    async fn serve(&mut self) {
+        let mut in_flight: Option<InFlight> = None;
+        let mut open = true;
+        loop {
+            tokio::select! {
+                // A finished sync first: its callers have waited longest.
+                biased;
+                result = sync_done(&mut in_flight), if in_flight.is_some() => {
+                    let covered = in_flight.take().map_or(0, |(_, n)| n);
+                    self.synced(covered, result);
+                    in_flight = self.start_sync();
+                }
+                request = self.queue.recv(), if open => match request {
+                    Some(first) => {
+                        let batch = self.gather(first, in_flight.is_none());
+                        self.take(batch, &mut in_flight).await;
+                        if in_flight.is_none() {
+                            in_flight = self.start_sync();
+                        }
+                    }
+                    None => open = false,
+                },
+                else => break,
+            }
+        }
+    }
+
+    /// `first` and every request already waiting. When the disk is idle, it also
+    /// gives appends that keep arriving (callers answered by the last batch coming
+    /// back) the CPU and takes them too, up to `gather_time`: one sync then serves
+    /// them all. While a sync runs there is no need: it is the gathering.
+    fn gather(&mut self, first: Request, idle: bool) -> Vec<Request> {
+        let mut bytes = estimate(&first);
+        let mut batch = vec![first];
+        let deadline = std::time::Instant::now() + self.options.gather_time;
+        loop {
+            let before = batch.len();
+            while bytes < self.options.batch_max_bytes {
+                match self.queue.try_recv() {
+                    Ok(next) => {
+                        bytes += estimate(&next);
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !idle
+                || batch.len() == before
+                || bytes >= self.options.batch_max_bytes
+                || std::time::Instant::now() >= deadline
+            {
+                return batch;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Checks, encodes and writes a batch, and queues it for its answer.
+    async fn take(&mut self, batch: Vec<Request>, in_flight: &mut Option<InFlight>) {
+        let counters = &self.shared.counters;
         counters
             .appends
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -119,13 +201,29 @@ impl Writer {
             return;
         }
 
+        // A new segment starts on a durable boundary: everything before it is synced
+        // and published first (rare: once per segment).
+        let bytes: usize = batch.iter().map(estimate).sum();
+        if self.tail.len > HEADER_LEN as u64
+            && self.tail.len + bytes as u64 > self.options.segment_size
+        {
+            self.drain(in_flight).await;
+            if let Err(e) = self.roll() {
+                tracing::error!(error = %e, "event log segment could not be started; the batch is refused");
+                for r in batch {
+                    let _ = r.reply.send(Err(io_error(e.kind(), &e.to_string())));
+                }
+                return;
+            }
+        }
+
         // Check and record under the lock, encode into the buffer. Offsets are relative
-        // to the buffer until we know which segment the batch goes to.
+        // to the buffer until it is written.
         self.buf.clear();
         let mut checked = Vec::with_capacity(batch.len());
         let mut recorded: Vec<(String, Vec<Uuid>)> = Vec::new();
         let mut written: Vec<Arc<RecordedEvent>> = Vec::new();
-        let mut relative = Vec::new();
+        let mut offsets = Vec::new();
         {
             let mut state = self.shared.state.write();
             for r in batch {
@@ -150,7 +248,7 @@ impl Writer {
                                 time: normalize_time(e.time),
                                 data: e.data,
                             };
-                            relative.push(self.buf.len() as u64);
+                            offsets.push(self.buf.len() as u64);
                             format::encode_record(&mut self.buf, &event);
                             written.push(Arc::new(event));
                         }
@@ -168,75 +266,125 @@ impl Writer {
             }
         }
 
+        let base = self.tail.len;
         if !written.is_empty() {
-            if let Err(e) = self.write_batch(&relative) {
+            if let Err(e) = self.tail.file.write_all_at(&self.buf, base) {
                 tracing::error!(error = %e, events = written.len(), "event log write failed; the batch is refused");
-                self.roll_back(&recorded);
+                // Only this batch: the ones before it are whole on disk and their sync
+                // decides for them.
+                self.cut_back(base);
+                self.forget(&recorded);
                 for c in checked {
                     let _ = c.reply.send(Err(io_error(e.kind(), &e.to_string())));
                 }
                 return;
             }
-            counters
-                .events
-                .fetch_add(written.len() as u64, Ordering::Relaxed);
+            self.tail.len = base + self.buf.len() as u64;
+            for o in &mut offsets {
+                *o += base;
+            }
         }
-
-        // Broadcast before answering: once an append returns, its events have gone
-        // to every live receiver, so one subscribed afterwards never sees them live.
-        for event in written {
-            // No receiver is not an error: nobody is listening right now.
-            let _ = self.shared.live.send(event);
-        }
-        for c in checked {
-            let _ = c.reply.send(c.answer);
+        let batch = Pending {
+            checked,
+            recorded,
+            written,
+            offsets,
+            end: self.tail.len,
+        };
+        if batch.written.is_empty() && self.pending.is_empty() && in_flight.is_none() {
+            // Nothing to make durable and nothing before it that is not.
+            answer(batch);
+        } else {
+            self.pending.push_back(batch);
         }
     }
 
-    /// Writes the encoded batch with one write and one sync, then publishes it.
-    fn write_batch(&mut self, relative: &[u64]) -> std::io::Result<()> {
-        let batch_len = self.buf.len() as u64;
-        if self.tail.len > HEADER_LEN as u64
-            && self.tail.len + batch_len > self.options.segment_size
-        {
-            self.roll()?;
+    /// Starts a sync covering every pending batch, if there is one.
+    fn start_sync(&mut self) -> Option<InFlight> {
+        if self.pending.is_empty() {
+            return None;
         }
-        let base = self.tail.len;
-        let result = self
-            .tail
-            .file
-            .write_all_at(&self.buf, base)
-            .and_then(|()| self.sync());
-        if let Err(e) = result {
-            self.cut_back();
-            return Err(e);
-        }
-        self.tail.len = base + batch_len;
-
-        let mut state = self.shared.state.write();
-        state.offsets.extend(relative.iter().map(|r| base + r));
-        if let Some(segment) = state.segments.last_mut() {
-            segment.end = self.tail.len;
-        }
-        let published = state.offsets.len() as u64;
-        self.shared.durable.store(published, Ordering::Release);
-        Ok(())
-    }
-
-    fn sync(&self) -> std::io::Result<()> {
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let (done, result) = oneshot::channel();
         if self.options.faults.take_sync_failure() {
-            return Err(std::io::Error::other("injected sync failure"));
+            let _ = done.send(Err(std::io::Error::other("injected sync failure")));
+        } else if let Err(std::sync::mpsc::SendError((_, done))) =
+            self.syncer.send((self.sync_file.clone(), done))
+        {
+            let _ = done.send(Err(std::io::Error::other("the log's sync thread died")));
         }
-        self.tail.file.sync_data()
+        Some((result, self.pending.len()))
     }
 
-    /// Starts the next segment; the batch being written will be its first.
+    /// Waits for the sync in flight and syncs whatever is still pending, so that
+    /// nothing is pending after it.
+    async fn drain(&mut self, in_flight: &mut Option<InFlight>) {
+        loop {
+            let mut sync = in_flight.take().or_else(|| self.start_sync());
+            let Some((_, covered)) = sync else { return };
+            let result = sync_done(&mut sync).await;
+            self.synced(covered, result);
+        }
+    }
+
+    /// A sync covering the first `covered` pending batches returned.
+    fn synced(&mut self, covered: usize, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            tracing::error!(error = %e, batches = self.pending.len(), "event log sync failed; every batch not yet durable is refused");
+            // What follows the durable length is unknown now: cut it all off.
+            self.cut_back(self.durable_len);
+            let failed: Vec<Pending> = self.pending.drain(..).collect();
+            for batch in failed.iter().rev() {
+                self.forget(&batch.recorded);
+            }
+            for batch in failed {
+                for c in batch.checked {
+                    let _ = c.reply.send(Err(io_error(e.kind(), &e.to_string())));
+                }
+            }
+            return;
+        }
+        let done: Vec<Pending> = self.pending.drain(..covered).collect();
+        let Some(last) = done.last() else { return };
+        self.durable_len = last.end;
+        {
+            let mut state = self.shared.state.write();
+            for batch in &done {
+                state.offsets.extend_from_slice(&batch.offsets);
+            }
+            if let Some(segment) = state.segments.last_mut() {
+                segment.end = self.durable_len;
+            }
+            let published = state.offsets.len() as u64;
+            self.shared.durable.store(published, Ordering::Release);
+        }
+        for batch in done {
+            self.shared
+                .counters
+                .events
+                .fetch_add(batch.written.len() as u64, Ordering::Relaxed);
+            answer_after_broadcast(&self.shared, batch);
+        }
+        // Batches that wrote nothing, now with nothing undurable before them.
+        while self
+            .pending
+            .front()
+            .is_some_and(|batch| batch.written.is_empty())
+        {
+            if let Some(batch) = self.pending.pop_front() {
+                answer(batch);
+            }
+        }
+    }
+
+    /// Starts the next segment; the batch being written will be its first. Nothing
+    /// may be pending.
     fn roll(&mut self) -> std::io::Result<()> {
         let first_position = self.shared.state.read().offsets.len() as u64;
         let number = self.tail.number + 1;
         let (path, file) = create_segment(&self.log_dir, number, first_position)?;
         let reader = Arc::new(File::open(&path)?);
+        let sync_file = Arc::new(file.try_clone()?);
         tracing::debug!(segment = %path.display(), first_position, "event log segment started");
         self.shared.state.write().segments.push(Segment {
             path: path.clone(),
@@ -250,22 +398,24 @@ impl Writer {
             len: HEADER_LEN as u64,
             number,
         };
+        self.durable_len = self.tail.len;
+        self.sync_file = sync_file;
         Ok(())
     }
 
-    /// After a failed write or sync: cut the file back to its durable length, so that
-    /// a later batch is not preceded by bytes nobody acknowledged.
-    fn cut_back(&mut self) {
+    /// After a failed write or sync: cut the file back to `len`, so that a later
+    /// batch is not preceded by bytes nobody acknowledged.
+    fn cut_back(&mut self, len: u64) {
         let result = self
             .tail
             .file
-            .set_len(self.tail.len)
+            .set_len(len)
             .and_then(|()| self.tail.file.sync_data());
+        self.tail.len = len;
         if let Err(e) = result {
             let why = format!(
-                "{} could not be cut back to {} bytes after a failed write ({e}); reopen the store",
+                "{} could not be cut back to {len} bytes after a failed write ({e}); reopen the store",
                 self.tail.path.display(),
-                self.tail.len
             );
             tracing::error!("{why}");
             self.poisoned = Some(why);
@@ -273,11 +423,39 @@ impl Writer {
     }
 
     /// Makes the index forget a batch that did not reach the disk.
-    fn roll_back(&self, recorded: &[(String, Vec<Uuid>)]) {
+    fn forget(&self, recorded: &[(String, Vec<Uuid>)]) {
         let mut state = self.shared.state.write();
         for (stream, ids) in recorded.iter().rev() {
             state.index.unrecord(stream, ids);
         }
+    }
+}
+
+/// The result of the sync in flight (a dead sync thread is an I/O error).
+async fn sync_done(in_flight: &mut Option<InFlight>) -> std::io::Result<()> {
+    match in_flight {
+        Some((result, _)) => result
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the log's sync thread died"))),
+        None => std::future::pending().await,
+    }
+}
+
+/// Broadcasts a durable batch, then answers it: once an append returns, its events
+/// have gone to every live receiver, so one subscribed afterwards never sees them live.
+fn answer_after_broadcast(shared: &Shared, batch: Pending) {
+    for event in batch.written {
+        // No receiver is not an error: nobody is listening right now.
+        let _ = shared.live.send(event);
+    }
+    for c in batch.checked {
+        let _ = c.reply.send(c.answer);
+    }
+}
+
+fn answer(batch: Pending) {
+    for c in batch.checked {
+        let _ = c.reply.send(c.answer);
     }
 }
 

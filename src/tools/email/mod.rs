@@ -7,6 +7,8 @@
 //! decided (scripted, or written by the user model) and recorded, so replaying the
 //! recorded reply rebuilds the same mailbox.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -227,7 +229,7 @@ impl EmailServer {
 /// Mail the environment receives from outside the agent's tools (simulated people).
 impl Environment {
     fn email_server(&self) -> Option<&EmailServer> {
-        self.servers.iter().find_map(|(_, s)| match s {
+        self.servers.iter().find_map(|(_, s)| match &**s {
             Server::Email(e) => Some(e),
             _ => None,
         })
@@ -244,14 +246,14 @@ impl Environment {
     /// delivers the same bytes. Returns the new message id (`msg_NNNN`).
     pub fn deliver_email(&mut self, mail: &IncomingEmail) -> Result<String, String> {
         let ctx = Ctx { now: self.now };
-        let server = self
+        let position = self
             .servers
-            .iter_mut()
-            .find_map(|(_, s)| match s {
-                Server::Email(e) => Some(e),
-                _ => None,
-            })
+            .iter()
+            .position(|(_, s)| matches!(**s, Server::Email(_)))
             .ok_or("this environment has no email server")?;
+        let Server::Email(server) = Arc::make_mut(&mut self.servers[position].1) else {
+            return Err("this environment has no email server".into());
+        };
         let id = server.deliver(&ctx, mail)?;
         self.now += Duration::seconds(CLOCK_STEP_SECONDS);
         self.steps += 1;
