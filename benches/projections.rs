@@ -31,7 +31,10 @@ fn synth() -> Synth {
 async fn fill(store: &dyn EventStore) {
     let synth = synth();
     for r in 0..RUNS {
-        let run = synth.run(ROLLOUTS_PER_RUN, Utc::now() + chrono::Duration::seconds(r as i64));
+        let run = synth.run(
+            ROLLOUTS_PER_RUN,
+            Utc::now() + chrono::Duration::seconds(r as i64),
+        );
         let appends = run.appends();
         let mut rest = appends.into_iter();
         let (stream, launch) = rest.next().expect("launch");
@@ -63,9 +66,7 @@ fn projections(c: &mut Criterion) {
     let rt = runtime();
     let memory = Arc::new(MemoryStore::new());
     rt.block_on(fill(memory.as_ref()));
-    let events: Vec<RecordedEvent> = rt
-        .block_on(memory.read_all(0, usize::MAX))
-        .expect("read");
+    let events: Vec<RecordedEvent> = rt.block_on(memory.read_all(0, usize::MAX)).expect("read");
     let n = events.len() as u64;
     let bytes: usize = events.iter().map(|e| e.data.len()).sum();
     eprintln!(

@@ -93,8 +93,11 @@ fn step(c: &mut Criterion) {
                     for event in [model_called.clone(), tool_called.clone()] {
                         let event = match event {
                             Event::ToolCalled(mut called) => {
-                                let outcome =
-                                    replay::execute(&mut r.env, &called.tool_name, &called.arguments);
+                                let outcome = replay::execute(
+                                    &mut r.env,
+                                    &called.tool_name,
+                                    &called.arguments,
+                                );
                                 called.observation = outcome.observation;
                                 called.is_error = outcome.is_error;
                                 Event::ToolCalled(called)
@@ -110,11 +113,7 @@ fn step(c: &mut Criterion) {
                         .await
                         .expect("append");
                         r.state.evolve(&event, result.next_expected_revision);
-                        let recorded = r
-                            .store
-                            .read_all(result.position, 1)
-                            .await
-                            .expect("read");
+                        let recorded = r.store.read_all(result.position, 1).await.expect("read");
                         r.views
                             .apply(result.position, &decode(&recorded[0]).expect("decode"));
                     }

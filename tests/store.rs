@@ -839,7 +839,9 @@ mod file_only {
         let ids: Vec<Uuid> = on_disk.iter().map(|e| e.id).collect();
         assert_eq!(ids, live, "the log reopens as it was read");
         assert_eq!(
-            ids.iter().copied().collect::<std::collections::HashSet<_>>(),
+            ids.iter()
+                .copied()
+                .collect::<std::collections::HashSet<_>>(),
             acknowledged,
             "exactly the acknowledged events are in the log"
         );
@@ -881,7 +883,10 @@ mod file_only {
                 assert_eq!(held.len(), 1, "round {round}: acknowledged once, held once");
                 assert_eq!(held[0].id, batch[0].id);
             } else {
-                assert!(held.is_empty(), "round {round}: nothing acknowledged, nothing held");
+                assert!(
+                    held.is_empty(),
+                    "round {round}: nothing acknowledged, nothing held"
+                );
             }
         }
     }

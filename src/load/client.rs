@@ -190,10 +190,7 @@ pub(crate) fn histogram_quantiles(
         .buckets(name, filter)
         .into_iter()
         .map(|(le, count)| {
-            let prior = old
-                .iter()
-                .find(|(l, _)| *l == le)
-                .map_or(0.0, |(_, c)| *c);
+            let prior = old.iter().find(|(l, _)| *l == le).map_or(0.0, |(_, c)| *c);
             (le, count - prior)
         })
         .collect();
@@ -234,7 +231,8 @@ mod tests {
 
     #[test]
     fn quantiles_interpolate_within_buckets() {
-        let before = Samples::parse("h_bucket{k=\"a\",le=\"1\"} 0\nh_bucket{k=\"a\",le=\"+Inf\"} 0\n");
+        let before =
+            Samples::parse("h_bucket{k=\"a\",le=\"1\"} 0\nh_bucket{k=\"a\",le=\"+Inf\"} 0\n");
         let after = Samples::parse(
             "h_bucket{k=\"a\",le=\"1\"} 50\nh_bucket{k=\"a\",le=\"2\"} 100\nh_bucket{k=\"a\",le=\"+Inf\"} 100\n",
         );

@@ -66,7 +66,12 @@ impl FakeModel {
 pub(crate) fn spawn(latency_ms: u64) -> Result<FakeModel, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
-        .args(["load", "fake-model", "--latency-ms", &latency_ms.to_string()])
+        .args([
+            "load",
+            "fake-model",
+            "--latency-ms",
+            &latency_ms.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

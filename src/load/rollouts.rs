@@ -202,8 +202,13 @@ async fn drive(
     line("elapsed_secs", format!("{secs:.3}"));
     line("rollouts_per_sec", format!("{:.0}", total as f64 / secs));
     let outcome = |o: &str| {
-        after.sum("rl_gym_rollouts_finished_total", &format!("outcome=\"{o}\""))
-            - before.sum("rl_gym_rollouts_finished_total", &format!("outcome=\"{o}\""))
+        after.sum(
+            "rl_gym_rollouts_finished_total",
+            &format!("outcome=\"{o}\""),
+        ) - before.sum(
+            "rl_gym_rollouts_finished_total",
+            &format!("outcome=\"{o}\""),
+        )
     };
     line(
         "outcomes",
@@ -227,7 +232,11 @@ async fn drive(
     line("steps_per_sec", format!("{:.0}", steps / secs));
     line(
         "step_duration_us",
-        format!("p50 {:.0} p99 {:.0} (all kinds, from the step histogram)", q[0] * 1e6, q[1] * 1e6),
+        format!(
+            "p50 {:.0} p99 {:.0} (all kinds, from the step histogram)",
+            q[0] * 1e6,
+            q[1] * 1e6
+        ),
     );
     for kind in ["model", "tool", "verify"] {
         let (n, q) = histogram_quantiles(
@@ -268,14 +277,22 @@ async fn drive(
         line("get_run", reads);
     }
     if args.rollout_durations || args.fake_model_latency_ms.is_some() {
-        line("rollout_duration_ms", rollout_durations(&client, &run_ids).await?);
+        line(
+            "rollout_duration_ms",
+            rollout_durations(&client, &run_ids).await?,
+        );
     }
     Ok((out.join("\n"), total))
 }
 
 /// `GET /runs/{id}` at a fixed rate (open loop: a slow answer does not delay the next
 /// request) until `done`; answers the latency summary.
-async fn timed_reads(client: Client, run_ids: Arc<Vec<String>>, rate: u32, done: Arc<AtomicBool>) -> String {
+async fn timed_reads(
+    client: Client,
+    run_ids: Arc<Vec<String>>,
+    rate: u32,
+    done: Arc<AtomicBool>,
+) -> String {
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<f64, String>>();
@@ -289,7 +306,10 @@ async fn timed_reads(client: Client, run_ids: Arc<Vec<String>>, rate: u32, done:
         let tx = tx.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let result = client.get_ok(&path).await.map(|()| t.elapsed().as_secs_f64());
+            let result = client
+                .get_ok(&path)
+                .await
+                .map(|()| t.elapsed().as_secs_f64());
             let _ = tx.send(result);
         });
     }
@@ -336,7 +356,9 @@ async fn rollout_durations(client: &Client, run_ids: &[String]) -> Result<String
                         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 };
                 match (time("created_at"), time("finished_at")) {
-                    (Some(c), Some(f)) => Ok((f - c).num_microseconds().unwrap_or(0) as f64 / 1000.0),
+                    (Some(c), Some(f)) => {
+                        Ok((f - c).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+                    }
                     _ => Err(format!("{path} has not finished")),
                 }
             }

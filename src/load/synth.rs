@@ -12,7 +12,9 @@ use crate::domain::events::{
     CompletionReason, Event, ModelCalled, ModelSettings, RolloutCompleted, RolloutStarted,
     RolloutVerified, RunLaunched, ScheduledRollout, TokenUsage, ToolCalled, CURRENT_SCHEMA_VERSION,
 };
-use crate::domain::ids::{event_id, new_rollout_id, new_run_id, rollout_seed, rollout_stream, run_stream};
+use crate::domain::ids::{
+    event_id, new_rollout_id, new_run_id, rollout_seed, rollout_stream, run_stream,
+};
 use crate::scenarios::Scenario;
 use crate::store::EventData;
 use crate::tools::{replay, Environment};
@@ -119,7 +121,8 @@ impl Synth {
                     latency_ms: 850.0,
                     called_at: t0,
                 }));
-                let outcome = replay::execute(&mut env, &call.function.name, &call.function.arguments);
+                let outcome =
+                    replay::execute(&mut env, &call.function.name, &call.function.arguments);
                 messages.push(Message::tool_result(
                     call.id.clone(),
                     &call.function.name,
@@ -140,7 +143,11 @@ impl Synth {
             }
             let steps = task.reference_solution.len() as u32 + 1;
             let answer = Message::assistant(
-                Some(task.final_answer.clone().unwrap_or_else(|| "The task is complete.".into())),
+                Some(
+                    task.final_answer
+                        .clone()
+                        .unwrap_or_else(|| "The task is complete.".into()),
+                ),
                 vec![],
             );
             messages.push(answer.clone());
@@ -203,7 +210,14 @@ impl Synth {
                 .events
                 .iter()
                 .enumerate()
-                .map(|(k, e)| stamp(e, &rollout_id, &run_id, at + Duration::milliseconds(k as i64 + 1)))
+                .map(|(k, e)| {
+                    stamp(
+                        e,
+                        &rollout_id,
+                        &run_id,
+                        at + Duration::milliseconds(k as i64 + 1),
+                    )
+                })
                 .collect();
             out.push((rollout_id, events));
         }

@@ -34,8 +34,8 @@ pub async fn run(args: WriteLogArgs) -> Result<(), String> {
     if args.data_dir.join("log").exists() {
         return Err(format!("{} already holds a log", args.data_dir.display()));
     }
-    let catalog = Catalog::load(&Settings::defaults().resolved_scenarios_dir())
-        .map_err(|e| e.to_string())?;
+    let catalog =
+        Catalog::load(&Settings::defaults().resolved_scenarios_dir()).map_err(|e| e.to_string())?;
     let scenario = catalog
         .get(&args.scenario)
         .ok_or_else(|| format!("no scenario {}", args.scenario))?;

@@ -139,7 +139,10 @@ impl Server {
 /// Seeded environments of a scenario by (clock, servers): what `Environment::new`
 /// depends on besides the scenario, which never changes once loaded.
 #[derive(Debug, Clone, Default)]
-pub struct SeedCache(Arc<parking_lot::Mutex<HashMap<(String, Vec<String>), Environment>>>);
+pub struct SeedCache(Arc<parking_lot::Mutex<HashMap<SeedKey, Environment>>>);
+
+/// A task's clock and tool servers.
+type SeedKey = (String, Vec<String>);
 
 /// One isolated, seeded set of tool servers for one rollout.
 ///
@@ -163,7 +166,10 @@ impl Environment {
     pub fn new(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
         let key = (task.now.clone(), task.tool_servers.clone());
         if let Some(env) = scenario.environments.0.lock().get(&key) {
-            return Ok(Environment { seed, ..env.clone() });
+            return Ok(Environment {
+                seed,
+                ..env.clone()
+            });
         }
         let env = Self::build(scenario, task, seed)?;
         scenario.environments.0.lock().insert(key, env.clone());
@@ -388,7 +394,10 @@ impl Environment {
     }
 
     fn server(&self, name: &str) -> Option<&Server> {
-        self.servers.iter().find(|(n, _)| n == name).map(|(_, s)| &**s)
+        self.servers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| &**s)
     }
 }
 
