@@ -3,8 +3,9 @@
 //! The log is a directory of segment files (`log/00000000.seg`, …) of CRC32C-checked
 //! records ([`format`]). One writer thread ([`writer`]) owns the files: it takes every
 //! append waiting for it, checks them against the index, writes them with one `write`
-//! and one `fdatasync` (group commit), and only then makes them visible, answers the
-//! callers and broadcasts them. On open, [`recovery`] reads every record back, cuts a
+//! and one `fdatasync` (group commit), run on a second thread so that the next batch is
+//! written meanwhile, and only after that sync makes them visible, broadcasts them and
+//! answers the callers. On open, [`recovery`] reads every record back, cuts a
 //! torn tail and refuses any damage before it.
 //!
 //! In memory the store keeps the [`Index`] plus one byte offset per event, never the
