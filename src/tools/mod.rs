@@ -36,12 +36,23 @@ pub use schema::validate as validate_parameters;
 pub const CLOCK_STEP_SECONDS: i64 = 60;
 
 /// One tool as the agent is offered it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
     pub input_schema: Value,
     pub mutates_state: bool,
+}
+
+impl ToolSpec {
+    /// The tool as the model is offered it.
+    pub fn definition(self) -> crate::domain::chat::ToolDefinition {
+        crate::domain::chat::ToolDefinition {
+            name: self.name,
+            description: self.description,
+            parameters: self.input_schema,
+        }
+    }
 }
 
 /// What the agent reads back from a tool call.
@@ -141,7 +152,7 @@ impl Server {
 #[derive(Debug, Clone, Default)]
 pub struct SeedCache(Arc<parking_lot::Mutex<HashMap<SeedKey, Environment>>>);
 
-/// A task's clock and tool servers.
+/// A task's clock and its tool servers' names.
 type SeedKey = (String, Vec<String>);
 
 /// One isolated, seeded set of tool servers for one rollout.
