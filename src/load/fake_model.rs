@@ -55,8 +55,9 @@ pub(crate) struct FakeModel {
     child: Child,
 }
 
-impl FakeModel {
-    pub fn stop(&mut self) {
+impl Drop for FakeModel {
+    /// The child is ours alone: it goes when the measurement does, however it ends.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -116,7 +116,6 @@ impl Service {
         settings.data_dir = dir.clone();
         settings.max_concurrent_rollouts = target.max_concurrent_rollouts;
         settings.max_open_environments = 1_000_000;
-        settings.log_level = "warn".into();
         let app = Application::build(settings)
             .await
             .map_err(|e| format!("the in-process server did not start: {e}"))?;

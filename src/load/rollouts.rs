@@ -55,10 +55,10 @@ pub struct RolloutsArgs {
 }
 
 pub async fn run(args: RolloutsArgs) -> Result<(), String> {
-    let mut fake = match args.fake_model_latency_ms {
-        Some(ms) => Some(fake_model::spawn(ms)?),
-        None => None,
-    };
+    let fake = args
+        .fake_model_latency_ms
+        .map(fake_model::spawn)
+        .transpose()?;
     let service = Service::start(&args.target).await?;
     let model_url = args
         .model_url
@@ -70,9 +70,7 @@ pub async fn run(args: RolloutsArgs) -> Result<(), String> {
     let report = on_client_thread(move || drive(client, args, model_url)).await;
     let (rss_after, peak) = memory_kib();
     service.stop().await;
-    if let Some(fake) = fake.as_mut() {
-        fake.stop();
-    }
+    drop(fake);
     let (report, total) = report?;
     println!("{report}");
     if in_process {
