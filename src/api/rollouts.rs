@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::validate::Checker;
+use super::validate::{Checker, Page};
 use super::views::{RolloutPage, RolloutRecord};
 use super::AppState;
 use crate::domain::chat::{Message, Role};
@@ -31,17 +31,13 @@ struct Filter {
     scenario_id: Option<String>,
     task_id: Option<String>,
     status: Option<RolloutStatus>,
-    limit: usize,
-    offset: usize,
+    page: Page,
 }
 
 impl Filter {
     fn parse(pairs: &[(String, String)]) -> Result<Filter, ApiError> {
         let mut c = Checker::default();
-        let mut f = Filter {
-            limit: 50,
-            ..Filter::default()
-        };
+        let mut f = Filter::default();
         for (key, value) in pairs {
             match key.as_str() {
                 "run_id" => f.run_id = Some(value.clone()),
@@ -57,15 +53,8 @@ impl Filter {
                         "enum",
                     ),
                 },
-                "limit" => {
-                    if let Some(n) = c.query_int(key, value, 1, 200) {
-                        f.limit = n as usize;
-                    }
-                }
-                "offset" => {
-                    if let Some(n) = c.query_int(key, value, 0, i64::MAX) {
-                        f.offset = n as usize;
-                    }
+                "limit" | "offset" => {
+                    c.page_param(key, value, &mut f.page);
                 }
                 _ => {}
             }
@@ -103,7 +92,7 @@ async fn list_rollouts(
         let mut total = 0;
         let mut page = Vec::new();
         for rollout in matching {
-            if total >= filter.offset && page.len() < filter.limit {
+            if total >= filter.page.offset && page.len() < filter.page.limit {
                 page.push(RolloutRecord::of(rollout));
             }
             total += 1;

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::launch::LaunchBody;
-use super::validate::Checker;
+use super::validate::{Checker, Page};
 use super::views::{
     LaunchAnswer, RolloutDetail, RolloutSummary, RunCancelled, RunDeleted, RunList, RunStatus,
 };
@@ -162,8 +162,7 @@ async fn launch_run(
 struct ListQuery {
     scenario_id: Option<String>,
     source: Option<String>,
-    limit: usize,
-    offset: usize,
+    page: Page,
     expand_rollouts: bool,
 }
 
@@ -173,8 +172,7 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
     let mut q = ListQuery {
         scenario_id: None,
         source: Some("rl-gym".to_string()),
-        limit: 50,
-        offset: 0,
+        page: Page::default(),
         expand_rollouts: false,
     };
     for (key, value) in pairs {
@@ -190,15 +188,8 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
                     "enum",
                 ),
             },
-            "limit" => {
-                if let Some(n) = c.query_int(key, value, 1, 200) {
-                    q.limit = n as usize;
-                }
-            }
-            "offset" => {
-                if let Some(n) = c.query_int(key, value, 0, i64::MAX) {
-                    q.offset = n as usize;
-                }
+            "limit" | "offset" => {
+                c.page_param(key, value, &mut q.page);
             }
             "expand" => {
                 for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -231,8 +222,8 @@ async fn list_runs(
         let page = views.list_runs(
             q.scenario_id.as_deref(),
             q.source.as_deref(),
-            q.offset,
-            q.limit,
+            q.page.offset,
+            q.page.limit,
         );
         let runs: Vec<RunStatus> = page
             .runs

@@ -6,6 +6,22 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldError};
 
+/// A page of a list: at most `limit` items after skipping `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
 /// Collects field errors under a location prefix such as `["body"]`.
 #[derive(Default)]
 pub struct Checker {
@@ -104,6 +120,25 @@ impl Checker {
         } else {
             Some(n)
         }
+    }
+
+    /// The list endpoints' `limit` (1–200) and `offset` query parameters, read into
+    /// `page`; false for any other key.
+    pub fn page_param(&mut self, key: &str, value: &str, page: &mut Page) -> bool {
+        match key {
+            "limit" => {
+                if let Some(n) = self.query_int(key, value, 1, 200) {
+                    page.limit = n as usize;
+                }
+            }
+            "offset" => {
+                if let Some(n) = self.query_int(key, value, 0, i64::MAX) {
+                    page.offset = n as usize;
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// A query parameter's text as an integer within `[min, max]`.
