@@ -160,14 +160,21 @@ async fn artifacts_show_the_environment_before_and_after_and_can_hide_tool_calls
         assert!(call["tool_name"].is_string(), "which tool stays visible");
     }
     let text = hidden["trajectory"].to_string() + &hidden["tool_calls"].to_string();
+    let mut checked = 0;
     for call in calls {
         for secret in [&call["arguments"], &call["observation"]] {
+            // Short texts ("{}", "ok") could appear anywhere by chance.
             let secret = secret.as_str().unwrap();
             if secret.len() > 12 {
                 assert!(!text.contains(secret), "{secret} leaks");
+                checked += 1;
             }
         }
     }
+    assert!(
+        checked > 0,
+        "some argument or result was long enough to look for"
+    );
     assert_eq!(hidden["score"], full["score"]);
     assert_eq!(
         app.get(&format!(
@@ -219,16 +226,9 @@ async fn each_export_format_on_a_finished_run_with_provenance() {
         line["messages"].as_array().unwrap().last().unwrap()["content"],
         FULL
     );
-    let tools: BTreeSet<&str> = line["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        tools.contains("list_employees") || tools.len() > 3,
-        "{tools:?}"
-    );
+    let offered = &model.requests.lock()[0].1["tools"];
+    assert!(offered.as_array().unwrap().len() > 3);
+    assert_eq!(&line["tools"], offered, "the tools the model was offered");
     let p = &line["provenance"];
     assert_eq!(p["run_id"], run_id);
     assert_eq!(p["task_id"], TASK);
