@@ -226,9 +226,9 @@ async fn each_export_format_on_a_finished_run_with_provenance() {
         line["messages"].as_array().unwrap().last().unwrap()["content"],
         FULL
     );
-    let offered = &model.requests.lock()[0].1["tools"];
+    let offered = model.requests.lock()[0].1["tools"].clone();
     assert!(offered.as_array().unwrap().len() > 3);
-    assert_eq!(&line["tools"], offered, "the tools the model was offered");
+    assert_eq!(line["tools"], offered, "the tools the model was offered");
     let p = &line["provenance"];
     assert_eq!(p["run_id"], run_id);
     assert_eq!(p["task_id"], TASK);
