@@ -134,6 +134,8 @@ fn main() {
                 user_model: None,
                 judge_model: None,
                 task_overrides: Default::default(),
+                parent: None,
+                tool_faults: None,
                 rollouts: ids
                     .iter()
                     .enumerate()

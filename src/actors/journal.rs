@@ -34,20 +34,35 @@ pub async fn append(
     store.append(stream, expected, data).await
 }
 
+/// A rollout's events in order, each with its stream revision.
+pub async fn rollout_events(
+    store: &dyn EventStore,
+    rollout_id: &str,
+) -> Result<Vec<(u64, Event)>, StoreError> {
+    store
+        .read_stream(&rollout_stream(rollout_id), 0)
+        .await?
+        .into_iter()
+        .map(|recorded| {
+            Event::decode(
+                &recorded.event_type,
+                recorded.schema_version,
+                &recorded.data,
+            )
+            .map(|event| (recorded.revision, event))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .collect()
+}
+
 /// Reads a rollout's stream and folds it.
 pub async fn load_rollout(
     store: &dyn EventStore,
     rollout_id: &str,
 ) -> Result<RolloutState, StoreError> {
     let mut state = RolloutState::default();
-    for recorded in store.read_stream(&rollout_stream(rollout_id), 0).await? {
-        let event = Event::decode(
-            &recorded.event_type,
-            recorded.schema_version,
-            &recorded.data,
-        )
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        state.evolve(&event, recorded.revision);
+    for (revision, event) in rollout_events(store, rollout_id).await? {
+        state.evolve(&event, revision);
     }
     Ok(state)
 }

@@ -23,6 +23,7 @@ use crate::domain::events::{
     RolloutCompleted, RolloutFailed, RolloutStarted, RolloutVerified, RubricGraded, RunLaunched,
     ScheduledRollout, TokenUsage, ToolCalled,
 };
+use crate::domain::faults::FaultKind;
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
 use crate::domain::verdict::{RubricStatus, RubricVerdict};
@@ -201,23 +202,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
     )
     .map_err(Failure)?;
     let mut tools = match &run.model.tool_server_url {
-        None => {
-            let recorded = driver
-                .state
-                .tool_calls
-                .iter()
-                .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
-            Tools::Local(
-                replay::rebuild(
-                    scenario,
-                    task,
-                    rollout.seed,
-                    recorded,
-                    &driver.state.npc_replies,
-                )
-                .map_err(|e| Failure(format!("environment could not be built: {e}")))?,
-            )
-        }
+        None => Tools::Local(rebuild_local(scenario, task, rollout.seed, &driver.state)?),
         // A remote environment keeps its own state: recorded calls are already in it.
         Some(url) => {
             let own = deps
@@ -251,6 +236,16 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
     let max_steps = run.model.max_steps;
     let provider = run.model.provider.clone();
     let has_rubric = task.judge_rubric().is_some();
+    // Faults are keyed by the rollout's place in its run, the same in every run of
+    // the same tasks (its id is not).
+    let faults = run.tool_faults.map(|faults| {
+        let index = run
+            .rollouts
+            .iter()
+            .position(|r| r.rollout_id == rollout.rollout_id)
+            .unwrap_or_default();
+        (faults, index)
+    });
 
     loop {
         if driver.job.cancel.is_cancelled() {
@@ -261,19 +256,54 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         let kind = match action {
             NextAction::Finished => return Ok(()),
             NextAction::Start => {
-                let system = run
-                    .model
-                    .system_prompt
-                    .clone()
-                    .unwrap_or_else(|| default_system_prompt(scenario));
-                let event = Event::RolloutStarted(RolloutStarted {
-                    rollout_id: rollout.rollout_id.clone(),
-                    run_id: run.run_id.clone(),
-                    task_id: rollout.task_id.clone(),
-                    messages: vec![Message::system(system), Message::user(&task.description)],
-                    started_at: Utc::now(),
-                });
-                driver.record(event).await?;
+                let events = match &run.parent {
+                    // A fork starts where its source was after `at_step`; its
+                    // environment is rebuilt from the copied calls.
+                    Some(parent) => {
+                        let source =
+                            journal::rollout_events(deps.store.as_ref(), &parent.rollout_id)
+                                .await?
+                                .into_iter()
+                                .map(|(_, event)| event)
+                                .collect::<Vec<_>>();
+                        let prefix = crate::domain::rollout::fork_prefix(
+                            &source,
+                            parent.at_step,
+                            &run.run_id,
+                            &rollout.rollout_id,
+                        );
+                        if prefix.is_empty() {
+                            return Err(Failure(format!(
+                                "the forked rollout {} has no recorded start",
+                                parent.rollout_id
+                            ))
+                            .into());
+                        }
+                        prefix
+                    }
+                    None => {
+                        let system = run
+                            .model
+                            .system_prompt
+                            .clone()
+                            .unwrap_or_else(|| default_system_prompt(scenario));
+                        vec![Event::RolloutStarted(RolloutStarted {
+                            rollout_id: rollout.rollout_id.clone(),
+                            run_id: run.run_id.clone(),
+                            task_id: rollout.task_id.clone(),
+                            messages: vec![
+                                Message::system(system),
+                                Message::user(&task.description),
+                            ],
+                            started_at: Utc::now(),
+                        })]
+                    }
+                };
+                driver.record_all(events).await?;
+                if let Tools::Local(env) = &mut tools {
+                    // Rebuilt before the copied calls existed: build it again from them.
+                    *env = rebuild_local(scenario, task, rollout.seed, &driver.state)?;
+                }
                 continue;
             }
             NextAction::CallModel { step } => {
@@ -349,9 +379,22 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             }
             NextAction::CallTool { step, call } => {
                 let sent_before = tools.sent_count();
-                let event = call_tool(&mut tools, &rollout.rollout_id, step, &call).await;
+                let fault = faults.and_then(|(faults, index)| {
+                    faults.fault_for(index, driver.state.tool_calls.len())
+                });
+                if let Some(latency) = faults.map(|(f, _)| f.latency_ms).filter(|&ms| ms > 0) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(latency)) => {}
+                        _ = driver.job.cancel.cancelled() => return Err(StepError::Cancelled),
+                    }
+                }
+                let event = call_tool(&mut tools, &rollout.rollout_id, step, &call, fault).await;
                 if let Event::ToolCalled(called) = &event {
-                    let outcome = if called.is_error { "error" } else { "ok" };
+                    let outcome = match (&called.fault, called.is_error) {
+                        (Some(_), _) => "fault",
+                        (None, true) => "error",
+                        (None, false) => "ok",
+                    };
                     let server = called.server.as_deref().unwrap_or("unknown");
                     deps.metrics
                         .tool_calls
@@ -442,6 +485,21 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
     }
 }
 
+/// A rollout's own environment: the seed plus its recorded calls and replies.
+fn rebuild_local(
+    scenario: &Scenario,
+    task: &Task,
+    seed: u64,
+    state: &RolloutState,
+) -> Result<Environment, Failure> {
+    let recorded = state
+        .tool_calls
+        .iter()
+        .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
+    replay::rebuild(scenario, task, seed, recorded, &state.npc_replies)
+        .map_err(|e| Failure(format!("environment could not be built: {e}")))
+}
+
 /// The universal verifier's grade of a finished rollout: by the run's judge, else the
 /// server's, else skipped with that reason. The judge failing is a grade with status
 /// `error`, not a failed rollout: the checks' verdict stands.
@@ -518,6 +576,14 @@ impl Tools {
             Tools::Local(env) => env.sent_count(),
             Tools::Remote(_) => 0,
         }
+    }
+
+    fn server_of(&self, tool_name: &str) -> Option<String> {
+        match self {
+            Tools::Local(env) => env.server_of(tool_name),
+            Tools::Remote(env) => env.server_of(tool_name),
+        }
+        .map(str::to_string)
     }
 
     /// The tools as the model is shown them; a local environment shares one copy
@@ -676,11 +742,27 @@ async fn npc_replies(
     delivered
 }
 
-async fn call_tool(tools: &mut Tools, rollout_id: &str, step: u32, call: &ToolCall) -> Event {
+/// Runs a call, or answers it with an injected failure without running it.
+async fn call_tool(
+    tools: &mut Tools,
+    rollout_id: &str,
+    step: u32,
+    call: &ToolCall,
+    fault: Option<FaultKind>,
+) -> Event {
     let started = Instant::now();
-    let outcome = tools
-        .execute(&call.function.name, &call.function.arguments)
-        .await;
+    let name = &call.function.name;
+    let outcome = match fault {
+        Some(kind) => {
+            let server = tools.server_of(name);
+            CallOutcome {
+                observation: kind.observation(server.as_deref(), name),
+                server,
+                is_error: true,
+            }
+        }
+        None => tools.execute(name, &call.function.arguments).await,
+    };
     Event::ToolCalled(ToolCalled {
         rollout_id: rollout_id.to_string(),
         step,
@@ -690,6 +772,7 @@ async fn call_tool(tools: &mut Tools, rollout_id: &str, step: u32, call: &ToolCa
         arguments: call.function.arguments.clone(),
         observation: outcome.observation,
         is_error: outcome.is_error,
+        fault: fault.map(|kind| kind.name().to_string()),
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         called_at: Utc::now(),
     })

@@ -150,6 +150,8 @@ fn run(run_id: &str, model: &str, rollouts: usize) -> RunLaunched {
         user_model: None,
         judge_model: None,
         task_overrides: Default::default(),
+        parent: None,
+        tool_faults: None,
         rollouts: (0..rollouts)
             .map(|i| ScheduledRollout {
                 rollout_id: format!("rol_{run_id}_{i}"),

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::validate::Checker;
 use crate::config::secrets::{ApiKey, RunKeys};
 use crate::domain::events::ModelSettings;
+use crate::domain::faults::{ToolFaults, MAX_LATENCY_MS};
 use crate::domain::ids::valid_run_name;
 use crate::error::ApiError;
 use crate::llm::{builtin, provider_available, provider_needs_key, supports_logprobs, PROVIDERS};
@@ -31,6 +32,7 @@ pub struct LaunchRequest {
     /// The rubric judge (`judge_model_config`, an extension).
     pub judge_model: Option<ModelSettings>,
     pub task_overrides: BTreeMap<String, Value>,
+    pub tool_faults: Option<ToolFaults>,
 }
 
 /// `POST /runs`: the body `parse` reads (documented in the OpenAPI schema).
@@ -57,6 +59,9 @@ pub struct LaunchBody {
     /// `client_context`.
     #[schema(value_type = Option<Object>)]
     pub task_overrides: Option<Value>,
+    /// Tool calls fail in band at this rate, deterministically for the seed, and each
+    /// call takes `latency_ms` longer (an extension).
+    pub tool_faults: Option<ToolFaults>,
 }
 
 /// A ModelConfig as a launch (or `POST /test-model-config`) takes it.
@@ -284,6 +289,9 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             task_overrides.insert(task_id.clone(), value.clone());
         }
     }
+    let tool_faults = c
+        .opt_object(obj, root, "tool_faults")
+        .and_then(|f| parse_tool_faults(&mut c, f));
     c.finish()?;
     // Every `None` below was reported as an error above.
     let (Some(scenario_id), Some(task_ids), Some((model, api_key))) =
@@ -307,6 +315,47 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         user_model: user_model.map(|(m, _)| m),
         judge_model: judge_model.map(|(m, _)| m),
         task_overrides,
+        tool_faults,
+    })
+}
+
+fn parse_tool_faults(c: &mut Checker, f: &Map<String, Value>) -> Option<ToolFaults> {
+    let prefix: &[&str] = &["body", "tool_faults"];
+    let before = c.errors.len();
+    for field in f.keys() {
+        if !["error_rate", "latency_ms", "seed"].contains(&field.as_str()) {
+            c.push(
+                prefix,
+                field,
+                "Extra inputs are not permitted",
+                "extra_forbidden",
+            );
+        }
+    }
+    if f.get("error_rate").is_none_or(Value::is_null) {
+        c.push(prefix, "error_rate", "Field required", "missing");
+    }
+    let error_rate = c.opt_number(f, prefix, "error_rate", 0.0, 1.0);
+    let latency_ms = c.opt_int(f, prefix, "latency_ms", 0, MAX_LATENCY_MS as i64);
+    let seed = match f.get("seed") {
+        None | Some(Value::Null) => Some(0),
+        Some(v) => {
+            let seed = v.as_u64();
+            if seed.is_none() {
+                c.push(
+                    prefix,
+                    "seed",
+                    "Input should be a non-negative integer",
+                    "int_type",
+                );
+            }
+            seed
+        }
+    };
+    (c.errors.len() == before).then(|| ToolFaults {
+        error_rate: error_rate.unwrap_or_default(),
+        latency_ms: latency_ms.unwrap_or_default() as u64,
+        seed: seed.unwrap_or_default(),
     })
 }
 

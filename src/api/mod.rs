@@ -70,9 +70,9 @@ impl AppState {
         let scenario = self.catalog.get(scenario_id)?;
         let task = &crate::scenarios::overrides::apply(scenario, task_id, task_override).ok()?;
         let (calls, replies) = recorded.unwrap_or((&[], &[]));
-        let calls = calls
-            .iter()
-            .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
+        let calls = calls.iter().map(|c| {
+            crate::tools::replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref())
+        });
         crate::tools::replay::rebuild(scenario, task, seed, calls, replies)
             .ok()
             .map(|env| env.state())

@@ -136,6 +136,8 @@ async fn launch_run(
         user_model: request.user_model,
         judge_model: request.judge_model,
         task_overrides: request.task_overrides,
+        parent: None,
+        tool_faults: request.tool_faults,
         rollouts,
         launched_at: Utc::now(),
     };

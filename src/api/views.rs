@@ -9,7 +9,7 @@ use crate::domain::chat::Message;
 use crate::domain::events::{CompletionReason, ModelSettings, NpcReplied, TokenUsage};
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
-use crate::projections::{RolloutView, RunView, StatusChange, ToolCallView, Views};
+use crate::projections::{RolloutView, RunView, StatusChange, ToolCallView, VerdictRecord, Views};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RolloutSummary {
@@ -148,6 +148,9 @@ pub struct RolloutDetail {
     pub verdict: Option<Verdict>,
     /// The universal verifier's grade against the task's `rubric_markdown`.
     pub rubric: Option<RubricVerdict>,
+    /// Every verdict the rollout was given, oldest first, the current one last:
+    /// its own, then one per re-verification (`POST /runs/{run_id}/reverify`).
+    pub verdict_history: Vec<VerdictRecord>,
     pub completion_reason: Option<CompletionReason>,
     pub error: Option<String>,
     pub trajectory: Vec<Message>,
@@ -308,6 +311,7 @@ impl RolloutDetail {
             label: r.label().map(str::to_string),
             verdict: r.verdict.clone(),
             rubric: r.rubric.clone(),
+            verdict_history: r.verdict_history(),
             completion_reason: r.completion_reason,
             error: r.error.clone(),
             trajectory: r.trajectory.clone(),

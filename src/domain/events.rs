@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat::Message;
+use super::faults::ToolFaults;
 use super::verdict::{RubricVerdict, Verdict};
 
 /// The model configuration as recorded: everything but the API key, which never
@@ -41,6 +42,15 @@ pub struct ScheduledRollout {
     pub seed: u64,
 }
 
+/// Where a forked run branches off: the source rollout and the step after which its
+/// conversation and environment are taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ForkParent {
+    pub run_id: String,
+    pub rollout_id: String,
+    pub at_step: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunLaunched {
     pub run_id: String,
@@ -58,6 +68,13 @@ pub struct RunLaunched {
     pub judge_model: Option<ModelSettings>,
     #[serde(default)]
     pub task_overrides: BTreeMap<String, Value>,
+    /// Set on a fork: each rollout starts from this rollout's first `at_step` steps.
+    /// Optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ForkParent>,
+    /// Injected tool failures (`tool_faults`). Optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_faults: Option<ToolFaults>,
     pub rollouts: Vec<ScheduledRollout>,
     pub launched_at: DateTime<Utc>,
 }
@@ -115,6 +132,10 @@ pub struct ToolCalled {
     pub arguments: String,
     pub observation: String,
     pub is_error: bool,
+    /// An injected failure (`tool_faults`): the call never reached the environment.
+    /// Optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
     pub latency_ms: f64,
     pub called_at: DateTime<Utc>,
 }
@@ -172,6 +193,21 @@ pub struct RubricGraded {
     pub graded_at: DateTime<Utc>,
 }
 
+/// A finished rollout scored again from its recorded events with today's checks
+/// (`POST /runs/{run_id}/reverify`). The earlier verdicts stay in the log; this one
+/// is the rollout's verdict from now on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutReverified {
+    pub rollout_id: String,
+    pub verdict: Verdict,
+    /// The rubric grade, when the task (as re-verified) has a rubric.
+    pub rubric: Option<RubricVerdict>,
+    pub usage: Option<TokenUsage>,
+    /// The task override the re-verification used instead of the run's, if any.
+    pub task_override: Option<Value>,
+    pub reverified_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CompletionReason {
@@ -220,6 +256,7 @@ pub enum Event {
     ContextSummarized(ContextSummarized),
     RolloutVerified(RolloutVerified),
     RubricGraded(RubricGraded),
+    RolloutReverified(RolloutReverified),
     RolloutCompleted(RolloutCompleted),
     RolloutFailed(RolloutFailed),
     RolloutCancelled(RolloutCancelled),
@@ -240,6 +277,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "ContextSummarized",
     "RolloutVerified",
     "RubricGraded",
+    "RolloutReverified",
     "RolloutCompleted",
     "RolloutFailed",
     "RolloutCancelled",
@@ -272,6 +310,7 @@ impl Event {
             Event::ContextSummarized(_) => "ContextSummarized",
             Event::RolloutVerified(_) => "RolloutVerified",
             Event::RubricGraded(_) => "RubricGraded",
+            Event::RolloutReverified(_) => "RolloutReverified",
             Event::RolloutCompleted(_) => "RolloutCompleted",
             Event::RolloutFailed(_) => "RolloutFailed",
             Event::RolloutCancelled(_) => "RolloutCancelled",
@@ -291,6 +330,7 @@ impl Event {
             Event::ContextSummarized(e) => e.summarized_at,
             Event::RolloutVerified(e) => e.verified_at,
             Event::RubricGraded(e) => e.graded_at,
+            Event::RolloutReverified(e) => e.reverified_at,
             Event::RolloutCompleted(e) => e.completed_at,
             Event::RolloutFailed(e) => e.failed_at,
             Event::RolloutCancelled(e) => e.cancelled_at,
@@ -311,6 +351,7 @@ impl Event {
             Event::ContextSummarized(e) => serde_json::to_vec(e),
             Event::RolloutVerified(e) => serde_json::to_vec(e),
             Event::RubricGraded(e) => serde_json::to_vec(e),
+            Event::RolloutReverified(e) => serde_json::to_vec(e),
             Event::RolloutCompleted(e) => serde_json::to_vec(e),
             Event::RolloutFailed(e) => serde_json::to_vec(e),
             Event::RolloutCancelled(e) => serde_json::to_vec(e),
@@ -360,6 +401,7 @@ fn decode_current(event_type: &str, data: &[u8]) -> Result<Event, serde_json::Er
         "ContextSummarized" => Event::ContextSummarized(de(data)?),
         "RolloutVerified" => Event::RolloutVerified(de(data)?),
         "RubricGraded" => Event::RubricGraded(de(data)?),
+        "RolloutReverified" => Event::RolloutReverified(de(data)?),
         "RolloutCompleted" => Event::RolloutCompleted(de(data)?),
         "RolloutFailed" => Event::RolloutFailed(de(data)?),
         "RolloutCancelled" => Event::RolloutCancelled(de(data)?),

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod events;
+pub mod faults;
 pub mod ids;
 pub mod rollout;
 pub mod run;

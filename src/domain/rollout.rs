@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::chat::{Message, Role, ToolCall};
-use super::events::{CompletionReason, Event, NpcReplied, ToolCalled};
+use super::events::{
+    CompletionReason, ContextSummarized, Event, ModelCalled, NpcReplied, RolloutStarted, ToolCalled,
+};
 use super::verdict::{RubricVerdict, Verdict};
 
 #[derive(
@@ -129,6 +131,10 @@ impl RolloutState {
                 self.verdict = Some(e.verdict.clone());
             }
             Event::RubricGraded(e) => self.rubric = Some(e.rubric.clone()),
+            Event::RolloutReverified(e) => {
+                self.verdict = Some(e.verdict.clone());
+                self.rubric = e.rubric.clone();
+            }
             Event::RolloutCompleted(_) => self.status = Some(RolloutStatus::Completed),
             Event::RolloutFailed(_) => self.status = Some(RolloutStatus::Failed),
             Event::RolloutCancelled(_) => self.status = Some(RolloutStatus::Cancelled),
@@ -223,6 +229,46 @@ impl RolloutState {
     }
 }
 
+/// The first events of a fork's rollout: the source rollout's start and everything it
+/// recorded in its first `at_step` model turns (the turns, their tool calls, the
+/// replies and summaries they caused), re-addressed to the new rollout and otherwise
+/// unchanged, so the two trajectories share those steps exactly and the fork's
+/// environment rebuilds from them to the source's state after step `at_step`.
+pub fn fork_prefix(source: &[Event], at_step: u32, run_id: &str, rollout_id: &str) -> Vec<Event> {
+    let id = rollout_id.to_string();
+    source
+        .iter()
+        .filter_map(|event| {
+            Some(match event {
+                Event::RolloutStarted(e) => Event::RolloutStarted(RolloutStarted {
+                    rollout_id: id.clone(),
+                    run_id: run_id.to_string(),
+                    ..e.clone()
+                }),
+                Event::ModelCalled(e) if e.step <= at_step => Event::ModelCalled(ModelCalled {
+                    rollout_id: id.clone(),
+                    ..e.clone()
+                }),
+                Event::ToolCalled(e) if e.step <= at_step => Event::ToolCalled(ToolCalled {
+                    rollout_id: id.clone(),
+                    ..e.clone()
+                }),
+                Event::NpcReplied(e) if e.step <= at_step => Event::NpcReplied(NpcReplied {
+                    rollout_id: id.clone(),
+                    ..e.clone()
+                }),
+                Event::ContextSummarized(e) if e.step <= at_step => {
+                    Event::ContextSummarized(ContextSummarized {
+                        rollout_id: id.clone(),
+                        ..e.clone()
+                    })
+                }
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
 /// How a summary appears in the conversation (and the trajectory).
 pub fn summary_message(summary: &str) -> Message {
     let mut message = Message::user(format!(
@@ -300,6 +346,7 @@ mod tests {
             arguments: "{}".into(),
             observation: "ok".into(),
             is_error: false,
+            fault: None,
             latency_ms: 0.1,
             called_at: t(),
         })
@@ -463,5 +510,45 @@ mod tests {
         let state = given(&[started(), cancelled]);
         assert_eq!(state.next_action(5, false), NextAction::Finished);
         assert_eq!(state.revision, Some(1));
+    }
+
+    #[test]
+    fn given_a_source_when_forked_at_step_1_then_its_first_step_is_copied_to_the_new_rollout() {
+        let verdict = Event::RolloutVerified(RolloutVerified {
+            rollout_id: "rol_1".into(),
+            verdict: Verdict {
+                score: 1.0,
+                label: "Full Credit".into(),
+                checks: vec![],
+            },
+            verified_at: t(),
+        });
+        let source = [
+            started(),
+            model_called(1, &["c1", "c2"]),
+            tool_called(1, "c1"),
+            tool_called(1, "c2"),
+            model_called(2, &["c3"]),
+            tool_called(2, "c3"),
+            model_called(3, &[]),
+            verdict,
+        ];
+        let prefix = fork_prefix(&source, 1, "run_2", "rol_2");
+        assert_eq!(prefix.len(), 4);
+        assert!(prefix.iter().all(|e| match e {
+            Event::RolloutStarted(e) => e.rollout_id == "rol_2" && e.run_id == "run_2",
+            Event::ModelCalled(e) => e.rollout_id == "rol_2" && e.step == 1,
+            Event::ToolCalled(e) => e.rollout_id == "rol_2" && e.step == 1,
+            _ => false,
+        }));
+        // The fork goes on with the model's second turn, the source's history intact.
+        let forked = given(&prefix);
+        let original = given(&source[..4]);
+        assert_eq!(forked.messages, original.messages);
+        assert_eq!(
+            forked.next_action(5, false),
+            NextAction::CallModel { step: 2 }
+        );
+        assert_eq!(fork_prefix(&source, 0, "run_2", "rol_2").len(), 1);
     }
 }

@@ -109,6 +109,8 @@ mod tests {
             user_model: None,
             judge_model: None,
             task_overrides: Default::default(),
+            parent: None,
+            tool_faults: None,
             rollouts: vec![],
             launched_at: now(),
         }

@@ -137,6 +137,7 @@ impl Synth {
                     arguments: call.function.arguments,
                     observation: outcome.observation,
                     is_error: outcome.is_error,
+                    fault: None,
                     latency_ms: 0.05,
                     called_at: t0,
                 }));
@@ -248,6 +249,8 @@ impl Synth {
                 user_model: None,
                 judge_model: None,
                 task_overrides: Default::default(),
+                parent: None,
+                tool_faults: None,
                 rollouts: scheduled,
                 launched_at: at,
             },

@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use crate::domain::events::{DecodeError, Event};
 use crate::store::{subscribe_all, EventStore, RecordedEvent, StoreError};
 
-pub use views::{RolloutView, RunPage, RunView, StatusChange, StatusCounts, ToolCallView, Views};
+pub use views::{
+    RolloutView, RunPage, RunView, StatusChange, StatusCounts, ToolCallView, VerdictRecord, Views,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

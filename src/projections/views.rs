@@ -95,12 +95,27 @@ pub struct ToolCallView {
     pub arguments: String,
     pub observation: String,
     pub is_error: bool,
+    /// The injected failure (`tool_faults`), when the call failed by design.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
     pub latency_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StatusChange {
     pub status: RolloutStatus,
+    pub at: DateTime<Utc>,
+}
+
+/// A verdict a rollout was given: when it finished, or by a re-verification.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct VerdictRecord {
+    /// `rollout` (scored when it finished) or `reverify`.
+    pub source: String,
+    pub score: f64,
+    pub label: String,
+    pub verdict: Verdict,
+    pub rubric: Option<RubricVerdict>,
     pub at: DateTime<Utc>,
 }
 
@@ -121,6 +136,10 @@ pub struct RolloutView {
     pub verdict: Option<Verdict>,
     /// The universal verifier's grade, for tasks with a `rubric_markdown`.
     pub rubric: Option<RubricVerdict>,
+    /// Where the current verdict came from and when (see [`VerdictRecord`]).
+    pub verdict_source: Option<(&'static str, DateTime<Utc>)>,
+    /// Verdicts replaced by re-verifications, oldest first (empty until one).
+    pub earlier_verdicts: Vec<VerdictRecord>,
     pub completion_reason: Option<CompletionReason>,
     pub error: Option<String>,
     pub usage: TokenUsage,
@@ -145,6 +164,27 @@ impl RolloutView {
     fn result(&self) -> Option<(f64, &'static str)> {
         let verdict = self.verdict.as_ref()?;
         Some(crate::verify::combine(verdict, self.rubric.as_ref()))
+    }
+
+    /// The current verdict as a record, if there is one.
+    pub fn current_verdict(&self) -> Option<VerdictRecord> {
+        let (score, label) = self.result()?;
+        let (source, at) = self.verdict_source?;
+        Some(VerdictRecord {
+            source: source.to_string(),
+            score,
+            label: label.to_string(),
+            verdict: self.verdict.clone()?,
+            rubric: self.rubric.clone(),
+            at,
+        })
+    }
+
+    /// Every verdict, oldest first, the current one last.
+    pub fn verdict_history(&self) -> Vec<VerdictRecord> {
+        let mut history = self.earlier_verdicts.clone();
+        history.extend(self.current_verdict());
+        history
     }
 }
 
@@ -266,6 +306,8 @@ impl Views {
                             npc_replies: vec![],
                             verdict: None,
                             rubric: None,
+                            verdict_source: None,
+                            earlier_verdicts: vec![],
                             completion_reason: None,
                             error: None,
                             usage: TokenUsage::default(),
@@ -327,6 +369,7 @@ impl Views {
             | Event::ContextSummarized(_)
             | Event::RolloutVerified(_)
             | Event::RubricGraded(_)
+            | Event::RolloutReverified(_)
             | Event::RolloutCompleted(_)
             | Event::RolloutFailed(_)
             | Event::RolloutCancelled(_) => self.apply_rollout_event(event),
@@ -377,6 +420,7 @@ impl Views {
                     arguments: e.arguments.clone(),
                     observation: e.observation.clone(),
                     is_error: e.is_error,
+                    fault: e.fault.clone(),
                     latency_ms: e.latency_ms,
                 });
             }
@@ -392,6 +436,19 @@ impl Views {
             Event::RolloutVerified(e) => {
                 after = RolloutStatus::Verifying;
                 view.verdict = Some(e.verdict.clone());
+                view.verdict_source = Some(("rollout", at));
+            }
+            Event::RolloutReverified(e) => {
+                if let Some(earlier) = view.current_verdict() {
+                    view.earlier_verdicts.push(earlier);
+                }
+                view.verdict = Some(e.verdict.clone());
+                view.rubric = e.rubric.clone();
+                view.verdict_source = Some(("reverify", at));
+                if let Some(u) = &e.usage {
+                    add_usage(&mut view.usage, u);
+                    usage_delta = Some(u.clone());
+                }
             }
             Event::RubricGraded(e) => {
                 view.rubric = Some(e.rubric.clone());
@@ -471,6 +528,7 @@ fn rollout_id_of(event: &Event) -> Option<&str> {
         Event::ContextSummarized(e) => &e.rollout_id,
         Event::RolloutVerified(e) => &e.rollout_id,
         Event::RubricGraded(e) => &e.rollout_id,
+        Event::RolloutReverified(e) => &e.rollout_id,
         Event::RolloutCompleted(e) => &e.rollout_id,
         Event::RolloutFailed(e) => &e.rollout_id,
         Event::RolloutCancelled(e) => &e.rollout_id,

@@ -79,20 +79,36 @@ pub fn incoming(email: &NpcEmail) -> IncomingEmail {
     }
 }
 
-/// The environment of a rollout after the given recorded calls (tool name, raw
-/// arguments) and the recorded replies of simulated people (each delivered after its
-/// number of calls), rebuilt over the scenario's seed. Replies are inputs, never
-/// recomputed, so a model-written reply replays exactly.
+/// One recorded tool call as a rebuild replays it: the tool name and the raw
+/// arguments, or `None` for a call that failed by injection (`tool_faults`) and never
+/// reached the environment. It still counts, because replies are placed by count.
+pub type RecordedCall<'a> = Option<(&'a str, &'a str)>;
+
+/// The recorded call of a `ToolCalled`-shaped record.
+pub fn recorded<'a>(
+    tool_name: &'a str,
+    arguments: &'a str,
+    fault: Option<&str>,
+) -> RecordedCall<'a> {
+    fault.is_none().then_some((tool_name, arguments))
+}
+
+/// The environment of a rollout after the given recorded calls and the recorded
+/// replies of simulated people (each delivered after its number of calls), rebuilt
+/// over the scenario's seed. Replies are inputs, never recomputed, so a model-written
+/// reply replays exactly.
 pub fn rebuild<'a>(
     scenario: &Scenario,
     task: &Task,
     seed: u64,
-    calls: impl IntoIterator<Item = (&'a str, &'a str)>,
+    calls: impl IntoIterator<Item = RecordedCall<'a>>,
     replies: &[NpcReplied],
 ) -> Result<Environment, ToolError> {
     let mut env = Environment::new(scenario, task, seed)?;
-    for (done, (tool_name, arguments)) in calls.into_iter().enumerate() {
-        execute(&mut env, tool_name, arguments);
+    for (done, call) in calls.into_iter().enumerate() {
+        if let Some((tool_name, arguments)) = call {
+            execute(&mut env, tool_name, arguments);
+        }
         let done = done as u32 + 1;
         for reply in replies.iter().filter(|r| r.after_tool_calls == done) {
             // A reply that was delivered live delivers again: same state, same input.

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use rl_gym::domain::chat::{FunctionCall, Message, ToolCall};
 use rl_gym::domain::events::*;
+use rl_gym::domain::faults::ToolFaults;
 use rl_gym::domain::verdict::{CheckResult, CriterionGrade, RubricStatus, RubricVerdict, Verdict};
 use rl_gym::projections;
 use rl_gym::store::memory::MemoryStore;
@@ -56,6 +57,8 @@ fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
         user_model: None,
         judge_model: None,
         task_overrides: Default::default(),
+        parent: None,
+        tool_faults: None,
         rollouts: rollouts
             .iter()
             .enumerate()
@@ -127,6 +130,7 @@ fn golden_events() -> Vec<(String, Event)> {
                 arguments: "{\"request_id\":\"lr_0001\"}".into(),
                 observation: "{\"status\":\"approved\"}".into(),
                 is_error: false,
+                fault: None,
                 latency_ms: 0.2,
                 called_at: at(3),
             }),
@@ -295,6 +299,68 @@ fn golden_events() -> Vec<(String, Event)> {
                 reason: CompletionReason::FinalAnswer,
                 steps: 0,
                 completed_at: at(34),
+            }),
+        ),
+        // Added with RolloutReverified, `ToolCalled.fault` and the optional `parent`
+        // and `tool_faults` of RunLaunched: a fork of rol_a1 after its first step,
+        // with injected faults, and a re-verification of rol_d1.
+        (run("run_e"), {
+            let mut launch = launched("run_e", &["rol_e1"], 40);
+            if let Event::RunLaunched(l) = &mut launch {
+                l.parent = Some(ForkParent {
+                    run_id: "run_a".into(),
+                    rollout_id: "rol_a1".into(),
+                    at_step: 1,
+                });
+                l.tool_faults = Some(ToolFaults {
+                    error_rate: 0.25,
+                    latency_ms: 50,
+                    seed: 7,
+                });
+            }
+            launch
+        }),
+        (rol("rol_e1"), started("rol_e1", "run_e", 41)),
+        (
+            rol("rol_e1"),
+            Event::ToolCalled(ToolCalled {
+                rollout_id: "rol_e1".into(),
+                step: 1,
+                call_id: "call_9".into(),
+                server: Some("hrms".into()),
+                tool_name: "approve_leave_request".into(),
+                arguments: "{\"request_id\":\"lr_0001\"}".into(),
+                observation: "Error: 503 Service Unavailable: the hrms service could not handle `approve_leave_request` right now; nothing was changed. Try again.".into(),
+                is_error: true,
+                fault: Some("unavailable".into()),
+                latency_ms: 50.3,
+                called_at: at(42),
+            }),
+        ),
+        (
+            rol("rol_d1"),
+            Event::RolloutReverified(RolloutReverified {
+                rollout_id: "rol_d1".into(),
+                verdict: Verdict {
+                    score: 0.5,
+                    label: "Partial Credit".into(),
+                    checks: vec![],
+                },
+                rubric: Some(RubricVerdict {
+                    status: RubricStatus::Graded,
+                    judge: Some("openai/gpt-4.1-mini".into()),
+                    score: Some(0.0),
+                    label: Some("No Credit".into()),
+                    reason: "The stricter rubric wants a reason.".into(),
+                    criteria: vec![],
+                }),
+                usage: Some(TokenUsage {
+                    prompt_tokens: 950,
+                    completion_tokens: 40,
+                    total_tokens: 990,
+                }),
+                task_override: Some(json!({"rubric_markdown": "- Gives a reason"})),
+                reverified_at: at(45),
             }),
         ),
     ]

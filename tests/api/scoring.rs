@@ -129,7 +129,7 @@ async fn a_finished_rollout_replayed_from_the_log_gives_the_same_state_and_verdi
         let calls = state
             .tool_calls
             .iter()
-            .map(|c| (c.tool_name.as_str(), c.arguments.as_str()));
+            .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
         let env = replay::rebuild(
             scenario,
             task,
