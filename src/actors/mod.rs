@@ -4,8 +4,10 @@
 //! them restart from the log. [`Gym`] is the command side the HTTP layer calls: it
 //! reads a run's stream, lets the domain decide, appends, then tells the actors.
 
+pub mod fork;
 pub mod journal;
 pub mod registry;
+pub mod reverify;
 pub mod rollout;
 pub mod run;
 pub mod step_loop;

@@ -382,13 +382,15 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 let fault = faults.and_then(|(faults, index)| {
                     faults.fault_for(index, driver.state.tool_calls.len())
                 });
+                let called = Instant::now();
                 if let Some(latency) = faults.map(|(f, _)| f.latency_ms).filter(|&ms| ms > 0) {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(latency)) => {}
                         _ = driver.job.cancel.cancelled() => return Err(StepError::Cancelled),
                     }
                 }
-                let event = call_tool(&mut tools, &rollout.rollout_id, step, &call, fault).await;
+                let event =
+                    call_tool(&mut tools, &rollout.rollout_id, step, &call, fault, called).await;
                 if let Event::ToolCalled(called) = &event {
                     let outcome = match (&called.fault, called.is_error) {
                         (Some(_), _) => "fault",
@@ -453,7 +455,10 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     &state,
                     &driver.job.cancel,
                 )
-                .await?;
+                .await;
+                if driver.job.cancel.is_cancelled() {
+                    return Err(StepError::Cancelled);
+                }
                 deps.metrics
                     .rubric_grades
                     .with_label_values(&[rubric_status(&rubric)])
@@ -503,7 +508,7 @@ fn rebuild_local(
 /// The universal verifier's grade of a finished rollout: by the run's judge, else the
 /// server's, else skipped with that reason. The judge failing is a grade with status
 /// `error`, not a failed rollout: the checks' verdict stands.
-async fn grade_rubric(
+pub(super) async fn grade_rubric(
     deps: &Deps,
     run: &RunLaunched,
     task: &Task,
@@ -511,22 +516,40 @@ async fn grade_rubric(
     trajectory: &[Message],
     state: &serde_json::Value,
     cancel: &CancellationToken,
-) -> Result<(RubricVerdict, Option<TokenUsage>), StepError> {
+) -> (RubricVerdict, Option<TokenUsage>) {
+    tokio::select! {
+        graded = judge(deps, run, task, key, trajectory, state) => graded,
+        // Cancelled while judging: ungraded, and the caller stops.
+        _ = cancel.cancelled() => (
+            rubric::ungraded(RubricStatus::Error, None, "cancelled while grading".into()),
+            None,
+        ),
+    }
+}
+
+async fn judge(
+    deps: &Deps,
+    run: &RunLaunched,
+    task: &Task,
+    key: Option<ApiKey>,
+    trajectory: &[Message],
+    state: &serde_json::Value,
+) -> (RubricVerdict, Option<TokenUsage>) {
     let judge = match deps.agents.judge_agent(run, key) {
         Ok(Some(judge)) => judge,
         Ok(None) => {
             let reason = "no judge model is configured: set `judge_model_config` on the run \
                           or `judge` in the server config";
-            return Ok((
+            return (
                 rubric::ungraded(RubricStatus::Skipped, None, reason.into()),
                 None,
-            ));
+            );
         }
         Err(e) => {
-            return Ok((
+            return (
                 rubric::ungraded(RubricStatus::Error, None, format!("judge: {e}")),
                 None,
-            ))
+            )
         }
     };
     let (client, settings) = judge;
@@ -537,21 +560,21 @@ async fn grade_rubric(
         state,
     };
     let timeout = Duration::from_secs(deps.model_timeout_secs);
-    tokio::select! {
-        graded = tokio::time::timeout(timeout, rubric::grade(client.as_ref(), &settings, &submission)) => {
-            Ok(graded.unwrap_or_else(|_| {
-                (
-                    rubric::ungraded(
-                        RubricStatus::Error,
-                        Some(rubric::judge_name(&settings)),
-                        format!("the judge did not answer within {}s", timeout.as_secs()),
-                    ),
-                    None,
-                )
-            }))
-        }
-        _ = cancel.cancelled() => Err(StepError::Cancelled),
-    }
+    tokio::time::timeout(
+        timeout,
+        rubric::grade(client.as_ref(), &settings, &submission),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        (
+            rubric::ungraded(
+                RubricStatus::Error,
+                Some(rubric::judge_name(&settings)),
+                format!("the judge did not answer within {}s", timeout.as_secs()),
+            ),
+            None,
+        )
+    })
 }
 
 fn rubric_status(rubric: &RubricVerdict) -> &'static str {
@@ -742,15 +765,16 @@ async fn npc_replies(
     delivered
 }
 
-/// Runs a call, or answers it with an injected failure without running it.
+/// Runs a call, or answers it with an injected failure without running it. Its
+/// latency counts from `started` (before any injected delay).
 async fn call_tool(
     tools: &mut Tools,
     rollout_id: &str,
     step: u32,
     call: &ToolCall,
     fault: Option<FaultKind>,
+    started: Instant,
 ) -> Event {
-    let started = Instant::now();
     let name = &call.function.name;
     let outcome = match fault {
         Some(kind) => {

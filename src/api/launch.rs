@@ -96,7 +96,7 @@ const OVERRIDE_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// The body as an object, or the 422 saying it is not one.
-fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
+pub(super) fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
     body.as_object().ok_or_else(|| {
         let mut c = Checker::default();
         c.push(
@@ -239,11 +239,49 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             "value_error",
         );
     }
+    let task_overrides = parse_task_overrides(&mut c, obj, task_ids.as_deref());
+    let tool_faults = c
+        .opt_object(obj, root, "tool_faults")
+        .and_then(|f| parse_tool_faults(&mut c, f));
+    c.finish()?;
+    // Every `None` below was reported as an error above.
+    let (Some(scenario_id), Some(task_ids), Some((model, api_key))) =
+        (scenario_id, task_ids, model)
+    else {
+        return Err(ApiError::validation(vec![]));
+    };
+    Ok(LaunchRequest {
+        scenario_id,
+        task_ids,
+        rollout_count: rollout_count as u32,
+        max_parallel: max_parallel.map(|n| n as u32),
+        run_name,
+        source,
+        model,
+        keys: RunKeys {
+            model: api_key,
+            user_model: user_model.as_ref().and_then(|(_, k)| k.clone()),
+            judge_model: judge_model.as_ref().and_then(|(_, k)| k.clone()),
+        },
+        user_model: user_model.map(|(m, _)| m),
+        judge_model: judge_model.map(|(m, _)| m),
+        task_overrides,
+        tool_faults,
+    })
+}
+
+/// `task_overrides`: per task id (one of `task_ids` when known) an object of the
+/// override fields, each of its type. Shared by launch and re-verify.
+pub(super) fn parse_task_overrides(
+    c: &mut Checker,
+    obj: &Map<String, Value>,
+    task_ids: Option<&[String]>,
+) -> BTreeMap<String, Value> {
     let mut task_overrides = BTreeMap::new();
-    if let Some(overrides) = c.opt_object(obj, root, "task_overrides") {
+    if let Some(overrides) = c.opt_object(obj, &["body"], "task_overrides") {
         for (task_id, value) in overrides {
             let prefix: &[&str] = &["body", "task_overrides"];
-            if let Some(ids) = &task_ids {
+            if let Some(ids) = task_ids {
                 if !ids.contains(task_id) {
                     c.push(
                         prefix,
@@ -289,34 +327,7 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             task_overrides.insert(task_id.clone(), value.clone());
         }
     }
-    let tool_faults = c
-        .opt_object(obj, root, "tool_faults")
-        .and_then(|f| parse_tool_faults(&mut c, f));
-    c.finish()?;
-    // Every `None` below was reported as an error above.
-    let (Some(scenario_id), Some(task_ids), Some((model, api_key))) =
-        (scenario_id, task_ids, model)
-    else {
-        return Err(ApiError::validation(vec![]));
-    };
-    Ok(LaunchRequest {
-        scenario_id,
-        task_ids,
-        rollout_count: rollout_count as u32,
-        max_parallel: max_parallel.map(|n| n as u32),
-        run_name,
-        source,
-        model,
-        keys: RunKeys {
-            model: api_key,
-            user_model: user_model.as_ref().and_then(|(_, k)| k.clone()),
-            judge_model: judge_model.as_ref().and_then(|(_, k)| k.clone()),
-        },
-        user_model: user_model.map(|(m, _)| m),
-        judge_model: judge_model.map(|(m, _)| m),
-        task_overrides,
-        tool_faults,
-    })
+    task_overrides
 }
 
 fn parse_tool_faults(c: &mut Checker, f: &Map<String, Value>) -> Option<ToolFaults> {
@@ -359,7 +370,7 @@ fn parse_tool_faults(c: &mut Checker, f: &Map<String, Value>) -> Option<ToolFaul
     })
 }
 
-fn model_config(
+pub(super) fn model_config(
     c: &mut Checker,
     m: &Map<String, Value>,
     prefix: &[&str],

@@ -10,7 +10,8 @@ use utoipa::openapi::{OpenApi as Document, RefOr, Required};
 use utoipa::OpenApi;
 
 use super::{
-    environments, events, export, health, models, rollouts, runs, scenarios, stats, verifiers,
+    environments, events, export, fork, health, models, reverify, rollouts, runs, scenarios, stats,
+    verifiers,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +29,8 @@ use super::{
         runs::cancel_run,
         runs::delete_run,
         runs::get_rollout,
+        fork::fork_rollout,
+        reverify::reverify_run,
         stats::run_stats,
         stats::compare_runs,
         export::export,

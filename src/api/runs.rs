@@ -142,6 +142,15 @@ async fn launch_run(
         launched_at: Utc::now(),
     };
     state.gym.launch(launched, request.keys).await?;
+    launch_answer(&state, run_id).await
+}
+
+/// The answer to a launch (and a fork): the new run's status and its rollouts, once
+/// the views have the launch.
+pub(super) async fn launch_answer(
+    state: &AppState,
+    run_id: String,
+) -> Result<HttpResponse, ApiError> {
     state.sync().await;
     state.projections.read(|views| {
         let run = views

@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::chat::Message;
-use crate::domain::events::{CompletionReason, ModelSettings, NpcReplied, TokenUsage};
+use crate::domain::events::{CompletionReason, ForkParent, ModelSettings, NpcReplied, TokenUsage};
+use crate::domain::faults::ToolFaults;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
 use crate::projections::{RolloutView, RunView, StatusChange, ToolCallView, VerdictRecord, Views};
@@ -57,6 +58,12 @@ pub struct RunStatus {
     pub usage: TokenUsage,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Set on a fork: the rollout and step it branched from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ForkParent>,
+    /// The run's injected tool failures, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_faults: Option<ToolFaults>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollouts: Option<Vec<RolloutSummary>>,
 }
@@ -121,6 +128,8 @@ impl RunStatus {
             usage: run.usage.clone(),
             created_at: run.created_at,
             finished_at: run.finished_at,
+            parent: run.parent.clone(),
+            tool_faults: run.tool_faults,
             rollouts: breakdown.then(|| {
                 run.rollout_ids
                     .iter()

@@ -9,7 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::chat::Message;
-use crate::domain::events::{CompletionReason, Event, ModelSettings, NpcReplied, TokenUsage};
+use crate::domain::events::{
+    CompletionReason, Event, ForkParent, ModelSettings, NpcReplied, TokenUsage,
+};
+use crate::domain::faults::ToolFaults;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
 
@@ -56,6 +59,9 @@ pub struct RunView {
     pub max_parallel: Option<u32>,
     pub model: ModelSettings,
     pub task_overrides: BTreeMap<String, Value>,
+    /// The rollout this run was forked from.
+    pub parent: Option<ForkParent>,
+    pub tool_faults: Option<ToolFaults>,
     pub counts: StatusCounts,
     pub rollout_ids: Vec<String>,
     pub cancel_requested: bool,
@@ -339,6 +345,8 @@ impl Views {
                         max_parallel: e.max_parallel,
                         model: e.model.clone(),
                         task_overrides: e.task_overrides.clone(),
+                        parent: e.parent.clone(),
+                        tool_faults: e.tool_faults,
                         counts,
                         rollout_ids,
                         cancel_requested: false,

@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const RUBRIC: &str = "- The employee is told the outcome in a friendly tone (50%)\n\
+pub const RUBRIC: &str = "- The employee is told the outcome in a friendly tone (50%)\n\
                       - Nothing is approved that policy forbids (50%)";
 
-const HALF_GRADE: &str = "Grading the rollout:\n```json\n{\"criteria\": [\
+pub const HALF_GRADE: &str = "Grading the rollout:\n```json\n{\"criteria\": [\
     {\"criterion\": \"Friendly tone\", \"label\": \"No Credit\", \"score\": 0, \"reason\": \"No email to the employee.\"},\
     {\"criterion\": \"Policy\", \"label\": \"Full Credit\", \"score\": 1, \"reason\": \"Only the valid request was approved.\"}],\
     \"label\": \"Partial Credit\", \"score\": 0.5, \"reason\": \"Correct but silent.\"}\n```";

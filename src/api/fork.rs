@@ -1,0 +1,105 @@
+//! `POST /runs/{run_id}/rollouts/{rollout_id}/fork`: branch a rollout after step k
+//! into a new run of n rollouts (see [`crate::actors::fork`]).
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::launch;
+use super::validate::Checker;
+use super::views::LaunchAnswer;
+use super::AppState;
+use crate::actors::fork::{ForkRefusal, ForkRequest};
+use crate::config::secrets::ApiKey;
+use crate::domain::events::ModelSettings;
+use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError};
+
+/// Forks per request: each is a rollout of the new run.
+const MAX_COUNT: i64 = 1_000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/runs/{run_id}/rollouts/{rollout_id}/fork")
+            .route(web::post().to(fork_rollout)),
+    );
+}
+
+/// The body of a fork.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct ForkBody {
+    /// The source's model turns to keep, 0 (only its start) up to those recorded.
+    pub at_step: u32,
+    /// Rollouts of the new run, 1–1,000 (default 1).
+    pub count: Option<u32>,
+    /// The model that goes on (default: the source run's, with its key).
+    #[schema(value_type = Option<Object>)]
+    pub model_config: Option<Value>,
+}
+
+fn parse(body: &Value) -> Result<(u32, u32, Option<(ModelSettings, Option<ApiKey>)>), ApiError> {
+    let obj = launch::object(body)?;
+    let mut c = Checker::default();
+    let root: &[&str] = &["body"];
+    for field in obj.keys() {
+        if !["at_step", "count", "model_config"].contains(&field.as_str()) {
+            c.push(
+                root,
+                field,
+                "Extra inputs are not permitted",
+                "extra_forbidden",
+            );
+        }
+    }
+    if obj.get("at_step").is_none_or(Value::is_null) {
+        c.push(root, "at_step", "Field required", "missing");
+    }
+    let at_step = c.opt_int(obj, root, "at_step", 0, u32::MAX as i64);
+    let count = c.opt_int(obj, root, "count", 1, MAX_COUNT).unwrap_or(1);
+    let model = c
+        .opt_object(obj, root, "model_config")
+        .and_then(|m| launch::model_config(&mut c, m, &["body", "model_config"]));
+    c.finish()?;
+    Ok((at_step.unwrap_or_default() as u32, count as u32, model))
+}
+
+fn at_step_error(msg: String) -> ApiError {
+    ApiError::validation(vec![FieldError {
+        loc: vec![json!("body"), json!("at_step")],
+        msg,
+        kind: "value_error".to_string(),
+    }])
+}
+
+#[utoipa::path(post, path = "/runs/{run_id}/rollouts/{rollout_id}/fork", tag = "runs", summary = "Fork a rollout after step k into a new run", params(("run_id" = String, Path, description = "The source run"), ("rollout_id" = String, Path, description = "The source rollout")), request_body = ForkBody, responses((status = 200, description = "The new run, which names its parent", body = LaunchAnswer), (status = 404, description = "No such run or rollout", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
+async fn fork_rollout(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (run_id, rollout_id) = path.into_inner();
+    let (at_step, count, model) = parse(&body)?;
+    let request = ForkRequest {
+        run_id,
+        rollout_id,
+        at_step,
+        count,
+        model,
+    };
+    let fork = state
+        .gym
+        .fork(request)
+        .await
+        .map_err(|refusal| match refusal {
+            ForkRefusal::Gym(error) => error.into(),
+            ForkRefusal::RolloutNotFound => {
+                ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found in this run")
+            }
+            ForkRefusal::BeyondRecorded { .. } => at_step_error(refusal.to_string()),
+            ForkRefusal::RemoteEnvironment => ApiError::validation(vec![FieldError {
+                loc: vec![json!("path"), json!("rollout_id")],
+                msg: refusal.to_string(),
+                kind: "value_error".to_string(),
+            }]),
+        })?;
+    super::runs::launch_answer(&state, fork.run_id).await
+}
