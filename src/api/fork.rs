@@ -9,8 +9,6 @@ use super::validate::Checker;
 use super::views::LaunchAnswer;
 use super::AppState;
 use crate::actors::fork::{ForkRefusal, ForkRequest};
-use crate::config::secrets::ApiKey;
-use crate::domain::events::ModelSettings;
 use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError};
 
 /// Forks per request: each is a rollout of the new run.
@@ -36,7 +34,8 @@ pub struct ForkBody {
     pub model_config: Option<Value>,
 }
 
-fn parse(body: &Value) -> Result<(u32, u32, Option<(ModelSettings, Option<ApiKey>)>), ApiError> {
+/// The body into a fork of `rollout_id` of `run_id`.
+fn parse(body: &Value, run_id: String, rollout_id: String) -> Result<ForkRequest, ApiError> {
     let obj = launch::object(body)?;
     let mut c = Checker::default();
     let root: &[&str] = &["body"];
@@ -59,7 +58,13 @@ fn parse(body: &Value) -> Result<(u32, u32, Option<(ModelSettings, Option<ApiKey
         .opt_object(obj, root, "model_config")
         .and_then(|m| launch::model_config(&mut c, m, &["body", "model_config"]));
     c.finish()?;
-    Ok((at_step.unwrap_or_default() as u32, count as u32, model))
+    Ok(ForkRequest {
+        run_id,
+        rollout_id,
+        at_step: at_step.unwrap_or_default() as u32,
+        count: count as u32,
+        model,
+    })
 }
 
 fn at_step_error(msg: String) -> ApiError {
@@ -77,14 +82,7 @@ async fn fork_rollout(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (run_id, rollout_id) = path.into_inner();
-    let (at_step, count, model) = parse(&body)?;
-    let request = ForkRequest {
-        run_id,
-        rollout_id,
-        at_step,
-        count,
-        model,
-    };
+    let request = parse(&body, run_id, rollout_id)?;
     let fork = state
         .gym
         .fork(request)
