@@ -38,6 +38,14 @@ pub enum Command {
     Replay {
         #[arg(long, env = "RL_GYM_DATA_DIR")]
         data_dir: PathBuf,
+        /// Instead: run this run's rollouts again with every model and NPC answer
+        /// served from the log, and check each tool result and verdict comes out the
+        /// same (exit 0), or print where the first rollout diverges (exit 1).
+        #[arg(long, value_name = "RUN_ID")]
+        execute: Option<String>,
+        /// Folder of scenario templates (for --execute).
+        #[arg(long, env = "RL_GYM_SCENARIOS_DIR")]
+        scenarios_dir: Option<PathBuf>,
     },
     /// Launch, list, show, watch, cancel, delete and export runs on a server.
     Runs(crate::client::RunsArgs),

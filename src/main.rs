@@ -50,7 +50,38 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { data_dir } => match replay::replay(&data_dir).await {
+        Command::Replay {
+            data_dir,
+            execute: Some(run_id),
+            scenarios_dir,
+        } => {
+            let scenarios_dir = match scenarios_dir {
+                Some(dir) => dir,
+                None => Settings::defaults().resolved_scenarios_dir(),
+            };
+            match replay::execute::execute(&data_dir, &scenarios_dir, &run_id).await {
+                Ok(executed) => {
+                    println!("rollouts: {}", executed.rollouts);
+                    println!("not_started: {}", executed.not_started);
+                    println!("tool_calls: {}", executed.tool_calls);
+                    println!("npc_replies: {}", executed.npc_replies);
+                    println!("verdicts: {}", executed.verdicts);
+                    println!("diverged: {}", executed.divergences.len());
+                    match executed.divergences.first() {
+                        None => ExitCode::SUCCESS,
+                        Some(first) => {
+                            eprintln!("rl-gym replay: {first}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(error) => {
+                    eprintln!("rl-gym replay: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Replay { data_dir, .. } => match replay::replay(&data_dir).await {
             Ok(summary) => {
                 println!("events: {}", summary.events);
                 println!("runs: {}", summary.runs);

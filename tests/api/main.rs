@@ -16,6 +16,7 @@ mod openapi;
 mod operations;
 mod overrides;
 mod providers;
+mod reexecute;
 mod results;
 mod reverify;
 mod rubric;

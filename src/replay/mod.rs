@@ -1,6 +1,8 @@
 //! `rl-gym replay`: opens the log (which verifies every record's checksum), decodes
 //! every event, rebuilds every view and summarises them. Two replays of the same log
-//! print the same summary.
+//! print the same summary. `--execute RUN_ID` re-executes a run instead ([`execute`]).
+
+pub mod execute;
 
 use std::path::Path;
 
@@ -27,6 +29,8 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    #[error("{0}")]
+    Execute(String),
 }
 
 pub async fn replay(data_dir: &Path) -> Result<ReplaySummary, ReplayError> {
