@@ -96,6 +96,9 @@ async fn a_run_re_executes_the_same_until_an_environment_changes() {
         stderr.contains("\\\"vacation\\\":12"),
         "the logged answer is shown: {stderr}"
     );
+    let (code, _, stderr) = re_execute(data.path(), scenarios.path(), "run_nope");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no run run_nope"), "{stderr}");
 }
 
 #[test]
