@@ -26,6 +26,7 @@ use super::{
         runs::list_runs,
         runs::get_run,
         runs::cancel_run,
+        runs::resume_run,
         runs::delete_run,
         runs::get_rollout,
         stats::run_stats,

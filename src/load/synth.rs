@@ -250,6 +250,8 @@ impl Synth {
                 task_overrides: Default::default(),
                 rollouts: scheduled,
                 launched_at: at,
+                budget: None,
+                prices: None,
             },
             rollouts: out,
         }

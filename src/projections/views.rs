@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::domain::budget::{Budget, RunPrices, Spend};
 use crate::domain::chat::Message;
 use crate::domain::events::{CompletionReason, Event, ModelSettings, NpcReplied, TokenUsage};
 use crate::domain::rollout::RolloutStatus;
@@ -64,6 +65,14 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     /// Global position of the launch: newest-first order of the run list.
     pub position: u64,
+    /// The budget in force (the launch's, then the latest resume's).
+    pub budget: Option<Budget>,
+    pub prices: Option<RunPrices>,
+    /// Tokens and cost (at the launch's prices) spent by the run's rollouts.
+    pub spent: Spend,
+    /// Stopped by its budget until resumed, and why.
+    pub paused: bool,
+    pub pause_reason: Option<String>,
 }
 
 impl RunView {
@@ -78,6 +87,8 @@ impl RunView {
             } else {
                 "completed"
             }
+        } else if self.paused {
+            "paused"
         } else if c.pending == c.total {
             "pending"
         } else {
@@ -212,10 +223,12 @@ impl Views {
         RunPage { total, runs }
     }
 
-    /// Every run with unfinished rollouts, oldest first, with those rollouts' ids.
+    /// Every run with unfinished rollouts that is not paused, oldest first, with
+    /// those rollouts' ids: what a restart resumes.
     pub fn unfinished_runs(&self) -> Vec<(String, Vec<String>)> {
         self.order
             .values()
+            .filter(|run_id| self.runs.get(*run_id).is_some_and(|r| !r.paused))
             .filter_map(|run_id| {
                 let ids: Vec<String> = self
                     .unfinished_rollouts(run_id)
@@ -304,12 +317,31 @@ impl Views {
                         created_at: e.launched_at,
                         finished_at: None,
                         position,
+                        budget: e.budget,
+                        prices: e.prices,
+                        spent: Spend::default(),
+                        paused: false,
+                        pause_reason: None,
                     },
                 );
             }
             Event::RunCancelRequested(e) => {
                 if let Some(run) = self.runs.get_mut(&e.run_id) {
                     run.cancel_requested = true;
+                    run.paused = false;
+                }
+            }
+            Event::RunPaused(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.paused = true;
+                    run.pause_reason = Some(e.reason.clone());
+                }
+            }
+            Event::RunResumed(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.paused = false;
+                    run.pause_reason = None;
+                    run.budget = e.budget;
                 }
             }
             Event::RunDeleted(e) => {
@@ -437,8 +469,39 @@ impl Views {
             }
             if let Some(u) = usage_delta {
                 add_usage(&mut run.usage, &u);
+                run.spent.add(event, run.prices.as_ref());
             }
         }
+    }
+
+    /// Completed rollouts of `scenario_id` by `provider`/`model`, per task id of
+    /// `task_ids`: (rollouts, summed usage). What a dry run estimates from.
+    pub fn usage_history(
+        &self,
+        scenario_id: &str,
+        provider: &str,
+        model: &str,
+        task_ids: &[String],
+    ) -> BTreeMap<String, (u32, TokenUsage)> {
+        let mut history: BTreeMap<String, (u32, TokenUsage)> = task_ids
+            .iter()
+            .map(|t| (t.clone(), (0, TokenUsage::default())))
+            .collect();
+        let runs = self.runs.values().filter(|r| {
+            r.scenario_id == scenario_id && r.model.provider == provider && r.model.model == model
+        });
+        for run in runs {
+            for rollout in run.rollout_ids.iter().filter_map(|id| self.rollouts.get(id)) {
+                if rollout.status != RolloutStatus::Completed {
+                    continue;
+                }
+                if let Some((count, usage)) = history.get_mut(&rollout.task_id) {
+                    *count += 1;
+                    add_usage(usage, &rollout.usage);
+                }
+            }
+        }
+        history
     }
 
     /// SHA-256 of every view serialised in a fixed order: equal logs give equal sums.
