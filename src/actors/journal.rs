@@ -60,7 +60,10 @@ pub async fn load_rollout(
     rollout_id: &str,
 ) -> Result<RolloutState, StoreError> {
     let mut state = RolloutState::default();
-    fold_stream(store, &rollout_stream(rollout_id), |e, r| state.evolve(e, r)).await?;
+    fold_stream(store, &rollout_stream(rollout_id), |e, r| {
+        state.evolve(e, r)
+    })
+    .await?;
     Ok(state)
 }
 

@@ -87,7 +87,11 @@ impl Gym {
 
     /// The budget in force for a run that starts (again) now, with what its rollouts
     /// have spent so far, read from the log (only when it has a budget).
-    async fn budget_of(&self, state: &RunState, run: &RunLaunched) -> Result<Arc<RunBudget>, StoreError> {
+    async fn budget_of(
+        &self,
+        state: &RunState,
+        run: &RunLaunched,
+    ) -> Result<Arc<RunBudget>, StoreError> {
         if state.budget.is_none() {
             return Ok(RunBudget::unlimited());
         }

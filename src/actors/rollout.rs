@@ -86,12 +86,16 @@ impl Actor for RolloutActor {
             }
             (rollout_id, finished)
         };
-        ctx.wait(supervise.into_actor(self).map(|(rollout_id, finished), act, ctx| {
-            act.run.do_send(RolloutEnded {
-                rollout_id,
-                finished,
-            });
-            ctx.stop();
-        }));
+        ctx.wait(
+            supervise
+                .into_actor(self)
+                .map(|(rollout_id, finished), act, ctx| {
+                    act.run.do_send(RolloutEnded {
+                        rollout_id,
+                        finished,
+                    });
+                    ctx.stop();
+                }),
+        );
     }
 }

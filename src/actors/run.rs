@@ -113,9 +113,7 @@ impl RunActor {
         if self.pausing {
             return;
         }
-        let spent = (!self.cancelled)
-            .then(|| self.budget.exhausted())
-            .flatten();
+        let spent = (!self.cancelled).then(|| self.budget.exhausted()).flatten();
         if let Some(reason) = spent {
             if self.running.is_empty() {
                 if self.pending.is_empty() && self.stopped_unfinished == 0 {
@@ -287,8 +285,13 @@ async fn record_pause(
         if events.is_empty() {
             return Ok(state.paused);
         }
-        match journal::append(deps.store.as_ref(), &run_stream(run_id), state.revision, &events)
-            .await
+        match journal::append(
+            deps.store.as_ref(),
+            &run_stream(run_id),
+            state.revision,
+            &events,
+        )
+        .await
         {
             Ok(_) => {
                 tracing::info!(run_id, reason, "run paused: its budget is spent");

@@ -147,7 +147,11 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
         Err(StepError::Cancelled) => cancel(&mut driver).await?,
         // Nothing recorded: the rollout resumes from here when the run does.
         Err(StepError::Paused(reason)) => {
-            tracing::info!(rollout_id, reason, "rollout stopped: the run's budget is spent");
+            tracing::info!(
+                rollout_id,
+                reason,
+                "rollout stopped: the run's budget is spent"
+            );
         }
         Err(StepError::Store(error)) => return Err(error.into()),
     }

@@ -134,13 +134,23 @@ fn budget(c: &mut Checker, obj: &Map<String, Value>) -> Option<Budget> {
     let before = c.errors.len();
     for field in fields.keys() {
         if !matches!(field.as_str(), "max_total_tokens" | "max_cost_usd") {
-            c.push(prefix, field, "Extra inputs are not permitted", "extra_forbidden");
+            c.push(
+                prefix,
+                field,
+                "Extra inputs are not permitted",
+                "extra_forbidden",
+            );
         }
     }
     let max_total_tokens = c.opt_int(fields, prefix, "max_total_tokens", 1, i64::MAX);
     let max_cost_usd = c.opt_number(fields, prefix, "max_cost_usd", 0.0, f64::MAX);
     if max_cost_usd == Some(0.0) {
-        c.push(prefix, "max_cost_usd", "Input should be greater than 0", "greater_than");
+        c.push(
+            prefix,
+            "max_cost_usd",
+            "Input should be greater than 0",
+            "greater_than",
+        );
     }
     if c.errors.len() > before {
         return None;
@@ -168,7 +178,12 @@ pub fn parse_resume(body: &Value) -> Result<Option<Budget>, ApiError> {
     let obj = object(body)?;
     let mut c = Checker::default();
     for field in obj.keys().filter(|k| *k != "budget") {
-        c.push(&["body"], field, "Extra inputs are not permitted", "extra_forbidden");
+        c.push(
+            &["body"],
+            field,
+            "Extra inputs are not permitted",
+            "extra_forbidden",
+        );
     }
     let parsed = budget(&mut c, obj);
     c.finish()?;

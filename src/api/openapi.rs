@@ -55,7 +55,9 @@ use super::{
         health::metrics,
         openapi_json,
         docs,
-    )
+    ),
+    // Answered by `POST /runs?dry_run=true` beside the launch's own answer.
+    components(schemas(super::views::DryRunAnswer))
 )]
 struct ApiDoc;
 

@@ -343,7 +343,10 @@ mod tests {
             (row("nope", "1.0", ""), "unknown provider"),
             (row("openai", "-1.0", ""), "not negative"),
             (row("openai", "1.0", "colour = 1\n"), "colour"),
-            (row("openai", "1.0", "") + &row("openai", "2.0", ""), "twice"),
+            (
+                row("openai", "1.0", "") + &row("openai", "2.0", ""),
+                "twice",
+            ),
         ] {
             std::fs::write(&path, &text).unwrap();
             let err = Settings::load(Some(&path), Overrides::default()).unwrap_err();

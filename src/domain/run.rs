@@ -21,8 +21,12 @@ pub struct RunState {
 #[derive(Debug, Clone)]
 pub enum RunCommand {
     Launch(Box<RunLaunched>),
-    Cancel { now: DateTime<Utc> },
-    Delete { now: DateTime<Utc> },
+    Cancel {
+        now: DateTime<Utc>,
+    },
+    Delete {
+        now: DateTime<Utc>,
+    },
     /// The budget is spent and nothing of the run runs any more.
     Pause {
         reason: String,

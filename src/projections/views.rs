@@ -491,7 +491,11 @@ impl Views {
             r.scenario_id == scenario_id && r.model.provider == provider && r.model.model == model
         });
         for run in runs {
-            for rollout in run.rollout_ids.iter().filter_map(|id| self.rollouts.get(id)) {
+            for rollout in run
+                .rollout_ids
+                .iter()
+                .filter_map(|id| self.rollouts.get(id))
+            {
                 if rollout.status != RolloutStatus::Completed {
                     continue;
                 }

@@ -84,7 +84,11 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["detail"][0]["loc"], json!(["body", "budget"]), "{body}");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "budget"]),
+        "{body}"
+    );
 
     let response = app
         .post(
@@ -105,7 +109,9 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
     assert_eq!(status["spent"]["tokens"], 660);
 
     // Only a paused run resumes.
-    let response = app.post(&format!("/runs/{run_id}/resume"), &json!({})).await;
+    let response = app
+        .post(&format!("/runs/{run_id}/resume"), &json!({}))
+        .await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let body: Value = response.json().await.unwrap();
     assert!(
@@ -213,7 +219,10 @@ async fn a_dry_run_estimates_from_past_runs_and_launches_nothing() {
             {"task_id": other, "mean_tokens": null, "rollouts_seen": 0},
         ])
     );
-    assert!(estimate["note"].as_str().unwrap().contains(&other), "{answer}");
+    assert!(
+        estimate["note"].as_str().unwrap().contains(&other),
+        "{answer}"
+    );
     // Nothing launched, nothing written.
     assert_eq!(app.get_json("/runs").await, runs_before);
     assert_eq!(app.get_json("/healthz").await["events"], events_before);
@@ -262,7 +271,9 @@ async fn a_paused_run_stays_paused_across_a_restart_and_keeps_its_spend() {
     assert_eq!(status["status"], "cancelled", "{status}");
     assert!(status["cancelled"].as_u64().unwrap() >= 1, "{status}");
     assert_eq!(status["paused"], false);
-    let response = app.post(&format!("/runs/{run_id}/resume"), &json!({})).await;
+    let response = app
+        .post(&format!("/runs/{run_id}/resume"), &json!({}))
+        .await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     app.stop().await;
     drop(temp);
