@@ -544,3 +544,71 @@ fn rollout_id_of(event: &Event) -> Option<&str> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(event_type: &str, data: Value) -> Event {
+        Event::decode(event_type, 1, data.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_paused_run_says_so_counts_its_spend_and_is_not_resumed_on_restart() {
+        let at = "2026-03-02T09:00:00Z";
+        let model = json!({"model": "m", "provider": "custom", "base_url": null,
+            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
+            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
+            "context_stride": 3, "has_api_key": false});
+        let events = [
+            event(
+                "RunLaunched",
+                json!({"run_id": "run_1", "scenario_id": "hr",
+                "source": "rl-gym", "task_ids": ["t"], "rollout_count": 2,
+                "max_parallel": 1, "model": model, "user_model": null,
+                "rollouts": [{"rollout_id": "rol_1", "task_id": "t", "seed": 1},
+                             {"rollout_id": "rol_2", "task_id": "t", "seed": 2}],
+                "launched_at": at, "budget": {"max_total_tokens": 100},
+                "prices": {"model": {"prompt_usd_per_mtok": 1.0,
+                                     "completion_usd_per_mtok": 2.0}}}),
+            ),
+            event(
+                "RolloutStarted",
+                json!({"rollout_id": "rol_1", "run_id": "run_1",
+                "task_id": "t", "messages": [], "started_at": at}),
+            ),
+            event(
+                "ModelCalled",
+                json!({"rollout_id": "rol_1", "step": 1, "model": "m",
+                "message": {"role": "assistant", "content": "hi"},
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                "logprobs": null, "latency_ms": 1.0, "called_at": at}),
+            ),
+            event(
+                "RunPaused",
+                json!({"run_id": "run_1", "reason": "spent",
+                "tokens_used": 110, "cost_usd": 0.00012, "paused_at": at}),
+            ),
+        ];
+        let mut views = Views::default();
+        for (i, e) in events.iter().enumerate() {
+            views.apply(i as u64, e);
+        }
+        let run = views.run("run_1").unwrap();
+        assert_eq!((run.state(), run.paused), ("paused", true));
+        assert_eq!(run.spent.tokens, 110);
+        assert!((run.spent.cost_usd - 0.00012).abs() < 1e-12);
+        assert!(views.unfinished_runs().is_empty());
+
+        let resumed = event(
+            "RunResumed",
+            json!({"run_id": "run_1", "budget": null, "resumed_at": at}),
+        );
+        views.apply(events.len() as u64, &resumed);
+        let run = views.run("run_1").unwrap();
+        assert_eq!((run.state(), run.budget), ("running", None));
+        assert_eq!(views.unfinished_runs().len(), 1);
+    }
+}
