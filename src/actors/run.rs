@@ -45,10 +45,6 @@ impl RunBudget {
         Self::new(None, None, Spend::default())
     }
 
-    pub fn is_limited(&self) -> bool {
-        self.limit.is_some()
-    }
-
     /// Counts what a recorded event spent.
     pub fn add(&self, event: &Event) {
         if self.limit.is_some() {
