@@ -146,6 +146,8 @@ fn main() {
                     })
                     .collect(),
                 launched_at: Utc::now(),
+                budget: None,
+                prices: None,
             });
             let stream = run_stream(run_id);
             store

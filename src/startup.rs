@@ -107,6 +107,7 @@ impl Application {
             self_url: self_url.clone(),
             self_token: settings.api_tokens.first().cloned(),
             model_timeout_secs: settings.model_timeout_secs,
+            prices: Arc::new(settings.price_table()),
         });
         gym.recover(unfinished).await?;
 

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{Gym, GymError};
 use crate::config::secrets::{ApiKey, RunKeys};
+use crate::domain::budget::RunPrices;
 use crate::domain::events::{ForkParent, ModelSettings, RunLaunched, ScheduledRollout};
 use crate::domain::ids::{new_rollout_id, new_run_id};
 use crate::domain::run::RunRefusal;
@@ -77,6 +78,7 @@ impl Gym {
             model: model_key,
             ..source_keys
         };
+        let (model_provider, model_name) = (model.provider.clone(), model.model.clone());
         let run_id = new_run_id(Uuid::now_v7());
         let rollouts = (0..request.count)
             .map(|_| ScheduledRollout {
@@ -109,6 +111,14 @@ impl Gym {
             tool_faults: run.tool_faults,
             rollouts,
             launched_at: Utc::now(),
+            // A fork spends without a cap unless resumed with one; its own model is
+            // priced from today's table, the judge as the source was.
+            budget: None,
+            prices: RunPrices {
+                model: self.deps.prices.get(&model_provider, &model_name),
+                judge: run.prices.and_then(|p| p.judge),
+            }
+            .known(),
         };
         self.launch(fork.clone(), keys).await?;
         Ok(fork)

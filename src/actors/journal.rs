@@ -2,9 +2,11 @@
 //! a no-op) and optimistic concurrency on every stream (so two writers can never both
 //! extend one).
 
-use crate::domain::events::{Event, CURRENT_SCHEMA_VERSION};
-use crate::domain::ids::{event_id, rollout_stream};
+use crate::domain::budget::Spend;
+use crate::domain::events::{Event, RunLaunched, ScheduledRollout, CURRENT_SCHEMA_VERSION};
+use crate::domain::ids::{event_id, rollout_stream, run_stream};
 use crate::domain::rollout::RolloutState;
+use crate::domain::run::RunState;
 use crate::store::{AppendResult, EventData, EventStore, ExpectedState, StoreError};
 
 /// Appends `events` to `stream`, whose last revision must be `last_revision`
@@ -34,25 +36,35 @@ pub async fn append(
     store.append(stream, expected, data).await
 }
 
+/// Reads a stream and hands each event with its revision to `fold`.
+async fn fold_stream(
+    store: &dyn EventStore,
+    stream: &str,
+    mut fold: impl FnMut(&Event, u64),
+) -> Result<(), StoreError> {
+    for recorded in store.read_stream(stream, 0).await? {
+        let event = Event::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        )
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        fold(&event, recorded.revision);
+    }
+    Ok(())
+}
+
 /// A rollout's events in order, each with its stream revision.
 pub async fn rollout_events(
     store: &dyn EventStore,
     rollout_id: &str,
 ) -> Result<Vec<(u64, Event)>, StoreError> {
-    store
-        .read_stream(&rollout_stream(rollout_id), 0)
-        .await?
-        .into_iter()
-        .map(|recorded| {
-            Event::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                &recorded.data,
-            )
-            .map(|event| (recorded.revision, event))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
-        })
-        .collect()
+    let mut events = Vec::new();
+    fold_stream(store, &rollout_stream(rollout_id), |e, r| {
+        events.push((r, e.clone()))
+    })
+    .await?;
+    Ok(events)
 }
 
 /// Reads a rollout's stream and folds it.
@@ -61,10 +73,40 @@ pub async fn load_rollout(
     rollout_id: &str,
 ) -> Result<RolloutState, StoreError> {
     let mut state = RolloutState::default();
-    for (revision, event) in rollout_events(store, rollout_id).await? {
-        state.evolve(&event, revision);
-    }
+    fold_stream(store, &rollout_stream(rollout_id), |e, r| {
+        state.evolve(e, r)
+    })
+    .await?;
     Ok(state)
+}
+
+/// Reads a run's stream and folds it.
+pub async fn load_run(store: &dyn EventStore, run_id: &str) -> Result<RunState, StoreError> {
+    let mut state = RunState::default();
+    fold_stream(store, &run_stream(run_id), |e, r| state.evolve(e, r)).await?;
+    Ok(state)
+}
+
+/// A run's rollouts that have not finished, and what all of them have spent, from
+/// their streams (to pause, resume or cancel a run that has no actor).
+pub async fn run_progress(
+    store: &dyn EventStore,
+    run: &RunLaunched,
+) -> Result<(Vec<ScheduledRollout>, Spend), StoreError> {
+    let mut unfinished = Vec::new();
+    let mut spend = Spend::default();
+    for rollout in &run.rollouts {
+        let mut state = RolloutState::default();
+        fold_stream(store, &rollout_stream(&rollout.rollout_id), |e, r| {
+            state.evolve(e, r);
+            spend.add(e, run.prices.as_ref());
+        })
+        .await?;
+        if !state.status().is_terminal() {
+            unfinished.push(rollout.clone());
+        }
+    }
+    Ok((unfinished, spend))
 }
 
 /// Ends a rollout with `event` (failed or cancelled) unless it has already ended.

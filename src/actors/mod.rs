@@ -22,6 +22,7 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 
 use crate::config::secrets::{RunKeys, SecretError, SecretStore};
+use crate::domain::budget::{Budget, PriceTable, Spend};
 use crate::domain::events::{Event, RunLaunched};
 use crate::domain::ids::run_stream;
 use crate::domain::run::{decide, RunCommand, RunRefusal, RunState};
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::scenarios::Catalog;
 use crate::store::{EventStore, StoreError};
 use registry::{CancelRun, Registry, StartRun};
+use run::RunBudget;
 
 /// What the step loops need, shared by all of them.
 pub struct Deps {
@@ -47,6 +49,8 @@ pub struct Deps {
     pub self_url: Arc<std::sync::OnceLock<String>>,
     pub self_token: Option<String>,
     pub model_timeout_secs: u64,
+    /// The config's price table (budgets in US dollars).
+    pub prices: Arc<PriceTable>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,17 +80,25 @@ impl Gym {
     }
 
     async fn load_run(&self, run_id: &str) -> Result<RunState, StoreError> {
-        let mut state = RunState::default();
-        for recorded in self.deps.store.read_stream(&run_stream(run_id), 0).await? {
-            let event = Event::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                &recorded.data,
-            )
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            state.evolve(&event, recorded.revision);
+        journal::load_run(self.deps.store.as_ref(), run_id).await
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.deps.prices
+    }
+
+    /// The budget in force for a run that starts (again) now, with what its rollouts
+    /// have spent so far, read from the log (only when it has a budget).
+    async fn budget_of(
+        &self,
+        state: &RunState,
+        run: &RunLaunched,
+    ) -> Result<Arc<RunBudget>, StoreError> {
+        if state.budget.is_none() {
+            return Ok(RunBudget::unlimited());
         }
-        Ok(state)
+        let (_, spent) = journal::run_progress(self.deps.store.as_ref(), run).await?;
+        Ok(RunBudget::new(state.budget, run.prices, spent))
     }
 
     /// Reads the run's stream, lets the domain decide, records the outcome.
@@ -147,11 +159,13 @@ impl Gym {
             return Err(error);
         }
         self.deps.metrics.runs_launched.inc();
+        let budget = RunBudget::new(run.budget, run.prices, Spend::default());
         self.registry
             .send(StartRun {
                 run,
                 rollouts,
                 cancelled: false,
+                budget,
             })
             .await
             .map_err(|_| GymError::Unavailable)?;
@@ -159,10 +173,26 @@ impl Gym {
     }
 
     /// Records the cancel request and stops the run's active rollouts; answers how
-    /// many were active.
+    /// many were active. A paused run has no actor: one is started to cancel its
+    /// unfinished rollouts.
     pub async fn cancel(&self, run_id: &str) -> Result<usize, GymError> {
-        self.execute(run_id, RunCommand::Cancel { now: Utc::now() })
+        let state = self
+            .execute(run_id, RunCommand::Cancel { now: Utc::now() })
             .await?;
+        if let (true, Some(run)) = (state.paused, state.launched) {
+            let (rollouts, _) = journal::run_progress(self.deps.store.as_ref(), &run).await?;
+            let count = rollouts.len();
+            self.registry
+                .send(StartRun {
+                    run: Arc::new(run),
+                    rollouts,
+                    cancelled: true,
+                    budget: RunBudget::unlimited(),
+                })
+                .await
+                .map_err(|_| GymError::Unavailable)?;
+            return Ok(count);
+        }
         let cancelled = self
             .registry
             .send(CancelRun {
@@ -188,13 +218,62 @@ impl Gym {
         Ok(state.launched.map_or(0, |r| r.rollouts.len()))
     }
 
-    /// After a restart: resumes every unfinished run (ids from the views).
+    /// Resumes a paused run under `budget` (`None`: unlimited): records it, then
+    /// restarts its unfinished rollouts from their last recorded step. Answers how
+    /// many there are.
+    pub async fn resume(&self, run_id: &str, budget: Option<Budget>) -> Result<usize, GymError> {
+        let state = self.load_run(run_id).await?;
+        let run = match &state.launched {
+            Some(run) if !state.deleted => run.clone(),
+            _ => return Err(RunRefusal::NotFound.into()),
+        };
+        let (rollouts, spent) = journal::run_progress(self.deps.store.as_ref(), &run).await?;
+        let command = RunCommand::Resume {
+            budget,
+            spend: spent,
+            now: Utc::now(),
+        };
+        let events = decide(&state, command)?;
+        journal::append(
+            self.deps.store.as_ref(),
+            &run_stream(run_id),
+            state.revision,
+            &events,
+        )
+        .await
+        .map_err(|error| match error {
+            StoreError::WrongExpectedVersion { .. } => GymError::Refused(RunRefusal::NotPaused(
+                format!("Run '{run_id}' changed while resuming it; try again"),
+            )),
+            other => GymError::Store(other),
+        })?;
+        let count = rollouts.len();
+        tracing::info!(run_id, rollouts = count, "resuming a paused run");
+        self.registry
+            .send(StartRun {
+                budget: RunBudget::new(budget, run.prices, spent),
+                run: Arc::new(run),
+                rollouts,
+                cancelled: false,
+            })
+            .await
+            .map_err(|_| GymError::Unavailable)?;
+        Ok(count)
+    }
+
+    /// After a restart: resumes every unfinished run (ids from the views; paused
+    /// runs stay paused).
     pub async fn recover(&self, unfinished: Vec<(String, Vec<String>)>) -> Result<usize, GymError> {
         let count = unfinished.len();
         for (run_id, ids) in unfinished {
             let ids: std::collections::HashSet<String> = ids.into_iter().collect();
             let state = self.load_run(&run_id).await?;
-            let Some(run) = state.launched else { continue };
+            if state.paused {
+                continue;
+            }
+            let Some(run) = state.launched.clone() else {
+                continue;
+            };
             let rollouts = run
                 .rollouts
                 .iter()
@@ -202,11 +281,13 @@ impl Gym {
                 .cloned()
                 .collect();
             tracing::info!(run_id, rollouts = ids.len(), "resuming run");
+            let budget = self.budget_of(&state, &run).await?;
             self.registry
                 .send(StartRun {
                     run: Arc::new(run),
                     rollouts,
                     cancelled: state.cancel_requested,
+                    budget,
                 })
                 .await
                 .map_err(|_| GymError::Unavailable)?;

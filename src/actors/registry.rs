@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::run::{CancelRollouts, RunActor};
+use super::run::{CancelRollouts, RunActor, RunBudget};
 use super::Deps;
 use crate::domain::events::{RunLaunched, ScheduledRollout};
 
 pub struct Registry {
     deps: Arc<Deps>,
     runs: HashMap<String, Addr<RunActor>>,
+    /// Starts of runs whose previous actor is still ending (a run resumed or
+    /// cancelled just as it paused): started when it has ended.
+    deferred: HashMap<String, StartRun>,
 }
 
 impl Registry {
@@ -21,7 +24,24 @@ impl Registry {
         Registry {
             deps,
             runs: HashMap::new(),
+            deferred: HashMap::new(),
         }
+    }
+
+    fn start_run(&mut self, msg: StartRun, ctx: &mut Context<Self>) {
+        let run_id = msg.run.run_id.clone();
+        let actor = RunActor::new(
+            self.deps.clone(),
+            msg.run,
+            msg.rollouts,
+            ctx.address(),
+            msg.budget,
+        );
+        let addr = actor.start();
+        if msg.cancelled {
+            addr.do_send(CancelRollouts);
+        }
+        self.runs.insert(run_id, addr);
     }
 }
 
@@ -35,24 +55,34 @@ impl Actor for Registry {
 pub struct StartRun {
     pub run: Arc<RunLaunched>,
     pub rollouts: Vec<ScheduledRollout>,
-    /// The run was cancelled before a restart: record its rollouts as cancelled.
+    /// The run was cancelled before a restart (or while paused): record its
+    /// rollouts as cancelled.
     pub cancelled: bool,
+    /// What it may spend and has spent.
+    pub budget: Arc<RunBudget>,
 }
 
 impl Handler<StartRun> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
-        let run_id = msg.run.run_id.clone();
-        if self.runs.contains_key(&run_id) || msg.rollouts.is_empty() {
+        if msg.rollouts.is_empty() {
             return;
         }
-        let actor = RunActor::new(self.deps.clone(), msg.run, msg.rollouts, ctx.address());
-        let addr = actor.start();
-        if msg.cancelled {
-            addr.do_send(CancelRollouts);
+        let run_id = msg.run.run_id.clone();
+        if self.runs.contains_key(&run_id) {
+            // The later start is the newer decision; a cancel is never dropped.
+            let cancelled = self.deferred.get(&run_id).is_some_and(|d| d.cancelled);
+            self.deferred.insert(
+                run_id,
+                StartRun {
+                    cancelled: msg.cancelled || cancelled,
+                    ..msg
+                },
+            );
+            return;
         }
-        self.runs.insert(run_id, addr);
+        self.start_run(msg, ctx);
     }
 }
 
@@ -86,8 +116,11 @@ pub struct RunEnded {
 impl Handler<RunEnded> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: RunEnded, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: RunEnded, ctx: &mut Self::Context) {
         self.runs.remove(&msg.run_id);
+        if let Some(start) = self.deferred.remove(&msg.run_id) {
+            self.start_run(start, ctx);
+        }
     }
 }
 

@@ -40,12 +40,18 @@ impl Actor for RolloutActor {
         let rollout_id = job.rollout.rollout_id.clone();
         let handle = tokio::spawn(step_loop::drive(deps.clone(), job));
         let supervise = async move {
+            let mut finished = true;
             let failure = match handle.await {
-                Ok(Ok(_status)) => None,
+                // Not terminal: stopped by the run's budget, resumable.
+                Ok(Ok(status)) => {
+                    finished = status.is_terminal();
+                    None
+                }
                 Ok(Err(error)) => {
                     // The log refused a step: nothing more can be recorded now; the
                     // rollout resumes from its last recorded step on the next start.
                     tracing::error!(rollout_id, %error, "rollout stopped: the event log failed");
+                    finished = false;
                     None
                 }
                 Err(join) if join.is_panic() => {
@@ -78,11 +84,18 @@ impl Actor for RolloutActor {
                     }
                 }
             }
-            rollout_id
+            (rollout_id, finished)
         };
-        ctx.wait(supervise.into_actor(self).map(|rollout_id, act, ctx| {
-            act.run.do_send(RolloutEnded { rollout_id });
-            ctx.stop();
-        }));
+        ctx.wait(
+            supervise
+                .into_actor(self)
+                .map(|(rollout_id, finished), act, ctx| {
+                    act.run.do_send(RolloutEnded {
+                        rollout_id,
+                        finished,
+                    });
+                    ctx.stop();
+                }),
+        );
     }
 }

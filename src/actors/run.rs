@@ -1,7 +1,9 @@
 //! `RunActor`: one per active run. It starts the run's rollouts no more than
 //! `max_parallel` at a time (the server-wide cap is a semaphore the loops share),
 //! and carries out cancellation: pending rollouts are cancelled at once, running ones
-//! stop after their current step.
+//! stop after their current step. Its [`RunBudget`] is shared with the step loops:
+//! once spent, no rollout starts, the running ones stop before their next model call,
+//! and when none runs any more the run is recorded as paused and the actor ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,13 +11,56 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::Utc;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::registry::{Registry, RunEnded};
 use super::rollout::RolloutActor;
 use super::step_loop::RolloutJob;
 use super::{journal, Deps};
+use crate::domain::budget::{exhausted, Budget, RunPrices, Spend};
 use crate::domain::events::{Event, RolloutCancelled, RunLaunched, ScheduledRollout};
+use crate::domain::ids::run_stream;
+use crate::domain::run::{decide, RunCommand};
+use crate::store::StoreError;
+
+/// What a run may spend and has spent, shared by its actor and its step loops.
+#[derive(Debug)]
+pub struct RunBudget {
+    limit: Option<Budget>,
+    prices: Option<RunPrices>,
+    spent: Mutex<Spend>,
+}
+
+impl RunBudget {
+    pub fn new(limit: Option<Budget>, prices: Option<RunPrices>, spent: Spend) -> Arc<RunBudget> {
+        Arc::new(RunBudget {
+            limit,
+            prices,
+            spent: Mutex::new(spent),
+        })
+    }
+
+    pub fn unlimited() -> Arc<RunBudget> {
+        Self::new(None, None, Spend::default())
+    }
+
+    /// Counts what a recorded event spent.
+    pub fn add(&self, event: &Event) {
+        if self.limit.is_some() {
+            self.spent.lock().add(event, self.prices.as_ref());
+        }
+    }
+
+    /// Why no more model calls may be made, if so.
+    pub fn exhausted(&self) -> Option<String> {
+        exhausted(self.limit.as_ref(), &self.spent.lock())
+    }
+
+    pub fn spent(&self) -> Spend {
+        *self.spent.lock()
+    }
+}
 
 /// Cancellations of pending rollouts written at once.
 const CANCEL_CONCURRENCY: usize = 256;
@@ -27,6 +72,14 @@ pub struct RunActor {
     running: HashMap<String, CancellationToken>,
     max_parallel: usize,
     registry: Addr<Registry>,
+    budget: Arc<RunBudget>,
+    /// Rollouts that stopped before finishing (their budget was spent, or the log
+    /// failed): they resume with the run.
+    stopped_unfinished: usize,
+    /// A cancel was carried out: the budget no longer matters.
+    cancelled: bool,
+    /// The pause is being recorded: nothing more is scheduled.
+    pausing: bool,
 }
 
 impl RunActor {
@@ -35,6 +88,7 @@ impl RunActor {
         run: Arc<RunLaunched>,
         rollouts: Vec<ScheduledRollout>,
         registry: Addr<Registry>,
+        budget: Arc<RunBudget>,
     ) -> Self {
         let max_parallel = run.max_parallel.map_or(usize::MAX, |n| n.max(1) as usize);
         RunActor {
@@ -44,10 +98,28 @@ impl RunActor {
             running: HashMap::new(),
             max_parallel,
             registry,
+            budget,
+            stopped_unfinished: 0,
+            cancelled: false,
+            pausing: false,
         }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if self.pausing {
+            return;
+        }
+        let spent = (!self.cancelled).then(|| self.budget.exhausted()).flatten();
+        if let Some(reason) = spent {
+            if self.running.is_empty() {
+                if self.pending.is_empty() && self.stopped_unfinished == 0 {
+                    self.end(ctx);
+                } else {
+                    self.pause(reason, ctx);
+                }
+            }
+            return;
+        }
         while self.running.len() < self.max_parallel {
             let Some(rollout) = self.pending.pop_front() else {
                 break;
@@ -59,20 +131,49 @@ impl RunActor {
                 run: self.run.clone(),
                 rollout,
                 cancel,
+                budget: self.budget.clone(),
             };
             RolloutActor::new(self.deps.clone(), job, ctx.address()).start();
         }
         if self.pending.is_empty() && self.running.is_empty() {
-            self.registry.do_send(RunEnded {
-                run_id: self.run.run_id.clone(),
-            });
-            ctx.stop();
+            self.end(ctx);
         }
+    }
+
+    fn end(&mut self, ctx: &mut Context<Self>) {
+        self.registry.do_send(RunEnded {
+            run_id: self.run.run_id.clone(),
+        });
+        ctx.stop();
+    }
+
+    /// Records the pause once nothing runs, then ends. Messages wait meanwhile, so a
+    /// cancel arriving now is carried out after (the domain then records no pause).
+    fn pause(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.pausing = true;
+        let deps = self.deps.clone();
+        let run_id = self.run.run_id.clone();
+        let spend = self.budget.spent();
+        let work = async move { record_pause(&deps, &run_id, reason, spend).await };
+        ctx.wait(work.into_actor(self).map(|recorded, act, ctx| match recorded {
+            Ok(true) => {
+                act.deps.metrics.runs_paused.inc();
+                act.end(ctx);
+            }
+            // Cancelled meanwhile: the cancel that is on its way finishes the run.
+            Ok(false) => act.pausing = false,
+            Err(error) => {
+                // The rollouts resume on the next start, which records the pause then.
+                tracing::error!(run_id = act.run.run_id, %error, "could not record the pause");
+                act.end(ctx);
+            }
+        }));
     }
 
     /// Stops everything: pending rollouts are recorded as cancelled, running ones are
     /// told to stop after their step. Returns how many were active.
     fn cancel_all(&mut self) -> (usize, Vec<ScheduledRollout>) {
+        self.cancelled = true;
         for token in self.running.values() {
             token.cancel();
         }
@@ -93,6 +194,8 @@ impl Actor for RunActor {
 #[rtype(result = "()")]
 pub struct RolloutEnded {
     pub rollout_id: String,
+    /// Whether it reached a terminal state (not stopped by the budget or the log).
+    pub finished: bool,
 }
 
 impl Handler<RolloutEnded> for RunActor {
@@ -100,6 +203,9 @@ impl Handler<RolloutEnded> for RunActor {
 
     fn handle(&mut self, msg: RolloutEnded, ctx: &mut Self::Context) {
         self.running.remove(&msg.rollout_id);
+        if !msg.finished {
+            self.stopped_unfinished += 1;
+        }
         self.schedule(ctx);
     }
 }
@@ -150,4 +256,46 @@ impl Handler<CancelRollouts> for RunActor {
             active
         })))
     }
+}
+
+/// Records that the run paused, unless it was cancelled (or paused) meanwhile.
+/// Answers whether the pause was recorded.
+async fn record_pause(
+    deps: &Deps,
+    run_id: &str,
+    reason: String,
+    spend: Spend,
+) -> Result<bool, StoreError> {
+    // Another writer of the run's stream (a cancel) makes the append conflict: read
+    // again and let the domain decide again.
+    for _ in 0..3 {
+        let state = journal::load_run(deps.store.as_ref(), run_id).await?;
+        let command = RunCommand::Pause {
+            reason: reason.clone(),
+            spend,
+            now: Utc::now(),
+        };
+        let Ok(events) = decide(&state, command) else {
+            return Ok(false);
+        };
+        if events.is_empty() {
+            return Ok(state.paused);
+        }
+        match journal::append(
+            deps.store.as_ref(),
+            &run_stream(run_id),
+            state.revision,
+            &events,
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::info!(run_id, reason, "run paused: its budget is spent");
+                return Ok(true);
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(false)
 }

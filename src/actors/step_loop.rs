@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::journal;
+use super::run::RunBudget;
 use super::Deps;
 use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, ToolCall, ToolDefinition};
@@ -54,6 +55,8 @@ pub struct RolloutJob {
     pub run: Arc<RunLaunched>,
     pub rollout: ScheduledRollout,
     pub cancel: CancellationToken,
+    /// The run's budget, checked before each model call and charged after it.
+    pub budget: Arc<RunBudget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,7 @@ impl Driver {
         let first = result.next_expected_revision + 1 - events.len() as u64;
         for (i, event) in events.iter().enumerate() {
             self.state.evolve(event, first + i as u64);
+            self.job.budget.add(event);
         }
         Ok(())
     }
@@ -100,6 +104,7 @@ impl Driver {
         )
         .await?;
         self.state.evolve(&event, result.next_expected_revision);
+        self.job.budget.add(&event);
         Ok(())
     }
 }
@@ -141,6 +146,14 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
             driver.record(event).await?;
         }
         Err(StepError::Cancelled) => cancel(&mut driver).await?,
+        // Nothing recorded: the rollout resumes from here when the run does.
+        Err(StepError::Paused(reason)) => {
+            tracing::info!(
+                rollout_id,
+                reason,
+                "rollout stopped: the run's budget is spent"
+            );
+        }
         Err(StepError::Store(error)) => return Err(error.into()),
     }
     let status = driver.state.status();
@@ -170,6 +183,8 @@ async fn cancel(driver: &mut Driver) -> Result<(), StoreError> {
 enum StepError {
     Failed(Failure),
     Cancelled,
+    /// The run's budget is spent, with the reason.
+    Paused(String),
     Store(StoreError),
 }
 
@@ -307,6 +322,9 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 continue;
             }
             NextAction::CallModel { step } => {
+                if let Some(reason) = driver.job.budget.exhausted() {
+                    return Err(StepError::Paused(reason));
+                }
                 let every = run.model.summarize_every_n_turns;
                 if let Some(replaced) =
                     driver
@@ -445,6 +463,9 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 "verify"
             }
             NextAction::GradeRubric => {
+                if let Some(reason) = driver.job.budget.exhausted() {
+                    return Err(StepError::Paused(reason));
+                }
                 let state = tools.state().await.map_err(Failure)?;
                 let (rubric, usage) = grade_rubric(
                     deps.as_ref(),

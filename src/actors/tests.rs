@@ -110,6 +110,7 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
         self_url: Default::default(),
         self_token: None,
         model_timeout_secs: 30,
+        prices: Default::default(),
     })
 }
 
@@ -160,6 +161,8 @@ fn run(run_id: &str, model: &str, rollouts: usize) -> RunLaunched {
             })
             .collect(),
         launched_at: Utc::now(),
+        budget: None,
+        prices: None,
     }
 }
 

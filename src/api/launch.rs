@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::validate::Checker;
 use crate::config::secrets::{ApiKey, RunKeys};
+use crate::domain::budget::{Budget, PriceTable};
 use crate::domain::events::ModelSettings;
 use crate::domain::faults::{ToolFaults, MAX_LATENCY_MS};
 use crate::domain::ids::valid_run_name;
@@ -33,6 +34,7 @@ pub struct LaunchRequest {
     pub judge_model: Option<ModelSettings>,
     pub task_overrides: BTreeMap<String, Value>,
     pub tool_faults: Option<ToolFaults>,
+    pub budget: Option<Budget>,
 }
 
 /// `POST /runs`: the body `parse` reads (documented in the OpenAPI schema).
@@ -62,6 +64,27 @@ pub struct LaunchBody {
     /// Tool calls fail in band at this rate, deterministically for the seed, and each
     /// call takes `latency_ms` longer (an extension).
     pub tool_faults: Option<ToolFaults>,
+    /// A spending cap (an extension): once spent, the run pauses until resumed.
+    pub budget: Option<BudgetBody>,
+}
+
+/// A run's budget as a launch or a resume takes it: at least one of the two.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct BudgetBody {
+    /// Tokens (prompt + completion, of every model call of the run), at least 1.
+    pub max_total_tokens: Option<u64>,
+    /// US dollars, more than 0, at the prices of the config's price table (the run's
+    /// provider and model must have one).
+    pub max_cost_usd: Option<f64>,
+}
+
+/// `POST /runs/{run_id}/resume`: the body (optional).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct ResumeBody {
+    /// The new budget; without one the run goes on unlimited.
+    pub budget: Option<BudgetBody>,
 }
 
 /// A ModelConfig as a launch (or `POST /test-model-config`) takes it.
@@ -107,6 +130,99 @@ pub(super) fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
         );
         ApiError::validation(c.errors)
     })
+}
+
+/// The optional `budget` of `obj` (a launch or a resume body).
+fn budget(c: &mut Checker, obj: &Map<String, Value>) -> Option<Budget> {
+    let fields = c.opt_object(obj, &["body"], "budget")?;
+    let prefix: &[&str] = &["body", "budget"];
+    let before = c.errors.len();
+    for field in fields.keys() {
+        if !matches!(field.as_str(), "max_total_tokens" | "max_cost_usd") {
+            c.push(
+                prefix,
+                field,
+                "Extra inputs are not permitted",
+                "extra_forbidden",
+            );
+        }
+    }
+    let max_total_tokens = c.opt_int(fields, prefix, "max_total_tokens", 1, i64::MAX);
+    let max_cost_usd = c.opt_number(fields, prefix, "max_cost_usd", 0.0, f64::MAX);
+    if max_cost_usd == Some(0.0) {
+        c.push(
+            prefix,
+            "max_cost_usd",
+            "Input should be greater than 0",
+            "greater_than",
+        );
+    }
+    if c.errors.len() > before {
+        return None;
+    }
+    if max_total_tokens.is_none() && max_cost_usd.is_none() {
+        c.push(
+            &["body"],
+            "budget",
+            "A budget needs max_total_tokens, max_cost_usd or both",
+            "missing",
+        );
+        return None;
+    }
+    Some(Budget {
+        max_total_tokens: max_total_tokens.map(|n| n as u64),
+        max_cost_usd,
+    })
+}
+
+/// A resume body: `{"budget": {...}}` or nothing (unlimited).
+pub fn parse_resume(body: &Value) -> Result<Option<Budget>, ApiError> {
+    if body.is_null() {
+        return Ok(None);
+    }
+    let obj = object(body)?;
+    let mut c = Checker::default();
+    for field in obj.keys().filter(|k| *k != "budget") {
+        c.push(
+            &["body"],
+            field,
+            "Extra inputs are not permitted",
+            "extra_forbidden",
+        );
+    }
+    let parsed = budget(&mut c, obj);
+    c.finish()?;
+    Ok(parsed)
+}
+
+/// A cost cap needs a price for the run's model, or it could never be reached.
+pub fn check_budget_price(
+    budget: Option<&Budget>,
+    priced: bool,
+    model: &ModelSettings,
+) -> Result<(), ApiError> {
+    if budget.is_some_and(|b| b.max_cost_usd.is_some()) && !priced {
+        let mut c = Checker::default();
+        c.push(
+            &["body", "budget"],
+            "max_cost_usd",
+            format!(
+                "The price table has no price for provider `{}` model `{}`: a cost cap                  could not be measured (add it to `prices` in the config, or use                  max_total_tokens)",
+                model.provider, model.model
+            ),
+            "value_error",
+        );
+        c.finish()?;
+    }
+    Ok(())
+}
+
+/// [`check_budget_price`] against the price table, for a launch.
+pub fn check_launch_price(request: &LaunchRequest, prices: &PriceTable) -> Result<(), ApiError> {
+    let priced = prices
+        .get(&request.model.provider, &request.model.model)
+        .is_some();
+    check_budget_price(request.budget.as_ref(), priced, &request.model)
 }
 
 /// A ModelConfig on its own (`POST /test-model-config`), checked as in a launch.
@@ -239,6 +355,7 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             "value_error",
         );
     }
+    let budget = budget(&mut c, obj);
     let task_overrides = parse_task_overrides(&mut c, obj, task_ids.as_deref());
     let tool_faults = c
         .opt_object(obj, root, "tool_faults")
@@ -267,6 +384,7 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         judge_model: judge_model.map(|(m, _)| m),
         task_overrides,
         tool_faults,
+        budget,
     })
 }
 
@@ -529,6 +647,14 @@ mod tests {
             body[&field] = wrong(&schema);
             assert!(named(parse(&body), &["body", &field]), "{field}");
         }
+        for (field, schema) in properties::<BudgetBody>() {
+            let mut body = base();
+            body["budget"] = json!({ field.clone(): wrong(&schema) });
+            assert!(
+                named(parse(&body), &["body", "budget", &field]),
+                "budget.{field}"
+            );
+        }
         for (field, schema) in properties::<ModelConfigBody>() {
             let mut body = base();
             body["model_config"][&field] = wrong(&schema);
@@ -537,5 +663,38 @@ mod tests {
                 "model_config.{field}"
             );
         }
+    }
+
+    #[test]
+    fn a_budget_is_bounded_and_not_empty() {
+        let with = |budget: Value| {
+            let mut body = base();
+            body["budget"] = budget;
+            parse(&body)
+        };
+        let loc = ["body", "budget"];
+        assert!(named(
+            with(json!({"max_total_tokens": 0})),
+            &["body", "budget", "max_total_tokens"]
+        ));
+        assert!(named(
+            with(json!({"max_cost_usd": 0})),
+            &["body", "budget", "max_cost_usd"]
+        ));
+        assert!(named(with(json!({})), &loc));
+        assert!(named(
+            with(json!({"max_tokens": 5})),
+            &["body", "budget", "max_tokens"]
+        ));
+        let parsed = with(json!({"max_total_tokens": 250, "max_cost_usd": 0.5})).unwrap();
+        assert_eq!(
+            parsed.budget,
+            Some(Budget {
+                max_total_tokens: Some(250),
+                max_cost_usd: Some(0.5)
+            })
+        );
+        assert_eq!(parse_resume(&Value::Null).unwrap(), None);
+        assert!(parse_resume(&json!({"budget": {"max_total_tokens": -1}})).is_err());
     }
 }

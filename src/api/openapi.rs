@@ -27,6 +27,7 @@ use super::{
         runs::list_runs,
         runs::get_run,
         runs::cancel_run,
+        runs::resume_run,
         runs::delete_run,
         runs::get_rollout,
         fork::fork_rollout,
@@ -57,7 +58,9 @@ use super::{
         health::metrics,
         openapi_json,
         docs,
-    )
+    ),
+    // Answered by `POST /runs?dry_run=true` beside the launch's own answer.
+    components(schemas(super::views::DryRunAnswer))
 )]
 struct ApiDoc;
 

@@ -5,14 +5,16 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::launch::LaunchBody;
+use super::launch::{LaunchBody, LaunchRequest, ResumeBody};
 use super::validate::{Checker, Page};
 use super::views::{
-    LaunchAnswer, RolloutDetail, RolloutSummary, RunCancelled, RunDeleted, RunList, RunStatus,
+    DryRunAnswer, Estimate, LaunchAnswer, RolloutDetail, RolloutSummary, RunCancelled, RunDeleted,
+    RunList, RunResumedAnswer, RunStatus, TaskEstimate,
 };
 use super::{launch, AppState};
 use crate::actors::GymError;
-use crate::domain::events::{RunLaunched, ScheduledRollout};
+use crate::domain::budget::RunPrices;
+use crate::domain::events::{RunLaunched, ScheduledRollout, TokenUsage};
 use crate::domain::ids::{new_rollout_id, new_run_id, rollout_seed};
 use crate::domain::run::RunRefusal;
 use crate::error::ErrorBody;
@@ -30,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete_run)),
     )
     .service(web::resource("/runs/{run_id}/cancel").route(web::post().to(cancel_run)))
+    .service(web::resource("/runs/{run_id}/resume").route(web::post().to(resume_run)))
     .service(
         web::resource("/runs/{run_id}/rollouts/{rollout_id}").route(web::get().to(get_rollout)),
     );
@@ -44,6 +47,16 @@ impl From<GymError> for ApiError {
             ),
             GymError::Refused(RunRefusal::NotFound) => {
                 ApiError::new(ErrorCode::RunNotFound, "Run not found")
+            }
+            GymError::Refused(RunRefusal::NotPaused(detail)) => {
+                ApiError::new(ErrorCode::RunNotPaused, detail)
+            }
+            GymError::Refused(RunRefusal::BudgetExhausted(reason)) => {
+                ApiError::validation(vec![crate::error::FieldError {
+                    loc: vec![json!("body"), json!("budget")],
+                    msg: format!("The new budget is already spent: {reason}"),
+                    kind: "value_error".to_string(),
+                }])
             }
             GymError::Store(error) => {
                 tracing::error!(%error, "event log refused a command");
@@ -67,12 +80,111 @@ impl From<GymError> for ApiError {
     }
 }
 
-#[utoipa::path(post, path = "/runs", tag = "runs", summary = "Launch a run", request_body = LaunchBody, responses((status = 200, body = LaunchAnswer), (status = 404, description = "Unknown scenario or task", body = ErrorBody), (status = 409, description = "run_name already used", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
+#[utoipa::path(post, path = "/runs", tag = "runs", summary = "Launch a run (or estimate it with dry_run=true)", request_body = LaunchBody, params(("dry_run" = Option<bool>, Query, description = "Validate and estimate tokens and cost from past runs of the same tasks and model; launch nothing")), responses((status = 200, description = "The launched run; with dry_run=true a DryRunAnswer (see components) instead", body = LaunchAnswer), (status = 404, description = "Unknown scenario or task", body = ErrorBody), (status = 409, description = "run_name already used", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn launch_run(
     state: web::Data<AppState>,
+    query: web::Query<Vec<(String, String)>>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = launch::parse(&body)?;
+    let dry_run = parse_dry_run(&query)?;
+    let request = validate_launch(&state, &body)?;
+    if dry_run {
+        return Ok(HttpResponse::Ok().json(estimate(&state, &request)));
+    }
+    let run_id = request
+        .run_name
+        .clone()
+        .unwrap_or_else(|| new_run_id(Uuid::now_v7()));
+    let mut rollouts = Vec::with_capacity(request.task_ids.len() * request.rollout_count as usize);
+    for task_id in &request.task_ids {
+        for _ in 0..request.rollout_count {
+            let rollout_id = new_rollout_id(Uuid::now_v7());
+            rollouts.push(ScheduledRollout {
+                seed: rollout_seed(&rollout_id),
+                rollout_id,
+                task_id: task_id.clone(),
+            });
+        }
+    }
+    let prices = state.gym.prices();
+    // The judge that will grade: the run's own, else the server's.
+    let server_judge = state.agents.judge.as_ref().map(|(settings, _)| settings);
+    let judge = request.judge_model.as_ref().or(server_judge);
+    let run_prices = RunPrices {
+        model: prices.get(&request.model.provider, &request.model.model),
+        judge: judge.and_then(|j| prices.get(&j.provider, &j.model)),
+    }
+    .known();
+    let launched = RunLaunched {
+        run_id: run_id.clone(),
+        scenario_id: request.scenario_id,
+        source: request.source,
+        task_ids: request.task_ids,
+        rollout_count: request.rollout_count,
+        max_parallel: request.max_parallel,
+        model: request.model,
+        user_model: request.user_model,
+        judge_model: request.judge_model,
+        task_overrides: request.task_overrides,
+        parent: None,
+        tool_faults: request.tool_faults,
+        rollouts,
+        launched_at: Utc::now(),
+        budget: request.budget,
+        prices: run_prices,
+    };
+    state.gym.launch(launched, request.keys).await?;
+    launch_answer(&state, run_id).await
+}
+
+/// The answer to a launch (and a fork): the new run's status and its rollouts, once
+/// the views have the launch.
+pub(super) async fn launch_answer(
+    state: &AppState,
+    run_id: String,
+) -> Result<HttpResponse, ApiError> {
+    state.sync().await;
+    state.projections.read(|views| {
+        let run = views
+            .run(&run_id)
+            .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
+        let rollouts: Vec<RolloutSummary> = run
+            .rollout_ids
+            .iter()
+            .filter_map(|id| views.rollout(id))
+            .map(RolloutSummary::of)
+            .collect();
+        Ok(HttpResponse::Ok().json(LaunchAnswer {
+            run_status: RunStatus::of(run, views, true, false),
+            run_id,
+            rollouts,
+        }))
+    })
+}
+
+/// `dry_run` of `POST /runs` (`true` or `false`).
+fn parse_dry_run(pairs: &[(String, String)]) -> Result<bool, ApiError> {
+    let mut c = Checker::default();
+    let mut dry_run = false;
+    for (key, value) in pairs.iter().filter(|(k, _)| k == "dry_run") {
+        match value.as_str() {
+            "true" => dry_run = true,
+            "false" => dry_run = false,
+            _ => c.push(
+                &["query"],
+                key,
+                "Input should be a valid boolean",
+                "bool_parsing",
+            ),
+        }
+    }
+    c.finish()?;
+    Ok(dry_run)
+}
+
+/// Everything a launch checks before it records anything (a dry run checks the same).
+fn validate_launch(state: &AppState, body: &Value) -> Result<LaunchRequest, ApiError> {
+    let request = launch::parse(body)?;
     let scenario = state.catalog.get(&request.scenario_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ScenarioNotFound,
@@ -110,64 +222,69 @@ async fn launch_run(
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
-    let run_id = request
-        .run_name
-        .clone()
-        .unwrap_or_else(|| new_run_id(Uuid::now_v7()));
-    let mut rollouts = Vec::with_capacity(request.task_ids.len() * request.rollout_count as usize);
-    for task_id in &request.task_ids {
-        for _ in 0..request.rollout_count {
-            let rollout_id = new_rollout_id(Uuid::now_v7());
-            rollouts.push(ScheduledRollout {
-                seed: rollout_seed(&rollout_id),
-                rollout_id,
-                task_id: task_id.clone(),
-            });
-        }
-    }
-    let launched = RunLaunched {
-        run_id: run_id.clone(),
-        scenario_id: request.scenario_id,
-        source: request.source,
-        task_ids: request.task_ids,
-        rollout_count: request.rollout_count,
-        max_parallel: request.max_parallel,
-        model: request.model,
-        user_model: request.user_model,
-        judge_model: request.judge_model,
-        task_overrides: request.task_overrides,
-        parent: None,
-        tool_faults: request.tool_faults,
-        rollouts,
-        launched_at: Utc::now(),
-    };
-    state.gym.launch(launched, request.keys).await?;
-    launch_answer(&state, run_id).await
+    launch::check_launch_price(&request, state.gym.prices())?;
+    Ok(request)
 }
 
-/// The answer to a launch (and a fork): the new run's status and its rollouts, once
-/// the views have the launch.
-pub(super) async fn launch_answer(
-    state: &AppState,
-    run_id: String,
-) -> Result<HttpResponse, ApiError> {
-    state.sync().await;
-    state.projections.read(|views| {
-        let run = views
-            .run(&run_id)
-            .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
-        let rollouts: Vec<RolloutSummary> = run
-            .rollout_ids
-            .iter()
-            .filter_map(|id| views.rollout(id))
-            .map(RolloutSummary::of)
-            .collect();
-        Ok(HttpResponse::Ok().json(LaunchAnswer {
-            run_status: RunStatus::of(run, views, true, false),
-            run_id,
-            rollouts,
-        }))
-    })
+/// A dry run's estimate: per task, the mean tokens of the completed rollouts of the
+/// same scenario, task, provider and model, times the rollouts asked for.
+fn estimate(state: &AppState, request: &LaunchRequest) -> DryRunAnswer {
+    let model = &request.model;
+    let history = state.projections.read(|views| {
+        views.usage_history(
+            &request.scenario_id,
+            &model.provider,
+            &model.model,
+            &request.task_ids,
+        )
+    });
+    let price = state.gym.prices().get(&model.provider, &model.model);
+    let per_run = f64::from(request.rollout_count);
+    let (mut tokens, mut cost, mut seen) = (0.0, 0.0, 0);
+    let mut per_task = Vec::new();
+    let mut unseen = Vec::new();
+    for task_id in &request.task_ids {
+        let (count, usage) = history.get(task_id).cloned().unwrap_or_default();
+        let mean = |n: u64| n as f64 / f64::from(count.max(1));
+        if count == 0 {
+            unseen.push(task_id.as_str());
+        } else {
+            tokens += mean(usage.total_tokens) * per_run;
+            if let Some(price) = price {
+                let rollout = TokenUsage {
+                    prompt_tokens: usage.prompt_tokens / u64::from(count),
+                    completion_tokens: usage.completion_tokens / u64::from(count),
+                    total_tokens: 0,
+                };
+                cost += price.cost(&rollout) * per_run;
+            }
+            seen += count;
+        }
+        per_task.push(TaskEstimate {
+            task_id: task_id.clone(),
+            mean_tokens: (count > 0).then(|| mean(usage.total_tokens)),
+            rollouts_seen: count,
+        });
+    }
+    let note = (!unseen.is_empty()).then(|| {
+        format!(
+            "No completed rollout of {} by {}/{} yet: left out of the totals",
+            unseen.join(", "),
+            model.provider,
+            model.model
+        )
+    });
+    DryRunAnswer {
+        dry_run: true,
+        rollouts: request.rollout_count * request.task_ids.len() as u32,
+        estimate: Estimate {
+            total_tokens: tokens.round() as u64,
+            cost_usd: price.map(|_| cost),
+            based_on_rollouts: seen,
+            per_task,
+            note,
+        },
+    }
 }
 
 struct ListQuery {
@@ -272,6 +389,42 @@ async fn cancel_run(
     Ok(HttpResponse::Ok().json(RunCancelled {
         run_id,
         cancelled_rollouts: cancelled,
+    }))
+}
+
+#[utoipa::path(post, path = "/runs/{run_id}/resume", tag = "runs", summary = "Resume a run paused by its budget, under a new budget", request_body(content = ResumeBody, description = "Optional; without a budget the run goes on unlimited"), params(("run_id" = String, Path, description = "The run")), responses((status = 200, body = RunResumedAnswer), (status = 404, description = "No such run", body = ErrorBody), (status = 409, description = "The run is not paused", body = ErrorBody), (status = 422, description = "Invalid budget, or one already spent", body = ErrorBody)))]
+async fn resume_run(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let run_id = path.into_inner();
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::validation(vec![crate::error::FieldError {
+                loc: vec![json!("body"), json!(e.column())],
+                msg: format!("JSON decode error: {e}"),
+                kind: "json_invalid".to_string(),
+            }])
+        })?
+    };
+    let budget = launch::parse_resume(&body)?;
+    let run = state.projections.read(|views| {
+        views
+            .run(&run_id)
+            .map(|r| (r.model.clone(), r.prices.is_some_and(|p| p.model.is_some())))
+    });
+    let (model, priced) =
+        run.ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
+    launch::check_budget_price(budget.as_ref(), priced, &model)?;
+    let resumed = state.gym.resume(&run_id, budget).await?;
+    state.sync().await;
+    Ok(HttpResponse::Ok().json(RunResumedAnswer {
+        run_id,
+        resumed_rollouts: resumed,
+        budget,
     }))
 }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::domain::budget::Budget;
 use crate::domain::chat::Message;
 use crate::domain::events::{CompletionReason, ForkParent, ModelSettings, NpcReplied, TokenUsage};
 use crate::domain::faults::ToolFaults;
@@ -66,6 +67,21 @@ pub struct RunStatus {
     pub tool_faults: Option<ToolFaults>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollouts: Option<Vec<RolloutSummary>>,
+    /// Stopped because its budget is spent (`status` is `paused`) until resumed.
+    pub paused: bool,
+    pub pause_reason: Option<String>,
+    /// The budget in force, if any.
+    pub budget: Option<Budget>,
+    pub spent: Spent,
+}
+
+/// What a run's rollouts have spent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Spent {
+    pub tokens: u64,
+    /// At the prices of the run's models when it was launched; `null` when the price
+    /// table had none.
+    pub cost_usd: Option<f64>,
 }
 
 /// A ModelConfig as shown back: the key is never echoed, only redacted.
@@ -137,6 +153,13 @@ impl RunStatus {
                     .map(RolloutSummary::of)
                     .collect()
             }),
+            paused: run.paused,
+            pause_reason: run.pause_reason.clone(),
+            budget: run.budget,
+            spent: Spent {
+                tokens: run.spent.tokens,
+                cost_usd: run.prices.map(|_| run.spent.cost_usd),
+            },
         }
     }
 }
@@ -354,6 +377,45 @@ pub struct RunList {
 pub struct RunCancelled {
     pub run_id: String,
     pub cancelled_rollouts: usize,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunResumedAnswer {
+    pub run_id: String,
+    /// Unfinished rollouts that go on (from their last recorded step).
+    pub resumed_rollouts: usize,
+    /// The budget now in force (`null`: unlimited).
+    pub budget: Option<Budget>,
+}
+
+/// `POST /runs?dry_run=true`: what the run would cost, from past runs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DryRunAnswer {
+    pub dry_run: bool,
+    /// Rollouts the run would have (task_ids × rollout_count).
+    pub rollouts: u32,
+    pub estimate: Estimate,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Estimate {
+    /// Mean tokens per rollout × rollouts, over the tasks with history.
+    pub total_tokens: u64,
+    /// At today's price table; `null` without a price for the model.
+    pub cost_usd: Option<f64>,
+    /// Completed past rollouts the estimate is based on.
+    pub based_on_rollouts: u32,
+    pub per_task: Vec<TaskEstimate>,
+    /// Says which tasks had no history (left out of the totals), if any.
+    pub note: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskEstimate {
+    pub task_id: String,
+    /// `null` when no completed rollout of the task by this model was seen.
+    pub mean_tokens: Option<f64>,
+    pub rollouts_seen: u32,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

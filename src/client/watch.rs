@@ -33,8 +33,8 @@ const SILENCE: Duration = Duration::from_secs(45);
 const RECONNECTS: u32 = 5;
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-/// Watches `run_id` until every rollout has ended and returns its final status;
-/// `quiet` shows nothing (for `--json`).
+/// Watches `run_id` until every rollout has ended (or the run paused on its budget)
+/// and returns its last status; `quiet` shows nothing (for `--json`).
 pub async fn watch(client: &Client, run_id: &str, quiet: bool) -> Result<Value, ClientError> {
     let path = format!("/runs/{run_id}");
     // The first contact fails at once: a down server or an unknown run is not retried.
@@ -72,10 +72,11 @@ pub async fn watch(client: &Client, run_id: &str, quiet: bool) -> Result<Value, 
     Ok(status)
 }
 
-/// Every rollout has ended.
+/// Every rollout has ended, or the run is paused (nothing runs until a resume).
 pub fn finished(status: &Value) -> bool {
     let count = |field: &str| status[field].as_u64().unwrap_or(0);
-    count("completed") + count("failed") + count("cancelled") >= count("total")
+    status["paused"] == true
+        || count("completed") + count("failed") + count("cancelled") >= count("total")
 }
 
 /// Reads the run's event stream until the server ends it, refreshing the counts
@@ -103,6 +104,10 @@ async fn follow(
                 refresh_at = None;
                 *status = client.get(&format!("/runs/{run_id}")).await?;
                 display.update(status);
+                // A paused run's stream stays open: it is not over.
+                if status["paused"] == true {
+                    return Ok(());
+                }
                 continue;
             }
         };
@@ -222,6 +227,13 @@ pub fn outcome(status: &Value) -> Result<String, ClientError> {
         count("cancelled"),
         count("total"),
     );
+    if status["paused"] == true {
+        return Err(ClientError::RunUnsuccessful(format!(
+            "{summary}\n  {}\n  resume it with POST /runs/{}/resume and a new budget",
+            render::cell(&status["pause_reason"]),
+            render::cell(&status["run_id"]),
+        )));
+    }
     if count("failed") == 0 && count("cancelled") == 0 {
         return Ok(summary);
     }
@@ -268,6 +280,20 @@ mod tests {
         assert_eq!(error.exit_code(), 1);
         assert!(
             error.to_string().ends_with("\n  model refused: 400"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_paused_run_ends_the_watch_unsuccessfully_with_its_reason() {
+        let paused = json!({"run_id": "run_p", "status": "paused", "total": 3,
+                            "completed": 1, "failed": 0, "cancelled": 0, "paused": true,
+                            "pause_reason": "token budget spent: 330 of max_total_tokens 300"});
+        assert!(finished(&paused));
+        let error = outcome(&paused).unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(
+            error.to_string().contains("max_total_tokens 300"),
             "{error}"
         );
     }

@@ -4,6 +4,7 @@
 
 pub mod secrets;
 
+use crate::domain::budget::{Price, PriceTable};
 use crate::domain::events::ModelSettings;
 
 use std::net::SocketAddr;
@@ -32,6 +33,45 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub judge: JudgeSettings,
+    pub prices: Vec<PriceEntry>,
+}
+
+/// One row of the price table (`[[prices]]`): what a provider charges for a model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    pub provider: String,
+    pub model: String,
+    pub prompt_usd_per_mtok: f64,
+    pub completion_usd_per_mtok: f64,
+}
+
+/// Every price finite and not negative, one row per provider and model.
+fn check_prices(entries: &[PriceEntry]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for entry in entries {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: "prices".into(),
+            message: format!("{}/{}: {message}", entry.provider, entry.model),
+        };
+        if !crate::llm::PROVIDERS.contains(&entry.provider.as_str()) {
+            return Err(invalid(format!(
+                "unknown provider; use one of {}",
+                crate::llm::PROVIDERS.join(", ")
+            )));
+        }
+        for value in [entry.prompt_usd_per_mtok, entry.completion_usd_per_mtok] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(invalid(
+                    "prices must be finite and not negative (USD per million tokens)".into(),
+                ));
+            }
+        }
+        if !seen.insert((&entry.provider, &entry.model)) {
+            return Err(invalid("listed twice".into()));
+        }
+    }
+    Ok(())
 }
 
 /// The server's rubric judge (`judge = {...}`); its key is `RL_GYM_JUDGE_API_KEY`.
@@ -187,6 +227,7 @@ impl Settings {
             .filter(|k| !k.is_empty())
             .map(secrets::ApiKey::new);
         settings.judge.check()?;
+        check_prices(&settings.prices)?;
         if settings.api_tokens.is_empty()
             && !settings.bind.ip().is_loopback()
             && !settings.allow_unauthenticated_public_bind
@@ -207,6 +248,20 @@ impl Settings {
             });
         }
         Ok(settings)
+    }
+
+    /// The price table the budgets use.
+    pub fn price_table(&self) -> PriceTable {
+        PriceTable::new(self.prices.iter().map(|p| {
+            (
+                p.provider.clone(),
+                p.model.clone(),
+                Price {
+                    prompt_usd_per_mtok: p.prompt_usd_per_mtok,
+                    completion_usd_per_mtok: p.completion_usd_per_mtok,
+                },
+            )
+        }))
     }
 
     /// The scenario folder to load: the configured one, or the templates bundled with
@@ -272,6 +327,39 @@ mod tests {
             (judge.provider.as_str(), judge.temperature),
             ("openai", 0.0)
         );
+    }
+
+    #[test]
+    fn the_price_table_is_checked_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let row = |provider: &str, prompt: &str, extra: &str| {
+            format!(
+                "[[prices]]\nprovider = \"{provider}\"\nmodel = \"m\"\n\
+                 prompt_usd_per_mtok = {prompt}\ncompletion_usd_per_mtok = 1.0\n{extra}"
+            )
+        };
+        for (text, expected) in [
+            (row("nope", "1.0", ""), "unknown provider"),
+            (row("openai", "-1.0", ""), "not negative"),
+            (row("openai", "1.0", "colour = 1\n"), "colour"),
+            (
+                row("openai", "1.0", "") + &row("openai", "2.0", ""),
+                "twice",
+            ),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let err = Settings::load(Some(&path), Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+        std::fs::write(&path, row("custom", "0.5", "")).unwrap();
+        let settings = Settings::load(Some(&path), Overrides::default()).unwrap();
+        let price = settings.price_table().get("custom", "m").unwrap();
+        assert_eq!(price.prompt_usd_per_mtok, 0.5);
+        assert!(Settings::defaults()
+            .price_table()
+            .get("openai", "gpt-4o-mini")
+            .is_some());
     }
 
     #[test]

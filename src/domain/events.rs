@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::budget::{Budget, RunPrices};
 use super::chat::Message;
 use super::faults::ToolFaults;
 use super::verdict::{RubricVerdict, Verdict};
@@ -77,12 +78,38 @@ pub struct RunLaunched {
     pub tool_faults: Option<ToolFaults>,
     pub rollouts: Vec<ScheduledRollout>,
     pub launched_at: DateTime<Utc>,
+    /// The spending cap (`budget`); optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// The prices of the run's models at launch, when the price table has them;
+    /// optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<RunPrices>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunCancelRequested {
     pub run_id: String,
     pub requested_at: DateTime<Utc>,
+}
+
+/// The run's budget was spent: no rollout starts, the running ones stopped after
+/// their step (unfinished, resumable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPaused {
+    pub run_id: String,
+    pub reason: String,
+    pub tokens_used: u64,
+    pub cost_usd: f64,
+    pub paused_at: DateTime<Utc>,
+}
+
+/// A paused run goes on under a new budget (`None`: unlimited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResumed {
+    pub run_id: String,
+    pub budget: Option<Budget>,
+    pub resumed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,6 +287,8 @@ pub enum Event {
     RolloutCompleted(RolloutCompleted),
     RolloutFailed(RolloutFailed),
     RolloutCancelled(RolloutCancelled),
+    RunPaused(RunPaused),
+    RunResumed(RunResumed),
 }
 
 /// The schema version every event is written with today.
@@ -281,6 +310,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "RolloutCompleted",
     "RolloutFailed",
     "RolloutCancelled",
+    "RunPaused",
+    "RunResumed",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +345,8 @@ impl Event {
             Event::RolloutCompleted(_) => "RolloutCompleted",
             Event::RolloutFailed(_) => "RolloutFailed",
             Event::RolloutCancelled(_) => "RolloutCancelled",
+            Event::RunPaused(_) => "RunPaused",
+            Event::RunResumed(_) => "RunResumed",
         }
     }
 
@@ -334,6 +367,8 @@ impl Event {
             Event::RolloutCompleted(e) => e.completed_at,
             Event::RolloutFailed(e) => e.failed_at,
             Event::RolloutCancelled(e) => e.cancelled_at,
+            Event::RunPaused(e) => e.paused_at,
+            Event::RunResumed(e) => e.resumed_at,
         }
     }
 
@@ -355,6 +390,8 @@ impl Event {
             Event::RolloutCompleted(e) => serde_json::to_vec(e),
             Event::RolloutFailed(e) => serde_json::to_vec(e),
             Event::RolloutCancelled(e) => serde_json::to_vec(e),
+            Event::RunPaused(e) => serde_json::to_vec(e),
+            Event::RunResumed(e) => serde_json::to_vec(e),
         }
         .unwrap_or_default()
     }
@@ -405,6 +442,8 @@ fn decode_current(event_type: &str, data: &[u8]) -> Result<Event, serde_json::Er
         "RolloutCompleted" => Event::RolloutCompleted(de(data)?),
         "RolloutFailed" => Event::RolloutFailed(de(data)?),
         "RolloutCancelled" => Event::RolloutCancelled(de(data)?),
+        "RunPaused" => Event::RunPaused(de(data)?),
+        "RunResumed" => Event::RunResumed(de(data)?),
         other => {
             return Err(serde::de::Error::custom(format!(
                 "unknown event type {other}"

@@ -1,6 +1,7 @@
 //! The rules of rl-gym, with no I/O: ids, events, the run and rollout decisions and
 //! folds, the conversation and verdict types. Imports no other part of the crate.
 
+pub mod budget;
 pub mod chat;
 pub mod events;
 pub mod faults;

@@ -139,6 +139,7 @@ impl RolloutState {
             Event::RolloutFailed(_) => self.status = Some(RolloutStatus::Failed),
             Event::RolloutCancelled(_) => self.status = Some(RolloutStatus::Cancelled),
             Event::RunLaunched(_) | Event::RunCancelRequested(_) | Event::RunDeleted(_) => {}
+            Event::RunPaused(_) | Event::RunResumed(_) => {}
         }
     }
 

@@ -253,6 +253,8 @@ impl Synth {
                 tool_faults: None,
                 rollouts: scheduled,
                 launched_at: at,
+                budget: None,
+                prices: None,
             },
             rollouts: out,
         }

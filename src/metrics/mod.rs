@@ -18,6 +18,7 @@ use crate::store::{AppendResult, EventData, EventStore, ExpectedState, RecordedE
 pub struct Metrics {
     registry: Registry,
     pub runs_launched: IntCounter,
+    pub runs_paused: IntCounter,
     pub rollouts_finished: IntCounterVec,
     pub rollouts_active: IntGauge,
     pub step_duration: HistogramVec,
@@ -93,6 +94,10 @@ impl Metrics {
             .expect("unique metric");
         Metrics {
             runs_launched: counter("rl_gym_runs_launched_total", "Runs launched."),
+            runs_paused: counter(
+                "rl_gym_runs_paused_total",
+                "Runs paused because their budget was spent.",
+            ),
             rollouts_finished: counter_vec(
                 "rl_gym_rollouts_finished_total",
                 "Rollouts that reached a final state, by outcome.",

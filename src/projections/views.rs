@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::domain::budget::{Budget, RunPrices, Spend};
 use crate::domain::chat::Message;
 use crate::domain::events::{
     CompletionReason, Event, ForkParent, ModelSettings, NpcReplied, TokenUsage,
@@ -70,6 +71,14 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     /// Global position of the launch: newest-first order of the run list.
     pub position: u64,
+    /// The budget in force (the launch's, then the latest resume's).
+    pub budget: Option<Budget>,
+    pub prices: Option<RunPrices>,
+    /// Tokens and cost (at the launch's prices) spent by the run's rollouts.
+    pub spent: Spend,
+    /// Stopped by its budget until resumed, and why.
+    pub paused: bool,
+    pub pause_reason: Option<String>,
 }
 
 impl RunView {
@@ -84,6 +93,8 @@ impl RunView {
             } else {
                 "completed"
             }
+        } else if self.paused {
+            "paused"
         } else if c.pending == c.total {
             "pending"
         } else {
@@ -258,10 +269,12 @@ impl Views {
         RunPage { total, runs }
     }
 
-    /// Every run with unfinished rollouts, oldest first, with those rollouts' ids.
+    /// Every run with unfinished rollouts that is not paused, oldest first, with
+    /// those rollouts' ids: what a restart resumes.
     pub fn unfinished_runs(&self) -> Vec<(String, Vec<String>)> {
         self.order
             .values()
+            .filter(|run_id| self.runs.get(*run_id).is_some_and(|r| !r.paused))
             .filter_map(|run_id| {
                 let ids: Vec<String> = self
                     .unfinished_rollouts(run_id)
@@ -354,12 +367,31 @@ impl Views {
                         created_at: e.launched_at,
                         finished_at: None,
                         position,
+                        budget: e.budget,
+                        prices: e.prices,
+                        spent: Spend::default(),
+                        paused: false,
+                        pause_reason: None,
                     },
                 );
             }
             Event::RunCancelRequested(e) => {
                 if let Some(run) = self.runs.get_mut(&e.run_id) {
                     run.cancel_requested = true;
+                    run.paused = false;
+                }
+            }
+            Event::RunPaused(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.paused = true;
+                    run.pause_reason = Some(e.reason.clone());
+                }
+            }
+            Event::RunResumed(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.paused = false;
+                    run.pause_reason = None;
+                    run.budget = e.budget;
                 }
             }
             Event::RunDeleted(e) => {
@@ -502,8 +534,43 @@ impl Views {
             }
             if let Some(u) = usage_delta {
                 add_usage(&mut run.usage, &u);
+                run.spent.add(event, run.prices.as_ref());
             }
         }
+    }
+
+    /// Completed rollouts of `scenario_id` by `provider`/`model`, per task id of
+    /// `task_ids`: (rollouts, summed usage). What a dry run estimates from.
+    pub fn usage_history(
+        &self,
+        scenario_id: &str,
+        provider: &str,
+        model: &str,
+        task_ids: &[String],
+    ) -> BTreeMap<String, (u32, TokenUsage)> {
+        let mut history: BTreeMap<String, (u32, TokenUsage)> = task_ids
+            .iter()
+            .map(|t| (t.clone(), (0, TokenUsage::default())))
+            .collect();
+        let runs = self.runs.values().filter(|r| {
+            r.scenario_id == scenario_id && r.model.provider == provider && r.model.model == model
+        });
+        for run in runs {
+            for rollout in run
+                .rollout_ids
+                .iter()
+                .filter_map(|id| self.rollouts.get(id))
+            {
+                if rollout.status != RolloutStatus::Completed {
+                    continue;
+                }
+                if let Some((count, usage)) = history.get_mut(&rollout.task_id) {
+                    *count += 1;
+                    add_usage(usage, &rollout.usage);
+                }
+            }
+        }
+        history
     }
 
     /// SHA-256 of every view serialised in a fixed order: equal logs give equal sums.
@@ -542,4 +609,72 @@ fn rollout_id_of(event: &Event) -> Option<&str> {
         Event::RolloutCancelled(e) => &e.rollout_id,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(event_type: &str, data: Value) -> Event {
+        Event::decode(event_type, 1, data.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_paused_run_says_so_counts_its_spend_and_is_not_resumed_on_restart() {
+        let at = "2026-03-02T09:00:00Z";
+        let model = json!({"model": "m", "provider": "custom", "base_url": null,
+            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
+            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
+            "context_stride": 3, "has_api_key": false});
+        let events = [
+            event(
+                "RunLaunched",
+                json!({"run_id": "run_1", "scenario_id": "hr",
+                "source": "rl-gym", "task_ids": ["t"], "rollout_count": 2,
+                "max_parallel": 1, "model": model, "user_model": null,
+                "rollouts": [{"rollout_id": "rol_1", "task_id": "t", "seed": 1},
+                             {"rollout_id": "rol_2", "task_id": "t", "seed": 2}],
+                "launched_at": at, "budget": {"max_total_tokens": 100},
+                "prices": {"model": {"prompt_usd_per_mtok": 1.0,
+                                     "completion_usd_per_mtok": 2.0}}}),
+            ),
+            event(
+                "RolloutStarted",
+                json!({"rollout_id": "rol_1", "run_id": "run_1",
+                "task_id": "t", "messages": [], "started_at": at}),
+            ),
+            event(
+                "ModelCalled",
+                json!({"rollout_id": "rol_1", "step": 1, "model": "m",
+                "message": {"role": "assistant", "content": "hi"},
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                "logprobs": null, "latency_ms": 1.0, "called_at": at}),
+            ),
+            event(
+                "RunPaused",
+                json!({"run_id": "run_1", "reason": "spent",
+                "tokens_used": 110, "cost_usd": 0.00012, "paused_at": at}),
+            ),
+        ];
+        let mut views = Views::default();
+        for (i, e) in events.iter().enumerate() {
+            views.apply(i as u64, e);
+        }
+        let run = views.run("run_1").unwrap();
+        assert_eq!((run.state(), run.paused), ("paused", true));
+        assert_eq!(run.spent.tokens, 110);
+        assert!((run.spent.cost_usd - 0.00012).abs() < 1e-12);
+        assert!(views.unfinished_runs().is_empty());
+
+        let resumed = event(
+            "RunResumed",
+            json!({"run_id": "run_1", "budget": null, "resumed_at": at}),
+        );
+        views.apply(events.len() as u64, &resumed);
+        let run = views.run("run_1").unwrap();
+        assert_eq!((run.state(), run.budget), ("running", None));
+        assert_eq!(views.unfinished_runs().len(), 1);
+    }
 }

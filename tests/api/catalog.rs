@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use rl_gym::domain::budget::{Budget, Price, RunPrices};
 use rl_gym::domain::chat::{FunctionCall, Message, ToolCall};
 use rl_gym::domain::events::*;
 use rl_gym::domain::faults::ToolFaults;
@@ -69,6 +70,8 @@ fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
             })
             .collect(),
         launched_at: at(time),
+        budget: None,
+        prices: None,
     })
 }
 
@@ -301,11 +304,78 @@ fn golden_events() -> Vec<(String, Event)> {
                 completed_at: at(34),
             }),
         ),
+        // Added with budgets: RunLaunched's optional `budget` and `prices`, RunPaused
+        // and RunResumed.
+        (run("run_e"), {
+            let mut launch = launched("run_e", &["rol_e1"], 40);
+            if let Event::RunLaunched(l) = &mut launch {
+                l.budget = Some(Budget {
+                    max_total_tokens: Some(100),
+                    max_cost_usd: Some(0.01),
+                });
+                l.prices = Some(RunPrices {
+                    model: Some(Price {
+                        prompt_usd_per_mtok: 0.15,
+                        completion_usd_per_mtok: 0.6,
+                    }),
+                    judge: None,
+                });
+            }
+            launch
+        }),
+        (rol("rol_e1"), started("rol_e1", "run_e", 41)),
+        (
+            rol("rol_e1"),
+            Event::ModelCalled(ModelCalled {
+                rollout_id: "rol_e1".into(),
+                step: 1,
+                model: "oracle".into(),
+                message: Message::assistant(Some("Working on it.".into()), vec![]),
+                usage: Some(TokenUsage {
+                    prompt_tokens: 100,
+                    completion_tokens: 10,
+                    total_tokens: 110,
+                }),
+                logprobs: None,
+                latency_ms: 90.0,
+                called_at: at(42),
+            }),
+        ),
+        (
+            run("run_e"),
+            Event::RunPaused(RunPaused {
+                run_id: "run_e".into(),
+                reason: "token budget spent: 110 of max_total_tokens 100".into(),
+                tokens_used: 110,
+                cost_usd: 0.000021,
+                paused_at: at(43),
+            }),
+        ),
+        (
+            run("run_e"),
+            Event::RunResumed(RunResumed {
+                run_id: "run_e".into(),
+                budget: Some(Budget {
+                    max_total_tokens: Some(1000),
+                    max_cost_usd: None,
+                }),
+                resumed_at: at(44),
+            }),
+        ),
+        (
+            rol("rol_e1"),
+            Event::RolloutCompleted(RolloutCompleted {
+                rollout_id: "rol_e1".into(),
+                reason: CompletionReason::FinalAnswer,
+                steps: 1,
+                completed_at: at(45),
+            }),
+        ),
         // Added with RolloutReverified, `ToolCalled.fault` and the optional `parent`
         // and `tool_faults` of RunLaunched: a fork of rol_a1 after its first step,
         // with injected faults, and a re-verification of rol_d1.
-        (run("run_e"), {
-            let mut launch = launched("run_e", &["rol_e1"], 40);
+        (run("run_f"), {
+            let mut launch = launched("run_f", &["rol_f1"], 50);
             if let Event::RunLaunched(l) = &mut launch {
                 l.parent = Some(ForkParent {
                     run_id: "run_a".into(),
@@ -320,11 +390,11 @@ fn golden_events() -> Vec<(String, Event)> {
             }
             launch
         }),
-        (rol("rol_e1"), started("rol_e1", "run_e", 41)),
+        (rol("rol_f1"), started("rol_f1", "run_f", 51)),
         (
-            rol("rol_e1"),
+            rol("rol_f1"),
             Event::ToolCalled(ToolCalled {
-                rollout_id: "rol_e1".into(),
+                rollout_id: "rol_f1".into(),
                 step: 1,
                 call_id: "call_9".into(),
                 server: Some("hrms".into()),
@@ -334,7 +404,7 @@ fn golden_events() -> Vec<(String, Event)> {
                 is_error: true,
                 fault: Some("unavailable".into()),
                 latency_ms: 50.3,
-                called_at: at(42),
+                called_at: at(52),
             }),
         ),
         (
@@ -360,7 +430,7 @@ fn golden_events() -> Vec<(String, Event)> {
                     total_tokens: 990,
                 }),
                 task_override: Some(json!({"rubric_markdown": "- Gives a reason"})),
-                reverified_at: at(45),
+                reverified_at: at(55),
             }),
         ),
     ]
