@@ -2,6 +2,7 @@
 
 mod bundle;
 mod catalog;
+mod dashboard;
 mod cli;
 mod durability;
 mod environments;
