@@ -76,6 +76,35 @@ function badge(state) {
   return h(`span.badge.${state}`, {}, state.replace("_", " "));
 }
 
+/** A tool result for reading: JSON laid out as indented `key: value` lines with
+ *  strings unquoted and their line breaks kept; any other text as it is. */
+function readable(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return text;
+  }
+  const lines = [];
+  const walk = (v, indent, prefix) => {
+    const pad = "  ".repeat(indent);
+    if (Array.isArray(v) && v.length && v.some((x) => x && typeof x === "object")) {
+      lines.push(`${pad}${prefix}`.trimEnd());
+      v.forEach((x) => walk(x, indent + 1, "- "));
+    } else if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length) {
+      if (prefix) lines.push(`${pad}${prefix}`.trimEnd());
+      for (const [k, x] of Object.entries(v)) walk(x, prefix ? indent + 1 : indent, `${k}: `);
+    } else if (typeof v === "string" && v.includes("\n")) {
+      lines.push(`${pad}${prefix}`.trimEnd());
+      for (const line of v.split("\n")) lines.push(`${pad}    ${line}`);
+    } else {
+      lines.push(`${pad}${prefix}${typeof v === "string" ? v : JSON.stringify(v)}`);
+    }
+  };
+  walk(value, 0, "");
+  return lines.join("\n");
+}
+
 /** Pretty JSON when the text is JSON, the text itself otherwise. */
 function pretty(text) {
   if (typeof text !== "string") return JSON.stringify(text, null, 2);
@@ -340,6 +369,7 @@ function render(title, ...children) {
   document.title = `${title} · rl-gym`;
   const m = main();
   m.replaceChildren(...children.flat().filter(Boolean));
+  window.scrollTo(0, 0);
   m.focus({ preventScroll: true });
 }
 
@@ -531,8 +561,8 @@ async function runPage(runId, signal) {
     head,
     h("div.actions", {}, cancelButton, deleteButton),
     overview,
-    h("div.split", {}, tasks, histogram),
-    rollouts,
+    tasks,
+    h("div.split", {}, rollouts, histogram),
   );
 
   if (!TERMINAL.has(run.status)) {
@@ -581,7 +611,7 @@ function scoreHistogram(rollouts) {
   const bins = new Array(10).fill(0);
   for (const s of scores) bins[Math.min(9, Math.max(0, Math.floor(s * 10)))] += 1;
   const max = Math.max(1, ...bins);
-  const W = 360, H = 150, left = 28, bottom = 22, top = 8;
+  const W = 360, H = 160, left = 28, bottom = 22, top = 16;
   const bw = (W - left - 6) / bins.length;
   const described = bins.map((n, i) => `${(i / 10).toFixed(1)}–${((i + 1) / 10).toFixed(1)}: ${n}`).join("; ");
   const chart = svg("svg", {
@@ -589,7 +619,7 @@ function scoreHistogram(rollouts) {
     "aria-label": `Scores of ${scores.length} scored rollouts. ${described}`,
   });
   chart.append(svg("line", { class: "axis", x1: left, y1: H - bottom, x2: W - 4, y2: H - bottom }));
-  chart.append(svg("text", { x: left - 4, y: top + 8, "text-anchor": "end" }, String(max)));
+  chart.append(svg("text", { x: left - 4, y: top + 4, "text-anchor": "end" }, String(max)));
   chart.append(svg("text", { x: left - 4, y: H - bottom, "text-anchor": "end" }, "0"));
   bins.forEach((n, i) => {
     const height = ((H - bottom - top) * n) / max;
@@ -731,7 +761,7 @@ function toolCall(tc, recorded, answer) {
     h("div.body", {},
       h("div.k", {}, "arguments"), h("pre.args", {}, pretty(args)),
       h("div.k", {}, "observation"),
-      observation === null ? h("span.muted", {}, "no result recorded") : h("pre.obs", { tabindex: 0 }, pretty(observation))),
+      observation === null ? h("span.muted", {}, "no result recorded") : h("pre.obs", { tabindex: 0, "aria-label": `${name} result` }, readable(observation))),
   );
 }
 
