@@ -255,7 +255,10 @@ async fn the_runs_list_shows_a_new_run_progress_live_without_reloading() {
     let oracle = app
         .launch(&builtin_run(
             "oracle",
-            &["hr__101_approve_leave_request", "hr__104_schedule_phone_screen"],
+            &[
+                "hr__101_approve_leave_request",
+                "hr__104_schedule_phone_screen",
+            ],
             3,
         ))
         .await;
@@ -305,7 +308,10 @@ async fn the_runs_list_shows_a_new_run_progress_live_without_reloading() {
         )
         .await;
         assert!(reads.as_u64().unwrap() <= 30, "{reads} reads of /runs");
-        assert_eq!(js(&c, "document.getElementById('live').textContent").await, "live");
+        assert_eq!(
+            js(&c, "document.getElementById('live').textContent").await,
+            "live"
+        );
     })
     .await;
     service.stop().await;

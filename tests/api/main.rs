@@ -2,8 +2,8 @@
 
 mod bundle;
 mod catalog;
-mod dashboard;
 mod cli;
+mod dashboard;
 mod durability;
 mod environments;
 mod events;

@@ -685,6 +685,7 @@ async function rolloutPage(rolloutId, signal) {
       h("span", {}, "Status ", badge(record.status)),
       h("span", {}, "Task ", h("b.mono", {}, record.task_id)),
       h("span", {}, "Score ", h("b", {}, fmtScore(score)), label ? ` (${label})` : ""),
+      art.verdict ? h("span", {}, "Checks ", h("b", {}, `${art.verdict.checks.filter((c) => c.passed).length}/${art.verdict.checks.length} passed`)) : null,
       h("span", {}, "Steps ", h("b", {}, `${record.current_step}/${record.max_steps}`)),
       h("span", {}, "Tokens ", h("b", {}, fmtInt(record.usage.total_tokens))),
       h("span", {}, "Time ", h("b", {}, record.timings.duration_ms === null ? "–" : fmtSeconds(record.timings.duration_ms / 1000))),
