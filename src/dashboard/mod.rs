@@ -8,6 +8,10 @@ use std::sync::OnceLock;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::api::AppState;
+use crate::error::{ApiError, ErrorCode};
 
 /// One embedded file: its path, content type and bytes.
 struct Asset {
@@ -46,6 +50,9 @@ pub fn is_asset(path: &str) -> bool {
 
 /// Registers the assets at the server root (not under `/v1`: that prefix is the API's).
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/dashboard/rollouts/{rollout_id}/states").route(web::get().to(step_states)),
+    );
     for (index, asset) in ASSETS.iter().enumerate() {
         let handler = move |req: HttpRequest| serve(req, index);
         cfg.service(
@@ -96,4 +103,57 @@ async fn serve(req: HttpRequest, index: usize) -> HttpResponse {
         ))
         .content_type(asset.content_type)
         .body(asset.body)
+}
+
+/// `GET /dashboard/rollouts/{id}/states`: the environment before the first tool call
+/// and after each call that changed it (keyed by the call's index in `tool_calls`), rebuilt by replaying the rollout's recorded
+/// calls (and the NPC replies delivered by then) over its seed, so that the story can
+/// show the change each step made. Rollout data: it needs the token like the API.
+async fn step_states(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found");
+    let (rollout, task_override, remote) = state
+        .projections
+        .read(|views| {
+            let r = views.rollout(&path)?;
+            let run = views.run(&r.run_id)?;
+            Some((
+                r.clone(),
+                run.task_overrides.get(&r.task_id).cloned(),
+                run.model.tool_server_url.is_some(),
+            ))
+        })
+        .ok_or_else(not_found)?;
+    // A remote environment's state lives with its owner.
+    if remote || rollout.tool_calls.is_empty() {
+        return Ok(HttpResponse::Ok().json(json!({"initial": null, "after_call": {}})));
+    }
+    let after = |count: usize| {
+        let replies: Vec<_> = rollout
+            .npc_replies
+            .iter()
+            .filter(|reply| reply.after_tool_calls as usize <= count)
+            .cloned()
+            .collect();
+        state.environment_state(
+            &rollout.scenario_id,
+            &rollout.task_id,
+            task_override.as_ref(),
+            rollout.seed,
+            Some((&rollout.tool_calls[..count], &replies)),
+        )
+    };
+    let initial = after(0);
+    let mut previous = initial.clone();
+    let mut changed = serde_json::Map::new();
+    for i in 0..rollout.tool_calls.len() {
+        let now = after(i + 1);
+        if now != previous {
+            changed.insert(i.to_string(), now.clone().unwrap_or(Value::Null));
+        }
+        previous = now;
+    }
+    Ok(HttpResponse::Ok().json(json!({"initial": initial, "after_call": changed})))
 }

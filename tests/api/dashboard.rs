@@ -242,8 +242,10 @@ async fn the_dashboard_and_its_assets_are_served_without_a_token_and_nothing_ext
             .collect();
         assert!(external.is_empty(), "{path} refers to {external:?}");
     }
-    // Only the assets are open: the API under `/v1` is not.
-    assert_eq!(app.get("/v1/runs").await.status(), StatusCode::UNAUTHORIZED);
+    // Only the assets are open: the API and the dashboard's own data are not.
+    for path in ["/v1/runs", "/dashboard/rollouts/rol_x/states"] {
+        assert_eq!(app.get(path).await.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
     app.stop().await;
 }
 
@@ -383,8 +385,22 @@ async fn the_run_page_and_a_rollout_story_show_figures_tool_calls_and_checks() {
         )
         .await;
         assert_eq!(verdict, json!(vec!["true"; checks]));
-        let diff = js(&c, "document.querySelector('ul.diff').textContent").await;
+        let diff = js(&c, "document.getElementById('rollout-diff').textContent").await;
         assert!(diff.as_str().unwrap().contains("approved"), "{diff}");
+        // Each step shows its own change: reading changes nothing, approving does.
+        let step_changes = js(
+            &c,
+            "[...document.querySelectorAll('.tool-call')].map(e => e.querySelector('ul.diff') ? e.querySelector('ul.diff').textContent : '')",
+        )
+        .await;
+        let step_changes: Vec<&str> = step_changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(step_changes[0], "", "read_email changes nothing");
+        assert!(step_changes[2].contains("approved"), "{step_changes:?}");
         screenshot(&c, "rollout").await;
 
         // Delete behind a confirmation; keeping it first changes nothing.

@@ -672,7 +672,12 @@ function confirmThen(text, label, action) {
 
 async function rolloutPage(rolloutId, signal) {
   const id = encodeURIComponent(rolloutId);
-  const [record, art] = await Promise.all([api(`/rollouts/${id}`), api(`/rollouts/${id}/artifacts`)]);
+  const [record, art, states] = await Promise.all([
+    api(`/rollouts/${id}`),
+    api(`/rollouts/${id}/artifacts`),
+    // Per-step states are a nicety: the story is told without them if they fail.
+    api(`/dashboard/rollouts/${id}/states`).catch(() => null),
+  ]);
   if (signal.aborted) return;
   const score = art.verdict ? art.verdict.score : record.result && record.result.score;
   const label = art.verdict ? art.verdict.label : record.result && record.result.label;
@@ -693,7 +698,7 @@ async function rolloutPage(rolloutId, signal) {
     ),
     art.redacted ? h("p.muted", {}, "Tool arguments and results are redacted.") : null,
     h("h2", {}, "The story"),
-    story(art),
+    story(art, stepChanges(art, states)),
     h("h2", { id: "state-title" }, "State change"),
     stateChange(art.environment),
     h("h2", {}, "Verdict"),
@@ -703,7 +708,7 @@ async function rolloutPage(rolloutId, signal) {
 
 /** The trajectory as a story: the task, then each step's message, tool calls with their
  *  observations, and the NPC replies delivered in between. */
-function story(art) {
+function story(art, changes) {
   const calls = new Map((art.tool_calls || []).map((c) => [c.call_id, c]));
   const npc = [...(art.npc_replies || [])].sort((a, b) => a.after_tool_calls - b.after_tool_calls);
   const out = h("div.story");
@@ -735,7 +740,7 @@ function story(art) {
       for (const tc of toolCalls) {
         const recorded = calls.get(tc.id);
         const answer = messages.find((x) => x.role === "tool" && x.tool_call_id === tc.id);
-        turn.append(toolCall(tc, recorded, answer));
+        turn.append(toolCall(tc, recorded, answer, changes && recorded ? changes[art.tool_calls.indexOf(recorded)] : undefined));
         callsSoFar += 1;
         deliverNpc();
       }
@@ -748,7 +753,7 @@ function story(art) {
   return out;
 }
 
-function toolCall(tc, recorded, answer) {
+function toolCall(tc, recorded, answer, changes) {
   const name = (recorded && recorded.tool_name) || tc.function.name;
   const args = (recorded && recorded.arguments) || tc.function.arguments;
   const observation = recorded ? recorded.observation : answer ? answer.content : null;
@@ -762,7 +767,9 @@ function toolCall(tc, recorded, answer) {
     h("div.body", {},
       h("div.k", {}, "arguments"), h("pre.args", {}, pretty(args)),
       h("div.k", {}, "observation"),
-      observation === null ? h("span.muted", {}, "no result recorded") : h("pre.obs", { tabindex: 0, "aria-label": `${name} result` }, readable(observation))),
+      observation === null ? h("span.muted", {}, "no result recorded") : h("pre.obs", { tabindex: 0, "aria-label": `${name} result` }, readable(observation)),
+      changes === undefined ? null : [h("div.k", {}, "state change"),
+        changes.length ? diffList(changes) : h("span.muted.small", {}, "none")]),
   );
 }
 
@@ -831,23 +838,46 @@ const short = (v) => {
   return text.length > 160 ? `${text.slice(0, 157)}…` : text;
 };
 
+/** The change each tool call made, by its index in `tool_calls`, from the states the
+ *  dashboard endpoint rebuilt (null when it could not: a remote environment). */
+function stepChanges(art, states) {
+  if (!states || !states.initial) return null;
+  const changes = [];
+  let previous = states.initial;
+  (art.tool_calls || []).forEach((_, i) => {
+    const next = states.after_call[String(i)];
+    changes.push([]);
+    if (next === undefined) return;
+    diff(previous, next, "", changes[i], "");
+    previous = next;
+  });
+  return changes;
+}
+
+function diffList(changes) {
+  return h("ul.diff", {}, changes.map((c) => {
+    if (c.kind === "changed") {
+      return h("li", {}, h("span.path", {}, c.path), ": ", h("span.was", {}, short(c.was)), " → ", h("span.now", {}, short(c.now)));
+    }
+    return h("li", {}, h("span.path", {}, c.path), " ", h(`span.${c.kind}`, {}, c.kind), " ",
+      h("details", {}, h("summary", {}, "show"), h("pre", {}, JSON.stringify(c.value, null, 2))));
+  }));
+}
+
 function stateChange(environment) {
   const note = h("p.muted.small", {},
-    "The environment before the first step compared with after the last, rebuilt from the recorded tool calls: ",
-    "the API keeps no per-step state, so each change is shown once for the whole rollout.");
+    "The environment before the first step compared with after the last, rebuilt from the recorded tool calls ",
+    "(each tool call above shows its own part).");
   if (!environment || !environment.before || !environment.after) {
     return [h("p.muted", {}, "No environment state: the rollout used a remote environment or has not started.")];
   }
   const changes = [];
   diff(environment.before, environment.after, "", changes, "");
   if (!changes.length) return [note, h("p", {}, "Nothing changed.")];
-  return [note, h("div.panel", {}, h("ul.diff", { "aria-labelledby": "state-title" }, changes.map((c) => {
-    if (c.kind === "changed") {
-      return h("li", {}, h("span.path", {}, c.path), ": ", h("span.was", {}, short(c.was)), " → ", h("span.now", {}, short(c.now)));
-    }
-    return h("li", {}, h("span.path", {}, c.path), " ", h(`span.${c.kind}`, {}, c.kind), " ",
-      h("details", {}, h("summary", {}, "show"), h("pre", {}, JSON.stringify(c.value, null, 2))));
-  })))];
+  const list = diffList(changes);
+  list.id = "rollout-diff";
+  list.setAttribute("aria-labelledby", "state-title");
+  return [note, h("div.panel", {}, list)];
 }
 
 // ---------- the verdict ----------
