@@ -244,7 +244,11 @@ async fn the_dashboard_and_its_assets_are_served_without_a_token_and_nothing_ext
     }
     // Only the assets are open: the API and the dashboard's own data are not.
     for path in ["/v1/runs", "/dashboard/rollouts/rol_x/states"] {
-        assert_eq!(app.get(path).await.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            app.get(path).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
     }
     app.stop().await;
 }
