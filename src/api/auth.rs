@@ -1,5 +1,5 @@
-//! Access control. With API tokens configured, every endpoint but `/healthz` (and
-//! `/metrics` when `open_metrics` is set) needs `Authorization: Bearer <token>` or
+//! Access control. With API tokens configured, every endpoint but `/healthz`, the
+//! dashboard's static files (code, no data) and `/metrics` when `open_metrics` is set needs `Authorization: Bearer <token>` or
 //! `API-Key: <token>`, compared in constant time; anything else is a 401.
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -18,6 +18,9 @@ pub struct AccessControl {
 
 impl AccessControl {
     fn exempt(&self, path: &str) -> bool {
+        if crate::dashboard::is_asset(path) {
+            return true;
+        }
         let path = path.strip_prefix("/v1").unwrap_or(path);
         path == "/healthz" || (self.open_metrics && path == "/metrics")
     }

@@ -120,7 +120,8 @@ pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Cl
             ApiError::new(ErrorCode::RouteNotFound, err.to_string()).into()
         }))
         .service(web::scope("/v1").configure(routes))
-        .configure(routes);
+        .configure(routes)
+        .configure(crate::dashboard::routes);
     }
 }
 

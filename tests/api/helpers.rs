@@ -44,6 +44,15 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// A fresh service with its own data directory (kept alive by the returned guard)
+/// and these changes to the default settings.
+pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> (TestApp, tempfile::TempDir) {
+    let temp = tempfile::tempdir().unwrap();
+    let mut settings = settings_for(temp.path());
+    configure(&mut settings);
+    (spawn_app_with(settings).await, temp)
+}
+
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let data_dir = settings.data_dir.clone();
     let app = Application::build(settings)

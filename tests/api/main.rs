@@ -4,6 +4,7 @@ mod budget;
 mod bundle;
 mod catalog;
 mod cli;
+mod dashboard;
 mod durability;
 mod environments;
 mod events;

@@ -13,15 +13,6 @@ use rl_gym::store::file::FileStoreOptions;
 
 use crate::helpers::*;
 
-async fn spawn_with(
-    configure: impl FnOnce(&mut rl_gym::config::Settings),
-) -> (TestApp, tempfile::TempDir) {
-    let temp = tempfile::tempdir().unwrap();
-    let mut settings = settings_for(temp.path());
-    configure(&mut settings);
-    (spawn_app_with(settings).await, temp)
-}
-
 #[actix_web::test]
 async fn with_tokens_every_endpoint_but_healthz_needs_one() {
     let (app, _temp) =
