@@ -11,7 +11,9 @@ use crate::domain::events::{CompletionReason, ForkParent, ModelSettings, NpcRepl
 use crate::domain::faults::ToolFaults;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
-use crate::projections::{RolloutView, RunView, StatusChange, ToolCallView, VerdictRecord, Views};
+use crate::projections::{
+    RolloutView, RunOwner, RunView, StatusChange, ToolCallView, VerdictRecord, Views,
+};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RolloutSummary {
@@ -65,6 +67,9 @@ pub struct RunStatus {
     /// The run's injected tool failures, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_faults: Option<ToolFaults>,
+    /// The node driving the run, when nodes share the log and hold leases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<RunOwner>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollouts: Option<Vec<RolloutSummary>>,
     /// Stopped because its budget is spent (`status` is `paused`) until resumed.
@@ -146,6 +151,7 @@ impl RunStatus {
             finished_at: run.finished_at,
             parent: run.parent.clone(),
             tool_faults: run.tool_faults,
+            owner: run.owner.clone(),
             rollouts: breakdown.then(|| {
                 run.rollout_ids
                     .iter()

@@ -112,6 +112,36 @@ pub struct RunResumed {
     pub resumed_at: DateTime<Utc>,
 }
 
+/// A node took a run's lease (`lease-{run_id}`, see [`crate::domain::lease`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunLeaseAcquired {
+    pub run_id: String,
+    pub node_id: String,
+    /// One more than the previous holder's.
+    pub term: u64,
+    pub expires_at: DateTime<Utc>,
+    pub acquired_at: DateTime<Utc>,
+}
+
+/// The holder extended its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunLeaseRenewed {
+    pub run_id: String,
+    pub node_id: String,
+    pub term: u64,
+    pub expires_at: DateTime<Utc>,
+    pub renewed_at: DateTime<Utc>,
+}
+
+/// The holder gave the run up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunLeaseReleased {
+    pub run_id: String,
+    pub node_id: String,
+    pub term: u64,
+    pub released_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunDeleted {
     pub run_id: String,
@@ -289,6 +319,9 @@ pub enum Event {
     RolloutCancelled(RolloutCancelled),
     RunPaused(RunPaused),
     RunResumed(RunResumed),
+    RunLeaseAcquired(RunLeaseAcquired),
+    RunLeaseRenewed(RunLeaseRenewed),
+    RunLeaseReleased(RunLeaseReleased),
 }
 
 /// The schema version every event is written with today.
@@ -312,6 +345,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "RolloutCancelled",
     "RunPaused",
     "RunResumed",
+    "RunLeaseAcquired",
+    "RunLeaseRenewed",
+    "RunLeaseReleased",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +383,9 @@ impl Event {
             Event::RolloutCancelled(_) => "RolloutCancelled",
             Event::RunPaused(_) => "RunPaused",
             Event::RunResumed(_) => "RunResumed",
+            Event::RunLeaseAcquired(_) => "RunLeaseAcquired",
+            Event::RunLeaseRenewed(_) => "RunLeaseRenewed",
+            Event::RunLeaseReleased(_) => "RunLeaseReleased",
         }
     }
 
@@ -369,6 +408,9 @@ impl Event {
             Event::RolloutCancelled(e) => e.cancelled_at,
             Event::RunPaused(e) => e.paused_at,
             Event::RunResumed(e) => e.resumed_at,
+            Event::RunLeaseAcquired(e) => e.acquired_at,
+            Event::RunLeaseRenewed(e) => e.renewed_at,
+            Event::RunLeaseReleased(e) => e.released_at,
         }
     }
 
@@ -392,6 +434,9 @@ impl Event {
             Event::RolloutCancelled(e) => serde_json::to_vec(e),
             Event::RunPaused(e) => serde_json::to_vec(e),
             Event::RunResumed(e) => serde_json::to_vec(e),
+            Event::RunLeaseAcquired(e) => serde_json::to_vec(e),
+            Event::RunLeaseRenewed(e) => serde_json::to_vec(e),
+            Event::RunLeaseReleased(e) => serde_json::to_vec(e),
         }
         .unwrap_or_default()
     }
@@ -444,6 +489,9 @@ fn decode_current(event_type: &str, data: &[u8]) -> Result<Event, serde_json::Er
         "RolloutCancelled" => Event::RolloutCancelled(de(data)?),
         "RunPaused" => Event::RunPaused(de(data)?),
         "RunResumed" => Event::RunResumed(de(data)?),
+        "RunLeaseAcquired" => Event::RunLeaseAcquired(de(data)?),
+        "RunLeaseRenewed" => Event::RunLeaseRenewed(de(data)?),
+        "RunLeaseReleased" => Event::RunLeaseReleased(de(data)?),
         other => {
             return Err(serde::de::Error::custom(format!(
                 "unknown event type {other}"

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod events;
 pub mod faults;
 pub mod ids;
+pub mod lease;
 pub mod rollout;
 pub mod run;
 pub mod verdict;

@@ -140,6 +140,8 @@ impl RolloutState {
             Event::RolloutCancelled(_) => self.status = Some(RolloutStatus::Cancelled),
             Event::RunLaunched(_) | Event::RunCancelRequested(_) | Event::RunDeleted(_) => {}
             Event::RunPaused(_) | Event::RunResumed(_) => {}
+            Event::RunLeaseAcquired(_) | Event::RunLeaseRenewed(_) | Event::RunLeaseReleased(_) => {
+            }
         }
     }
 

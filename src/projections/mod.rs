@@ -14,7 +14,8 @@ use crate::domain::events::{DecodeError, Event};
 use crate::store::{subscribe_all, EventStore, RecordedEvent, StoreError};
 
 pub use views::{
-    RolloutView, RunPage, RunView, StatusChange, StatusCounts, ToolCallView, VerdictRecord, Views,
+    RolloutView, RunOwner, RunPage, RunView, StatusChange, StatusCounts, ToolCallView,
+    VerdictRecord, Views,
 };
 
 #[derive(Debug, thiserror::Error)]

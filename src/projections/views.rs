@@ -62,6 +62,8 @@ pub struct RunView {
     pub task_overrides: BTreeMap<String, Value>,
     /// The rollout this run was forked from.
     pub parent: Option<ForkParent>,
+    /// The node driving the run when several share the log (its lease).
+    pub owner: Option<RunOwner>,
     pub tool_faults: Option<ToolFaults>,
     pub counts: StatusCounts,
     pub rollout_ids: Vec<String>,
@@ -122,6 +124,14 @@ pub struct ToolCallView {
 pub struct StatusChange {
     pub status: RolloutStatus,
     pub at: DateTime<Utc>,
+}
+
+/// The node that holds a run's lease, and until when.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct RunOwner {
+    pub node_id: String,
+    pub term: u64,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A verdict a rollout was given: when it finished, or by a re-verification.
@@ -359,6 +369,7 @@ impl Views {
                         model: e.model.clone(),
                         task_overrides: e.task_overrides.clone(),
                         parent: e.parent.clone(),
+                        owner: None,
                         tool_faults: e.tool_faults,
                         counts,
                         rollout_ids,
@@ -392,6 +403,32 @@ impl Views {
                     run.paused = false;
                     run.pause_reason = None;
                     run.budget = e.budget;
+                }
+            }
+            Event::RunLeaseAcquired(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.owner = Some(RunOwner {
+                        node_id: e.node_id.clone(),
+                        term: e.term,
+                        expires_at: e.expires_at,
+                    });
+                }
+            }
+            Event::RunLeaseRenewed(e) => {
+                if let Some(owner) = self
+                    .runs
+                    .get_mut(&e.run_id)
+                    .and_then(|run| run.owner.as_mut())
+                    .filter(|owner| owner.term == e.term)
+                {
+                    owner.expires_at = e.expires_at;
+                }
+            }
+            Event::RunLeaseReleased(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    if run.owner.as_ref().is_some_and(|o| o.term == e.term) {
+                        run.owner = None;
+                    }
                 }
             }
             Event::RunDeleted(e) => {

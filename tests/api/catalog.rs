@@ -433,6 +433,47 @@ fn golden_events() -> Vec<(String, Event)> {
                 reverified_at: at(55),
             }),
         ),
+        // Added with run leases (several nodes on one log): run_a taken by node-1,
+        // renewed, released, then taken by node-2 in term 2.
+        (
+            "lease-run_a".to_string(),
+            Event::RunLeaseAcquired(RunLeaseAcquired {
+                run_id: "run_a".into(),
+                node_id: "node-1".into(),
+                term: 1,
+                expires_at: at(70),
+                acquired_at: at(60),
+            }),
+        ),
+        (
+            "lease-run_a".to_string(),
+            Event::RunLeaseRenewed(RunLeaseRenewed {
+                run_id: "run_a".into(),
+                node_id: "node-1".into(),
+                term: 1,
+                expires_at: at(73),
+                renewed_at: at(63),
+            }),
+        ),
+        (
+            "lease-run_a".to_string(),
+            Event::RunLeaseReleased(RunLeaseReleased {
+                run_id: "run_a".into(),
+                node_id: "node-1".into(),
+                term: 1,
+                released_at: at(64),
+            }),
+        ),
+        (
+            "lease-run_a".to_string(),
+            Event::RunLeaseAcquired(RunLeaseAcquired {
+                run_id: "run_a".into(),
+                node_id: "node-2".into(),
+                term: 2,
+                expires_at: at(75),
+                acquired_at: at(65),
+            }),
+        ),
     ]
 }
 
