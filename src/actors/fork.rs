@@ -31,11 +31,18 @@ pub enum ForkRefusal {
     RolloutNotFound,
     #[error("the rollout has recorded {recorded} steps; at_step must be at most that")]
     BeyondRecorded { recorded: u32 },
+    #[error("step {0} of the rollout is still in progress; fork at an earlier step or wait")]
+    InProgress(u32),
     #[error(
         "the rollout's tools were a remote environment (tool_server_url), whose state at a \
          step cannot be rebuilt from the log"
     )]
     RemoteEnvironment,
+    #[error(
+        "a fork goes on in the source's environment, rebuilt from the log: it cannot use \
+         a tool_server_url"
+    )]
+    RemoteModelConfig,
 }
 
 impl Gym {
@@ -57,12 +64,24 @@ impl Gym {
         if run.model.tool_server_url.is_some() {
             return Err(ForkRefusal::RemoteEnvironment);
         }
-        let recorded = super::journal::load_rollout(self.deps.store.as_ref(), &request.rollout_id)
+        if request
+            .model
+            .as_ref()
+            .is_some_and(|(m, _)| m.tool_server_url.is_some())
+        {
+            return Err(ForkRefusal::RemoteModelConfig);
+        }
+        let source = super::journal::load_rollout(self.deps.store.as_ref(), &request.rollout_id)
             .await
-            .map_err(GymError::from)?
-            .steps;
+            .map_err(GymError::from)?;
+        let recorded = source.steps;
         if request.at_step > recorded {
             return Err(ForkRefusal::BeyondRecorded { recorded });
+        }
+        // The last step of a running rollout may still be getting its tool results:
+        // copied later, forks of it would not all share the same step.
+        if request.at_step == recorded && recorded > 0 && !source.status().is_terminal() {
+            return Err(ForkRefusal::InProgress(recorded));
         }
         let source_keys = self
             .deps

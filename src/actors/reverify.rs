@@ -114,8 +114,29 @@ impl Gym {
         Ok(rescored.into_iter().flatten().collect())
     }
 
-    /// One rollout, if it finished with a verdict.
+    /// One rollout, if it finished with a verdict. A concurrent re-verification of the
+    /// same rollout wins the append race; this one then scores again on top of it.
     async fn reverify_one(
+        &self,
+        run: &RunLaunched,
+        scheduled: &ScheduledRollout,
+        task: &crate::scenarios::Task,
+        task_override: Option<&Value>,
+        judge_key: Option<crate::config::secrets::ApiKey>,
+    ) -> Result<Option<Rescored>, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match self
+                .reverify_once(run, scheduled, task, task_override, judge_key.clone())
+                .await
+            {
+                Err(StoreError::WrongExpectedVersion { .. }) if attempts < 3 => attempts += 1,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn reverify_once(
         &self,
         run: &RunLaunched,
         scheduled: &ScheduledRollout,

@@ -75,7 +75,7 @@ pub struct RunActor {
     budget: Arc<RunBudget>,
     /// Rollouts that stopped before finishing (their budget was spent, or the log
     /// failed): they resume with the run.
-    stopped_unfinished: usize,
+    stopped_unfinished: Vec<ScheduledRollout>,
     /// A cancel was carried out: the budget no longer matters.
     cancelled: bool,
     /// The pause is being recorded: nothing more is scheduled.
@@ -99,7 +99,7 @@ impl RunActor {
             max_parallel,
             registry,
             budget,
-            stopped_unfinished: 0,
+            stopped_unfinished: Vec::new(),
             cancelled: false,
             pausing: false,
         }
@@ -112,7 +112,7 @@ impl RunActor {
         let spent = (!self.cancelled).then(|| self.budget.exhausted()).flatten();
         if let Some(reason) = spent {
             if self.running.is_empty() {
-                if self.pending.is_empty() && self.stopped_unfinished == 0 {
+                if self.pending.is_empty() && self.stopped_unfinished.is_empty() {
                     self.end(ctx);
                 } else {
                     self.pause(reason, ctx);
@@ -177,7 +177,10 @@ impl RunActor {
         for token in self.running.values() {
             token.cancel();
         }
-        let pending: Vec<_> = self.pending.drain(..).collect();
+        // Rollouts stopped unfinished are cancelled with the pending ones: nothing
+        // else would ever end them.
+        let mut pending: Vec<_> = self.pending.drain(..).collect();
+        pending.append(&mut self.stopped_unfinished);
         (pending.len() + self.running.len(), pending)
     }
 }
@@ -204,7 +207,15 @@ impl Handler<RolloutEnded> for RunActor {
     fn handle(&mut self, msg: RolloutEnded, ctx: &mut Self::Context) {
         self.running.remove(&msg.rollout_id);
         if !msg.finished {
-            self.stopped_unfinished += 1;
+            // Rare (a spent budget, a failing log): the run's list is searched only then.
+            if let Some(rollout) = self
+                .run
+                .rollouts
+                .iter()
+                .find(|r| r.rollout_id == msg.rollout_id)
+            {
+                self.stopped_unfinished.push(rollout.clone());
+            }
         }
         self.schedule(ctx);
     }

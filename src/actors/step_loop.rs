@@ -286,6 +286,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                             parent.at_step,
                             &run.run_id,
                             &rollout.rollout_id,
+                            Utc::now(),
                         );
                         if prefix.is_empty() {
                             return Err(Failure(format!(

@@ -92,7 +92,18 @@ async fn fork_rollout(
             ForkRefusal::RolloutNotFound => {
                 ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found in this run")
             }
-            ForkRefusal::BeyondRecorded { .. } => at_step_error(refusal.to_string()),
+            ForkRefusal::BeyondRecorded { .. } | ForkRefusal::InProgress(_) => {
+                at_step_error(refusal.to_string())
+            }
+            ForkRefusal::RemoteModelConfig => ApiError::validation(vec![FieldError {
+                loc: vec![
+                    json!("body"),
+                    json!("model_config"),
+                    json!("tool_server_url"),
+                ],
+                msg: refusal.to_string(),
+                kind: "value_error".to_string(),
+            }]),
             ForkRefusal::RemoteEnvironment => ApiError::validation(vec![FieldError {
                 loc: vec![json!("path"), json!("rollout_id")],
                 msg: refusal.to_string(),

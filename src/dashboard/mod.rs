@@ -8,10 +8,11 @@ use std::sync::OnceLock;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::tools::replay;
 
 /// One embedded file: its path, content type and bytes.
 struct Asset {
@@ -130,30 +131,46 @@ async fn step_states(
     if remote || rollout.tool_calls.is_empty() {
         return Ok(HttpResponse::Ok().json(json!({"initial": null, "after_call": {}})));
     }
-    let after = |count: usize| {
-        let replies: Vec<_> = rollout
-            .npc_replies
-            .iter()
-            .filter(|reply| reply.after_tool_calls as usize <= count)
-            .cloned()
-            .collect();
-        state.environment_state(
-            &rollout.scenario_id,
-            &rollout.task_id,
-            task_override.as_ref(),
-            rollout.seed,
-            Some((&rollout.tool_calls[..count], &replies)),
-        )
-    };
-    let initial = after(0);
-    let mut previous = initial.clone();
-    let mut changed = serde_json::Map::new();
-    for i in 0..rollout.tool_calls.len() {
-        let now = after(i + 1);
-        if now != previous {
-            changed.insert(i.to_string(), now.clone().unwrap_or(Value::Null));
+    // One environment stepped through the calls (not a rebuild per call), off the
+    // HTTP worker: a long rollout is a lot of state to serialise.
+    let catalog = state.catalog.clone();
+    let states = web::block(move || {
+        let scenario = catalog.get(&rollout.scenario_id)?;
+        let task =
+            crate::scenarios::overrides::apply(scenario, &rollout.task_id, task_override.as_ref())
+                .ok()?;
+        let mut env = crate::tools::Environment::new(scenario, &task, rollout.seed).ok()?;
+        let initial = env.state();
+        let mut previous = initial.clone();
+        let mut changed = serde_json::Map::new();
+        for (i, call) in rollout.tool_calls.iter().enumerate() {
+            if call.fault.is_none() {
+                replay::execute(&mut env, &call.tool_name, &call.arguments);
+            }
+            for reply in rollout
+                .npc_replies
+                .iter()
+                .filter(|r| r.after_tool_calls as usize == i + 1)
+            {
+                let _ = env.deliver_email(&replay::incoming(&reply.email));
+            }
+            let now = env.state();
+            if now != previous {
+                changed.insert(i.to_string(), now.clone());
+            }
+            previous = now;
         }
-        previous = now;
-    }
+        Some((initial, changed))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("rebuilding the states failed: {e}"),
+        )
+    })?;
+    let Some((initial, changed)) = states else {
+        return Ok(HttpResponse::Ok().json(json!({"initial": null, "after_call": {}})));
+    };
     Ok(HttpResponse::Ok().json(json!({"initial": initial, "after_call": changed})))
 }

@@ -6,6 +6,7 @@
 //! events, a rollout interrupted by a crash resumes from its stream exactly where it
 //! stopped: a step whose result was recorded is never redone.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::chat::{Message, Role, ToolCall};
@@ -237,7 +238,14 @@ impl RolloutState {
 /// replies and summaries they caused), re-addressed to the new rollout and otherwise
 /// unchanged, so the two trajectories share those steps exactly and the fork's
 /// environment rebuilds from them to the source's state after step `at_step`.
-pub fn fork_prefix(source: &[Event], at_step: u32, run_id: &str, rollout_id: &str) -> Vec<Event> {
+/// The fork's start is its own (`started_at`); the copied steps keep their times.
+pub fn fork_prefix(
+    source: &[Event],
+    at_step: u32,
+    run_id: &str,
+    rollout_id: &str,
+    started_at: DateTime<Utc>,
+) -> Vec<Event> {
     let id = rollout_id.to_string();
     source
         .iter()
@@ -246,6 +254,7 @@ pub fn fork_prefix(source: &[Event], at_step: u32, run_id: &str, rollout_id: &st
                 Event::RolloutStarted(e) => Event::RolloutStarted(RolloutStarted {
                     rollout_id: id.clone(),
                     run_id: run_id.to_string(),
+                    started_at,
                     ..e.clone()
                 }),
                 Event::ModelCalled(e) if e.step <= at_step => Event::ModelCalled(ModelCalled {
@@ -536,7 +545,7 @@ mod tests {
             model_called(3, &[]),
             verdict,
         ];
-        let prefix = fork_prefix(&source, 1, "run_2", "rol_2");
+        let prefix = fork_prefix(&source, 1, "run_2", "rol_2", t());
         assert_eq!(prefix.len(), 4);
         assert!(prefix.iter().all(|e| match e {
             Event::RolloutStarted(e) => e.rollout_id == "rol_2" && e.run_id == "run_2",
@@ -552,6 +561,6 @@ mod tests {
             forked.next_action(5, false),
             NextAction::CallModel { step: 2 }
         );
-        assert_eq!(fork_prefix(&source, 0, "run_2", "rol_2").len(), 1);
+        assert_eq!(fork_prefix(&source, 0, "run_2", "rol_2", t()).len(), 1);
     }
 }

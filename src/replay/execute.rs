@@ -191,11 +191,20 @@ impl Rollout<'_> {
         replies: &[&NpcReplied],
     ) -> Result<(), String> {
         let call = format!("tool call {} `{}`", recorded.call_id, recorded.tool_name);
-        let fault = self
+        // A fork's first steps are copies: their faults were decided in the source.
+        let copied = self
             .run
-            .tool_faults
-            .and_then(|f| f.fault_for(self.index, self.calls))
-            .map(|kind| kind.name().to_string());
+            .parent
+            .as_ref()
+            .is_some_and(|p| recorded.step <= p.at_step);
+        let fault = match copied {
+            true => recorded.fault.clone(),
+            false => self
+                .run
+                .tool_faults
+                .and_then(|f| f.fault_for(self.index, self.calls))
+                .map(|kind| kind.name().to_string()),
+        };
         self.calls += 1;
         self.executed.tool_calls += 1;
         if fault != recorded.fault {

@@ -167,6 +167,17 @@ async fn a_fork_past_the_recorded_steps_or_of_an_unknown_rollout_is_refused() {
     let response = app.post(&path, &json!({"at_step": 1, "count": 0})).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
+    // The fork goes on in the environment rebuilt from the log, never a remote one.
+    let remote = json!({"at_step": 1, "model_config": {"provider": "builtin", "model": "oracle",
+        "tool_server_url": "http://127.0.0.1:9/environments/env_x"}});
+    let response = app.post(&path, &remote).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "model_config", "tool_server_url"])
+    );
+
     let response = app
         .post(
             &format!("/runs/{run_id}/rollouts/rol_nope/fork"),

@@ -60,7 +60,24 @@ async fn a_run_re_executes_the_same_until_an_environment_changes() {
     let run_id = launched["run_id"].as_str().unwrap().to_string();
     let status = app.wait_until_finished(&run_id).await;
     assert_eq!(status["completed"], 4);
+    // A fork keeps the run's faults; its copied first step keeps the source's.
+    let first = launched["rollouts"][0]["rollout_id"].as_str().unwrap();
+    let fork: Value = app
+        .post(
+            &format!("/runs/{run_id}/rollouts/{first}/fork"),
+            &json!({"at_step": 2, "count": 2}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fork_id = fork["run_id"].as_str().unwrap().to_string();
+    assert_eq!(app.wait_until_finished(&fork_id).await["completed"], 2);
     app.stop().await;
+
+    let (code, stdout, stderr) = re_execute(data.path(), scenarios.path(), &fork_id);
+    assert_eq!(code, 0, "the fork re-executes the same: {stdout}{stderr}");
+    assert_eq!(line_value(&stdout, "rollouts"), 2);
 
     let (code, stdout, stderr) = re_execute(data.path(), scenarios.path(), &run_id);
     assert_eq!(code, 0, "{stdout}{stderr}");

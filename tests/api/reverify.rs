@@ -81,6 +81,16 @@ async fn reverify_with_a_changed_rubric_changes_the_score_and_keeps_the_old_verd
         "artifacts show the latest too"
     );
 
+    // Two re-verifications at once both land: each scores on top of the other.
+    let path = format!("/runs/{run_id}/reverify");
+    let empty = json!({});
+    let (a, b) = futures::join!(app.post(&path, &empty), app.post(&path, &empty));
+    assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+    let rollout = app
+        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+        .await;
+    assert_eq!(rollout["verdict_history"].as_array().unwrap().len(), 5);
+
     // A restart rebuilds the same history from the log.
     let temp = app.stop_keep_data().await.unwrap();
     let app = spawn_app_with(settings_for(temp.path())).await;
@@ -93,7 +103,7 @@ async fn reverify_with_a_changed_rubric_changes_the_score_and_keeps_the_old_verd
             .iter()
             .map(|h| h["score"].as_f64().unwrap())
             .collect::<Vec<_>>(),
-        vec![1.0, 0.75, 1.0]
+        vec![1.0, 0.75, 1.0, 1.0, 1.0]
     );
     app.stop().await;
 }

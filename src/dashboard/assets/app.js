@@ -8,6 +8,7 @@ const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const LIFECYCLE = [
   "RunLaunched", "RunCancelRequested", "RunDeleted", "RolloutStarted",
   "RolloutVerified", "RolloutCompleted", "RolloutFailed", "RolloutCancelled",
+  "RunPaused", "RunResumed",
 ];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
