@@ -64,10 +64,10 @@ use proto::event_store::client::server_features::{SupportedMethod, SupportedMeth
 use proto::event_store::client::streams::append_req::options::ExpectedStreamRevision;
 use proto::event_store::client::streams::append_req::{self, ProposedMessage};
 use proto::event_store::client::streams::append_resp::{self, success, wrong_expected_version};
-use proto::event_store::client::streams::read_req::options::{
+use proto::event_store::client::streams::read_req::{self, options::{
     self as read_options, all_options::AllOption, stream_options::RevisionOption, CountOption,
     FilterOption, ReadDirection, StreamOption,
-};
+}};
 use proto::event_store::client::streams::read_resp::{self, read_event};
 use proto::event_store::client::streams::streams_server::{Streams, StreamsServer};
 use proto::event_store::client::streams::{
@@ -300,7 +300,7 @@ impl Node {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append(
+    fn commit(
         &self,
         stream: &str,
         expected: ExpectedStreamRevision,
@@ -460,7 +460,7 @@ impl Matcher {
 }
 
 impl ReadShape {
-    fn new(options: &read_options::Options) -> Result<Self, Status> {
+    fn new(options: &read_req::Options) -> Result<Self, Status> {
         let structured_ids = matches!(
             options.uuid_option.as_ref().and_then(|u| u.content.as_ref()),
             Some(read_options::uuid_option::Content::Structured(_))
@@ -547,7 +547,7 @@ impl ReadShape {
     }
 }
 
-type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>> + Send>>;
 
 fn now() -> prost_types::Timestamp {
     let since = SystemTime::now()
@@ -749,10 +749,10 @@ impl Node {
 
 #[tonic::async_trait]
 impl Streams for Node {
-    type ReadStream = ReadStream;
+    type ReadStream = EventStream;
     type BatchAppendStream = Pin<Box<dyn Stream<Item = Result<BatchAppendResp, Status>> + Send>>;
 
-    async fn read(&self, request: Request<ReadReq>) -> Result<Response<ReadStream>, Status> {
+    async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
         let options = request
             .into_inner()
             .options
@@ -807,7 +807,7 @@ impl Streams for Node {
                 _ => return Err(Status::invalid_argument("options sent twice")),
             }
         }
-        Ok(Response::new(self.append(&stream, expected, proposals)))
+        Ok(Response::new(self.commit(&stream, expected, proposals)))
     }
 
     async fn delete(&self, _: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
