@@ -121,7 +121,10 @@ async fn kurrent_fake_append_and_read_back() {
 
     let tail = read_stream(&c, "run-a", 1).await.expect("read tail");
     assert_eq!(tail.iter().map(|e| e.revision).collect::<Vec<_>>(), [1]);
-    assert!(read_stream(&c, "run-a", 2).await.expect("past end").is_empty());
+    assert!(read_stream(&c, "run-a", 2)
+        .await
+        .expect("past end")
+        .is_empty());
     assert!(matches!(
         read_stream(&c, "nope", 0).await,
         Err(Error::ResourceNotFound)
@@ -136,14 +139,31 @@ async fn kurrent_fake_expected_revision_conflicts() {
         let c = c.clone();
         async move { c.append_to_stream("s", &state(expected), events(n)).await }
     };
-    assert_wrong(append(StreamState::StreamExists, 1).await, CurrentRevision::NoStream);
-    assert_wrong(append(StreamState::StreamRevision(0), 1).await, CurrentRevision::NoStream);
+    assert_wrong(
+        append(StreamState::StreamExists, 1).await,
+        CurrentRevision::NoStream,
+    );
+    assert_wrong(
+        append(StreamState::StreamRevision(0), 1).await,
+        CurrentRevision::NoStream,
+    );
     append(StreamState::NoStream, 1).await.expect("no stream");
-    assert_wrong(append(StreamState::NoStream, 1).await, CurrentRevision::Current(0));
+    assert_wrong(
+        append(StreamState::NoStream, 1).await,
+        CurrentRevision::Current(0),
+    );
     append(StreamState::StreamExists, 1).await.expect("exists");
-    assert_wrong(append(StreamState::StreamRevision(0), 1).await, CurrentRevision::Current(1));
-    assert_wrong(append(StreamState::StreamRevision(5), 1).await, CurrentRevision::Current(1));
-    let exact = append(StreamState::StreamRevision(1), 2).await.expect("exact");
+    assert_wrong(
+        append(StreamState::StreamRevision(0), 1).await,
+        CurrentRevision::Current(1),
+    );
+    assert_wrong(
+        append(StreamState::StreamRevision(5), 1).await,
+        CurrentRevision::Current(1),
+    );
+    let exact = append(StreamState::StreamRevision(1), 2)
+        .await
+        .expect("exact");
     assert_eq!(exact.next_expected_version, 3);
     append(StreamState::Any, 1).await.expect("any");
     // Refusals wrote nothing.
@@ -168,7 +188,11 @@ async fn kurrent_fake_retried_append_is_not_written_twice() {
 
     // As the server decides: the same ids with the original expectation, or with one
     // that checks ids (any, stream exists), are the original write.
-    for expected in [StreamState::NoStream, StreamState::Any, StreamState::StreamExists] {
+    for expected in [
+        StreamState::NoStream,
+        StreamState::Any,
+        StreamState::StreamExists,
+    ] {
         let again = c
             .append_to_stream("a", &state(expected), batch.clone())
             .await
@@ -185,7 +209,8 @@ async fn kurrent_fake_retried_append_is_not_written_twice() {
     // Ids written only in part: refused.
     let mixed = vec![batch[1].clone(), event(9)];
     assert_wrong(
-        c.append_to_stream("a", &state(StreamState::Any), mixed).await,
+        c.append_to_stream("a", &state(StreamState::Any), mixed)
+            .await,
         CurrentRevision::Current(3),
     );
     // The same ids in another stream are other events.
@@ -223,7 +248,9 @@ async fn kurrent_fake_read_all_in_commit_order() {
         order,
         [("x", 0), ("x", 1), ("y", 0), ("x", 2), ("z", 0), ("z", 1)]
     );
-    assert!(all.windows(2).all(|w| w[0].position.commit < w[1].position.commit));
+    assert!(all
+        .windows(2)
+        .all(|w| w[0].position.commit < w[1].position.commit));
     // Reading from an event's position includes it.
     let from = read_all(&c, StreamPosition::Position(all[3].position)).await;
     assert_eq!(from.len(), 3);
@@ -285,7 +312,10 @@ async fn kurrent_fake_subscription_to_all_catches_up_then_follows() {
     for i in 3..6 {
         for revision in 0..2 {
             let e = next_event(&mut sub).await;
-            assert_eq!((e.stream_id(), e.revision), (format!("s{i}").as_str(), revision));
+            assert_eq!(
+                (e.stream_id(), e.revision),
+                (format!("s{i}").as_str(), revision)
+            );
             assert!(e.position.commit > last.commit);
             last = e.position;
         }

@@ -20,7 +20,10 @@
 //! Not implemented (answered `Unimplemented`): delete, tombstone, batch append (not
 //! advertised, so the client never uses it), and checkpoints of filtered subscriptions.
 
+// Each test target uses part of it.
 #![allow(dead_code)]
+// The handlers answer with tonic's `Status`; boxing it in between would only add noise.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -64,10 +67,13 @@ use proto::event_store::client::server_features::{SupportedMethod, SupportedMeth
 use proto::event_store::client::streams::append_req::options::ExpectedStreamRevision;
 use proto::event_store::client::streams::append_req::{self, ProposedMessage};
 use proto::event_store::client::streams::append_resp::{self, success, wrong_expected_version};
-use proto::event_store::client::streams::read_req::{self, options::{
-    self as read_options, all_options::AllOption, stream_options::RevisionOption, CountOption,
-    FilterOption, ReadDirection, StreamOption,
-}};
+use proto::event_store::client::streams::read_req::{
+    self,
+    options::{
+        self as read_options, all_options::AllOption, stream_options::RevisionOption, CountOption,
+        FilterOption, ReadDirection, StreamOption,
+    },
+};
 use proto::event_store::client::streams::read_resp::{self, read_event};
 use proto::event_store::client::streams::streams_server::{Streams, StreamsServer};
 use proto::event_store::client::streams::{
@@ -309,9 +315,10 @@ impl Node {
         let ids: Vec<Uuid> = proposals.iter().map(|p| p.id).collect();
         let mut log = self.log();
         let result = match log.decide(stream, &expected, &ids) {
-            Decision::Wrong => {
-                append_resp::Result::WrongExpectedVersion(wrong_version(log.current(stream), expected))
-            }
+            Decision::Wrong => append_resp::Result::WrongExpectedVersion(wrong_version(
+                log.current(stream),
+                expected,
+            )),
             Decision::Idempotent(last) => {
                 let position = log.at(stream, last).map(|e| e.position);
                 append_resp::Result::Success(success(last as i64, position))
@@ -351,7 +358,10 @@ fn success(revision: i64, position: Option<u64>) -> append_resp::Success {
     }
 }
 
-fn wrong_version(current: i64, expected: ExpectedStreamRevision) -> append_resp::WrongExpectedVersion {
+fn wrong_version(
+    current: i64,
+    expected: ExpectedStreamRevision,
+) -> append_resp::WrongExpectedVersion {
     use wrong_expected_version::{
         CurrentRevisionOption, CurrentRevisionOption2060, ExpectedRevisionOption,
         ExpectedRevisionOption2060,
@@ -462,7 +472,10 @@ impl Matcher {
 impl ReadShape {
     fn new(options: &read_req::Options) -> Result<Self, Status> {
         let structured_ids = matches!(
-            options.uuid_option.as_ref().and_then(|u| u.content.as_ref()),
+            options
+                .uuid_option
+                .as_ref()
+                .and_then(|u| u.content.as_ref()),
             Some(read_options::uuid_option::Content::Structured(_))
         );
         let filter = match &options.filter_option {
@@ -609,20 +622,18 @@ impl Node {
                 let n = log.events.len();
                 // First index at or after a position.
                 let from = |p: u64| log.events.partition_point(|e| e.position < p);
-                let indexes: Box<dyn Iterator<Item = usize>> =
-                    match (options.all_option, backwards) {
-                        (Some(AllOption::Position(p)), false) => {
-                            Box::new(from(p.commit_position)..n)
-                        }
-                        (Some(AllOption::Start(_)), false) => Box::new(0..n),
-                        (Some(AllOption::End(_)), false) => Box::new(std::iter::empty()),
-                        (Some(AllOption::Position(p)), true) => {
-                            Box::new((0..from(p.commit_position)).rev())
-                        }
-                        (Some(AllOption::End(_)), true) => Box::new((0..n).rev()),
-                        (Some(AllOption::Start(_)), true) => Box::new(std::iter::empty()),
-                        (None, _) => return Err(Status::invalid_argument("position option")),
-                    };
+                let indexes: Box<dyn Iterator<Item = usize>> = match (options.all_option, backwards)
+                {
+                    (Some(AllOption::Position(p)), false) => Box::new(from(p.commit_position)..n),
+                    (Some(AllOption::Start(_)), false) => Box::new(0..n),
+                    (Some(AllOption::End(_)), false) => Box::new(std::iter::empty()),
+                    (Some(AllOption::Position(p)), true) => {
+                        Box::new((0..from(p.commit_position)).rev())
+                    }
+                    (Some(AllOption::End(_)), true) => Box::new((0..n).rev()),
+                    (Some(AllOption::Start(_)), true) => Box::new(std::iter::empty()),
+                    (None, _) => return Err(Status::invalid_argument("position option")),
+                };
                 Ok(indexes
                     .map(|i| &log.events[i])
                     .filter(|e| shape.wants(e))
@@ -794,7 +805,11 @@ impl Streams for Node {
             Some(AppendReq {
                 content: Some(append_req::Content::Options(options)),
             }) => options,
-            _ => return Err(Status::invalid_argument("an append must start with its options")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an append must start with its options",
+                ))
+            }
         };
         let stream = stream_name(options.stream_identifier)?;
         let expected = options
@@ -814,10 +829,7 @@ impl Streams for Node {
         Err(Status::unimplemented("delete is not faked"))
     }
 
-    async fn tombstone(
-        &self,
-        _: Request<TombstoneReq>,
-    ) -> Result<Response<TombstoneResp>, Status> {
+    async fn tombstone(&self, _: Request<TombstoneReq>) -> Result<Response<TombstoneResp>, Status> {
         Err(Status::unimplemented("tombstone is not faked"))
     }
 
