@@ -9,13 +9,18 @@
 //!   `WrongExpectedVersion` answer carrying the stream's current revision;
 //! - idempotence by event id as the server decides it: with `any` (or `stream exists`
 //!   on an existing stream) a batch whose first id is already in the stream is a
-//!   success answered with the original revision and position, and one whose first id
-//!   is but a later one is not is a wrong expected version; with an exact revision (or
-//!   no stream) behind the current one, the batch is idempotent only if its ids are the
-//!   stream's events right after that revision, otherwise a wrong expected version;
-//! - global positions are byte-offset-like: increasing, not dense, not from 0, and
-//!   `$all` starts with system events (streams named `$…`) as on a fresh node;
-//! - reads of `$all` are inclusive of their start position, subscriptions exclusive.
+//!   success answered with the original's last revision and position, and one whose
+//!   first id is but a later one is not is a wrong expected version; with an exact
+//!   revision (or no stream) behind the current one, the batch is idempotent only if
+//!   its ids are the stream's events right after that revision, otherwise (and for an
+//!   empty batch) a wrong expected version;
+//! - global positions are byte-offset-like: increasing, not dense, not from 0; an
+//!   event's commit and prepare positions are both its own log position, and an append
+//!   answers with its last event's; `$all` starts with system events (streams named
+//!   `$…`) as on a fresh node;
+//! - reads of `$all` are inclusive of their start position, subscriptions exclusive;
+//!   a subscription sends a confirmation first, then the past, a caught-up message,
+//!   then new events as they are written.
 //!
 //! Not implemented (answered `Unimplemented`): delete, tombstone, batch append (not
 //! advertised, so the client never uses it), and checkpoints of filtered subscriptions.
@@ -181,7 +186,8 @@ impl Log {
         self.events.get(index)
     }
 
-    /// KurrentDB's commit check, for one stream and no deletions.
+    /// KurrentDB's commit check (`IndexCommitter.CheckCommit`), for one stream and no
+    /// deletions; its id lookup is a bounded cache of recent events, here it is exact.
     fn decide(&self, stream: &str, expected: &ExpectedStreamRevision, ids: &[Uuid]) -> Decision {
         let current = self.current(stream);
         let exact = match expected {
@@ -218,8 +224,9 @@ impl Log {
                 return Decision::Wrong;
             }
         }
-        if revision < 0 {
-            Decision::Write
+        // As the server does, an empty batch behind the current revision is refused.
+        if revision == exact {
+            Decision::Wrong
         } else {
             Decision::Idempotent(revision as u64)
         }
