@@ -384,3 +384,30 @@ async fn kurrent_fake_stops_on_drop() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kurrent_fake_large_batches_reach_a_slow_subscriber_in_order() {
+    let fake = start_fake_kurrent().await;
+    let c = client(&fake);
+    let mut sub = c
+        .subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Start))
+        .await;
+    // Written before the subscriber reads anything: it falls far behind.
+    for chunk in 0..10 {
+        c.append_to_stream(
+            format!("big{chunk}"),
+            &state(StreamState::Any),
+            events(1000),
+        )
+        .await
+        .expect("append");
+    }
+    let mut last = 0;
+    for n in 0..10_000u32 {
+        let e = next_event(&mut sub).await;
+        assert_eq!(e.stream_id(), format!("big{}", n / 1000));
+        assert_eq!(e.revision, u64::from(n % 1000));
+        assert!(e.position.commit > last);
+        last = e.position.commit;
+    }
+}
