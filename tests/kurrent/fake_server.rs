@@ -732,6 +732,7 @@ impl Node {
         }
         let mut live = false;
         loop {
+            // Seen before reading the log, so a write after the read wakes us up.
             appended.borrow_and_update();
             let (events, caught_up) = self.batch(&target, next);
             if events.is_empty() && !live {
