@@ -11,7 +11,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::store::{AppendResult, Connection, EventData, EventStore, ExpectedState, RecordedEvent, StoreError};
+use crate::store::{
+    AppendResult, Connection, EventData, EventStore, ExpectedState, RecordedEvent, StoreError,
+};
 
 /// Every collector the service exports, registered in its own registry.
 #[derive(Clone)]

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, Position, ReadAllOptions, ReadEvent,
     ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions, SubscriptionEvent,
@@ -405,11 +405,15 @@ impl EventStore for KurrentStore {
         // A refused expectation may be stale here; the node decides that.
         match s.state.lock().index.check(stream, expected, &ids) {
             Decision::AlreadyWritten(result) => return Ok(result),
-            Decision::Refused(StoreError::WrongExpectedVersion { .. }) | Decision::Write { .. } => {}
+            Decision::Refused(StoreError::WrongExpectedVersion { .. }) | Decision::Write { .. } => {
+            }
             Decision::Refused(refusal) => return Err(refusal),
         }
         let name = format!("{}{stream}", s.options.namespace);
-        let batch = events.iter().map(event_data).collect::<Result<Vec<_>, _>>()?;
+        let batch = events
+            .iter()
+            .map(event_data)
+            .collect::<Result<Vec<_>, _>>()?;
         let options = AppendToStreamOptions::default().stream_state(stream_state(expected));
         let written = s
             .retrying("append", || {
@@ -419,7 +423,8 @@ impl EventStore for KurrentStore {
             .await;
         match written {
             Ok(write) => {
-                s.numbered_up_to(stream, write.next_expected_version).await?;
+                s.numbered_up_to(stream, write.next_expected_version)
+                    .await?;
                 Ok(s.result_of(stream, write.next_expected_version))
             }
             Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
