@@ -26,6 +26,10 @@ pub enum Command {
         /// Directory of the event log.
         #[arg(long, env = "RL_GYM_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Keep the events on a KurrentDB node instead of the embedded log, e.g.
+        /// kurrentdb://127.0.0.1:2113?tls=false (a build with --features eventstore).
+        #[arg(long, env = "RL_GYM_STORE")]
+        store: Option<String>,
         /// A TOML file overriding config/default.toml.
         #[arg(long, env = "RL_GYM_CONFIG")]
         config: Option<PathBuf>,
@@ -36,12 +40,15 @@ pub enum Command {
     /// Re-read the whole log, verify every record, rebuild every view and print a
     /// summary with a checksum of the views.
     Replay {
-        #[arg(long, env = "RL_GYM_DATA_DIR")]
-        data_dir: PathBuf,
+        #[arg(long, env = "RL_GYM_DATA_DIR", required_unless_present = "store")]
+        data_dir: Option<PathBuf>,
+        /// Replay the events on this KurrentDB node instead of an embedded log.
+        #[arg(long, env = "RL_GYM_STORE", conflicts_with = "execute")]
+        store: Option<String>,
         /// Instead: run this run's rollouts again with every model and NPC answer
         /// served from the log, and check each tool result and verdict comes out the
         /// same (exit 0), or print where the first rollout diverges (exit 1).
-        #[arg(long, value_name = "RUN_ID")]
+        #[arg(long, value_name = "RUN_ID", requires = "data_dir")]
         execute: Option<String>,
         /// Folder of scenario templates (for --execute).
         #[arg(long, env = "RL_GYM_SCENARIOS_DIR")]

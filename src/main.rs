@@ -14,12 +14,14 @@ async fn main() -> ExitCode {
         Command::Serve {
             bind,
             data_dir,
+            store,
             config,
             scenarios_dir,
         } => {
             let overrides = Overrides {
                 bind,
                 data_dir,
+                store,
                 scenarios_dir,
                 api_tokens: Overrides::tokens_from_env(),
             };
@@ -51,9 +53,10 @@ async fn main() -> ExitCode {
             }
         }
         Command::Replay {
-            data_dir,
+            data_dir: Some(data_dir),
             execute: Some(run_id),
             scenarios_dir,
+            ..
         } => {
             let scenarios_dir = match scenarios_dir {
                 Some(dir) => dir,
@@ -81,7 +84,9 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { data_dir, .. } => match replay::replay(&data_dir).await {
+        Command::Replay {
+            data_dir, store, ..
+        } => match replay::replay_from(data_dir.as_deref(), store.as_deref()).await {
             Ok(summary) => {
                 println!("events: {}", summary.events);
                 println!("runs: {}", summary.runs);

@@ -45,7 +45,8 @@ pub enum StartupError {
 pub struct Application {
     address: SocketAddr,
     server: Server,
-    file_store: Arc<FileStore>,
+    /// The embedded log, closed on shutdown; `None` on KurrentDB.
+    file_store: Option<Arc<FileStore>>,
     /// Cancelled when the service begins to stop: long-lived responses (event streams)
     /// end at once instead of holding the shutdown up.
     shutdown: CancellationToken,
@@ -64,17 +65,9 @@ impl Application {
         store_options: FileStoreOptions,
     ) -> Result<Application, StartupError> {
         let catalog = Arc::new(Catalog::load(&settings.resolved_scenarios_dir())?);
-        let (file_store, report) = FileStore::open_with(&settings.data_dir, store_options)?;
-        if report.truncated_bytes > 0 {
-            tracing::warn!(
-                truncated_bytes = report.truncated_bytes,
-                "the log had a torn tail (an append that was never acknowledged); it was cut off"
-            );
-        }
-        let file_store = Arc::new(file_store);
+        let (store, file_store) = open_store(&settings, store_options).await?;
         let metrics = Metrics::new();
-        let store: Arc<dyn EventStore> =
-            Arc::new(MeteredStore::new(file_store.clone(), metrics.clone()));
+        let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let views = projections::rebuild(store.as_ref()).await?;
         let unfinished = views.unfinished_runs();
         tracing::info!(
@@ -204,8 +197,32 @@ impl Application {
     /// writer finish and closes it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.file_store.close().await;
-        tracing::info!("event log closed");
+        if let Some(file_store) = self.file_store {
+            file_store.close().await;
+            tracing::info!("event log closed");
+        }
         result
     }
+}
+
+/// The configured event store: the KurrentDB node `settings.store` names, or else the
+/// embedded log under `data_dir` (also returned, to be closed on shutdown).
+pub async fn open_store(
+    settings: &Settings,
+    options: FileStoreOptions,
+) -> Result<(Arc<dyn EventStore>, Option<Arc<FileStore>>), StoreError> {
+    if !settings.store.is_empty() {
+        let store = crate::store::connect_kurrent(&settings.store).await?;
+        tracing::info!(events = store.next_position(), "connected to KurrentDB");
+        return Ok((store, None));
+    }
+    let (file_store, report) = FileStore::open_with(&settings.data_dir, options)?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(
+            truncated_bytes = report.truncated_bytes,
+            "the log had a torn tail (an append that was never acknowledged); it was cut off"
+        );
+    }
+    let file_store = Arc::new(file_store);
+    Ok((file_store.clone(), Some(file_store)))
 }

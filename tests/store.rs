@@ -413,6 +413,41 @@ conformance!(memory_backend, super::memory);
 conformance!(file_backend, super::file);
 conformance!(file_backend_tiny_segments, super::file_tiny_segments);
 
+/// The in-process KurrentDB fake (gRPC, in this test process): the suite runs against
+/// the real `kurrentdb` client without a node.
+#[cfg(feature = "eventstore")]
+#[path = "kurrent/fake_server.rs"]
+mod fake_server;
+
+/// A KurrentDB store: on the live node `KURRENTDB_URL` names when it is set, else on
+/// the fake. Each test gets its own stream namespace, so the suite's "fresh, empty
+/// store" holds on a shared node and across reruns.
+#[cfg(feature = "eventstore")]
+async fn kurrent() -> Harness {
+    use rl_gym::store::kurrent::{KurrentOptions, KurrentStore};
+    let (url, guard): (String, Box<dyn Any + Send>) = match std::env::var("KURRENTDB_URL") {
+        Ok(url) if !url.is_empty() => (url, Box::new(())),
+        _ => {
+            let fake = fake_server::start_fake_kurrent().await;
+            (fake.url.clone(), Box::new(fake))
+        }
+    };
+    let options = KurrentOptions {
+        namespace: format!("test-{}-", Uuid::new_v4().simple()),
+        ..KurrentOptions::default()
+    };
+    let store = KurrentStore::connect_with(&url, options)
+        .await
+        .expect("connect to KurrentDB");
+    Harness {
+        store: Arc::new(store),
+        _guard: guard,
+    }
+}
+
+#[cfg(feature = "eventstore")]
+conformance!(kurrent_backend, super::kurrent);
+
 /// Tests of what only the file backend has: a disk.
 mod file_only {
     use super::*;

@@ -540,6 +540,8 @@ pub struct SeedFile {
 pub struct Health {
     pub status: &'static str,
     pub version: &'static str,
+    /// False while the event store cannot be reached (KurrentDB backend).
+    pub store_connected: bool,
     /// Events in the log.
     pub events: u64,
     /// Events not yet applied to the views.

@@ -19,6 +19,8 @@ const DEFAULTS: &str = include_str!("../../config/default.toml");
 pub struct Settings {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
+    /// A KurrentDB URL, or empty for the embedded log under `data_dir`.
+    pub store: String,
     pub scenarios_dir: PathBuf,
     pub max_concurrent_rollouts: usize,
     pub max_open_environments: usize,
@@ -160,6 +162,7 @@ pub enum ConfigError {
 pub struct Overrides {
     pub bind: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub scenarios_dir: Option<PathBuf>,
     /// Added to the configured tokens (`RL_GYM_API_TOKEN`, comma-separated).
     pub api_tokens: Vec<String>,
@@ -217,6 +220,18 @@ impl Settings {
         }
         if let Some(dir) = overrides.data_dir {
             settings.data_dir = dir;
+        }
+        if let Some(store) = overrides.store {
+            settings.store = store;
+        }
+        if !settings.store.is_empty() && !crate::store::is_kurrent_url(&settings.store) {
+            return Err(ConfigError::Invalid {
+                origin: "store".into(),
+                message: format!(
+                    "`{}` is not a KurrentDB URL (kurrentdb://host:2113?tls=false); leave it empty for the embedded log",
+                    settings.store
+                ),
+            });
         }
         if let Some(dir) = overrides.scenarios_dir {
             settings.scenarios_dir = dir;

@@ -11,7 +11,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::store::{AppendResult, EventData, EventStore, ExpectedState, RecordedEvent, StoreError};
+use crate::store::{
+    AppendResult, Connection, EventData, EventStore, ExpectedState, RecordedEvent, StoreError,
+};
 
 /// Every collector the service exports, registered in its own registry.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct Metrics {
     pub log_position: IntGauge,
     pub data_dir_available: IntGauge,
     pub data_dir_size: IntGauge,
+    pub store_connected: IntGauge,
+    pub store_reconnects: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -152,8 +156,24 @@ impl Metrics {
                 "rl_gym_data_dir_size_bytes",
                 "Size of the file system of the data directory.",
             ),
+            store_connected: gauge(
+                "rl_gym_store_connected",
+                "1 while the event store is reachable (always, for the embedded log).",
+            ),
+            store_reconnects: counter(
+                "rl_gym_store_reconnects_total",
+                "Times the event store's connection was lost and found again.",
+            ),
             registry,
         }
+    }
+
+    /// Reads the store's connection into its gauge and counter.
+    pub fn observe_store(&self, connection: Connection) {
+        self.store_connected.set(i64::from(connection.connected));
+        let counted = self.store_reconnects.get();
+        self.store_reconnects
+            .inc_by(connection.reconnects.saturating_sub(counted));
     }
 
     /// Reads the free and total space of `dir`'s file system into the disk gauges.
@@ -210,7 +230,9 @@ impl EventStore for MeteredStore {
             .observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => self.metrics.events_appended.inc_by(count),
-            Err(StoreError::Io(_)) | Err(StoreError::Closed) => self.metrics.append_failures.inc(),
+            Err(StoreError::Io(_) | StoreError::Closed | StoreError::Unavailable(_)) => {
+                self.metrics.append_failures.inc()
+            }
             Err(_) => {}
         }
         result
@@ -234,5 +256,9 @@ impl EventStore for MeteredStore {
 
     fn live(&self) -> tokio::sync::broadcast::Receiver<Arc<RecordedEvent>> {
         self.inner.live()
+    }
+
+    fn connection(&self) -> Connection {
+        self.inner.connection()
     }
 }

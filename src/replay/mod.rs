@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::projections::{self, ProjectionError};
 use crate::store::file::FileStore;
-use crate::store::StoreError;
+use crate::store::{EventStore, StoreError};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -33,18 +33,42 @@ pub enum ReplayError {
     Execute(String),
 }
 
+/// Replays the KurrentDB node at `store` when given (`--store`), else the embedded log
+/// in `data_dir`.
+pub async fn replay_from(
+    data_dir: Option<&Path>,
+    store: Option<&str>,
+) -> Result<ReplaySummary, ReplayError> {
+    match (store.filter(|s| !s.is_empty()), data_dir) {
+        (Some(url), _) => {
+            let store = crate::store::connect_kurrent(url).await?;
+            summarize(store.as_ref(), 0).await
+        }
+        (None, Some(dir)) => replay(dir).await,
+        (None, None) => Err(ReplayError::Missing("(no --data-dir or --store)".into())),
+    }
+}
+
 pub async fn replay(data_dir: &Path) -> Result<ReplaySummary, ReplayError> {
     if !data_dir.join("log").is_dir() {
         return Err(ReplayError::Missing(data_dir.display().to_string()));
     }
     let (store, report) = FileStore::open(data_dir)?;
-    let views = projections::rebuild(&store).await?;
+    let summary = summarize(&store, report.truncated_bytes).await;
     store.close().await;
+    summary
+}
+
+async fn summarize(
+    store: &dyn EventStore,
+    truncated_bytes: u64,
+) -> Result<ReplaySummary, ReplayError> {
+    let views = projections::rebuild(store).await?;
     Ok(ReplaySummary {
         events: views.next_position(),
         runs: views.run_count(),
         rollouts: views.rollout_count(),
-        truncated_bytes: report.truncated_bytes,
+        truncated_bytes,
         checksum: views.checksum(),
     })
 }

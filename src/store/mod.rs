@@ -6,12 +6,15 @@
 //! caller-chosen event ids that make a retried append a no-op, one global position
 //! across all streams, and catch-up-then-live subscriptions.
 //!
-//! Backends: [`file::FileStore`] (the embedded, crash-safe default) and
-//! [`memory::MemoryStore`] (tests). The store knows envelopes and bytes only: it never
+//! Backends: [`file::FileStore`] (the embedded, crash-safe default),
+//! [`memory::MemoryStore`] (tests) and, with the cargo feature `eventstore`,
+//! `kurrent::KurrentStore` (a KurrentDB node). [`open`] picks one from a URL. The store knows envelopes and bytes only: it never
 //! looks inside `data`.
 
 pub mod file;
 pub mod index;
+#[cfg(feature = "eventstore")]
+pub mod kurrent;
 pub mod memory;
 pub mod subscription;
 
@@ -102,6 +105,17 @@ pub enum StoreError {
     Corrupt(String),
     #[error("event store is closed")]
     Closed,
+    /// A store reached over the network could not be reached, retries included.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Whether the store can reach where its events live; an embedded store always can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    pub connected: bool,
+    /// Times the connection was lost and found again since the store opened.
+    pub reconnects: u64,
 }
 
 /// The event store contract shared by every backend.
@@ -134,12 +148,44 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A receiver of every event appended from now on, in position order.
     fn live(&self) -> tokio::sync::broadcast::Receiver<Arc<RecordedEvent>>;
+
+    /// The state of the connection, for `/healthz` and the metrics.
+    fn connection(&self) -> Connection {
+        Connection {
+            connected: true,
+            reconnects: 0,
+        }
+    }
 }
 
 /// The time as every backend keeps it: truncated to whole microseconds, so that an
 /// event reads back the same from memory, from the file log and after a reopen.
 pub fn normalize_time(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
+}
+
+/// Whether `store` (the `store` setting, `--store`, `RL_GYM_STORE`) names a KurrentDB
+/// node rather than the embedded log.
+pub fn is_kurrent_url(store: &str) -> bool {
+    ["kurrentdb", "kurrent", "esdb"].iter().any(|scheme| {
+        store.starts_with(&format!("{scheme}://"))
+            || store.starts_with(&format!("{scheme}+discover://"))
+    })
+}
+
+/// Connects to the KurrentDB node at `url`; inside the Tokio runtime the store will
+/// live on. A build without the `eventstore` feature says how to get one.
+pub async fn connect_kurrent(url: &str) -> Result<Arc<dyn EventStore>, StoreError> {
+    #[cfg(feature = "eventstore")]
+    {
+        Ok(Arc::new(kurrent::KurrentStore::connect(url).await?))
+    }
+    #[cfg(not(feature = "eventstore"))]
+    {
+        Err(StoreError::Unavailable(format!(
+            "{url}: this build has no KurrentDB backend; build it with `cargo build --release --features eventstore`"
+        )))
+    }
 }
 
 /// Catch up from `from`, then follow live appends, with nothing missed or repeated.
