@@ -1,4 +1,5 @@
-//! `rl-gym runs …`: launch, list, show, watch, cancel, delete and export runs.
+//! `rl-gym runs …`: launch, list, show, watch, cancel, delete, resume, fork, re-verify
+//! and export runs.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,33 @@ pub enum RunsCommand {
         #[arg(long, short)]
         yes: bool,
     },
+    /// Go on with a run paused by its budget, under a new one (none: unlimited).
+    Resume {
+        run_id: String,
+        #[command(flatten)]
+        budget: BudgetArgs,
+    },
+    /// Branch a rollout after step k into a new run of n rollouts.
+    Fork {
+        run_id: String,
+        rollout_id: String,
+        /// The source's model turns to keep (0: only its start).
+        #[arg(long)]
+        at_step: u32,
+        /// Rollouts of the new run (the server's default 1).
+        #[arg(long)]
+        count: Option<u32>,
+        /// Then watch the new run as `runs watch` does (and exit as it does).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Score a run's finished rollouts again from the log with today's checks.
+    Reverify {
+        run_id: String,
+        /// A JSON object of task overrides (per task id) for this scoring only.
+        #[arg(long)]
+        overrides: Option<PathBuf>,
+    },
     /// Stream a run's training data as JSON Lines (already machine-readable:
     /// `--json` changes nothing).
     Export {
@@ -64,6 +92,26 @@ pub enum ExportFormat {
     Sft,
     Rl,
     Preference,
+}
+
+/// A run's budget (`budget`): either cap, or both.
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Stop the run once its model calls have used this many tokens.
+    #[arg(long)]
+    max_total_tokens: Option<u64>,
+    /// Stop the run once it has cost this many US dollars (the server's price table).
+    #[arg(long)]
+    max_cost_usd: Option<f64>,
+}
+
+impl BudgetArgs {
+    fn fields(&self) -> [(&'static str, Option<Value>); 2] {
+        [
+            ("max_total_tokens", self.max_total_tokens.map(Value::from)),
+            ("max_cost_usd", self.max_cost_usd.map(Value::from)),
+        ]
+    }
 }
 
 /// Every field of a launch request; bounds and defaults are the server's to check.
@@ -147,6 +195,20 @@ pub struct LaunchArgs {
     /// Key of the rubric judge.
     #[arg(long, env = "RL_GYM_JUDGE_MODEL_API_KEY", hide_env_values = true)]
     judge_api_key: Option<String>,
+    #[command(flatten)]
+    budget: BudgetArgs,
+    /// Share of tool calls that fail in band (`tool_faults.error_rate`, 0–1).
+    #[arg(long)]
+    fault_rate: Option<f64>,
+    /// Milliseconds added to every tool call (`tool_faults.latency_ms`).
+    #[arg(long)]
+    fault_latency_ms: Option<u64>,
+    /// The seed that decides which calls fail (`tool_faults.seed`).
+    #[arg(long)]
+    fault_seed: Option<u64>,
+    /// Launch nothing: print the server's estimate of the run's tokens and cost.
+    #[arg(long, conflicts_with = "wait")]
+    dry_run: bool,
     /// Then watch the run as `runs watch` does (and exit as it does).
     #[arg(long)]
     wait: bool,
@@ -186,6 +248,83 @@ pub async fn run(client: &Client, json: bool, command: RunsCommand) -> Result<()
             Ok(())
         }
         RunsCommand::Watch { run_id } => follow(client, json, &run_id).await,
+        RunsCommand::Resume { run_id, budget } => {
+            let mut body = Map::new();
+            set_fields(&mut body, "budget", budget.fields())?;
+            let status = client
+                .json(
+                    client
+                        .request(Method::POST, &format!("{}/resume", run_path(&run_id)))
+                        .json(&body),
+                )
+                .await?;
+            if json {
+                print_json(&status);
+            } else {
+                println!("run {run_id} resumed");
+                print_run(&status);
+            }
+            Ok(())
+        }
+        RunsCommand::Fork {
+            run_id,
+            rollout_id,
+            at_step,
+            count,
+            wait,
+        } => {
+            let mut body = Map::new();
+            set(&mut body, "at_step", Some(Value::from(at_step)));
+            set(&mut body, "count", count.map(Value::from));
+            let path = format!("{}/rollouts/{rollout_id}/fork", run_path(&run_id));
+            let launched = client
+                .json(client.request(Method::POST, &path).json(&body))
+                .await?;
+            let fork_id = launched["run_id"].as_str().unwrap_or_default().to_string();
+            if json && !wait {
+                print_json(&launched);
+            } else if !json {
+                println!(
+                    "forked {rollout_id} after step {at_step} into run {fork_id}: {} rollout(s)",
+                    cell(&launched["run_status"]["total"])
+                );
+            }
+            if wait {
+                follow(client, json, &fork_id).await
+            } else {
+                Ok(())
+            }
+        }
+        RunsCommand::Reverify { run_id, overrides } => {
+            let mut body = Map::new();
+            if let Some(path) = overrides {
+                body.insert(
+                    "task_overrides".into(),
+                    Value::Object(read_json_object(&path)?),
+                );
+            }
+            let answer = client
+                .json(
+                    client
+                        .request(Method::POST, &format!("{}/reverify", run_path(&run_id)))
+                        .json(&body),
+                )
+                .await?;
+            if json {
+                print_json(&answer);
+            } else {
+                println!("{:<40} {:>9} {:>9}", "ROLLOUT", "OLD", "NEW");
+                for r in items(&answer["rollouts"]) {
+                    println!(
+                        "{:<40} {:>9} {:>9}",
+                        cell(&r["rollout_id"]),
+                        cell(&r["old_score"]),
+                        cell(&r["new_score"])
+                    );
+                }
+            }
+            Ok(())
+        }
         RunsCommand::Cancel { run_id } => {
             let answer = client
                 .json(client.request(Method::POST, &format!("{}/cancel", run_path(&run_id))))
@@ -233,6 +372,32 @@ fn run_path(run_id: &str) -> String {
 
 async fn launch(client: &Client, json: bool, args: &LaunchArgs) -> Result<(), ClientError> {
     let body = launch_body(args)?;
+    if args.dry_run {
+        let answer = client
+            .json(
+                client
+                    .request(Method::POST, "/runs")
+                    .query(&[("dry_run", "true")])
+                    .json(&body),
+            )
+            .await?;
+        if json {
+            print_json(&answer);
+        } else {
+            let estimate = &answer["estimate"];
+            println!(
+                "dry run: {} rollout(s), about {} tokens, {} USD (from {} past rollouts)",
+                cell(&answer["rollouts"]),
+                cell(&estimate["total_tokens"]),
+                cell(&estimate["cost_usd"]),
+                cell(&estimate["based_on_rollouts"])
+            );
+            if let Some(note) = estimate["note"].as_str() {
+                println!("{note}");
+            }
+        }
+        return Ok(());
+    }
     let launched = client
         .json(client.request(Method::POST, "/runs").json(&body))
         .await?;
@@ -290,21 +455,28 @@ fn launch_body(args: &LaunchArgs) -> Result<Value, ClientError> {
         ),
         ("context_stride", args.context_stride.map(Value::from)),
     ];
-    set_model(&mut body, "model_config", model)?;
+    set_fields(&mut body, "model_config", model)?;
     let user = [
         ("provider", some(&args.user_provider)),
         ("model", some(&args.user_model)),
         ("base_url", some(&args.user_base_url)),
         ("api_key", some(&args.user_api_key)),
     ];
-    set_model(&mut body, "user_model_config", user)?;
+    set_fields(&mut body, "user_model_config", user)?;
     let judge = [
         ("provider", some(&args.judge_provider)),
         ("model", some(&args.judge_model)),
         ("base_url", some(&args.judge_base_url)),
         ("api_key", some(&args.judge_api_key)),
     ];
-    set_model(&mut body, "judge_model_config", judge)?;
+    set_fields(&mut body, "judge_model_config", judge)?;
+    set_fields(&mut body, "budget", args.budget.fields())?;
+    let faults = [
+        ("error_rate", args.fault_rate.map(Value::from)),
+        ("latency_ms", args.fault_latency_ms.map(Value::from)),
+        ("seed", args.fault_seed.map(Value::from)),
+    ];
+    set_fields(&mut body, "tool_faults", faults)?;
     Ok(Value::Object(body))
 }
 
@@ -324,8 +496,9 @@ fn set(body: &mut Map<String, Value>, field: &str, value: Option<Value>) {
     }
 }
 
-/// Sets the given fields of the ModelConfig `field`, keeping the file's others.
-fn set_model<const N: usize>(
+/// Sets the given fields of the object `field` (a ModelConfig, the budget, the
+/// faults), keeping the file's others.
+fn set_fields<const N: usize>(
     body: &mut Map<String, Value>,
     field: &str,
     values: [(&str, Option<Value>); N],

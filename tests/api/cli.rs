@@ -378,3 +378,83 @@ async fn cancel_ends_a_watch_with_exit_1_and_delete_needs_yes_without_a_terminal
     assert_eq!(code, 1);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn faults_budget_dry_run_fork_reverify_and_resume_from_the_command_line() {
+    let app = spawn_app().await;
+    let task = "hr__101_approve_leave_request";
+    let launch = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "launch",
+            "--scenario",
+            "hr",
+            "--tasks",
+            task,
+            "--provider",
+            "builtin",
+            "--model",
+            "oracle",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let (code, out, err) = runs(
+        &app,
+        &launch(&[
+            "--fault-rate",
+            "0.5",
+            "--fault-seed",
+            "9",
+            "--max-total-tokens",
+            "1000000",
+            "--wait",
+        ]),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let status = parse(&out);
+    assert_eq!(
+        status["tool_faults"],
+        json!({"error_rate": 0.5, "latency_ms": 0, "seed": 9})
+    );
+    assert_eq!(status["budget"]["max_total_tokens"], 1_000_000);
+    let run_id = status["run_id"].as_str().unwrap().to_string();
+    let rollout_id = status["rollout_ids"][0].as_str().unwrap().to_string();
+
+    // A dry run estimates and launches nothing.
+    let (code, out, err) = runs(&app, &launch(&["--dry-run"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(parse(&out)["dry_run"], true);
+    assert_eq!(app.get_json("/runs").await["total"], 1);
+
+    let (code, out, err) = runs(
+        &app,
+        &[
+            "fork",
+            &run_id,
+            &rollout_id,
+            "--at-step",
+            "1",
+            "--count",
+            "2",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let fork = parse(&out);
+    assert_eq!(fork["parent"]["rollout_id"], rollout_id.as_str());
+    assert_eq!(fork["total"], 2);
+
+    let (code, out, err) = runs(&app, &["reverify", &run_id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("OLD") && out.contains(&rollout_id), "{out}");
+
+    // The run is not paused: the server's 409 detail, exit 1.
+    let (code, _, err) = runs(&app, &["resume", &run_id, "--max-total-tokens", "5"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("paused"), "{err}");
+    app.stop().await;
+}
