@@ -84,6 +84,15 @@ impl ApiError {
         }
     }
 
+    /// A 422 naming one field (`loc`, e.g. `["body", "at_step"]`) whose value is wrong.
+    pub fn invalid_field(loc: &[&str], msg: impl Into<String>) -> ApiError {
+        ApiError::validation(vec![FieldError {
+            loc: loc.iter().map(|part| Value::from(*part)).collect(),
+            msg: msg.into(),
+            kind: "value_error".to_string(),
+        }])
+    }
+
     pub fn validation(errors: Vec<FieldError>) -> ApiError {
         ApiError {
             code: ErrorCode::ValidationFailed,

@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use super::{journal, step_loop, Gym, GymError};
+use crate::config::secrets::ApiKey;
 use crate::domain::events::{Event, RolloutReverified, RunLaunched, ScheduledRollout};
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::run::RunRefusal;
+use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
 use crate::tools::replay;
 
@@ -39,6 +40,8 @@ pub enum ReverifyRefusal {
     RemoteEnvironment,
     #[error("task {0}: {1}")]
     BadOverride(String, String),
+    #[error("scenario {0} is no longer available")]
+    ScenarioGone(String),
 }
 
 /// The run's override of a task with `new`'s fields laid over it.
@@ -70,12 +73,11 @@ impl Gym {
         if run.model.tool_server_url.is_some() {
             return Err(ReverifyRefusal::RemoteEnvironment);
         }
-        let scenario = self.deps.catalog.get(&run.scenario_id).ok_or_else(|| {
-            ReverifyRefusal::BadOverride(
-                String::new(),
-                "the scenario is no longer available".into(),
-            )
-        })?;
+        let scenario = self
+            .deps
+            .catalog
+            .get(&run.scenario_id)
+            .ok_or_else(|| ReverifyRefusal::ScenarioGone(run.scenario_id.clone()))?;
         let mut tasks = BTreeMap::new();
         for task_id in &run.task_ids {
             let task_override = merged(run.task_overrides.get(task_id), overrides.get(task_id));
@@ -98,6 +100,7 @@ impl Gym {
                 let judge_key = keys.judge_model.clone();
                 self.reverify_one(
                     run,
+                    scenario,
                     scheduled,
                     task,
                     overrides.get(&scheduled.task_id),
@@ -115,93 +118,74 @@ impl Gym {
     }
 
     /// One rollout, if it finished with a verdict. A concurrent re-verification of the
-    /// same rollout wins the append race; this one then scores again on top of it.
+    /// same rollout may win the append; this one then scores again on top of it.
     async fn reverify_one(
         &self,
         run: &RunLaunched,
+        scenario: &Scenario,
         scheduled: &ScheduledRollout,
-        task: &crate::scenarios::Task,
+        task: &Task,
         task_override: Option<&Value>,
-        judge_key: Option<crate::config::secrets::ApiKey>,
-    ) -> Result<Option<Rescored>, StoreError> {
-        let mut attempts = 0;
-        loop {
-            match self
-                .reverify_once(run, scheduled, task, task_override, judge_key.clone())
-                .await
-            {
-                Err(StoreError::WrongExpectedVersion { .. }) if attempts < 3 => attempts += 1,
-                outcome => return outcome,
-            }
-        }
-    }
-
-    async fn reverify_once(
-        &self,
-        run: &RunLaunched,
-        scheduled: &ScheduledRollout,
-        task: &crate::scenarios::Task,
-        task_override: Option<&Value>,
-        judge_key: Option<crate::config::secrets::ApiKey>,
+        judge_key: Option<ApiKey>,
     ) -> Result<Option<Rescored>, StoreError> {
         let store = self.deps.store.as_ref();
-        let state = journal::load_rollout(store, &scheduled.rollout_id).await?;
-        let Some(old) = state.verdict.as_ref() else {
-            return Ok(None);
-        };
-        if state.status() != RolloutStatus::Completed {
-            return Ok(None);
-        }
-        let old_score = crate::verify::combine(old, state.rubric.as_ref()).0;
-        let Some(scenario) = self.deps.catalog.get(&run.scenario_id) else {
-            return Ok(None);
-        };
-        let calls = state
-            .tool_calls
-            .iter()
-            .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
-        let Ok(env) = replay::rebuild(scenario, task, scheduled.seed, calls, &state.npc_replies)
-        else {
-            return Ok(None);
-        };
-        let environment = env.state();
-        let verdict = crate::verify::verify(task, &environment, &state.messages);
-        let (rubric, usage) = match task.judge_rubric() {
-            Some(_) => {
-                let graded = step_loop::grade_rubric(
-                    &self.deps,
-                    run,
-                    task,
-                    judge_key,
-                    &state.messages,
-                    &environment,
-                    &CancellationToken::new(),
-                )
-                .await;
-                (Some(graded.0), graded.1)
+        let mut conflicts = 0;
+        loop {
+            let state = journal::load_rollout(store, &scheduled.rollout_id).await?;
+            let Some(old) = state.verdict.as_ref() else {
+                return Ok(None);
+            };
+            if state.status() != RolloutStatus::Completed {
+                return Ok(None);
             }
-            None => (None, None),
-        };
-        let new_score = crate::verify::combine(&verdict, rubric.as_ref()).0;
-        let event = Event::RolloutReverified(RolloutReverified {
-            rollout_id: scheduled.rollout_id.clone(),
-            verdict,
-            rubric,
-            usage,
-            task_override: task_override.cloned(),
-            reverified_at: Utc::now(),
-        });
-        journal::append(
-            store,
-            &rollout_stream(&scheduled.rollout_id),
-            state.revision,
-            &[event],
-        )
-        .await?;
-        Ok(Some(Rescored {
-            rollout_id: scheduled.rollout_id.clone(),
-            old_score,
-            new_score,
-        }))
+            let old_score = crate::verify::combine(old, state.rubric.as_ref()).0;
+            let calls = state
+                .tool_calls
+                .iter()
+                .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
+            let Ok(env) =
+                replay::rebuild(scenario, task, scheduled.seed, calls, &state.npc_replies)
+            else {
+                return Ok(None);
+            };
+            let environment = env.state();
+            let verdict = crate::verify::verify(task, &environment, &state.messages);
+            let (rubric, usage) = match task.judge_rubric() {
+                Some(_) => {
+                    let graded = step_loop::grade_rubric(
+                        &self.deps,
+                        run,
+                        task,
+                        judge_key.clone(),
+                        &state.messages,
+                        &environment,
+                    )
+                    .await;
+                    (Some(graded.0), graded.1)
+                }
+                None => (None, None),
+            };
+            let new_score = crate::verify::combine(&verdict, rubric.as_ref()).0;
+            let event = Event::RolloutReverified(RolloutReverified {
+                rollout_id: scheduled.rollout_id.clone(),
+                verdict,
+                rubric,
+                usage,
+                task_override: task_override.cloned(),
+                reverified_at: Utc::now(),
+            });
+            let stream = rollout_stream(&scheduled.rollout_id);
+            match journal::append(store, &stream, state.revision, &[event]).await {
+                Err(StoreError::WrongExpectedVersion { .. }) if conflicts < 3 => conflicts += 1,
+                Err(error) => return Err(error),
+                Ok(_) => {
+                    return Ok(Some(Rescored {
+                        rollout_id: scheduled.rollout_id.clone(),
+                        old_score,
+                        new_score,
+                    }))
+                }
+            }
+        }
     }
 }

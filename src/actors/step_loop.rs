@@ -316,9 +316,13 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     }
                 };
                 driver.record_all(events).await?;
-                if let Tools::Local(env) = &mut tools {
-                    // Rebuilt before the copied calls existed: build it again from them.
-                    *env = rebuild_local(scenario, task, rollout.seed, &driver.state)?;
+                match &mut tools {
+                    // A fork's environment was built before the copied calls existed:
+                    // build it again from them.
+                    Tools::Local(env) if run.parent.is_some() => {
+                        *env = rebuild_local(scenario, task, rollout.seed, &driver.state)?;
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -468,19 +472,18 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     return Err(StepError::Paused(reason));
                 }
                 let state = tools.state().await.map_err(Failure)?;
-                let (rubric, usage) = grade_rubric(
+                let grading = grade_rubric(
                     deps.as_ref(),
                     &run,
                     task,
                     keys.judge_model.clone(),
                     &driver.state.messages,
                     &state,
-                    &driver.job.cancel,
-                )
-                .await;
-                if driver.job.cancel.is_cancelled() {
-                    return Err(StepError::Cancelled);
-                }
+                );
+                let (rubric, usage) = tokio::select! {
+                    graded = grading => graded,
+                    _ = driver.job.cancel.cancelled() => return Err(StepError::Cancelled),
+                };
                 deps.metrics
                     .rubric_grades
                     .with_label_values(&[rubric_status(&rubric)])
@@ -531,25 +534,6 @@ fn rebuild_local(
 /// server's, else skipped with that reason. The judge failing is a grade with status
 /// `error`, not a failed rollout: the checks' verdict stands.
 pub(super) async fn grade_rubric(
-    deps: &Deps,
-    run: &RunLaunched,
-    task: &Task,
-    key: Option<ApiKey>,
-    trajectory: &[Message],
-    state: &serde_json::Value,
-    cancel: &CancellationToken,
-) -> (RubricVerdict, Option<TokenUsage>) {
-    tokio::select! {
-        graded = judge(deps, run, task, key, trajectory, state) => graded,
-        // Cancelled while judging: ungraded, and the caller stops.
-        _ = cancel.cancelled() => (
-            rubric::ungraded(RubricStatus::Error, None, "cancelled while grading".into()),
-            None,
-        ),
-    }
-}
-
-async fn judge(
     deps: &Deps,
     run: &RunLaunched,
     task: &Task,

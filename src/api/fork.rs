@@ -2,14 +2,14 @@
 //! into a new run of n rollouts (see [`crate::actors::fork`]).
 
 use actix_web::{web, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::launch;
 use super::validate::Checker;
 use super::views::LaunchAnswer;
 use super::AppState;
 use crate::actors::fork::{ForkRefusal, ForkRequest};
-use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 /// Forks per request: each is a rollout of the new run.
 const MAX_COUNT: i64 = 1_000;
@@ -39,16 +39,7 @@ fn parse(body: &Value, run_id: String, rollout_id: String) -> Result<ForkRequest
     let obj = launch::object(body)?;
     let mut c = Checker::default();
     let root: &[&str] = &["body"];
-    for field in obj.keys() {
-        if !["at_step", "count", "model_config"].contains(&field.as_str()) {
-            c.push(
-                root,
-                field,
-                "Extra inputs are not permitted",
-                "extra_forbidden",
-            );
-        }
-    }
+    c.only_fields(obj, root, &["at_step", "count", "model_config"]);
     if obj.get("at_step").is_none_or(Value::is_null) {
         c.push(root, "at_step", "Field required", "missing");
     }
@@ -65,14 +56,6 @@ fn parse(body: &Value, run_id: String, rollout_id: String) -> Result<ForkRequest
         count: count as u32,
         model,
     })
-}
-
-fn at_step_error(msg: String) -> ApiError {
-    ApiError::validation(vec![FieldError {
-        loc: vec![json!("body"), json!("at_step")],
-        msg,
-        kind: "value_error".to_string(),
-    }])
 }
 
 #[utoipa::path(post, path = "/runs/{run_id}/rollouts/{rollout_id}/fork", tag = "runs", summary = "Fork a rollout after step k into a new run", params(("run_id" = String, Path, description = "The source run"), ("rollout_id" = String, Path, description = "The source rollout")), request_body = ForkBody, responses((status = 200, description = "The new run, which names its parent", body = LaunchAnswer), (status = 404, description = "No such run or rollout", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
@@ -93,22 +76,15 @@ async fn fork_rollout(
                 ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found in this run")
             }
             ForkRefusal::BeyondRecorded { .. } | ForkRefusal::InProgress(_) => {
-                at_step_error(refusal.to_string())
+                ApiError::invalid_field(&["body", "at_step"], refusal.to_string())
             }
-            ForkRefusal::RemoteModelConfig => ApiError::validation(vec![FieldError {
-                loc: vec![
-                    json!("body"),
-                    json!("model_config"),
-                    json!("tool_server_url"),
-                ],
-                msg: refusal.to_string(),
-                kind: "value_error".to_string(),
-            }]),
-            ForkRefusal::RemoteEnvironment => ApiError::validation(vec![FieldError {
-                loc: vec![json!("path"), json!("rollout_id")],
-                msg: refusal.to_string(),
-                kind: "value_error".to_string(),
-            }]),
+            ForkRefusal::RemoteModelConfig => ApiError::invalid_field(
+                &["body", "model_config", "tool_server_url"],
+                refusal.to_string(),
+            ),
+            ForkRefusal::RemoteEnvironment => {
+                ApiError::invalid_field(&["path", "rollout_id"], refusal.to_string())
+            }
         })?;
     super::runs::launch_answer(&state, fork.run_id).await
 }

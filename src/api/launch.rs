@@ -137,16 +137,7 @@ fn budget(c: &mut Checker, obj: &Map<String, Value>) -> Option<Budget> {
     let fields = c.opt_object(obj, &["body"], "budget")?;
     let prefix: &[&str] = &["body", "budget"];
     let before = c.errors.len();
-    for field in fields.keys() {
-        if !matches!(field.as_str(), "max_total_tokens" | "max_cost_usd") {
-            c.push(
-                prefix,
-                field,
-                "Extra inputs are not permitted",
-                "extra_forbidden",
-            );
-        }
-    }
+    c.only_fields(fields, prefix, &["max_total_tokens", "max_cost_usd"]);
     let max_total_tokens = c.opt_int(fields, prefix, "max_total_tokens", 1, i64::MAX);
     let max_cost_usd = c.opt_number(fields, prefix, "max_cost_usd", 0.0, f64::MAX);
     if max_cost_usd == Some(0.0) {
@@ -182,14 +173,7 @@ pub fn parse_resume(body: &Value) -> Result<Option<Budget>, ApiError> {
     }
     let obj = object(body)?;
     let mut c = Checker::default();
-    for field in obj.keys().filter(|k| *k != "budget") {
-        c.push(
-            &["body"],
-            field,
-            "Extra inputs are not permitted",
-            "extra_forbidden",
-        );
-    }
+    c.only_fields(obj, &["body"], &["budget"]);
     let parsed = budget(&mut c, obj);
     c.finish()?;
     Ok(parsed)
@@ -451,16 +435,7 @@ pub(super) fn parse_task_overrides(
 fn parse_tool_faults(c: &mut Checker, f: &Map<String, Value>) -> Option<ToolFaults> {
     let prefix: &[&str] = &["body", "tool_faults"];
     let before = c.errors.len();
-    for field in f.keys() {
-        if !["error_rate", "latency_ms", "seed"].contains(&field.as_str()) {
-            c.push(
-                prefix,
-                field,
-                "Extra inputs are not permitted",
-                "extra_forbidden",
-            );
-        }
-    }
+    c.only_fields(f, prefix, &["error_rate", "latency_ms", "seed"]);
     if f.get("error_rate").is_none_or(Value::is_null) {
         c.push(prefix, "error_rate", "Field required", "missing");
     }

@@ -134,11 +134,7 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
             ErrorCode::MalformedBody,
             "Content-Type must be application/json",
         ),
-        JsonPayloadError::Deserialize(e) => ApiError::validation(vec![FieldError {
-            loc: vec![json!("body"), json!(e.column())],
-            msg: format!("JSON decode error: {e}"),
-            kind: "json_invalid".to_string(),
-        }]),
+        JsonPayloadError::Deserialize(e) => validate::json_invalid(e),
         other => ApiError::new(ErrorCode::MalformedBody, other.to_string()),
     };
     error.into()

@@ -6,10 +6,10 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::launch;
-use super::validate::Checker;
+use super::validate::{optional_json, Checker};
 use super::AppState;
 use crate::actors::reverify::{Rescored, ReverifyRefusal};
-use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/runs/{run_id}/reverify").route(web::post().to(reverify_run)));
@@ -39,26 +39,10 @@ async fn reverify_run(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                crate::error::ErrorCode::MalformedBody,
-                format!("The body is not JSON: {e}"),
-            )
-        })?
-    };
+    let body = optional_json(&body)?.unwrap_or_else(|| json!({}));
     let obj = launch::object(&body)?;
     let mut c = Checker::default();
-    for field in obj.keys().filter(|k| *k != "task_overrides") {
-        c.push(
-            &["body"],
-            field,
-            "Extra inputs are not permitted",
-            "extra_forbidden",
-        );
-    }
+    c.only_fields(obj, &["body"], &["task_overrides"]);
     let task_ids = state
         .projections
         .read(|views| views.run(&run_id).map(|r| r.task_ids.clone()));
@@ -71,23 +55,16 @@ async fn reverify_run(
             .await
             .map_err(|refusal| match refusal {
                 ReverifyRefusal::Gym(error) => error.into(),
-                ReverifyRefusal::RemoteEnvironment => ApiError::validation(vec![FieldError {
-                    loc: vec![json!("path"), json!("run_id")],
-                    msg: refusal.to_string(),
-                    kind: "value_error".to_string(),
-                }]),
-                ReverifyRefusal::BadOverride(ref task_id, _) => {
-                    ApiError::validation(vec![FieldError {
-                        loc: vec![
-                            json!("body"),
-                            json!("task_overrides"),
-                            json!(task_id),
-                            json!("task_json"),
-                        ],
-                        msg: refusal.to_string(),
-                        kind: "value_error".to_string(),
-                    }])
+                ReverifyRefusal::ScenarioGone(_) => {
+                    ApiError::new(ErrorCode::ScenarioNotFound, refusal.to_string())
                 }
+                ReverifyRefusal::RemoteEnvironment => {
+                    ApiError::invalid_field(&["path", "run_id"], refusal.to_string())
+                }
+                ReverifyRefusal::BadOverride(ref task_id, _) => ApiError::invalid_field(
+                    &["body", "task_overrides", task_id, "task_json"],
+                    refusal.to_string(),
+                ),
             })?;
     state.sync().await;
     Ok(HttpResponse::Ok().json(Reverified { run_id, rollouts }))

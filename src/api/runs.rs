@@ -51,13 +51,10 @@ impl From<GymError> for ApiError {
             GymError::Refused(RunRefusal::NotPaused(detail)) => {
                 ApiError::new(ErrorCode::RunNotPaused, detail)
             }
-            GymError::Refused(RunRefusal::BudgetExhausted(reason)) => {
-                ApiError::validation(vec![crate::error::FieldError {
-                    loc: vec![json!("body"), json!("budget")],
-                    msg: format!("The new budget is already spent: {reason}"),
-                    kind: "value_error".to_string(),
-                }])
-            }
+            GymError::Refused(RunRefusal::BudgetExhausted(reason)) => ApiError::invalid_field(
+                &["body", "budget"],
+                format!("The new budget is already spent: {reason}"),
+            ),
             GymError::Store(error) => {
                 tracing::error!(%error, "event log refused a command");
                 ApiError::new(
@@ -399,17 +396,7 @@ async fn resume_run(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::validation(vec![crate::error::FieldError {
-                loc: vec![json!("body"), json!(e.column())],
-                msg: format!("JSON decode error: {e}"),
-                kind: "json_invalid".to_string(),
-            }])
-        })?
-    };
+    let body = super::validate::optional_json(&body)?.unwrap_or(Value::Null);
     let budget = launch::parse_resume(&body)?;
     let run = state.projections.read(|views| {
         views

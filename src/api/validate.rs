@@ -45,6 +45,18 @@ impl Checker {
         });
     }
 
+    /// Every key of `obj` outside `allowed` is an error (the bodies are closed).
+    pub fn only_fields(&mut self, obj: &Map<String, Value>, prefix: &[&str], allowed: &[&str]) {
+        for field in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            self.push(
+                prefix,
+                field,
+                "Extra inputs are not permitted",
+                "extra_forbidden",
+            );
+        }
+    }
+
     pub fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() {
             Ok(())
@@ -244,4 +256,23 @@ impl Checker {
             }
         }
     }
+}
+
+/// The 422 of a body that is not JSON, as the JSON extractor answers it.
+pub fn json_invalid(error: &serde_json::Error) -> ApiError {
+    ApiError::validation(vec![FieldError {
+        loc: vec![Value::from("body"), Value::from(error.column())],
+        msg: format!("JSON decode error: {error}"),
+        kind: "json_invalid".to_string(),
+    }])
+}
+
+/// A body that may be left out (`None` when empty), else JSON.
+pub fn optional_json(body: &[u8]) -> Result<Option<Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| json_invalid(&e))
 }

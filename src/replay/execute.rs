@@ -10,7 +10,6 @@ use std::path::Path;
 
 use crate::actors::journal;
 use crate::domain::events::{Event, NpcReplied, RunLaunched};
-use crate::domain::ids::run_stream;
 use crate::domain::rollout::RolloutState;
 use crate::npc;
 use crate::scenarios::{Catalog, Scenario, Task};
@@ -73,20 +72,9 @@ async fn execute_in(
     catalog: &Catalog,
     run_id: &str,
 ) -> Result<Executed, ReplayError> {
-    let run = store
-        .read_stream(&run_stream(run_id), 0)
+    let run = journal::load_run(store, run_id)
         .await?
-        .into_iter()
-        .find_map(|recorded| {
-            match Event::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                &recorded.data,
-            ) {
-                Ok(Event::RunLaunched(run)) => Some(run),
-                _ => None,
-            }
-        })
+        .launched
         .ok_or_else(|| ReplayError::Execute(format!("no run {run_id} in the log")))?;
     if run.model.tool_server_url.is_some() {
         return Err(ReplayError::Execute(
