@@ -30,6 +30,10 @@ pub enum Command {
         /// kurrentdb://127.0.0.1:2113?tls=false (a build with --features eventstore).
         #[arg(long, env = "RL_GYM_STORE")]
         store: Option<String>,
+        /// This node's name in run leases when several nodes share one store
+        /// (default: hostname-pid).
+        #[arg(long, env = "RL_GYM_NODE_ID")]
+        node_id: Option<String>,
         /// A TOML file overriding config/default.toml.
         #[arg(long, env = "RL_GYM_CONFIG")]
         config: Option<PathBuf>,

@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
             bind,
             data_dir,
             store,
+            node_id,
             config,
             scenarios_dir,
         } => {
@@ -22,6 +23,7 @@ async fn main() -> ExitCode {
                 bind,
                 data_dir,
                 store,
+                node_id,
                 scenarios_dir,
                 api_tokens: Overrides::tokens_from_env(),
             };

@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::actors::lease::Leases;
 use crate::actors::step_loop::DefaultAgents;
 use crate::actors::{Deps, Gym, GymError};
 use crate::api::{self, AccessControl, AppState};
@@ -88,7 +89,19 @@ impl Application {
             limits: crate::llm::ProviderLimits::new(settings.provider_concurrency.clone()),
             judge: settings.judge.model_settings(),
         });
+        // Nodes share a KurrentDB log: each drives the runs whose lease it holds.
+        let leases = (!settings.store.is_empty()).then(|| {
+            tracing::info!(node_id = settings.node_id, lease_secs = settings.lease_secs, "run leases on");
+            Leases::new(
+                store.clone(),
+                metrics.clone(),
+                settings.node_id.clone(),
+                Duration::from_secs(settings.lease_secs),
+            )
+        });
+        let shared_log = leases.is_some();
         let gym = Gym::start(Deps {
+            leases,
             store: store.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
@@ -102,7 +115,12 @@ impl Application {
             model_timeout_secs: settings.model_timeout_secs,
             prices: Arc::new(settings.price_table()),
         });
-        gym.recover(unfinished).await?;
+        if shared_log {
+            // Which unfinished runs are this node's is for the leases to say.
+            gym.keep_leases(projections.clone());
+        } else {
+            gym.recover(unfinished).await?;
+        }
 
         let shutdown = CancellationToken::new();
         let state = web::Data::new(AppState {

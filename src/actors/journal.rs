@@ -4,7 +4,8 @@
 
 use crate::domain::budget::Spend;
 use crate::domain::events::{Event, RunLaunched, ScheduledRollout, CURRENT_SCHEMA_VERSION};
-use crate::domain::ids::{event_id, rollout_stream, run_stream};
+use crate::domain::ids::{event_id, lease_stream, rollout_stream, run_stream};
+use crate::domain::lease::LeaseState;
 use crate::domain::rollout::RolloutState;
 use crate::domain::run::RunState;
 use crate::store::{AppendResult, EventData, EventStore, ExpectedState, StoreError};
@@ -36,13 +37,15 @@ pub async fn append(
     store.append(stream, expected, data).await
 }
 
-/// Reads a stream and hands each event with its revision to `fold`.
+/// Reads a stream from `from_revision` on and hands each event with its revision to
+/// `fold`.
 async fn fold_stream(
     store: &dyn EventStore,
     stream: &str,
+    from_revision: u64,
     mut fold: impl FnMut(&Event, u64),
 ) -> Result<(), StoreError> {
-    for recorded in store.read_stream(stream, 0).await? {
+    for recorded in store.read_stream(stream, from_revision).await? {
         let event = Event::decode(
             &recorded.event_type,
             recorded.schema_version,
@@ -60,7 +63,7 @@ pub async fn rollout_events(
     rollout_id: &str,
 ) -> Result<Vec<(u64, Event)>, StoreError> {
     let mut events = Vec::new();
-    fold_stream(store, &rollout_stream(rollout_id), |e, r| {
+    fold_stream(store, &rollout_stream(rollout_id), 0, |e, r| {
         events.push((r, e.clone()))
     })
     .await?;
@@ -73,7 +76,7 @@ pub async fn load_rollout(
     rollout_id: &str,
 ) -> Result<RolloutState, StoreError> {
     let mut state = RolloutState::default();
-    fold_stream(store, &rollout_stream(rollout_id), |e, r| {
+    fold_stream(store, &rollout_stream(rollout_id), 0, |e, r| {
         state.evolve(e, r)
     })
     .await?;
@@ -83,8 +86,19 @@ pub async fn load_rollout(
 /// Reads a run's stream and folds it.
 pub async fn load_run(store: &dyn EventStore, run_id: &str) -> Result<RunState, StoreError> {
     let mut state = RunState::default();
-    fold_stream(store, &run_stream(run_id), |e, r| state.evolve(e, r)).await?;
+    fold_stream(store, &run_stream(run_id), 0, |e, r| state.evolve(e, r)).await?;
     Ok(state)
+}
+
+/// Brings `state` up to date with the run's lease stream (reads only what it has
+/// not seen).
+pub async fn refresh_lease(
+    store: &dyn EventStore,
+    run_id: &str,
+    state: &mut LeaseState,
+) -> Result<(), StoreError> {
+    let from = state.revision.map_or(0, |r| r + 1);
+    fold_stream(store, &lease_stream(run_id), from, |e, r| state.evolve(e, r)).await
 }
 
 /// A run's rollouts that have not finished, and what all of them have spent, from
@@ -97,7 +111,7 @@ pub async fn run_progress(
     let mut spend = Spend::default();
     for rollout in &run.rollouts {
         let mut state = RolloutState::default();
-        fold_stream(store, &rollout_stream(&rollout.rollout_id), |e, r| {
+        fold_stream(store, &rollout_stream(&rollout.rollout_id), 0, |e, r| {
             state.evolve(e, r);
             spend.add(e, run.prices.as_ref());
         })

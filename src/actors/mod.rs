@@ -6,6 +6,7 @@
 
 pub mod fork;
 pub mod journal;
+pub mod lease;
 pub mod registry;
 pub mod reverify;
 pub mod rollout;
@@ -51,6 +52,8 @@ pub struct Deps {
     pub model_timeout_secs: u64,
     /// The config's price table (budgets in US dollars).
     pub prices: Arc<PriceTable>,
+    /// Run leases, when several nodes share the log; `None`: this node owns every run.
+    pub leases: Option<Arc<lease::Leases>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,37 @@ impl Gym {
 
     pub fn prices(&self) -> &PriceTable {
         &self.deps.prices
+    }
+
+    /// When nodes share the log: renews this node's leases, takes over the runs no
+    /// node holds (at once: those unfinished before a restart) and carries out other
+    /// nodes' commands. Without leases nothing to do.
+    pub fn keep_leases(&self, projections: crate::projections::Projections) {
+        if let Some(leases) = self.deps.leases.clone() {
+            actix::spawn(lease::keep(leases, self.clone(), projections));
+        }
+    }
+
+    /// Starts a run's rollouts here; with leases, only once this node holds the run's
+    /// (otherwise its holder drives it, or any node takes it when that lease lapses).
+    /// Answers whether it started.
+    async fn start_run(&self, start: StartRun) -> Result<bool, GymError> {
+        let Some(leases) = &self.deps.leases else {
+            self.registry
+                .send(start)
+                .await
+                .map_err(|_| GymError::Unavailable)?;
+            return Ok(true);
+        };
+        let run_id = start.run.run_id.clone();
+        match leases.start(&self.registry, start).await {
+            Ok(started) => Ok(started),
+            // Recorded but not started: the lease loop of some node takes it.
+            Err(error) => {
+                tracing::warn!(run_id, %error, "could not take the run's lease; a node will take it later");
+                Ok(false)
+            }
+        }
     }
 
     /// The budget in force for a run that starts (again) now, with what its rollouts
@@ -160,15 +194,13 @@ impl Gym {
         }
         self.deps.metrics.runs_launched.inc();
         let budget = RunBudget::new(run.budget, run.prices, Spend::default());
-        self.registry
-            .send(StartRun {
-                run,
-                rollouts,
-                cancelled: false,
-                budget,
-            })
-            .await
-            .map_err(|_| GymError::Unavailable)?;
+        self.start_run(StartRun {
+            run,
+            rollouts,
+            cancelled: false,
+            budget,
+        })
+        .await?;
         Ok(())
     }
 
@@ -182,15 +214,13 @@ impl Gym {
         if let (true, Some(run)) = (state.paused, state.launched) {
             let (rollouts, _) = journal::run_progress(self.deps.store.as_ref(), &run).await?;
             let count = rollouts.len();
-            self.registry
-                .send(StartRun {
-                    run: Arc::new(run),
-                    rollouts,
-                    cancelled: true,
-                    budget: RunBudget::unlimited(),
-                })
-                .await
-                .map_err(|_| GymError::Unavailable)?;
+            self.start_run(StartRun {
+                run: Arc::new(run),
+                rollouts,
+                cancelled: true,
+                budget: RunBudget::unlimited(),
+            })
+            .await?;
             return Ok(count);
         }
         let cancelled = self
@@ -249,15 +279,13 @@ impl Gym {
         })?;
         let count = rollouts.len();
         tracing::info!(run_id, rollouts = count, "resuming a paused run");
-        self.registry
-            .send(StartRun {
-                budget: RunBudget::new(budget, run.prices, spent),
-                run: Arc::new(run),
-                rollouts,
-                cancelled: false,
-            })
-            .await
-            .map_err(|_| GymError::Unavailable)?;
+        self.start_run(StartRun {
+            budget: RunBudget::new(budget, run.prices, spent),
+            run: Arc::new(run),
+            rollouts,
+            cancelled: false,
+        })
+        .await?;
         Ok(count)
     }
 
@@ -266,32 +294,37 @@ impl Gym {
     pub async fn recover(&self, unfinished: Vec<(String, Vec<String>)>) -> Result<usize, GymError> {
         let count = unfinished.len();
         for (run_id, ids) in unfinished {
-            let ids: std::collections::HashSet<String> = ids.into_iter().collect();
-            let state = self.load_run(&run_id).await?;
-            if state.paused {
-                continue;
-            }
-            let Some(run) = state.launched.clone() else {
-                continue;
-            };
-            let rollouts = run
-                .rollouts
-                .iter()
-                .filter(|r| ids.contains(&r.rollout_id))
-                .cloned()
-                .collect();
-            tracing::info!(run_id, rollouts = ids.len(), "resuming run");
-            let budget = self.budget_of(&state, &run).await?;
-            self.registry
-                .send(StartRun {
-                    run: Arc::new(run),
-                    rollouts,
-                    cancelled: state.cancel_requested,
-                    budget,
-                })
-                .await
-                .map_err(|_| GymError::Unavailable)?;
+            self.resume_unfinished(&run_id, ids).await?;
         }
         Ok(count)
+    }
+
+    /// Starts the rollouts `ids` of a run that has no actor (after a restart, or
+    /// taken over from another node), unless it is paused with no cancel to carry
+    /// out. Answers whether it started.
+    async fn resume_unfinished(&self, run_id: &str, ids: Vec<String>) -> Result<bool, GymError> {
+        let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+        let state = self.load_run(run_id).await?;
+        if state.deleted || (state.paused && !state.cancel_requested) {
+            return Ok(false);
+        }
+        let Some(run) = state.launched.clone() else {
+            return Ok(false);
+        };
+        let rollouts = run
+            .rollouts
+            .iter()
+            .filter(|r| ids.contains(&r.rollout_id))
+            .cloned()
+            .collect();
+        tracing::info!(run_id, rollouts = ids.len(), "resuming run");
+        let budget = self.budget_of(&state, &run).await?;
+        self.start_run(StartRun {
+            run: Arc::new(run),
+            rollouts,
+            cancelled: state.cancel_requested,
+            budget,
+        })
+        .await
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::run::{CancelRollouts, RunActor, RunBudget};
+use super::run::{CancelRollouts, Halt, RunActor, RunBudget};
 use super::Deps;
 use crate::domain::events::{RunLaunched, ScheduledRollout};
 
@@ -119,8 +119,46 @@ impl Handler<RunEnded> for Registry {
     fn handle(&mut self, msg: RunEnded, ctx: &mut Self::Context) {
         self.runs.remove(&msg.run_id);
         if let Some(start) = self.deferred.remove(&msg.run_id) {
+            // Resumed as it ended: the lease is kept for the next actor.
             self.start_run(start, ctx);
+        } else if let Some(leases) = self.deps.leases.clone() {
+            let registry = ctx.address();
+            actix::spawn(async move { leases.release_if_idle(&msg.run_id, &registry).await });
         }
+    }
+}
+
+/// The node lost a run's lease: its actor stops without recording anything.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HaltRun {
+    pub run_id: String,
+}
+
+impl Handler<HaltRun> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: HaltRun, _ctx: &mut Self::Context) {
+        // A start waiting for the halted actor would drive the run without the lease.
+        self.deferred.remove(&msg.run_id);
+        if let Some(addr) = self.runs.get(&msg.run_id) {
+            addr.do_send(Halt);
+        }
+    }
+}
+
+/// Whether a run has an actor here, or one waiting to start.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsActive {
+    pub run_id: String,
+}
+
+impl Handler<IsActive> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: IsActive, _ctx: &mut Self::Context) -> bool {
+        self.runs.contains_key(&msg.run_id) || self.deferred.contains_key(&msg.run_id)
     }
 }
 

@@ -6,6 +6,7 @@
 //! and when none runs any more the run is recorded as paused and the actor ends.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -30,6 +31,9 @@ pub struct RunBudget {
     limit: Option<Budget>,
     prices: Option<RunPrices>,
     spent: Mutex<Spend>,
+    /// This node lost the run's lease: its loops stop as if the budget were spent,
+    /// but nothing is recorded; the new holder resumes them.
+    halted: AtomicBool,
 }
 
 impl RunBudget {
@@ -38,6 +42,7 @@ impl RunBudget {
             limit,
             prices,
             spent: Mutex::new(spent),
+            halted: AtomicBool::new(false),
         })
     }
 
@@ -54,7 +59,18 @@ impl RunBudget {
 
     /// Why no more model calls may be made, if so.
     pub fn exhausted(&self) -> Option<String> {
+        if self.is_halted() {
+            return Some("this node no longer holds the run's lease".to_string());
+        }
         exhausted(self.limit.as_ref(), &self.spent.lock())
+    }
+
+    pub fn halt(&self) {
+        self.halted.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Relaxed)
     }
 
     pub fn spent(&self) -> Spend {
@@ -107,6 +123,14 @@ impl RunActor {
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         if self.pausing {
+            return;
+        }
+        if self.budget.is_halted() {
+            // Another node drives the run now: start nothing, record nothing.
+            self.pending.clear();
+            if self.running.is_empty() {
+                self.end(ctx);
+            }
             return;
         }
         let spent = (!self.cancelled).then(|| self.budget.exhausted()).flatten();
@@ -217,6 +241,22 @@ impl Handler<RolloutEnded> for RunActor {
                 self.stopped_unfinished.push(rollout.clone());
             }
         }
+        self.schedule(ctx);
+    }
+}
+
+/// The node lost the run's lease: stop its rollouts before their next model call
+/// without recording anything, then end.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+impl Handler<Halt> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Halt, ctx: &mut Self::Context) {
+        tracing::warn!(run_id = self.run.run_id, "lease lost: this node stops driving the run");
+        self.budget.halt();
         self.schedule(ctx);
     }
 }

@@ -111,6 +111,7 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
         self_token: None,
         model_timeout_secs: 30,
         prices: Default::default(),
+        leases: None,
     })
 }
 

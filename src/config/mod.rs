@@ -21,6 +21,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// A KurrentDB URL, or empty for the embedded log under `data_dir`.
     pub store: String,
+    /// This node's name in run leases (several nodes on one store).
+    pub node_id: String,
+    pub lease_secs: u64,
     pub scenarios_dir: PathBuf,
     pub max_concurrent_rollouts: usize,
     pub max_open_environments: usize,
@@ -163,6 +166,7 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
+    pub node_id: Option<String>,
     pub scenarios_dir: Option<PathBuf>,
     /// Added to the configured tokens (`RL_GYM_API_TOKEN`, comma-separated).
     pub api_tokens: Vec<String>,
@@ -233,6 +237,18 @@ impl Settings {
                 ),
             });
         }
+        if let Some(node_id) = overrides.node_id {
+            settings.node_id = node_id;
+        }
+        if settings.node_id.is_empty() {
+            settings.node_id = default_node_id();
+        }
+        if settings.lease_secs < 2 {
+            return Err(ConfigError::Invalid {
+                origin: "lease_secs".into(),
+                message: "must be at least 2 (a lease is renewed every third of it)".into(),
+            });
+        }
         if let Some(dir) = overrides.scenarios_dir {
             settings.scenarios_dir = dir;
         }
@@ -287,6 +303,16 @@ impl Settings {
         }
         Path::new(env!("CARGO_MANIFEST_DIR")).join(&self.scenarios_dir)
     }
+}
+
+/// `<hostname>-<pid>`: unique among the nodes of one machine, new at every start.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {

@@ -23,6 +23,11 @@ pub fn rollout_stream(rollout_id: &str) -> String {
     format!("rollout-{rollout_id}")
 }
 
+/// Who drives the run when several nodes share the log (see [`crate::domain::lease`]).
+pub fn lease_stream(run_id: &str) -> String {
+    format!("lease-{run_id}")
+}
+
 /// A deterministic UUID v7: the millisecond timestamp of `time`, the rest from a hash
 /// of the stream and revision. The same event proposed twice gets the same id.
 pub fn event_id(time: DateTime<Utc>, stream: &str, revision: u64) -> Uuid {

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub data_dir_size: IntGauge,
     pub store_connected: IntGauge,
     pub store_reconnects: IntCounter,
+    pub leases_held: IntGauge,
+    pub leases_lost: IntCounter,
+    pub lease_takeovers: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -163,6 +166,19 @@ impl Metrics {
             store_reconnects: counter(
                 "rl_gym_store_reconnects_total",
                 "Times the event store's connection was lost and found again.",
+            ),
+            leases_held: gauge(
+                "rl_gym_leases_held",
+                "Runs whose lease this node holds (several nodes on one KurrentDB log).",
+            ),
+            leases_lost: counter(
+                "rl_gym_leases_lost_total",
+                "Leases this node could not keep (another node took the run, or the store \
+                 stayed unreachable until the lease expired).",
+            ),
+            lease_takeovers: counter(
+                "rl_gym_lease_takeovers_total",
+                "Runs this node took over because no node held their lease.",
             ),
             registry,
         }

@@ -296,6 +296,35 @@ impl Views {
             .collect()
     }
 
+    /// Unfinished runs that no node drives at `now`, oldest first, with those
+    /// rollouts' ids: their lease expired or was given up, or it names `node_id`
+    /// (this node, before a restart), or the run was never taken though launched
+    /// `grace` ago. A paused run is left alone unless a cancel waits to be carried out.
+    pub fn orphaned_runs(
+        &self,
+        now: DateTime<Utc>,
+        node_id: &str,
+        grace: chrono::Duration,
+    ) -> Vec<(String, Vec<String>)> {
+        self.order
+            .values()
+            .filter_map(|run_id| self.runs.get(run_id))
+            .filter(|run| !run.paused || run.cancel_requested)
+            .filter(|run| match &run.owner {
+                Some(owner) => owner.node_id == node_id || owner.expires_at <= now,
+                None => run.created_at + grace <= now,
+            })
+            .filter_map(|run| {
+                let ids: Vec<String> = self
+                    .unfinished_rollouts(&run.run_id)
+                    .into_iter()
+                    .map(|r| r.rollout_id.clone())
+                    .collect();
+                (!ids.is_empty()).then(|| (run.run_id.clone(), ids))
+            })
+            .collect()
+    }
+
     /// Rollouts of a run that have not finished, in launch order.
     pub fn unfinished_rollouts(&self, run_id: &str) -> Vec<&RolloutView> {
         self.runs

@@ -204,23 +204,29 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data_dir: &Path) -> ServerProcess {
-        Self::spawn(data_dir, "warn", Stdio::inherit())
+        Self::spawn(data_dir, "warn", Stdio::inherit(), &[])
     }
 
     /// With debug logs appended to `log`.
     pub fn start_logged(data_dir: &Path, log: &Path) -> ServerProcess {
+        Self::start_with(data_dir, log, &[])
+    }
+
+    /// With debug logs appended to `log` and more arguments to `serve`.
+    pub fn start_with(data_dir: &Path, log: &Path, args: &[&str]) -> ServerProcess {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        Self::spawn(data_dir, "debug", Stdio::from(file))
+        Self::spawn(data_dir, "debug", Stdio::from(file), args)
     }
 
-    fn spawn(data_dir: &Path, level: &str, stderr: Stdio) -> ServerProcess {
+    fn spawn(data_dir: &Path, level: &str, stderr: Stdio, args: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rl-gym"))
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", level)
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -1,0 +1,350 @@
+//! Run leases when several nodes share one KurrentDB log (`--store`): a node drives a
+//! run only while it holds the run's lease ([`crate::domain::lease`]). [`Leases`]
+//! takes, keeps and gives up this node's leases; [`keep`] is the node's loop:
+//!
+//! - every third of the lease time it renews the leases of the runs it drives and
+//!   gives up those it no longer drives; a lease it cannot keep (another node has it,
+//!   or the store stayed out of reach until it expired) halts the run here without a
+//!   terminal event, for the new holder to resume;
+//! - it takes the unfinished runs nobody holds (their holder stopped renewing) while
+//!   the server-wide cap has room, and resumes them from the log;
+//! - it follows the log for cancels and deletions recorded by other nodes and carries
+//!   them out on the runs it drives.
+//!
+//! Every lease event is appended with the stream's expected revision, so of two nodes
+//! that decide at once one is refused: a run never has two holders. Nodes' clocks must
+//! agree to well within the lease time (NTP), since expiry is wall-clock time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use chrono::Utc;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use super::registry::{CancelRun, HaltRun, IsActive, Registry, StartRun};
+use super::{journal, Gym};
+use crate::domain::events::Event;
+use crate::domain::ids::lease_stream;
+use crate::domain::lease::{decide, LeaseCommand, LeaseRefusal, LeaseState};
+use crate::metrics::Metrics;
+use crate::projections::{decode, Projections};
+use crate::store::{subscribe_all, EventStore, StoreError};
+
+/// Appends refused by a concurrent writer before an operation gives up for this time.
+const CONFLICT_RETRIES: usize = 3;
+/// Lease streams renewed at once per tick.
+const RENEW_CONCURRENCY: usize = 64;
+
+/// This node's view of one run's lease; one operation at a time.
+#[derive(Default)]
+struct Slot {
+    state: LeaseState,
+    /// This node holds the lease, as far as its last append tells.
+    held: bool,
+}
+
+pub struct Leases {
+    store: Arc<dyn EventStore>,
+    metrics: Metrics,
+    node_id: String,
+    ttl: chrono::Duration,
+    period: Duration,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl Leases {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        metrics: Metrics,
+        node_id: String,
+        ttl: Duration,
+    ) -> Arc<Leases> {
+        Arc::new(Leases {
+            store,
+            metrics,
+            node_id,
+            ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(10)),
+            period: ttl / 3,
+            slots: Mutex::default(),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn slot(&self, run_id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.slots
+            .lock()
+            .entry(run_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the slot of a run this node no longer holds, unless an operation has it.
+    fn forget(&self, run_id: &str) {
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get(run_id) {
+            let idle = Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|s| !s.held);
+            if idle {
+                slots.remove(run_id);
+            }
+        }
+    }
+
+    /// Decides `command` on the slot's state and appends the outcome, expecting the
+    /// stream unchanged. The cached state is tried first; a refusal or a conflict
+    /// reads what it has not seen of the stream and decides again.
+    async fn apply(
+        &self,
+        run_id: &str,
+        slot: &mut Slot,
+        command: impl Fn() -> LeaseCommand,
+    ) -> Result<Result<(), LeaseRefusal>, StoreError> {
+        let mut refreshed = false;
+        let mut conflicts = 0;
+        loop {
+            let events = match decide(&slot.state, run_id, command()) {
+                Ok(events) => events,
+                Err(refusal) if refreshed => return Ok(Err(refusal)),
+                Err(_) => {
+                    journal::refresh_lease(self.store.as_ref(), run_id, &mut slot.state).await?;
+                    refreshed = true;
+                    continue;
+                }
+            };
+            if events.is_empty() {
+                return Ok(Ok(()));
+            }
+            let stream = lease_stream(run_id);
+            match journal::append(self.store.as_ref(), &stream, slot.state.revision, &events)
+                .await
+            {
+                Ok(result) => {
+                    let first = result.next_expected_revision + 1 - events.len() as u64;
+                    for (i, event) in events.iter().enumerate() {
+                        slot.state.evolve(event, first + i as u64);
+                    }
+                    return Ok(Ok(()));
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    journal::refresh_lease(self.store.as_ref(), run_id, &mut slot.state).await?;
+                    refreshed = true;
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => {
+                    return Ok(Err(LeaseRefusal::NotHeld))
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn acquire_command(&self) -> impl Fn() -> LeaseCommand + '_ {
+        || LeaseCommand::Acquire {
+            node_id: self.node_id.clone(),
+            now: Utc::now(),
+            ttl: self.ttl,
+        }
+    }
+
+    /// Takes the run's lease (or keeps it, if this node holds it), then starts the run
+    /// here; answers whether it did. The slot stays locked in between, so the lease
+    /// is not given up under the starting actor.
+    pub(super) async fn start(
+        &self,
+        registry: &Addr<Registry>,
+        start: StartRun,
+    ) -> Result<bool, StoreError> {
+        let run_id = start.run.run_id.clone();
+        let slot = self.slot(&run_id);
+        let mut slot = slot.lock().await;
+        match self.apply(&run_id, &mut slot, self.acquire_command()).await? {
+            Ok(()) => {
+                if !slot.held {
+                    slot.held = true;
+                    self.metrics.leases_held.inc();
+                }
+                registry.do_send(start);
+                Ok(true)
+            }
+            Err(refusal) => {
+                tracing::debug!(run_id, %refusal, "run not started here");
+                drop(slot);
+                self.forget(&run_id);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Gives the lease up once the run has no actor here (it ended or paused).
+    pub(super) async fn release_if_idle(&self, run_id: &str, registry: &Addr<Registry>) {
+        let slot = self.slot(run_id);
+        let mut guard = slot.lock().await;
+        let active = registry
+            .send(IsActive {
+                run_id: run_id.to_string(),
+            })
+            .await
+            .unwrap_or(true);
+        if active || !guard.held {
+            return;
+        }
+        let release = || LeaseCommand::Release {
+            node_id: self.node_id.clone(),
+            now: Utc::now(),
+        };
+        match self.apply(run_id, &mut guard, release).await {
+            Ok(_) => {
+                guard.held = false;
+                self.metrics.leases_held.dec();
+            }
+            // It expires by itself; the next tick tries again meanwhile.
+            Err(error) => tracing::warn!(run_id, %error, "could not release a run's lease"),
+        }
+        drop(guard);
+        drop(slot);
+        self.forget(run_id);
+    }
+
+    /// Renews the lease of a run this node holds; one it cannot keep is given up here
+    /// and its actor halted.
+    async fn renew(&self, run_id: &str, registry: &Addr<Registry>) {
+        let slot = self.slot(run_id);
+        let mut guard = slot.lock().await;
+        if !guard.held {
+            return;
+        }
+        let active = registry
+            .send(IsActive {
+                run_id: run_id.to_string(),
+            })
+            .await
+            .unwrap_or(true);
+        if !active {
+            drop(guard);
+            return self.release_if_idle(run_id, registry).await;
+        }
+        let lost = match self.apply(run_id, &mut guard, self.acquire_command()).await {
+            Ok(Ok(())) => false,
+            Ok(Err(refusal)) => {
+                tracing::warn!(run_id, %refusal, "lease lost");
+                true
+            }
+            // Out of reach: the run goes on while the lease lasts by this node's clock.
+            Err(error) => {
+                let expired = guard
+                    .state
+                    .holder_at(Utc::now())
+                    .is_none_or(|lease| lease.node_id != self.node_id);
+                tracing::warn!(run_id, %error, expired, "could not renew a run's lease");
+                expired
+            }
+        };
+        if lost {
+            guard.held = false;
+            self.metrics.leases_held.dec();
+            self.metrics.leases_lost.inc();
+            registry.do_send(HaltRun {
+                run_id: run_id.to_string(),
+            });
+        }
+    }
+
+    fn held_runs(&self) -> Vec<String> {
+        self.slots.lock().keys().cloned().collect()
+    }
+}
+
+/// The node's lease loop (see the module's documentation); runs until the store closes.
+pub async fn keep(leases: Arc<Leases>, gym: Gym, projections: Projections) {
+    actix::spawn(follow_commands(
+        leases.store.clone(),
+        gym.registry.clone(),
+    ));
+    let mut tick = tokio::time::interval(leases.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let registry = &gym.registry;
+        futures::stream::iter(leases.held_runs())
+            .for_each_concurrent(RENEW_CONCURRENCY, |run_id| {
+                let leases = &leases;
+                async move { leases.renew(&run_id, registry).await }
+            })
+            .await;
+        take_orphans(&leases, &gym, &projections).await;
+    }
+}
+
+/// Takes over unfinished runs that no node holds, as many rollouts as the server-wide
+/// cap has room for.
+async fn take_orphans(leases: &Leases, gym: &Gym, projections: &Projections) {
+    let mut room = gym.deps.global.available_permits();
+    if room == 0 {
+        return;
+    }
+    let orphans = projections.read(|views| {
+        views.orphaned_runs(Utc::now(), &leases.node_id, leases.ttl)
+    });
+    for (run_id, rollout_ids) in orphans {
+        let active = gym
+            .registry
+            .send(IsActive {
+                run_id: run_id.clone(),
+            })
+            .await
+            .unwrap_or(true);
+        if active {
+            continue;
+        }
+        match gym.resume_unfinished(&run_id, rollout_ids.clone()).await {
+            Ok(true) => {
+                leases.metrics.lease_takeovers.inc();
+                tracing::info!(run_id, rollouts = rollout_ids.len(), "took over a run no node holds");
+                room = room.saturating_sub(rollout_ids.len());
+                if room == 0 {
+                    return;
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(run_id, %error, "could not take over a run"),
+        }
+    }
+}
+
+/// Carries out the cancels and deletions other nodes record for the runs this node
+/// drives (this node's own are carried out as they are recorded; twice is harmless).
+async fn follow_commands(store: Arc<dyn EventStore>, registry: Addr<Registry>) {
+    let mut from = store.next_position();
+    loop {
+        let mut subscription = subscribe_all(store.clone(), from);
+        loop {
+            let recorded = match subscription.next().await {
+                Ok(recorded) => recorded,
+                Err(StoreError::Closed) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "following the log for commands failed; following again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            };
+            from = recorded.position + 1;
+            if !matches!(
+                recorded.event_type.as_str(),
+                "RunCancelRequested" | "RunDeleted"
+            ) {
+                continue;
+            }
+            let run_id = match decode(&recorded) {
+                Ok(Event::RunCancelRequested(e)) => e.run_id,
+                Ok(Event::RunDeleted(e)) => e.run_id,
+                _ => continue,
+            };
+            let _ = registry.send(CancelRun { run_id }).await;
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Several `rl-gym serve` processes on one KurrentDB log (the fake node of
+//! tests/kurrent, served by this test process over real gRPC): every node serves every
+//! read, one node at a time drives a run (its lease), a killed node's runs are taken
+//! over and finished by the others, and a command sent to any node is carried out by
+//! the run's owner.
+
+#[path = "kurrent/fake_server.rs"]
+mod fake_server;
+#[allow(dead_code)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use fake_server::{start_fake_kurrent, FakeKurrent};
+use helpers::{start_fake_model, wait_until_finished, Behaviour, ServerProcess};
+
+/// The lease time of the nodes: short, so a takeover happens within the test.
+const LEASE_SECS: u64 = 2;
+
+/// The fake node on a runtime of its own: a starting `rl-gym serve` connects to it
+/// while this test's thread waits for the child's first line.
+fn fake_node() -> FakeKurrent {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            sender.send(start_fake_kurrent().await).unwrap();
+            std::future::pending::<()>().await
+        });
+    });
+    receiver.recv().unwrap()
+}
+
+struct Cluster {
+    nodes: Vec<ServerProcess>,
+    client: reqwest::Client,
+    _fake: FakeKurrent,
+    temp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Three nodes `n0`, `n1`, `n2`, each with its own data folder (sealed keys only;
+    /// the events are on the shared node).
+    fn start() -> Cluster {
+        let fake = fake_node();
+        let temp = tempfile::tempdir().unwrap();
+        let config = temp.path().join("cluster.toml");
+        std::fs::write(&config, format!("lease_secs = {LEASE_SECS}\n")).unwrap();
+        let nodes = (0..3)
+            .map(|i| {
+                let name = format!("n{i}");
+                ServerProcess::start_with(
+                    &temp.path().join(&name),
+                    &temp.path().join(format!("{name}.log")),
+                    &[
+                        "--store",
+                        &fake.url,
+                        "--node-id",
+                        &name,
+                        "--config",
+                        config.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        Cluster {
+            nodes,
+            client: reqwest::Client::new(),
+            _fake: fake,
+            temp,
+        }
+    }
+
+    fn address(&self, node: usize) -> &str {
+        &self.nodes[node].address
+    }
+
+    async fn launch(&self, node: usize, body: &Value) -> String {
+        let response = self
+            .client
+            .post(format!("{}/runs", self.address(node)))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        let launched: Value = response.json().await.unwrap();
+        launched["run_id"].as_str().unwrap().to_string()
+    }
+
+    async fn get(&self, node: usize, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address(node)))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The run as `node` shows it, once its views have seen it and `until` holds.
+    async fn run_when(&self, node: usize, run_id: &str, until: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, run) = self.get(node, &format!("/runs/{run_id}")).await;
+            if status == 200 && until(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: run {run_id} never got there ({status}): {run}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The sum of a counter over the nodes still running.
+    async fn counter(&self, nodes: &[usize], name: &str) -> f64 {
+        let mut total = 0.0;
+        for &node in nodes {
+            let text = self
+                .client
+                .get(format!("{}/metrics", self.address(node)))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            total += text
+                .lines()
+                .filter(|line| line.starts_with(name))
+                .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        total
+    }
+
+    /// The nodes' logs, for a failure's message.
+    fn logs(&self) -> String {
+        (0..3)
+            .map(|i| {
+                let path = self.temp.path().join(format!("n{i}.log"));
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                format!("--- n{i} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn first_task(cluster: &Cluster) -> String {
+    let (_, tasks) = cluster.get(0, "/scenarios/hr/tasks").await;
+    tasks["tasks"][0]["task_id"].as_str().unwrap().to_string()
+}
+
+fn slow_run(task: &str, rollouts: usize, model: &str) -> Value {
+    json!({
+        "scenario_id": "hr",
+        "task_ids": [task],
+        "rollout_count": rollouts,
+        "model_config": {"model": "slow", "provider": "custom", "base_url": model}
+    })
+}
+
+fn owner(run: &Value) -> Option<&str> {
+    run["owner"]["node_id"].as_str()
+}
+
+#[actix_web::test]
+async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no_step_repeated() {
+    const ROLLOUTS: usize = 12;
+    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
+    let mut cluster = Cluster::start();
+    let task = first_task(&cluster).await;
+    let run_id = cluster
+        .launch(0, &slow_run(&task, ROLLOUTS, &model.address))
+        .await;
+
+    // Every node serves the run; all of them name n0 as its owner.
+    for node in 0..3 {
+        let run = cluster
+            .run_when(node, &run_id, |run| owner(run).is_some())
+            .await;
+        assert_eq!(owner(&run), Some("n0"), "node {node}: {run}");
+        assert_eq!(run["total"], ROLLOUTS as u64);
+    }
+
+    // Kill the owner once every rollout has had its first answer and some their
+    // second request: each is mid-run, with a step recorded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while model.requests.lock().len() < ROLLOUTS + ROLLOUTS / 2 {
+        assert!(Instant::now() < deadline, "the model was never called enough");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.nodes[0].kill();
+    let killed_at = Instant::now();
+
+    let done = wait_until_finished(&cluster.client, cluster.address(1), &run_id).await;
+    assert_eq!(done["completed"], ROLLOUTS as u64, "{done}\n{}", cluster.logs());
+    assert!(
+        killed_at.elapsed() >= Duration::from_secs(1),
+        "the survivors waited for the lease to lapse"
+    );
+    let survivor = cluster
+        .run_when(2, &run_id, |run| run["completed"] == ROLLOUTS as u64)
+        .await;
+    assert_eq!(survivor["completed"], ROLLOUTS as u64);
+    assert_eq!(
+        cluster.counter(&[1, 2], "rl_gym_lease_takeovers_total").await,
+        1.0,
+        "exactly one survivor took the run over"
+    );
+
+    for rollout_id in done["rollout_ids"].as_array().unwrap() {
+        let path = format!("/runs/{run_id}/rollouts/{}", rollout_id.as_str().unwrap());
+        let (_, detail) = cluster.get(2, &path).await;
+        let assistant_turns = detail["trajectory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .count();
+        assert_eq!(assistant_turns, 2, "no duplicated step: {detail}");
+        assert_eq!(detail["steps"], 2, "{detail}");
+        let calls = detail["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 1, "no duplicated tool call: {detail}");
+        let ids: HashSet<&str> = calls.iter().map(|c| c["call_id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), calls.len());
+        assert_eq!(detail["status"], "completed");
+    }
+    // Once finished the lease is given up: the run has no owner.
+    let released = cluster.run_when(1, &run_id, |run| owner(run).is_none()).await;
+    assert_eq!(released["status"], "completed", "{released}");
+}
+
+#[actix_web::test]
+async fn failover_a_cancel_sent_to_another_node_is_carried_out_by_the_owner() {
+    let model = start_fake_model(Behaviour::SlowAnswer(60_000)).await;
+    let cluster = Cluster::start();
+    let task = first_task(&cluster).await;
+    let run_id = cluster.launch(1, &slow_run(&task, 4, &model.address)).await;
+    cluster
+        .run_when(2, &run_id, |run| owner(run) == Some("n1"))
+        .await;
+    // All four rollouts wait on their model call at n1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while model.requests.lock().len() < 4 {
+        assert!(Instant::now() < deadline, "the rollouts never called the model");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let response = cluster
+        .client
+        .post(format!("{}/runs/{run_id}/cancel", cluster.address(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // n1 stops them at once (not after the model's minute), and n0 sees it.
+    let cancelled = cluster
+        .run_when(0, &run_id, |run| run["cancelled"] == 4)
+        .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(model.requests.lock().len(), 4, "no rollout started again");
+}
+
+/// A node restarted with the same name takes its runs back at once (it held them).
+#[actix_web::test]
+async fn failover_a_node_started_again_under_its_name_resumes_its_runs() {
+    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
+    let mut cluster = Cluster::start();
+    // Only n0 runs: the run can only come back through it.
+    cluster.nodes.truncate(1);
+    let task = first_task(&cluster).await;
+    let run_id = cluster.launch(0, &slow_run(&task, 3, &model.address)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while model.requests.lock().len() < 3 {
+        assert!(Instant::now() < deadline, "the rollouts never called the model");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.nodes[0].kill();
+    let config = cluster.temp.path().join("cluster.toml");
+    let url = cluster._fake.url.clone();
+    cluster.nodes[0] = ServerProcess::start_with(
+        &cluster.temp.path().join("n0"),
+        &cluster.temp.path().join("n0.log"),
+        &["--store", &url, "--node-id", "n0", "--config", config.to_str().unwrap()],
+    );
+    let done = wait_until_finished(&cluster.client, cluster.address(0), &run_id).await;
+    assert_eq!(done["completed"], 3, "{done}\n{}", cluster.logs());
+    assert_eq!(
+        cluster.counter(&[0], "rl_gym_lease_takeovers_total").await,
+        1.0
+    );
+}
