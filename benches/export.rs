@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use chrono::Utc;
+use rl_gym::actors::journal::encode;
 use rl_gym::config::Settings;
 use rl_gym::domain::chat::Message;
 use rl_gym::domain::events::*;
@@ -16,7 +17,7 @@ use rl_gym::domain::ids::{rollout_stream, run_stream};
 use rl_gym::domain::verdict::{CheckResult, Verdict};
 use rl_gym::startup::Application;
 use rl_gym::store::file::FileStore;
-use rl_gym::store::{EventData, EventStore, ExpectedState};
+use rl_gym::store::{EventStore, ExpectedState};
 
 const TASK: &str = "hr__105_reporting_line_question";
 
@@ -30,20 +31,6 @@ fn resident_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn data(events: &[Event], stream: &str) -> Vec<EventData> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(revision, e)| EventData {
-            id: rl_gym::domain::ids::event_id(e.time(), stream, revision as u64),
-            event_type: e.event_type().to_string(),
-            schema_version: CURRENT_SCHEMA_VERSION,
-            time: e.time(),
-            data: e.to_data(),
-        })
-        .collect()
 }
 
 /// A finished rollout: the task, one long final answer, a full-credit verdict.
@@ -151,7 +138,11 @@ fn main() {
             });
             let stream = run_stream(run_id);
             store
-                .append(&stream, ExpectedState::NoStream, data(&[launch], &stream))
+                .append(
+                    &stream,
+                    ExpectedState::NoStream,
+                    encode(&stream, 0, &[launch]),
+                )
                 .await
                 .unwrap();
             // Many appends in flight at once: the log commits them in groups.
@@ -164,7 +155,11 @@ fn main() {
                         let stream = rollout_stream(&id);
                         let events = rollout_events(run_id, &id);
                         store
-                            .append(&stream, ExpectedState::NoStream, data(&events, &stream))
+                            .append(
+                                &stream,
+                                ExpectedState::NoStream,
+                                encode(&stream, 0, &events),
+                            )
                             .await
                             .unwrap();
                     }

@@ -91,7 +91,11 @@ impl Application {
         });
         // Nodes share a KurrentDB log: each drives the runs whose lease it holds.
         let leases = (!settings.store.is_empty()).then(|| {
-            tracing::info!(node_id = settings.node_id, lease_secs = settings.lease_secs, "run leases on");
+            tracing::info!(
+                node_id = settings.node_id,
+                lease_secs = settings.lease_secs,
+                "run leases on"
+            );
             Leases::new(
                 store.clone(),
                 metrics.clone(),

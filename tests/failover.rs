@@ -153,7 +153,10 @@ impl Cluster {
                 let path = self.temp.path().join(format!("n{i}.log"));
                 let text = std::fs::read_to_string(path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                format!("--- n{i} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- n{i} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -201,14 +204,22 @@ async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no
     // second request: each is mid-run, with a step recorded.
     let deadline = Instant::now() + Duration::from_secs(60);
     while model.requests.lock().len() < ROLLOUTS + ROLLOUTS / 2 {
-        assert!(Instant::now() < deadline, "the model was never called enough");
+        assert!(
+            Instant::now() < deadline,
+            "the model was never called enough"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     cluster.nodes[0].kill();
     let killed_at = Instant::now();
 
     let done = wait_until_finished(&cluster.client, cluster.address(1), &run_id).await;
-    assert_eq!(done["completed"], ROLLOUTS as u64, "{done}\n{}", cluster.logs());
+    assert_eq!(
+        done["completed"],
+        ROLLOUTS as u64,
+        "{done}\n{}",
+        cluster.logs()
+    );
     assert!(
         killed_at.elapsed() >= Duration::from_secs(1),
         "the survivors waited for the lease to lapse"
@@ -218,7 +229,9 @@ async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no
         .await;
     assert_eq!(survivor["completed"], ROLLOUTS as u64);
     assert_eq!(
-        cluster.counter(&[1, 2], "rl_gym_lease_takeovers_total").await,
+        cluster
+            .counter(&[1, 2], "rl_gym_lease_takeovers_total")
+            .await,
         1.0,
         "exactly one survivor took the run over"
     );
@@ -236,12 +249,17 @@ async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no
         assert_eq!(detail["steps"], 2, "{detail}");
         let calls = detail["tool_calls"].as_array().unwrap();
         assert_eq!(calls.len(), 1, "no duplicated tool call: {detail}");
-        let ids: HashSet<&str> = calls.iter().map(|c| c["call_id"].as_str().unwrap()).collect();
+        let ids: HashSet<&str> = calls
+            .iter()
+            .map(|c| c["call_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids.len(), calls.len());
         assert_eq!(detail["status"], "completed");
     }
     // Once finished the lease is given up: the run has no owner.
-    let released = cluster.run_when(1, &run_id, |run| owner(run).is_none()).await;
+    let released = cluster
+        .run_when(1, &run_id, |run| owner(run).is_none())
+        .await;
     assert_eq!(released["status"], "completed", "{released}");
 }
 
@@ -257,7 +275,10 @@ async fn failover_a_cancel_sent_to_another_node_is_carried_out_by_the_owner() {
     // All four rollouts wait on their model call at n1.
     let deadline = Instant::now() + Duration::from_secs(30);
     while model.requests.lock().len() < 4 {
-        assert!(Instant::now() < deadline, "the rollouts never called the model");
+        assert!(
+            Instant::now() < deadline,
+            "the rollouts never called the model"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
@@ -288,7 +309,10 @@ async fn failover_a_node_started_again_under_its_name_resumes_its_runs() {
     let run_id = cluster.launch(0, &slow_run(&task, 3, &model.address)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while model.requests.lock().len() < 3 {
-        assert!(Instant::now() < deadline, "the rollouts never called the model");
+        assert!(
+            Instant::now() < deadline,
+            "the rollouts never called the model"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     cluster.nodes[0].kill();
@@ -297,7 +321,14 @@ async fn failover_a_node_started_again_under_its_name_resumes_its_runs() {
     cluster.nodes[0] = ServerProcess::start_with(
         &cluster.temp.path().join("n0"),
         &cluster.temp.path().join("n0.log"),
-        &["--store", &url, "--node-id", "n0", "--config", config.to_str().unwrap()],
+        &[
+            "--store",
+            &url,
+            "--node-id",
+            "n0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
     );
     let done = wait_until_finished(&cluster.client, cluster.address(0), &run_id).await;
     assert_eq!(done["completed"], 3, "{done}\n{}", cluster.logs());

@@ -18,23 +18,31 @@ pub async fn append(
     last_revision: Option<u64>,
     events: &[Event],
 ) -> Result<AppendResult, StoreError> {
-    let first = last_revision.map_or(0, |r| r + 1);
-    let data = events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| EventData {
-            id: event_id(event.time(), stream, first + i as u64),
-            event_type: event.event_type().to_string(),
-            schema_version: CURRENT_SCHEMA_VERSION,
-            time: event.time(),
-            data: event.to_data(),
-        })
-        .collect();
+    let data = encode(stream, last_revision.map_or(0, |r| r + 1), events);
     let expected = match last_revision {
         Some(revision) => ExpectedState::Exact(revision),
         None => ExpectedState::NoStream,
     };
     store.append(stream, expected, data).await
+}
+
+/// `events` as an append to `stream` from revision `first` carries them, with their
+/// deterministic ids.
+pub fn encode(stream: &str, first: u64, events: &[Event]) -> Vec<EventData> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let data = event.to_data();
+            EventData {
+                id: event_id(event.time(), stream, first + i as u64, &data),
+                event_type: event.event_type().to_string(),
+                schema_version: CURRENT_SCHEMA_VERSION,
+                time: event.time(),
+                data,
+            }
+        })
+        .collect()
 }
 
 /// Reads a stream from `from_revision` on and hands each event with its revision to
@@ -98,7 +106,10 @@ pub async fn refresh_lease(
     state: &mut LeaseState,
 ) -> Result<(), StoreError> {
     let from = state.revision.map_or(0, |r| r + 1);
-    fold_stream(store, &lease_stream(run_id), from, |e, r| state.evolve(e, r)).await
+    fold_stream(store, &lease_stream(run_id), from, |e, r| {
+        state.evolve(e, r)
+    })
+    .await
 }
 
 /// A run's rollouts that have not finished, and what all of them have spent, from

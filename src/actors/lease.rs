@@ -120,8 +120,7 @@ impl Leases {
                 return Ok(Ok(()));
             }
             let stream = lease_stream(run_id);
-            match journal::append(self.store.as_ref(), &stream, slot.state.revision, &events)
-                .await
+            match journal::append(self.store.as_ref(), &stream, slot.state.revision, &events).await
             {
                 Ok(result) => {
                     let first = result.next_expected_revision + 1 - events.len() as u64;
@@ -162,7 +161,10 @@ impl Leases {
         let run_id = start.run.run_id.clone();
         let slot = self.slot(&run_id);
         let mut slot = slot.lock().await;
-        match self.apply(&run_id, &mut slot, self.acquire_command()).await? {
+        match self
+            .apply(&run_id, &mut slot, self.acquire_command())
+            .await?
+        {
             Ok(()) => {
                 if !slot.held {
                     slot.held = true;
@@ -261,10 +263,7 @@ impl Leases {
 
 /// The node's lease loop (see the module's documentation); runs until the store closes.
 pub async fn keep(leases: Arc<Leases>, gym: Gym, projections: Projections) {
-    actix::spawn(follow_commands(
-        leases.store.clone(),
-        gym.registry.clone(),
-    ));
+    actix::spawn(follow_commands(leases.store.clone(), gym.registry.clone()));
     let mut tick = tokio::time::interval(leases.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -287,9 +286,8 @@ async fn take_orphans(leases: &Leases, gym: &Gym, projections: &Projections) {
     if room == 0 {
         return;
     }
-    let orphans = projections.read(|views| {
-        views.orphaned_runs(Utc::now(), &leases.node_id, leases.ttl)
-    });
+    let orphans =
+        projections.read(|views| views.orphaned_runs(Utc::now(), &leases.node_id, leases.ttl));
     for (run_id, rollout_ids) in orphans {
         let active = gym
             .registry
@@ -304,7 +302,11 @@ async fn take_orphans(leases: &Leases, gym: &Gym, projections: &Projections) {
         match gym.resume_unfinished(&run_id, rollout_ids.clone()).await {
             Ok(true) => {
                 leases.metrics.lease_takeovers.inc();
-                tracing::info!(run_id, rollouts = rollout_ids.len(), "took over a run no node holds");
+                tracing::info!(
+                    run_id,
+                    rollouts = rollout_ids.len(),
+                    "took over a run no node holds"
+                );
                 room = room.saturating_sub(rollout_ids.len());
                 if room == 0 {
                     return;
@@ -346,5 +348,105 @@ async fn follow_commands(store: Arc<dyn EventStore>, registry: Addr<Registry>) {
             };
             let _ = registry.send(CancelRun { run_id }).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::lease_stream;
+    use crate::store::memory::MemoryStore;
+
+    fn node(store: &Arc<MemoryStore>, name: &str, ttl_ms: u64) -> Arc<Leases> {
+        Leases::new(
+            store.clone(),
+            Metrics::new(),
+            name.to_string(),
+            Duration::from_millis(ttl_ms),
+        )
+    }
+
+    async fn acquire(leases: &Leases, run_id: &str) -> bool {
+        let slot = leases.slot(run_id);
+        let mut slot = slot.lock().await;
+        leases
+            .apply(run_id, &mut slot, leases.acquire_command())
+            .await
+            .unwrap()
+            .is_ok()
+    }
+
+    async fn lease_events(store: &MemoryStore, run_id: &str) -> Vec<String> {
+        store
+            .read_stream(&lease_stream(run_id), 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn given_two_nodes_racing_for_a_run_then_exactly_one_takes_it() {
+        let store = Arc::new(MemoryStore::new());
+        let (a, b) = (node(&store, "a", 10_000), node(&store, "b", 10_000));
+        let attempts = (0..16).map(|i| {
+            let leases = if i % 2 == 0 { a.clone() } else { b.clone() };
+            async move {
+                (
+                    leases.node_id().to_string(),
+                    acquire(&leases, "run_1").await,
+                )
+            }
+        });
+        let outcomes = futures::future::join_all(attempts).await;
+        let winners: std::collections::HashSet<&str> = outcomes
+            .iter()
+            .filter(|(_, won)| *won)
+            .map(|(node, _)| node.as_str())
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        let events = lease_events(&store, "run_1").await;
+        assert_eq!(events[0], "RunLeaseAcquired");
+        assert!(
+            events[1..].iter().all(|e| e == "RunLeaseRenewed"),
+            "one term only, renewed by its holder: {events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_a_lapsed_lease_then_another_node_takes_the_next_term_and_the_old_holder_is_refused(
+    ) {
+        let store = Arc::new(MemoryStore::new());
+        let (a, b) = (node(&store, "a", 300), node(&store, "b", 300));
+        assert!(acquire(&a, "run_1").await);
+        assert!(!acquire(&b, "run_1").await, "held by a");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(acquire(&b, "run_1").await, "a stopped renewing");
+        assert!(!acquire(&a, "run_1").await, "b holds it now");
+        let slot = b.slot("run_1");
+        let held = slot.lock().await.state.lease.clone().unwrap();
+        assert_eq!((held.node_id.as_str(), held.term), ("b", 2));
+    }
+
+    #[tokio::test]
+    async fn given_a_released_lease_then_another_node_takes_it_at_once() {
+        let store = Arc::new(MemoryStore::new());
+        let (a, b) = (node(&store, "a", 60_000), node(&store, "b", 60_000));
+        assert!(acquire(&a, "run_1").await);
+        let slot = a.slot("run_1");
+        let release = || LeaseCommand::Release {
+            node_id: "a".into(),
+            now: Utc::now(),
+        };
+        a.apply("run_1", &mut *slot.lock().await, release)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(acquire(&b, "run_1").await);
+        assert_eq!(
+            lease_events(&store, "run_1").await,
+            ["RunLeaseAcquired", "RunLeaseReleased", "RunLeaseAcquired"]
+        );
     }
 }

@@ -255,7 +255,10 @@ impl Handler<Halt> for RunActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Halt, ctx: &mut Self::Context) {
-        tracing::warn!(run_id = self.run.run_id, "lease lost: this node stops driving the run");
+        tracing::warn!(
+            run_id = self.run.run_id,
+            "lease lost: this node stops driving the run"
+        );
         self.budget.halt();
         self.schedule(ctx);
     }

@@ -29,11 +29,15 @@ pub fn lease_stream(run_id: &str) -> String {
 }
 
 /// A deterministic UUID v7: the millisecond timestamp of `time`, the rest from a hash
-/// of the stream and revision. The same event proposed twice gets the same id.
-pub fn event_id(time: DateTime<Utc>, stream: &str, revision: u64) -> Uuid {
+/// of the stream, the revision and the payload. The same event proposed twice (a
+/// retry) gets the same id; two writers proposing different events for the same
+/// revision in the same millisecond (two nodes taking one lease) never do, so the
+/// store refuses the second instead of taking it for a retry of the first.
+pub fn event_id(time: DateTime<Utc>, stream: &str, revision: u64, data: &[u8]) -> Uuid {
     let mut hasher = Sha256::new();
     hasher.update(stream.as_bytes());
     hasher.update(revision.to_be_bytes());
+    hasher.update(data);
     let digest = hasher.finalize();
     let mut random = [0u8; 10];
     random.copy_from_slice(&digest[..10]);
@@ -67,9 +71,10 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
             .unwrap()
             .with_timezone(&Utc);
-        let a = event_id(t, "run-x", 3);
-        assert_eq!(a, event_id(t, "run-x", 3));
-        assert_ne!(a, event_id(t, "run-x", 4));
+        let a = event_id(t, "run-x", 3, b"{}");
+        assert_eq!(a, event_id(t, "run-x", 3, b"{}"));
+        assert_ne!(a, event_id(t, "run-x", 4, b"{}"));
+        assert_ne!(a, event_id(t, "run-x", 3, b"{\"node\":\"b\"}"));
         assert_eq!(a.get_version_num(), 7);
     }
 

@@ -10,11 +10,9 @@ use crate::actors::step_loop::default_system_prompt;
 use crate::domain::chat::{FunctionCall, Message, ToolCall};
 use crate::domain::events::{
     CompletionReason, Event, ModelCalled, ModelSettings, RolloutCompleted, RolloutStarted,
-    RolloutVerified, RunLaunched, ScheduledRollout, TokenUsage, ToolCalled, CURRENT_SCHEMA_VERSION,
+    RolloutVerified, RunLaunched, ScheduledRollout, TokenUsage, ToolCalled,
 };
-use crate::domain::ids::{
-    event_id, new_rollout_id, new_run_id, rollout_seed, rollout_stream, run_stream,
-};
+use crate::domain::ids::{new_rollout_id, new_run_id, rollout_seed, rollout_stream, run_stream};
 use crate::scenarios::Scenario;
 use crate::store::EventData;
 use crate::tools::{replay, Environment};
@@ -62,17 +60,7 @@ impl SynthRun {
 
 /// Events as a new stream's appends carry them (deterministic ids, as the journal's).
 pub fn encode(stream: &str, events: &[Event]) -> Vec<EventData> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| EventData {
-            id: event_id(e.time(), stream, i as u64),
-            event_type: e.event_type().to_string(),
-            schema_version: CURRENT_SCHEMA_VERSION,
-            time: e.time(),
-            data: e.to_data(),
-        })
-        .collect()
+    crate::actors::journal::encode(stream, 0, events)
 }
 
 impl Synth {
