@@ -218,7 +218,9 @@ impl Leases {
         let slot = self.slot(run_id);
         let mut guard = slot.lock().await;
         if !guard.held {
-            return;
+            drop(guard);
+            drop(slot);
+            return self.forget(run_id);
         }
         let active = registry
             .send(IsActive {

@@ -2,7 +2,7 @@
 //! and, after a restart, for every run the log shows unfinished) and routes commands
 //! to it. Created once in the app factory; its address is shared by every worker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -17,7 +17,14 @@ pub struct Registry {
     /// Starts of runs whose previous actor is still ending (a run resumed or
     /// cancelled just as it paused): started when it has ended.
     deferred: HashMap<String, StartRun>,
+    /// Runs cancelled while they had no actor here: a start that was on its way (a
+    /// takeover that read the run just before the cancel) starts them cancelled.
+    cancelled: HashSet<String>,
 }
+
+/// Cancelled runs remembered without an actor; beyond it the set starts again (the
+/// race it covers lasts one read of the log).
+const REMEMBERED_CANCELS: usize = 10_000;
 
 impl Registry {
     pub fn new(deps: Arc<Deps>) -> Self {
@@ -25,11 +32,13 @@ impl Registry {
             deps,
             runs: HashMap::new(),
             deferred: HashMap::new(),
+            cancelled: HashSet::new(),
         }
     }
 
     fn start_run(&mut self, msg: StartRun, ctx: &mut Context<Self>) {
         let run_id = msg.run.run_id.clone();
+        let cancelled = self.cancelled.remove(&run_id) || msg.cancelled;
         let actor = RunActor::new(
             self.deps.clone(),
             msg.run,
@@ -38,7 +47,7 @@ impl Registry {
             msg.budget,
         );
         let addr = actor.start();
-        if msg.cancelled {
+        if cancelled {
             addr.do_send(CancelRollouts);
         }
         self.runs.insert(run_id, addr);
@@ -98,6 +107,14 @@ impl Handler<CancelRun> for Registry {
 
     fn handle(&mut self, msg: CancelRun, _ctx: &mut Self::Context) -> Self::Result {
         let addr = self.runs.get(&msg.run_id).cloned();
+        if let Some(deferred) = self.deferred.get_mut(&msg.run_id) {
+            deferred.cancelled = true;
+        } else if addr.is_none() {
+            if self.cancelled.len() >= REMEMBERED_CANCELS {
+                self.cancelled.clear();
+            }
+            self.cancelled.insert(msg.run_id.clone());
+        }
         Box::pin(async move {
             match addr {
                 Some(addr) => addr.send(CancelRollouts).await.unwrap_or(0),

@@ -743,4 +743,75 @@ mod tests {
         assert_eq!((run.state(), run.budget), ("running", None));
         assert_eq!(views.unfinished_runs().len(), 1);
     }
+
+    #[test]
+    fn a_run_is_orphaned_once_its_lease_lapses_or_is_given_up_and_always_for_its_own_node() {
+        let launched_at = "2026-03-02T09:00:00Z";
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let model = json!({"model": "m", "provider": "custom", "base_url": null,
+            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
+            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
+            "context_stride": 3, "has_api_key": false});
+        let mut views = Views::default();
+        views.apply(
+            0,
+            &event(
+                "RunLaunched",
+                json!({"run_id": "run_1", "scenario_id": "hr",
+                "source": "rl-gym", "task_ids": ["t"], "rollout_count": 1,
+                "max_parallel": null, "model": model, "user_model": null,
+                "rollouts": [{"rollout_id": "rol_1", "task_id": "t", "seed": 1}],
+                "launched_at": launched_at}),
+            ),
+        );
+        let grace = chrono::Duration::seconds(10);
+        let orphans = |views: &Views, now: &str, node: &str| {
+            views
+                .orphaned_runs(at(now), node, grace)
+                .into_iter()
+                .map(|(run, rollouts)| (run, rollouts.len()))
+                .collect::<Vec<_>>()
+        };
+        let one = vec![("run_1".to_string(), 1)];
+        assert!(
+            orphans(&views, "2026-03-02T09:00:05Z", "b").is_empty(),
+            "just launched: its node is taking it"
+        );
+        assert_eq!(
+            orphans(&views, "2026-03-02T09:00:11Z", "b"),
+            one,
+            "never taken"
+        );
+
+        views.apply(
+            1,
+            &event(
+                "RunLeaseAcquired",
+                json!({"run_id": "run_1", "node_id": "a", "term": 1,
+                "expires_at": "2026-03-02T09:00:20Z", "acquired_at": launched_at}),
+            ),
+        );
+        assert!(orphans(&views, "2026-03-02T09:00:19Z", "b").is_empty());
+        assert_eq!(
+            orphans(&views, "2026-03-02T09:00:19Z", "a"),
+            one,
+            "its own node"
+        );
+        assert_eq!(orphans(&views, "2026-03-02T09:00:20Z", "b"), one, "lapsed");
+
+        views.apply(
+            2,
+            &event(
+                "RunLeaseReleased",
+                json!({"run_id": "run_1", "node_id": "a", "term": 1,
+                "released_at": "2026-03-02T09:00:12Z"}),
+            ),
+        );
+        assert_eq!(
+            orphans(&views, "2026-03-02T09:00:13Z", "b"),
+            one,
+            "given up"
+        );
+        assert!(views.run("run_1").unwrap().owner.is_none());
+    }
 }
