@@ -31,7 +31,7 @@ pub enum Command {
         #[arg(long, env = "RL_GYM_STORE")]
         store: Option<String>,
         /// This node's name in run leases when several nodes share one store
-        /// (default: hostname-pid).
+        /// (default: hostname and a random suffix, new at each start).
         #[arg(long, env = "RL_GYM_NODE_ID")]
         node_id: Option<String>,
         /// A TOML file overriding config/default.toml.

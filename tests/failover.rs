@@ -181,6 +181,45 @@ fn owner(run: &Value) -> Option<&str> {
     run["owner"]["node_id"].as_str()
 }
 
+/// The terms of a run's lease, read from the shared node's `lease-{run_id}`, as
+/// (term, node), after checking that each term began only once the one before had
+/// lapsed or been given up: no two nodes ever held the run at once.
+async fn lease_terms(url: &str, run_id: &str) -> Vec<(u64, String)> {
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let client = kurrentdb::Client::new(url.parse().unwrap()).unwrap();
+    let mut read = client
+        .read_stream(format!("lease-{run_id}"), &Default::default())
+        .await
+        .unwrap();
+    let mut terms: Vec<(u64, String)> = Vec::new();
+    let mut free_from = None;
+    while let Some(resolved) = read.next().await.unwrap() {
+        let event = resolved.event.unwrap();
+        let data: Value = serde_json::from_slice(&event.data).unwrap();
+        let term = data["term"].as_u64().unwrap();
+        match event.event_type.as_str() {
+            "RunLeaseAcquired" => {
+                if let Some(free_from) = free_from {
+                    assert!(
+                        at(&data["acquired_at"]) >= free_from,
+                        "overlapping terms: {data}"
+                    );
+                }
+                assert_eq!(term, terms.len() as u64 + 1, "{data}");
+                terms.push((term, data["node_id"].as_str().unwrap().to_string()));
+                free_from = Some(at(&data["expires_at"]));
+            }
+            "RunLeaseRenewed" => {
+                assert_eq!(Some(term), terms.last().map(|t| t.0), "{data}");
+                free_from = Some(at(&data["expires_at"]));
+            }
+            "RunLeaseReleased" => free_from = Some(at(&data["released_at"])),
+            other => panic!("unexpected {other} in the lease stream"),
+        }
+    }
+    terms
+}
+
 #[actix_web::test]
 async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no_step_repeated() {
     const ROLLOUTS: usize = 12;
@@ -211,7 +250,6 @@ async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     cluster.nodes[0].kill();
-    let killed_at = Instant::now();
 
     let done = wait_until_finished(&cluster.client, cluster.address(1), &run_id).await;
     assert_eq!(
@@ -220,9 +258,20 @@ async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no
         "{done}\n{}",
         cluster.logs()
     );
+    // n0 held term 1; a survivor took term 2 only after it lapsed (and, on a loaded
+    // machine, maybe another term after that, never overlapping).
+    let terms = lease_terms(&cluster._fake.url, &run_id).await;
+    assert_eq!(terms[0], (1, "n0".to_string()), "{terms:?}");
     assert!(
-        killed_at.elapsed() >= Duration::from_secs(1),
-        "the survivors waited for the lease to lapse"
+        terms.len() >= 2 && terms[1..].iter().all(|(_, node)| node != "n0"),
+        "{terms:?}"
+    );
+    // Each rollout needs 2 model calls; at most the one in flight at the kill is
+    // asked again. Two survivors driving the run at once would ask more.
+    let requests = model.requests.lock().len();
+    assert!(
+        (2 * ROLLOUTS..=3 * ROLLOUTS).contains(&requests),
+        "{requests} model requests for {ROLLOUTS} rollouts"
     );
     let survivor = cluster
         .run_when(2, &run_id, |run| run["completed"] == ROLLOUTS as u64)
@@ -333,5 +382,71 @@ async fn failover_a_node_started_again_under_its_name_resumes_its_runs() {
     );
     let done = wait_until_finished(&cluster.client, cluster.address(0), &run_id).await;
     assert_eq!(done["completed"], 3, "{done}\n{}", cluster.logs());
+    // Taken back at once, in the same term: not after it lapsed, as another node would.
+    assert_eq!(
+        lease_terms(&cluster._fake.url, &run_id).await,
+        [(1, "n0".to_string())]
+    );
     assert!(cluster.counter(&[0], "rl_gym_lease_takeovers_total").await >= 1.0);
+}
+
+/// An owner frozen past its lease (a long pause, a partition) finds on waking that
+/// the run went to another node: it stops driving it and records nothing more.
+#[actix_web::test]
+async fn failover_an_owner_frozen_past_its_lease_gives_the_run_up_and_records_nothing() {
+    const ROLLOUTS: usize = 6;
+    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
+    let cluster = Cluster::start();
+    let task = first_task(&cluster).await;
+    let run_id = cluster
+        .launch(0, &slow_run(&task, ROLLOUTS, &model.address))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while model.requests.lock().len() < ROLLOUTS {
+        assert!(
+            Instant::now() < deadline,
+            "the rollouts never called the model"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = cluster.nodes[0].child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let done = wait_until_finished(&cluster.client, cluster.address(1), &run_id).await;
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(
+        done["completed"],
+        ROLLOUTS as u64,
+        "{done}\n{}",
+        cluster.logs()
+    );
+
+    // Awake, n0 renews in vain, counts the lease lost and halts the run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.counter(&[0], "rl_gym_leases_lost_total").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "n0 never noticed:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let terms = lease_terms(&cluster._fake.url, &run_id).await;
+    assert!(terms.len() >= 2 && terms[0].1 == "n0", "{terms:?}");
+    let (_, run) = cluster.get(2, &format!("/runs/{run_id}")).await;
+    assert_eq!(
+        run["completed"], ROLLOUTS as u64,
+        "nothing failed or cancelled: {run}"
+    );
+    for rollout_id in run["rollout_ids"].as_array().unwrap() {
+        let path = format!("/runs/{run_id}/rollouts/{}", rollout_id.as_str().unwrap());
+        let (_, detail) = cluster.get(2, &path).await;
+        assert_eq!(detail["steps"], 2, "{detail}");
+        assert_eq!(
+            detail["tool_calls"].as_array().unwrap().len(),
+            1,
+            "{detail}"
+        );
+    }
+    assert!(model.requests.lock().len() <= 3 * ROLLOUTS);
 }

@@ -16,6 +16,7 @@
 //! agree to well within the lease time (NTP), since expiry is wall-clock time.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 
 use super::registry::{CancelRun, HaltRun, IsActive, Registry, StartRun};
-use super::{journal, Gym};
+use super::{journal, Gym, GymError};
 use crate::domain::events::Event;
 use crate::domain::ids::lease_stream;
 use crate::domain::lease::{decide, LeaseCommand, LeaseRefusal, LeaseState};
@@ -42,8 +43,8 @@ const RENEW_CONCURRENCY: usize = 64;
 #[derive(Default)]
 struct Slot {
     state: LeaseState,
-    /// This node holds the lease, as far as its last append tells.
-    held: bool,
+    /// The term this node holds, as far as its last append tells.
+    held: Option<u64>,
 }
 
 pub struct Leases {
@@ -88,7 +89,8 @@ impl Leases {
     fn forget(&self, run_id: &str) {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get(run_id) {
-            let idle = Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|s| !s.held);
+            let idle =
+                Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|s| s.held.is_none());
             if idle {
                 slots.remove(run_id);
             }
@@ -150,6 +152,24 @@ impl Leases {
         }
     }
 
+    /// Takes the lease into the locked slot; answers whether this node holds it.
+    async fn acquire_locked(&self, run_id: &str, slot: &mut Slot) -> Result<bool, StoreError> {
+        match self.apply(run_id, slot, self.acquire_command()).await? {
+            Ok(()) => {
+                let term = slot.state.lease.as_ref().map(|lease| lease.term);
+                if slot.held.is_none() {
+                    self.metrics.leases_held.inc();
+                }
+                slot.held = term;
+                Ok(true)
+            }
+            Err(refusal) => {
+                tracing::debug!(run_id, %refusal, "run not started here");
+                Ok(false)
+            }
+        }
+    }
+
     /// Takes the run's lease (or keeps it, if this node holds it), then starts the run
     /// here; answers whether it did. The slot stays locked in between, so the lease
     /// is not given up under the starting actor.
@@ -160,25 +180,46 @@ impl Leases {
     ) -> Result<bool, StoreError> {
         let run_id = start.run.run_id.clone();
         let slot = self.slot(&run_id);
-        let mut slot = slot.lock().await;
-        match self
-            .apply(&run_id, &mut slot, self.acquire_command())
-            .await?
-        {
-            Ok(()) => {
-                if !slot.held {
-                    slot.held = true;
-                    self.metrics.leases_held.inc();
-                }
+        let started = {
+            let mut guard = slot.lock().await;
+            let held = self.acquire_locked(&run_id, &mut guard).await?;
+            if held {
+                registry.do_send(start);
+            }
+            held
+        };
+        drop(slot);
+        if !started {
+            self.forget(&run_id);
+        }
+        Ok(started)
+    }
+
+    /// Takes over a run no node holds: the lease first, then `prepare` reads from the
+    /// log what to start, so nothing recorded before the lease (a pause, a cancel) is
+    /// missed. Skipped if the run already has an actor here. Answers whether it
+    /// started; a lease taken for nothing is given up by the next tick.
+    async fn take_over<F, Fut>(
+        &self,
+        registry: &Addr<Registry>,
+        run_id: &str,
+        prepare: F,
+    ) -> Result<bool, GymError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<StartRun>, GymError>>,
+    {
+        let slot = self.slot(run_id);
+        let mut guard = slot.lock().await;
+        if !self.acquire_locked(run_id, &mut guard).await? || is_active(registry, run_id).await {
+            return Ok(false);
+        }
+        match prepare().await? {
+            Some(start) => {
                 registry.do_send(start);
                 Ok(true)
             }
-            Err(refusal) => {
-                tracing::debug!(run_id, %refusal, "run not started here");
-                drop(slot);
-                self.forget(&run_id);
-                Ok(false)
-            }
+            None => Ok(false),
         }
     }
 
@@ -186,13 +227,7 @@ impl Leases {
     pub(super) async fn release_if_idle(&self, run_id: &str, registry: &Addr<Registry>) {
         let slot = self.slot(run_id);
         let mut guard = slot.lock().await;
-        let active = registry
-            .send(IsActive {
-                run_id: run_id.to_string(),
-            })
-            .await
-            .unwrap_or(true);
-        if active || !guard.held {
+        if guard.held.is_none() || is_active(registry, run_id).await {
             return;
         }
         let release = || LeaseCommand::Release {
@@ -201,7 +236,7 @@ impl Leases {
         };
         match self.apply(run_id, &mut guard, release).await {
             Ok(_) => {
-                guard.held = false;
+                guard.held = None;
                 self.metrics.leases_held.dec();
             }
             // It expires by itself; the next tick tries again meanwhile.
@@ -212,44 +247,50 @@ impl Leases {
         self.forget(run_id);
     }
 
-    /// Renews the lease of a run this node holds; one it cannot keep is given up here
-    /// and its actor halted.
+    /// Renews the lease of a run this node holds, in its term; a lease it cannot keep
+    /// is given up here and the run's actor halted. Out of reach of the store, the
+    /// lease counts as lost as soon as it would lapse before the next renewal.
     async fn renew(&self, run_id: &str, registry: &Addr<Registry>) {
         let slot = self.slot(run_id);
         let mut guard = slot.lock().await;
-        if !guard.held {
+        let Some(term) = guard.held else {
             drop(guard);
             drop(slot);
             return self.forget(run_id);
-        }
-        let active = registry
-            .send(IsActive {
-                run_id: run_id.to_string(),
-            })
-            .await
-            .unwrap_or(true);
-        if !active {
+        };
+        if !is_active(registry, run_id).await {
             drop(guard);
             return self.release_if_idle(run_id, registry).await;
         }
-        let lost = match self.apply(run_id, &mut guard, self.acquire_command()).await {
-            Ok(Ok(())) => false,
-            Ok(Err(refusal)) => {
+        let renew = || LeaseCommand::Renew {
+            node_id: self.node_id.clone(),
+            now: Utc::now(),
+            ttl: self.ttl,
+        };
+        let renewed = tokio::time::timeout(self.period, self.apply(run_id, &mut guard, renew));
+        let lost = match renewed.await {
+            Ok(Ok(Ok(()))) => guard.state.lease.as_ref().is_none_or(|l| l.term != term),
+            Ok(Ok(Err(refusal))) => {
                 tracing::warn!(run_id, %refusal, "lease lost");
                 true
             }
-            // Out of reach: the run goes on while the lease lasts by this node's clock.
-            Err(error) => {
-                let expired = guard
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "the store did not answer in time".to_string(),
+                };
+                let next_renewal =
+                    Utc::now() + chrono::Duration::from_std(self.period).unwrap_or_default();
+                let lapsing = guard
                     .state
-                    .holder_at(Utc::now())
-                    .is_none_or(|lease| lease.node_id != self.node_id);
-                tracing::warn!(run_id, %error, expired, "could not renew a run's lease");
-                expired
+                    .holder_at(next_renewal)
+                    .is_none_or(|lease| lease.node_id != self.node_id || lease.term != term);
+                tracing::warn!(run_id, %error, lapsing, "could not renew a run's lease");
+                lapsing
             }
         };
         if lost {
-            guard.held = false;
+            guard.held = None;
             self.metrics.leases_held.dec();
             self.metrics.leases_lost.inc();
             registry.do_send(HaltRun {
@@ -258,26 +299,44 @@ impl Leases {
         }
     }
 
-    fn held_runs(&self) -> Vec<String> {
+    fn runs(&self) -> Vec<String> {
         self.slots.lock().keys().cloned().collect()
     }
 }
 
-/// The node's lease loop (see the module's documentation); runs until the store closes.
+async fn is_active(registry: &Addr<Registry>, run_id: &str) -> bool {
+    registry
+        .send(IsActive {
+            run_id: run_id.to_string(),
+        })
+        .await
+        .unwrap_or(true)
+}
+
+/// The node's lease loops (see the module's documentation); they run until the store
+/// closes. Renewals have a loop of their own, so a long takeover never delays them.
 pub async fn keep(leases: Arc<Leases>, gym: Gym, projections: Projections) {
-    actix::spawn(follow_commands(leases.store.clone(), gym.registry.clone()));
+    actix::spawn(follow_commands(gym.clone()));
+    actix::spawn(renew_all(leases.clone(), gym.registry.clone()));
     let mut tick = tokio::time::interval(leases.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let registry = &gym.registry;
-        futures::stream::iter(leases.held_runs())
+        take_orphans(&leases, &gym, &projections).await;
+    }
+}
+
+async fn renew_all(leases: Arc<Leases>, registry: Addr<Registry>) {
+    let mut tick = tokio::time::interval(leases.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        futures::stream::iter(leases.runs())
             .for_each_concurrent(RENEW_CONCURRENCY, |run_id| {
-                let leases = &leases;
+                let (leases, registry) = (&leases, &registry);
                 async move { leases.renew(&run_id, registry).await }
             })
             .await;
-        take_orphans(&leases, &gym, &projections).await;
     }
 }
 
@@ -291,25 +350,16 @@ async fn take_orphans(leases: &Leases, gym: &Gym, projections: &Projections) {
     let orphans =
         projections.read(|views| views.orphaned_runs(Utc::now(), &leases.node_id, leases.ttl));
     for (run_id, rollout_ids) in orphans {
-        let active = gym
-            .registry
-            .send(IsActive {
-                run_id: run_id.clone(),
-            })
-            .await
-            .unwrap_or(true);
-        if active {
+        if is_active(&gym.registry, &run_id).await {
             continue;
         }
-        match gym.resume_unfinished(&run_id, rollout_ids.clone()).await {
+        let count = rollout_ids.len();
+        let prepare = || gym.prepare_resume(&run_id, rollout_ids);
+        match leases.take_over(&gym.registry, &run_id, prepare).await {
             Ok(true) => {
                 leases.metrics.lease_takeovers.inc();
-                tracing::info!(
-                    run_id,
-                    rollouts = rollout_ids.len(),
-                    "took over a run no node holds"
-                );
-                room = room.saturating_sub(rollout_ids.len());
+                tracing::info!(run_id, rollouts = count, "took over a run no node holds");
+                room = room.saturating_sub(count);
                 if room == 0 {
                     return;
                 }
@@ -322,7 +372,9 @@ async fn take_orphans(leases: &Leases, gym: &Gym, projections: &Projections) {
 
 /// Carries out the cancels and deletions other nodes record for the runs this node
 /// drives (this node's own are carried out as they are recorded; twice is harmless).
-async fn follow_commands(store: Arc<dyn EventStore>, registry: Addr<Registry>) {
+/// A deleted run's keys are forgotten here too, where they were sealed.
+async fn follow_commands(gym: Gym) {
+    let store = gym.deps.store.clone();
     let mut from = store.next_position();
     loop {
         let mut subscription = subscribe_all(store.clone(), from);
@@ -345,10 +397,15 @@ async fn follow_commands(store: Arc<dyn EventStore>, registry: Addr<Registry>) {
             }
             let run_id = match decode(&recorded) {
                 Ok(Event::RunCancelRequested(e)) => e.run_id,
-                Ok(Event::RunDeleted(e)) => e.run_id,
+                Ok(Event::RunDeleted(e)) => {
+                    if let Err(error) = gym.deps.secrets.forget(&e.run_id) {
+                        tracing::warn!(run_id = e.run_id, %error, "could not forget a deleted run's keys");
+                    }
+                    e.run_id
+                }
                 _ => continue,
             };
-            let _ = registry.send(CancelRun { run_id }).await;
+            let _ = gym.registry.send(CancelRun { run_id }).await;
         }
     }
 }

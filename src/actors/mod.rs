@@ -294,22 +294,28 @@ impl Gym {
     pub async fn recover(&self, unfinished: Vec<(String, Vec<String>)>) -> Result<usize, GymError> {
         let count = unfinished.len();
         for (run_id, ids) in unfinished {
-            self.resume_unfinished(&run_id, ids).await?;
+            if let Some(start) = self.prepare_resume(&run_id, ids).await? {
+                self.start_run(start).await?;
+            }
         }
         Ok(count)
     }
 
-    /// Starts the rollouts `ids` of a run that has no actor (after a restart, or
-    /// taken over from another node), unless it is paused with no cancel to carry
-    /// out. Answers whether it started.
-    async fn resume_unfinished(&self, run_id: &str, ids: Vec<String>) -> Result<bool, GymError> {
+    /// What resumes the rollouts `ids` of a run that has no actor (after a restart,
+    /// or taken over from another node), read from the log now: nothing if it is
+    /// paused or deleted.
+    async fn prepare_resume(
+        &self,
+        run_id: &str,
+        ids: Vec<String>,
+    ) -> Result<Option<StartRun>, GymError> {
         let ids: std::collections::HashSet<String> = ids.into_iter().collect();
         let state = self.load_run(run_id).await?;
-        if state.deleted || (state.paused && !state.cancel_requested) {
-            return Ok(false);
+        if state.deleted || state.paused {
+            return Ok(None);
         }
         let Some(run) = state.launched.clone() else {
-            return Ok(false);
+            return Ok(None);
         };
         let rollouts = run
             .rollouts
@@ -319,12 +325,11 @@ impl Gym {
             .collect();
         tracing::info!(run_id, rollouts = ids.len(), "resuming run");
         let budget = self.budget_of(&state, &run).await?;
-        self.start_run(StartRun {
+        Ok(Some(StartRun {
             run: Arc::new(run),
             rollouts,
             cancelled: state.cancel_requested,
             budget,
-        })
-        .await
+        }))
     }
 }

@@ -6,7 +6,6 @@
 //! and when none runs any more the run is recorded as paused and the actor ends.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -31,9 +30,9 @@ pub struct RunBudget {
     limit: Option<Budget>,
     prices: Option<RunPrices>,
     spent: Mutex<Spend>,
-    /// This node lost the run's lease: its loops stop as if the budget were spent,
-    /// but nothing is recorded; the new holder resumes them.
-    halted: AtomicBool,
+    /// This node lost the run's lease: its loops stop where they are (a model call in
+    /// flight is dropped) and record nothing; the new holder resumes them.
+    halted: CancellationToken,
 }
 
 impl RunBudget {
@@ -42,7 +41,7 @@ impl RunBudget {
             limit,
             prices,
             spent: Mutex::new(spent),
-            halted: AtomicBool::new(false),
+            halted: CancellationToken::new(),
         })
     }
 
@@ -66,11 +65,11 @@ impl RunBudget {
     }
 
     pub fn halt(&self) {
-        self.halted.store(true, Ordering::Relaxed);
+        self.halted.cancel();
     }
 
     pub fn is_halted(&self) -> bool {
-        self.halted.load(Ordering::Relaxed)
+        self.halted.is_cancelled()
     }
 
     pub fn spent(&self) -> Spend {
@@ -275,6 +274,10 @@ impl Handler<CancelRollouts> for RunActor {
     type Result = AtomicResponse<Self, usize>;
 
     fn handle(&mut self, _msg: CancelRollouts, _ctx: &mut Self::Context) -> Self::Result {
+        if self.budget.is_halted() {
+            // Not this node's run any more: its holder carries the cancel out.
+            return AtomicResponse::new(Box::pin(actix::fut::ready(0)));
+        }
         let (active, pending) = self.cancel_all();
         let deps = self.deps.clone();
         let work = async move {

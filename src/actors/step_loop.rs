@@ -137,6 +137,13 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
     driver.deps.metrics.rollouts_active.dec();
     match outcome {
         Ok(()) => {}
+        Err(StepError::Failed(Failure(message))) if driver.job.budget.is_halted() => {
+            tracing::info!(
+                rollout_id,
+                message,
+                "rollout stopped: this node lost the run's lease"
+            );
+        }
         Err(StepError::Failed(Failure(message))) => {
             let event = Event::RolloutFailed(RolloutFailed {
                 rollout_id,
@@ -169,7 +176,8 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
 }
 
 async fn cancel(driver: &mut Driver) -> Result<(), StoreError> {
-    if driver.state.status().is_terminal() {
+    // Halted (the lease went to another node): stopped, not cancelled.
+    if driver.state.status().is_terminal() || driver.job.budget.is_halted() {
         return Ok(());
     }
     let event = Event::RolloutCancelled(RolloutCancelled {

@@ -305,14 +305,16 @@ impl Settings {
     }
 }
 
-/// `<hostname>-<pid>`: unique among the nodes of one machine, new at every start.
+/// `<hostname>-<random>`: new at every start and unique even among containers that
+/// share a hostname and a pid (only a given `node_id` means "the same node again").
 fn default_node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".to_string());
-    format!("{host}-{}", std::process::id())
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
 }
 
 fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {

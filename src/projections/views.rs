@@ -299,7 +299,7 @@ impl Views {
     /// Unfinished runs that no node drives at `now`, oldest first, with those
     /// rollouts' ids: their lease expired or was given up, or it names `node_id`
     /// (this node, before a restart), or the run was never taken though launched
-    /// `grace` ago. A paused run is left alone unless a cancel waits to be carried out.
+    /// `grace` ago. A paused run is left alone.
     pub fn orphaned_runs(
         &self,
         now: DateTime<Utc>,
@@ -309,7 +309,7 @@ impl Views {
         self.order
             .values()
             .filter_map(|run_id| self.runs.get(run_id))
-            .filter(|run| !run.paused || run.cancel_requested)
+            .filter(|run| !run.paused)
             .filter(|run| match &run.owner {
                 Some(owner) => owner.node_id == node_id || owner.expires_at <= now,
                 None => run.created_at + grace <= now,
