@@ -1,11 +1,11 @@
 //! Run leases when several nodes share one KurrentDB log (`--store`): a node drives a
 //! run only while it holds the run's lease ([`crate::domain::lease`]). [`Leases`]
-//! takes, keeps and gives up this node's leases; [`keep`] is the node's loop:
+//! takes, keeps and gives up this node's leases; [`keep`] runs the node's loops:
 //!
-//! - every third of the lease time it renews the leases of the runs it drives and
-//!   gives up those it no longer drives; a lease it cannot keep (another node has it,
-//!   or the store stayed out of reach until it expired) halts the run here without a
-//!   terminal event, for the new holder to resume;
+//! - every third of the lease time, on a loop of its own, it renews the leases of the
+//!   runs it drives (in the term it holds) and gives up those it no longer drives; a
+//!   lease it cannot keep (another node has it, or the store stays silent while it
+//!   would lapse) halts the run here without a terminal event, for the new holder;
 //! - it takes the unfinished runs nobody holds (their holder stopped renewing) while
 //!   the server-wide cap has room, and resumes them from the log;
 //! - it follows the log for cancels and deletions recorded by other nodes and carries
