@@ -51,6 +51,7 @@ pub struct Application {
     /// Cancelled when the service begins to stop: long-lived responses (event streams)
     /// end at once instead of holding the shutdown up.
     shutdown: CancellationToken,
+    gym: Gym,
 }
 
 impl Application {
@@ -130,7 +131,7 @@ impl Application {
         let state = web::Data::new(AppState {
             data_dir: settings.data_dir.clone(),
             shutdown: shutdown.clone(),
-            gym,
+            gym: gym.clone(),
             projections,
             catalog,
             metrics,
@@ -178,6 +179,7 @@ impl Application {
             server,
             file_store,
             shutdown,
+            gym,
         })
     }
 
@@ -219,6 +221,8 @@ impl Application {
     /// writer finish and closes it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        // Several nodes: the others take this node's runs over now, not a lease later.
+        self.gym.give_up_leases().await;
         if let Some(file_store) = self.file_store {
             file_store.close().await;
             tracing::info!("event log closed");

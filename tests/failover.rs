@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use fake_server::{start_fake_kurrent, FakeKurrent};
-use helpers::{start_fake_model, wait_until_finished, Behaviour, ServerProcess};
+use helpers::{start_fake_model, wait_until_finished, Behaviour, FakeModel, ServerProcess};
 
 /// The lease time of the nodes: short, so a takeover happens within the test.
 const LEASE_SECS: u64 = 3;
@@ -124,6 +124,18 @@ impl Cluster {
         }
     }
 
+    /// The run as `node` shows it once finished, with all `rollouts` completed.
+    async fn completed_on(&self, node: usize, run_id: &str, rollouts: usize) -> Value {
+        let done = wait_until_finished(&self.client, self.address(node), run_id).await;
+        assert_eq!(
+            done["completed"],
+            rollouts as u64,
+            "{done}\n{}",
+            self.logs()
+        );
+        done
+    }
+
     /// The sum of a counter over the nodes still running.
     async fn counter(&self, nodes: &[usize], name: &str) -> f64 {
         let mut total = 0.0;
@@ -177,27 +189,64 @@ fn slow_run(task: &str, rollouts: usize, model: &str) -> Value {
     })
 }
 
+/// Three nodes, and a run of `rollouts` rollouts launched on n0 against a fake model
+/// that answers each request in 300 ms (a tool call, then a final answer).
+async fn cluster_with_slow_run(rollouts: usize) -> (FakeModel, Cluster, String) {
+    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
+    let cluster = Cluster::start();
+    let task = first_task(&cluster).await;
+    let run_id = cluster
+        .launch(0, &slow_run(&task, rollouts, &model.address))
+        .await;
+    (model, cluster, run_id)
+}
+
+/// Waits until the fake model has had `count` requests.
+async fn wait_for_requests(model: &FakeModel, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while model.requests.lock().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "the model was never called enough"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn owner(run: &Value) -> Option<&str> {
     run["owner"]["node_id"].as_str()
 }
 
-/// The terms of a run's lease, read from the shared node's `lease-{run_id}`, as
-/// (term, node), after checking that each term began only once the one before had
-/// lapsed or been given up: no two nodes ever held the run at once.
-async fn lease_terms(url: &str, run_id: &str) -> Vec<(u64, String)> {
-    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+/// The events of a run's lease stream on the shared node, as (type, term, node).
+async fn lease_events(url: &str, run_id: &str) -> Vec<(String, u64, String)> {
     let client = kurrentdb::Client::new(url.parse().unwrap()).unwrap();
     let mut read = client
         .read_stream(format!("lease-{run_id}"), &Default::default())
         .await
         .unwrap();
-    let mut terms: Vec<(u64, String)> = Vec::new();
-    let mut free_from = None;
+    let mut events = Vec::new();
     while let Some(resolved) = read.next().await.unwrap() {
         let event = resolved.event.unwrap();
         let data: Value = serde_json::from_slice(&event.data).unwrap();
-        let term = data["term"].as_u64().unwrap();
-        match event.event_type.as_str() {
+        events.push((
+            event.event_type.clone(),
+            data["term"].as_u64().unwrap(),
+            data.to_string(),
+        ));
+    }
+    events
+}
+
+/// The terms of a run's lease as (term, node), after checking that each term began
+/// only once the one before had lapsed or been given up: no two nodes ever held the
+/// run at once.
+async fn lease_terms(url: &str, run_id: &str) -> Vec<(u64, String)> {
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let mut terms: Vec<(u64, String)> = Vec::new();
+    let mut free_from = None;
+    for (event_type, term, data) in lease_events(url, run_id).await {
+        let data: Value = serde_json::from_str(&data).unwrap();
+        match event_type.as_str() {
             "RunLeaseAcquired" => {
                 if let Some(free_from) = free_from {
                     assert!(
@@ -223,12 +272,7 @@ async fn lease_terms(url: &str, run_id: &str) -> Vec<(u64, String)> {
 #[actix_web::test]
 async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no_step_repeated() {
     const ROLLOUTS: usize = 12;
-    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
-    let mut cluster = Cluster::start();
-    let task = first_task(&cluster).await;
-    let run_id = cluster
-        .launch(0, &slow_run(&task, ROLLOUTS, &model.address))
-        .await;
+    let (model, mut cluster, run_id) = cluster_with_slow_run(ROLLOUTS).await;
 
     // Every node serves the run; all of them name n0 as its owner.
     for node in 0..3 {
@@ -241,23 +285,10 @@ async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no
 
     // Kill the owner once every rollout has had its first answer and some their
     // second request: each is mid-run, with a step recorded.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while model.requests.lock().len() < ROLLOUTS + ROLLOUTS / 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the model was never called enough"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_requests(&model, ROLLOUTS + ROLLOUTS / 2).await;
     cluster.nodes[0].kill();
 
-    let done = wait_until_finished(&cluster.client, cluster.address(1), &run_id).await;
-    assert_eq!(
-        done["completed"],
-        ROLLOUTS as u64,
-        "{done}\n{}",
-        cluster.logs()
-    );
+    let done = cluster.completed_on(1, &run_id, ROLLOUTS).await;
     // n0 held term 1; a survivor took term 2 only after it lapsed (and, on a loaded
     // machine, maybe another term after that, never overlapping).
     let terms = lease_terms(&cluster._fake.url, &run_id).await;
@@ -323,14 +354,7 @@ async fn failover_a_cancel_sent_to_another_node_is_carried_out_by_the_owner() {
         .run_when(2, &run_id, |run| owner(run) == Some("n1"))
         .await;
     // All four rollouts wait on their model call at n1.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while model.requests.lock().len() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the rollouts never called the model"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_requests(&model, 4).await;
 
     let response = cluster
         .client
@@ -351,20 +375,10 @@ async fn failover_a_cancel_sent_to_another_node_is_carried_out_by_the_owner() {
 /// A node restarted with the same name takes its runs back at once (it held them).
 #[actix_web::test]
 async fn failover_a_node_started_again_under_its_name_resumes_its_runs() {
-    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
-    let mut cluster = Cluster::start();
-    // Only n0 runs: the run can only come back through it.
+    let (model, mut cluster, run_id) = cluster_with_slow_run(3).await;
+    // Only n0 is left: the run can only come back through it.
     cluster.nodes.truncate(1);
-    let task = first_task(&cluster).await;
-    let run_id = cluster.launch(0, &slow_run(&task, 3, &model.address)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while model.requests.lock().len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the rollouts never called the model"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_requests(&model, 3).await;
     cluster.nodes[0].kill();
     let config = cluster.temp.path().join("cluster.toml");
     let url = cluster._fake.url.clone();
@@ -380,8 +394,7 @@ async fn failover_a_node_started_again_under_its_name_resumes_its_runs() {
             config.to_str().unwrap(),
         ],
     );
-    let done = wait_until_finished(&cluster.client, cluster.address(0), &run_id).await;
-    assert_eq!(done["completed"], 3, "{done}\n{}", cluster.logs());
+    cluster.completed_on(0, &run_id, 3).await;
     // Taken back at once, in the same term: not after it lapsed, as another node would.
     assert_eq!(
         lease_terms(&cluster._fake.url, &run_id).await,
@@ -395,30 +408,12 @@ async fn failover_a_node_started_again_under_its_name_resumes_its_runs() {
 #[actix_web::test]
 async fn failover_an_owner_frozen_past_its_lease_gives_the_run_up_and_records_nothing() {
     const ROLLOUTS: usize = 6;
-    let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
-    let cluster = Cluster::start();
-    let task = first_task(&cluster).await;
-    let run_id = cluster
-        .launch(0, &slow_run(&task, ROLLOUTS, &model.address))
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while model.requests.lock().len() < ROLLOUTS {
-        assert!(
-            Instant::now() < deadline,
-            "the rollouts never called the model"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (model, cluster, run_id) = cluster_with_slow_run(ROLLOUTS).await;
+    wait_for_requests(&model, ROLLOUTS).await;
     let pid = cluster.nodes[0].child.id() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let done = wait_until_finished(&cluster.client, cluster.address(1), &run_id).await;
+    cluster.completed_on(1, &run_id, ROLLOUTS).await;
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    assert_eq!(
-        done["completed"],
-        ROLLOUTS as u64,
-        "{done}\n{}",
-        cluster.logs()
-    );
 
     // Awake, n0 renews in vain, counts the lease lost and halts the run.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -449,4 +444,28 @@ async fn failover_an_owner_frozen_past_its_lease_gives_the_run_up_and_records_no
         );
     }
     assert!(model.requests.lock().len() <= 3 * ROLLOUTS);
+}
+
+/// A node stopped with SIGTERM gives its runs up as it goes: another node takes them
+/// in the next term, from the release, not from the lapse of the lease.
+#[actix_web::test]
+async fn failover_a_node_stopped_gracefully_hands_its_runs_over_with_a_release() {
+    const ROLLOUTS: usize = 4;
+    let (model, mut cluster, run_id) = cluster_with_slow_run(ROLLOUTS).await;
+    wait_for_requests(&model, ROLLOUTS).await;
+    assert!(cluster.nodes[0].terminate().success());
+    cluster.completed_on(1, &run_id, ROLLOUTS).await;
+    let events = lease_events(&cluster._fake.url, &run_id).await;
+    let released = events.iter().position(|(kind, term, data)| {
+        kind == "RunLeaseReleased" && *term == 1 && data.contains("\"n0\"")
+    });
+    let taken = events
+        .iter()
+        .position(|(kind, term, _)| kind == "RunLeaseAcquired" && *term == 2);
+    assert!(
+        matches!((released, taken), (Some(r), Some(t)) if r < t),
+        "n0 released term 1 before term 2 was taken: {events:?}"
+    );
+    let terms = lease_terms(&cluster._fake.url, &run_id).await;
+    assert_ne!(terms[1].1, "n0");
 }

@@ -223,6 +223,22 @@ impl Leases {
         }
     }
 
+    /// Appends the release of the lease held in the locked slot.
+    async fn release_locked(&self, run_id: &str, slot: &mut Slot) {
+        let release = || LeaseCommand::Release {
+            node_id: self.node_id.clone(),
+            now: Utc::now(),
+        };
+        match self.apply(run_id, slot, release).await {
+            Ok(_) => {
+                slot.held = None;
+                self.metrics.leases_held.dec();
+            }
+            // It lapses by itself; the next tick tries again meanwhile.
+            Err(error) => tracing::warn!(run_id, %error, "could not release a run's lease"),
+        }
+    }
+
     /// Gives the lease up once the run has no actor here (it ended or paused).
     pub(super) async fn release_if_idle(&self, run_id: &str, registry: &Addr<Registry>) {
         let slot = self.slot(run_id);
@@ -230,18 +246,7 @@ impl Leases {
         if guard.held.is_none() || is_active(registry, run_id).await {
             return;
         }
-        let release = || LeaseCommand::Release {
-            node_id: self.node_id.clone(),
-            now: Utc::now(),
-        };
-        match self.apply(run_id, &mut guard, release).await {
-            Ok(_) => {
-                guard.held = None;
-                self.metrics.leases_held.dec();
-            }
-            // It expires by itself; the next tick tries again meanwhile.
-            Err(error) => tracing::warn!(run_id, %error, "could not release a run's lease"),
-        }
+        self.release_locked(run_id, &mut guard).await;
         drop(guard);
         drop(slot);
         self.forget(run_id);
@@ -297,6 +302,26 @@ impl Leases {
                 run_id: run_id.to_string(),
             });
         }
+    }
+
+    /// Halts every run this node holds and releases its lease (the node stops).
+    pub(super) async fn give_up_all(&self, registry: &Addr<Registry>) {
+        let release = |run_id: String| async move {
+            let slot = self.slot(&run_id);
+            let mut guard = slot.lock().await;
+            if guard.held.is_none() {
+                return;
+            }
+            let _ = registry
+                .send(HaltRun {
+                    run_id: run_id.clone(),
+                })
+                .await;
+            self.release_locked(&run_id, &mut guard).await;
+        };
+        futures::stream::iter(self.runs())
+            .for_each_concurrent(RENEW_CONCURRENCY, release)
+            .await;
     }
 
     fn runs(&self) -> Vec<String> {

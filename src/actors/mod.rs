@@ -99,6 +99,13 @@ impl Gym {
         }
     }
 
+    /// On shutdown: halts the runs this node drives and gives their leases up.
+    pub async fn give_up_leases(&self) {
+        if let Some(leases) = &self.deps.leases {
+            leases.give_up_all(&self.registry).await;
+        }
+    }
+
     /// Starts a run's rollouts here; with leases, only once this node holds the run's
     /// (otherwise its holder drives it, or any node takes it when that lease lapses).
     /// Answers whether it started.
