@@ -363,6 +363,8 @@ async fn failover_a_cancel_sent_to_another_node_is_carried_out_by_the_owner() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["cancelled_rollouts"], 4, "{answer}");
 
     // n1 stops them at once (not after the model's minute), and n0 sees it.
     let cancelled = cluster

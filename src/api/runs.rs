@@ -381,8 +381,18 @@ async fn cancel_run(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
-    let cancelled = state.gym.cancel(&run_id).await?;
+    let unfinished = state
+        .projections
+        .read(|views| views.unfinished_rollouts(&run_id).len());
+    let active_here = state.gym.cancel(&run_id).await?;
     state.sync().await;
+    // With several nodes the run may be driven elsewhere: its owner cancels what the
+    // views show unfinished.
+    let cancelled = if active_here == 0 {
+        unfinished
+    } else {
+        active_here
+    };
     Ok(HttpResponse::Ok().json(RunCancelled {
         run_id,
         cancelled_rollouts: cancelled,
