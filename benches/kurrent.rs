@@ -15,13 +15,17 @@ mod fake_server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
+#[path = "support/writers.rs"]
+mod writers;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rl_gym::store::kurrent::{KurrentOptions, KurrentStore};
 use rl_gym::store::{EventData, EventStore, ExpectedState};
 use uuid::Uuid;
+use writers::append_concurrently;
 
 const APPENDS_PER_ITER: u64 = 256;
 const REPLAY_EVENTS: u64 = 20_000;
@@ -72,7 +76,7 @@ fn appends(c: &mut Criterion) {
     let rt = runtime();
     let (url, _fake) = node(&rt);
     let namespace = format!("bench-{}-", Uuid::new_v4().simple());
-    let store = Arc::new(rt.block_on(connect(&url, &namespace)));
+    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(connect(&url, &namespace)));
     let counter = Arc::new(AtomicU64::new(0));
     let mut group = c.benchmark_group("kurrent_append");
     group.sample_size(10);
@@ -81,38 +85,7 @@ fn appends(c: &mut Criterion) {
     group.throughput(Throughput::Elements(APPENDS_PER_ITER));
     for writers in [1u64, 8, 64] {
         group.bench_with_input(BenchmarkId::new("writers", writers), &writers, |b, &w| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let store = store.clone();
-                let counter = counter.clone();
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let tasks: Vec<_> = (0..w)
-                            .map(|_| {
-                                let store = store.clone();
-                                let counter = counter.clone();
-                                tokio::spawn(async move {
-                                    for _ in 0..APPENDS_PER_ITER / w {
-                                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                                        store
-                                            .append(
-                                                &format!("rollout-{n}"),
-                                                ExpectedState::NoStream,
-                                                vec![renewal()],
-                                            )
-                                            .await
-                                            .expect("append");
-                                    }
-                                })
-                            })
-                            .collect();
-                        for task in tasks {
-                            task.await.expect("writer");
-                        }
-                    }
-                    start.elapsed()
-                }
-            });
+            append_concurrently(b, &rt, &store, &counter, (w, APPENDS_PER_ITER), renewal);
         });
     }
     group.finish();

@@ -5,15 +5,19 @@
 //! Run: `cargo bench --bench store`. Kept short (10 samples, a few seconds each) for
 //! small machines; see `benches/README.md` for figures.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
+#[path = "support/writers.rs"]
+mod writers;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rl_gym::store::file::{FileStore, FileStoreOptions};
 use rl_gym::store::{EventData, EventStore, ExpectedState};
 use uuid::Uuid;
+use writers::append_concurrently;
 
 /// Appends per measured iteration, shared among the writers.
 const APPENDS_PER_ITER: u64 = 512;
@@ -66,40 +70,10 @@ fn appends(c: &mut Criterion) {
         let dir = tempfile::tempdir().expect("temp dir");
         let (store, _) = FileStore::open_with(dir.path(), options()).expect("open");
         let store = Arc::new(store);
+        let dyn_store: Arc<dyn EventStore> = store.clone();
         let counter = Arc::new(AtomicU64::new(0));
         group.bench_with_input(BenchmarkId::new("writers", writers), &writers, |b, &w| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let store = store.clone();
-                let counter = counter.clone();
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let tasks: Vec<_> = (0..w)
-                            .map(|_| {
-                                let store = store.clone();
-                                let counter = counter.clone();
-                                tokio::spawn(async move {
-                                    for _ in 0..APPENDS_PER_ITER / w {
-                                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                                        store
-                                            .append(
-                                                &format!("rollout-{n}"),
-                                                ExpectedState::NoStream,
-                                                vec![event()],
-                                            )
-                                            .await
-                                            .expect("append");
-                                    }
-                                })
-                            })
-                            .collect();
-                        for t in tasks {
-                            t.await.expect("writer");
-                        }
-                    }
-                    start.elapsed()
-                }
-            });
+            append_concurrently(b, &rt, &dyn_store, &counter, (w, APPENDS_PER_ITER), event);
         });
         let stats = store.stats();
         // Criterion prints to the terminal too; this line is the batching evidence.

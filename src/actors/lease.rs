@@ -43,8 +43,8 @@ const RENEW_CONCURRENCY: usize = 64;
 #[derive(Default)]
 struct Slot {
     state: LeaseState,
-    /// The term this node holds, as far as its last append tells.
-    held: Option<u64>,
+    /// This node holds the lease, as far as its last append tells.
+    held: bool,
 }
 
 pub struct Leases {
@@ -89,8 +89,7 @@ impl Leases {
     fn forget(&self, run_id: &str) {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get(run_id) {
-            let idle =
-                Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|s| s.held.is_none());
+            let idle = Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|s| !s.held);
             if idle {
                 slots.remove(run_id);
             }
@@ -152,15 +151,23 @@ impl Leases {
         }
     }
 
+    /// Records whether this node holds the slot's lease, keeping the gauge in step.
+    fn set_held(&self, slot: &mut Slot, held: bool) {
+        if slot.held != held {
+            slot.held = held;
+            if held {
+                self.metrics.leases_held.inc();
+            } else {
+                self.metrics.leases_held.dec();
+            }
+        }
+    }
+
     /// Takes the lease into the locked slot; answers whether this node holds it.
     async fn acquire_locked(&self, run_id: &str, slot: &mut Slot) -> Result<bool, StoreError> {
         match self.apply(run_id, slot, self.acquire_command()).await? {
             Ok(()) => {
-                let term = slot.state.lease.as_ref().map(|lease| lease.term);
-                if slot.held.is_none() {
-                    self.metrics.leases_held.inc();
-                }
-                slot.held = term;
+                self.set_held(slot, true);
                 Ok(true)
             }
             Err(refusal) => {
@@ -230,10 +237,7 @@ impl Leases {
             now: Utc::now(),
         };
         match self.apply(run_id, slot, release).await {
-            Ok(_) => {
-                slot.held = None;
-                self.metrics.leases_held.dec();
-            }
+            Ok(_) => self.set_held(slot, false),
             // It lapses by itself; the next tick tries again meanwhile.
             Err(error) => tracing::warn!(run_id, %error, "could not release a run's lease"),
         }
@@ -243,7 +247,7 @@ impl Leases {
     pub(super) async fn release_if_idle(&self, run_id: &str, registry: &Addr<Registry>) {
         let slot = self.slot(run_id);
         let mut guard = slot.lock().await;
-        if guard.held.is_none() || is_active(registry, run_id).await {
+        if !guard.held || is_active(registry, run_id).await {
             return;
         }
         self.release_locked(run_id, &mut guard).await;
@@ -252,17 +256,17 @@ impl Leases {
         self.forget(run_id);
     }
 
-    /// Renews the lease of a run this node holds, in its term; a lease it cannot keep
+    /// Renews the lease of a run this node holds; a lease it cannot keep
     /// is given up here and the run's actor halted. Out of reach of the store, the
     /// lease counts as lost as soon as it would lapse before the next renewal.
     async fn renew(&self, run_id: &str, registry: &Addr<Registry>) {
         let slot = self.slot(run_id);
         let mut guard = slot.lock().await;
-        let Some(term) = guard.held else {
+        if !guard.held {
             drop(guard);
             drop(slot);
             return self.forget(run_id);
-        };
+        }
         if !is_active(registry, run_id).await {
             drop(guard);
             return self.release_if_idle(run_id, registry).await;
@@ -274,7 +278,7 @@ impl Leases {
         };
         let renewed = tokio::time::timeout(self.period, self.apply(run_id, &mut guard, renew));
         let lost = match renewed.await {
-            Ok(Ok(Ok(()))) => guard.state.lease.as_ref().is_none_or(|l| l.term != term),
+            Ok(Ok(Ok(()))) => false,
             Ok(Ok(Err(refusal))) => {
                 tracing::warn!(run_id, %refusal, "lease lost");
                 true
@@ -289,14 +293,13 @@ impl Leases {
                 let lapsing = guard
                     .state
                     .holder_at(next_renewal)
-                    .is_none_or(|lease| lease.node_id != self.node_id || lease.term != term);
+                    .is_none_or(|lease| lease.node_id != self.node_id);
                 tracing::warn!(run_id, %error, lapsing, "could not renew a run's lease");
                 lapsing
             }
         };
         if lost {
-            guard.held = None;
-            self.metrics.leases_held.dec();
+            self.set_held(&mut guard, false);
             self.metrics.leases_lost.inc();
             registry.do_send(HaltRun {
                 run_id: run_id.to_string(),
@@ -309,7 +312,7 @@ impl Leases {
         let release = |run_id: String| async move {
             let slot = self.slot(&run_id);
             let mut guard = slot.lock().await;
-            if guard.held.is_none() {
+            if !guard.held {
                 return;
             }
             let _ = registry

@@ -153,19 +153,8 @@ async fn artifacts(
 ) -> Result<HttpResponse, ApiError> {
     let mut c = Checker::default();
     let mut redact = false;
-    for (key, value) in query.iter() {
-        if key == "redact_tool_calls" {
-            match value.as_str() {
-                "true" | "1" => redact = true,
-                "false" | "0" => redact = false,
-                _ => c.push(
-                    &["query"],
-                    key,
-                    "Input should be a valid boolean",
-                    "bool_parsing",
-                ),
-            }
-        }
+    for (key, value) in query.iter().filter(|(k, _)| k == "redact_tool_calls") {
+        redact = c.query_bool(key, value).unwrap_or(redact);
     }
     c.finish()?;
     let (mut artifacts, scenario_id, task_override, seed, remote) =

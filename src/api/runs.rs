@@ -164,16 +164,7 @@ fn parse_dry_run(pairs: &[(String, String)]) -> Result<bool, ApiError> {
     let mut c = Checker::default();
     let mut dry_run = false;
     for (key, value) in pairs.iter().filter(|(k, _)| k == "dry_run") {
-        match value.as_str() {
-            "true" => dry_run = true,
-            "false" => dry_run = false,
-            _ => c.push(
-                &["query"],
-                key,
-                "Input should be a valid boolean",
-                "bool_parsing",
-            ),
-        }
+        dry_run = c.query_bool(key, value).unwrap_or(dry_run);
     }
     c.finish()?;
     Ok(dry_run)

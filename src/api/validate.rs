@@ -169,6 +169,23 @@ impl Checker {
         }
     }
 
+    /// A query parameter's text as a boolean (`true`/`false`, `1`/`0`).
+    pub fn query_bool(&mut self, field: &str, text: &str) -> Option<bool> {
+        match text {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => {
+                self.push(
+                    &["query"],
+                    field,
+                    "Input should be a valid boolean",
+                    "bool_parsing",
+                );
+                None
+            }
+        }
+    }
+
     /// An optional field read by `read`, within `[min, max]`.
     fn opt_bounded<T: PartialOrd + std::fmt::Display>(
         &mut self,

@@ -526,15 +526,6 @@ mod tests {
 
     #[test]
     fn given_a_source_when_forked_at_step_1_then_its_first_step_is_copied_to_the_new_rollout() {
-        let verdict = Event::RolloutVerified(RolloutVerified {
-            rollout_id: "rol_1".into(),
-            verdict: Verdict {
-                score: 1.0,
-                label: "Full Credit".into(),
-                checks: vec![],
-            },
-            verified_at: t(),
-        });
         let source = [
             started(),
             model_called(1, &["c1", "c2"]),
@@ -543,7 +534,7 @@ mod tests {
             model_called(2, &["c3"]),
             tool_called(2, "c3"),
             model_called(3, &[]),
-            verdict,
+            verified(),
         ];
         let prefix = fork_prefix(&source, 1, "run_2", "rol_2", t());
         assert_eq!(prefix.len(), 4);

@@ -285,14 +285,7 @@ impl Views {
         self.order
             .values()
             .filter(|run_id| self.runs.get(*run_id).is_some_and(|r| !r.paused))
-            .filter_map(|run_id| {
-                let ids: Vec<String> = self
-                    .unfinished_rollouts(run_id)
-                    .into_iter()
-                    .map(|r| r.rollout_id.clone())
-                    .collect();
-                (!ids.is_empty()).then(|| (run_id.clone(), ids))
-            })
+            .filter_map(|run_id| self.with_unfinished_ids(run_id))
             .collect()
     }
 
@@ -314,15 +307,18 @@ impl Views {
                 Some(owner) => owner.node_id == node_id || owner.expires_at <= now,
                 None => run.created_at + grace <= now,
             })
-            .filter_map(|run| {
-                let ids: Vec<String> = self
-                    .unfinished_rollouts(&run.run_id)
-                    .into_iter()
-                    .map(|r| r.rollout_id.clone())
-                    .collect();
-                (!ids.is_empty()).then(|| (run.run_id.clone(), ids))
-            })
+            .filter_map(|run| self.with_unfinished_ids(&run.run_id))
             .collect()
+    }
+
+    /// The run with the ids of its unfinished rollouts, if it has any.
+    fn with_unfinished_ids(&self, run_id: &str) -> Option<(String, Vec<String>)> {
+        let ids: Vec<String> = self
+            .unfinished_rollouts(run_id)
+            .into_iter()
+            .map(|r| r.rollout_id.clone())
+            .collect();
+        (!ids.is_empty()).then(|| (run_id.to_string(), ids))
     }
 
     /// Rollouts of a run that have not finished, in launch order.

@@ -354,19 +354,7 @@ async fn a_sigkill_mid_step_resumes_every_rollout_with_no_repeat_and_the_key_nev
             .json()
             .await
             .unwrap();
-        let assistant_turns = detail["trajectory"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["role"] == "assistant")
-            .count();
-        assert_eq!(assistant_turns, 2, "no duplicated step: {detail}");
-        assert_eq!(detail["steps"], 2);
-        assert_eq!(
-            detail["tool_calls"].as_array().unwrap().len(),
-            1,
-            "no duplicated tool call: {detail}"
-        );
+        assert_tool_then_answer_once(&detail);
     }
     let requests = model.requests.lock().clone();
     let needed = 2 * ROLLOUTS;

@@ -334,6 +334,25 @@ pub enum Behaviour {
     Status(u16),
 }
 
+/// A rollout of [`Behaviour::ToolThenAnswer`] finished with nothing repeated: its two
+/// assistant turns, two steps and one tool call, each once.
+pub fn assert_tool_then_answer_once(detail: &Value) {
+    let assistant_turns = detail["trajectory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .count();
+    assert_eq!(assistant_turns, 2, "no duplicated step: {detail}");
+    assert_eq!(detail["steps"], 2, "{detail}");
+    assert_eq!(
+        detail["tool_calls"].as_array().unwrap().len(),
+        1,
+        "no duplicated tool call: {detail}"
+    );
+    assert_eq!(detail["status"], "completed", "{detail}");
+}
+
 pub struct FakeModel {
     pub address: String,
     pub requests: Recorded,
