@@ -25,6 +25,11 @@
 //! rollout resumes where it stopped, and its environment is rebuilt by replaying its
 //! recorded tool calls over the scenario's seed.
 
+/// The allocator of the service, its tests and its benches alike: under load, glibc
+/// malloc took a third of the CPU (benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod actors;
 pub mod api;
 pub mod cli;

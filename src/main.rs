@@ -7,9 +7,6 @@ use rl_gym::config::{Overrides, Settings};
 use rl_gym::startup::Application;
 use rl_gym::{client, replay, telemetry};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
 use rl_gym::config::secrets::ApiKey;
-use rl_gym::domain::chat::{FunctionCall, Message, ToolCall, ToolDefinition};
+use rl_gym::domain::chat::{FunctionCall, Message, ToolCall, ToolDefinition, ToolSet};
 use rl_gym::domain::events::ModelSettings;
 use rl_gym::llm::retry::RetryPolicy;
 use rl_gym::llm::{
@@ -182,8 +182,8 @@ fn conversation() -> Vec<Message> {
     ]
 }
 
-fn tools() -> Vec<ToolDefinition> {
-    vec![ToolDefinition {
+fn tools() -> ToolSet {
+    ToolSet::new(vec![ToolDefinition {
         name: "list_emails".into(),
         description: "List the mailbox's emails".into(),
         parameters: json!({
@@ -191,7 +191,7 @@ fn tools() -> Vec<ToolDefinition> {
             "properties": {"unread": {"type": "boolean"}, "folder": {"type": "string"}},
             "required": []
         }),
-    }]
+    }])
 }
 
 async fn ask(client: &dyn ModelClient, settings: &ModelSettings) -> Result<ModelReply, ModelError> {

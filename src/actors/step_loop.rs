@@ -18,7 +18,7 @@ use super::journal;
 use super::run::RunBudget;
 use super::Deps;
 use crate::config::secrets::ApiKey;
-use crate::domain::chat::{Message, ToolCall, ToolDefinition};
+use crate::domain::chat::{Message, ToolCall, ToolSet};
 use crate::domain::events::{
     ContextSummarized, Event, ModelCalled, ModelSettings, NpcEmail, NpcReplied, RolloutCancelled,
     RolloutCompleted, RolloutFailed, RolloutStarted, RolloutVerified, RubricGraded, RunLaunched,
@@ -625,7 +625,7 @@ impl Tools {
 
     /// The tools as the model is shown them; a local environment shares one copy
     /// with every rollout of the task.
-    fn definitions(&self) -> Arc<Vec<ToolDefinition>> {
+    fn definitions(&self) -> Arc<ToolSet> {
         match self {
             Tools::Local(env) => env.tool_definitions(),
             Tools::Remote(env) => Arc::new(
@@ -707,7 +707,7 @@ async fn summarize(
     let messages = [Message::system(SUMMARY_PROMPT), Message::user(transcript)];
     let request = ModelRequest {
         messages: &messages,
-        tools: &[],
+        tools: ToolSet::none(),
         settings: &run.model,
     };
     let reply = model
@@ -751,7 +751,7 @@ async fn npc_replies(
                     );
                     let request = ModelRequest {
                         messages: &prompt,
-                        tools: &[],
+                        tools: ToolSet::none(),
                         settings,
                     };
                     match model.complete(request).await {

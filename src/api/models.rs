@@ -84,7 +84,7 @@ async fn call(
     let messages = [Message::user("Reply with the word OK.")];
     let request = ModelRequest {
         messages: &messages,
-        tools: &[],
+        tools: crate::domain::chat::ToolSet::none(),
         settings,
     };
     match tokio::time::timeout(state.model_timeout, client.complete(request)).await {

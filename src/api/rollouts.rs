@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::validate::{Checker, Page};
+use super::validate::{query_flag, Checker, Page};
 use super::views::{RolloutPage, RolloutRecord};
 use super::AppState;
 use crate::domain::chat::{Message, Role};
@@ -151,12 +151,7 @@ async fn artifacts(
     path: web::Path<String>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut c = Checker::default();
-    let mut redact = false;
-    for (key, value) in query.iter().filter(|(k, _)| k == "redact_tool_calls") {
-        redact = c.query_bool(key, value).unwrap_or(redact);
-    }
-    c.finish()?;
+    let redact = query_flag(&query, "redact_tool_calls", false)?;
     let (mut artifacts, scenario_id, task_override, seed, remote) =
         state.projections.read(|views| {
             let r = views.rollout(&path).ok_or_else(not_found)?;

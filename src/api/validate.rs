@@ -275,6 +275,18 @@ impl Checker {
     }
 }
 
+/// The boolean query parameter `name` (`true`/`false`, `1`/`0`; the last one given),
+/// else `default`; any other value is a 422 naming it.
+pub fn query_flag(pairs: &[(String, String)], name: &str, default: bool) -> Result<bool, ApiError> {
+    let mut c = Checker::default();
+    let mut flag = default;
+    for (key, value) in pairs.iter().filter(|(k, _)| k == name) {
+        flag = c.query_bool(key, value).unwrap_or(flag);
+    }
+    c.finish()?;
+    Ok(flag)
+}
+
 /// The 422 of a body that is not JSON, as the JSON extractor answers it.
 pub fn json_invalid(error: &serde_json::Error) -> ApiError {
     ApiError::validation(vec![FieldError {

@@ -1,6 +1,8 @@
 //! The conversation of a rollout in the OpenAI chat-message shape: what the agent
 //! saw and said. Providers translate to and from it; the trajectory is a list of it.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -108,5 +110,62 @@ impl ToolDefinition {
                 "parameters": self.parameters,
             }
         })
+    }
+}
+
+/// The tools a model is shown, with their OpenAI `tools` array written once: every
+/// request of every rollout of a task carries the same kilobytes of schemas, and
+/// writing them was the biggest part of encoding a request.
+#[derive(Debug, Default)]
+pub struct ToolSet {
+    definitions: Vec<ToolDefinition>,
+    openai: OnceLock<bytes::Bytes>,
+}
+
+impl ToolSet {
+    pub fn new(definitions: Vec<ToolDefinition>) -> Self {
+        ToolSet {
+            definitions,
+            openai: OnceLock::new(),
+        }
+    }
+
+    /// No tools (summaries, simulated people, judges).
+    pub fn none() -> &'static ToolSet {
+        static NONE: ToolSet = ToolSet {
+            definitions: Vec::new(),
+            openai: OnceLock::new(),
+        };
+        &NONE
+    }
+
+    /// The OpenAI `tools` array as JSON text, written on first use.
+    pub fn openai_json(&self) -> bytes::Bytes {
+        self.openai
+            .get_or_init(|| {
+                let entries: Vec<serde_json::Value> = self
+                    .definitions
+                    .iter()
+                    .map(ToolDefinition::openai_json)
+                    .collect();
+                serde_json::to_vec(&entries)
+                    .expect("a JSON value always serialises")
+                    .into()
+            })
+            .clone()
+    }
+}
+
+impl std::ops::Deref for ToolSet {
+    type Target = [ToolDefinition];
+
+    fn deref(&self) -> &[ToolDefinition] {
+        &self.definitions
+    }
+}
+
+impl FromIterator<ToolDefinition> for ToolSet {
+    fn from_iter<I: IntoIterator<Item = ToolDefinition>>(iter: I) -> Self {
+        ToolSet::new(iter.into_iter().collect())
     }
 }

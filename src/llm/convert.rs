@@ -104,7 +104,7 @@ mod tests {
 pub mod tests_support {
     use serde_json::json;
 
-    use crate::domain::chat::{FunctionCall, Message, ToolCall, ToolDefinition};
+    use crate::domain::chat::{FunctionCall, Message, ToolCall, ToolDefinition, ToolSet};
     use crate::domain::events::ModelSettings;
 
     pub fn settings(provider: &str, model: &str) -> ModelSettings {
@@ -153,8 +153,8 @@ pub mod tests_support {
         ]
     }
 
-    pub fn tools() -> Vec<ToolDefinition> {
-        vec![ToolDefinition {
+    pub fn tools() -> ToolSet {
+        ToolSet::new(vec![ToolDefinition {
             name: "send_email".into(),
             description: "Send an email".into(),
             parameters: json!({
@@ -163,6 +163,6 @@ pub mod tests_support {
                 "required": ["to"],
                 "additionalProperties": false
             }),
-        }]
+        }])
     }
 }

@@ -128,7 +128,7 @@ mod tests {
         let results = futures::future::join_all(clients.iter().map(|c| {
             c.complete(ModelRequest {
                 messages: &[],
-                tools: &[],
+                tools: crate::domain::chat::ToolSet::none(),
                 settings: &s,
             })
         }))

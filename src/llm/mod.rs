@@ -30,7 +30,7 @@ pub mod vertex;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::domain::chat::{Message, ToolDefinition};
+use crate::domain::chat::{Message, ToolSet};
 use crate::domain::events::{ModelSettings, TokenUsage};
 
 pub use limit::{Limited, ProviderLimits};
@@ -68,7 +68,7 @@ pub fn supports_logprobs(provider: &str) -> bool {
 /// One model turn to take.
 pub struct ModelRequest<'a> {
     pub messages: &'a [Message],
-    pub tools: &'a [ToolDefinition],
+    pub tools: &'a ToolSet,
     pub settings: &'a ModelSettings,
 }
 

@@ -5,6 +5,7 @@
 //! Sending and retrying are [`super::retry`]'s.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -64,31 +65,56 @@ impl OpenAiClient {
 }
 
 /// The request body, written straight to bytes (our conversation is already in the
-/// chat-message shape): a JSON tree of it would first copy every message and every
-/// tool schema, and the schemas alone were 9% of a one-turn rollout's CPU.
-pub fn encode(request: &ModelRequest<'_>) -> serde_json::Result<Vec<u8>> {
+/// chat-message shape), in parts: the task's `tools` array is the same shared bytes
+/// in every request ([`ToolSet::openai_json`]), sent without being copied.
+pub fn encode(request: &ModelRequest<'_>) -> serde_json::Result<RequestBody> {
     let settings = request.settings;
-    let tools: Vec<WireTool<'_>> = request
-        .tools
-        .iter()
-        .map(|t| WireTool {
-            kind: "function",
-            function: WireFunction {
-                name: &t.name,
-                description: &t.description,
-                parameters: &t.parameters,
-            },
-        })
-        .collect();
-    serde_json::to_vec(&Body {
+    let mut head = serde_json::to_vec(&Body {
         model: &settings.model,
         messages: request.messages,
         temperature: settings.temperature,
-        tool_choice: (!tools.is_empty()).then_some("auto"),
-        tools,
         logprobs: settings.log_prob.then_some(true),
         top_logprobs: settings.log_prob.then_some(1),
-    })
+    })?;
+    if request.tools.is_empty() {
+        return Ok(RequestBody::new(vec![head.into()]));
+    }
+    // The object is reopened before its closing brace to add the tools.
+    head.pop();
+    head.extend_from_slice(br#","tools":"#);
+    Ok(RequestBody::new(vec![
+        head.into(),
+        request.tools.openai_json(),
+        Bytes::from_static(br#","tool_choice":"auto"}"#),
+    ]))
+}
+
+/// A JSON request body as the parts it was written in.
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl RequestBody {
+    fn new(parts: Vec<Bytes>) -> Self {
+        let len = parts.iter().map(Bytes::len).sum();
+        RequestBody { parts, len }
+    }
+
+    /// The whole body in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
+
+    /// The body for a request, with its length declared up front (a streamed body
+    /// would otherwise go out chunked).
+    fn attach(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let parts = self.parts.clone().into_iter().map(Ok::<_, std::io::Error>);
+        request
+            .header(reqwest::header::CONTENT_LENGTH, self.len)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(parts)))
+    }
 }
 
 #[derive(Serialize)]
@@ -96,29 +122,10 @@ struct Body<'a> {
     model: &'a str,
     messages: &'a [Message],
     temperature: f64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<WireTool<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     logprobs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_logprobs: Option<u8>,
-}
-
-/// A `tools` entry, as [`crate::domain::chat::ToolDefinition::openai_json`] has it.
-#[derive(Serialize)]
-struct WireTool<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: WireFunction<'a>,
-}
-
-#[derive(Serialize)]
-struct WireFunction<'a> {
-    name: &'a str,
-    description: &'a str,
-    parameters: &'a Value,
 }
 
 #[derive(Deserialize)]
@@ -179,17 +186,17 @@ pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
 #[async_trait]
 impl ModelClient for OpenAiClient {
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        // Held as bytes while the call is in flight: a JSON tree of the tools and the
-        // conversation is several times bigger, and thousands of calls wait at once.
+        // Held as bytes while the call is in flight, the tools shared with every other
+        // call: thousands of calls wait at once.
         let body = encode(&request)
             .map_err(|e| ModelError::Malformed(format!("the request could not be encoded: {e}")))?;
         let url = self.url(&request.settings.model);
         let bytes = retry::send(&self.retry, || {
-            let call = self
-                .http
-                .post(&url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
+            let call = body.attach(
+                self.http
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json"),
+            );
             Ok(match (&self.api_key, self.flavor) {
                 (Some(key), Flavor::OpenAi) => call.bearer_auth(key.expose()),
                 (Some(key), Flavor::Azure) => call.header("api-key", key.expose()),
@@ -204,7 +211,7 @@ impl ModelClient for OpenAiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::chat::ToolDefinition;
+    use crate::domain::chat::{ToolDefinition, ToolSet};
     use crate::domain::events::ModelSettings;
     use serde_json::json;
 
@@ -227,11 +234,11 @@ mod tests {
     #[test]
     fn the_request_carries_messages_tools_and_logprobs() {
         let messages = vec![Message::system("s"), Message::user("u")];
-        let tools = vec![ToolDefinition {
+        let tools = ToolSet::new(vec![ToolDefinition {
             name: "send_email".into(),
             description: "Send".into(),
             parameters: json!({"type": "object"}),
-        }];
+        }]);
         let s = settings(true);
         let body = encode(&ModelRequest {
             messages: &messages,
@@ -239,7 +246,7 @@ mod tests {
             settings: &s,
         })
         .unwrap();
-        let body: Value = serde_json::from_slice(&body).unwrap();
+        let body: Value = serde_json::from_slice(&body.to_vec()).unwrap();
         assert_eq!(body["model"], "gpt-4o");
         assert_eq!(body["messages"][1], json!({"role": "user", "content": "u"}));
         assert_eq!(body["tools"][0]["type"], "function");
@@ -248,6 +255,8 @@ mod tests {
         assert_eq!(body["logprobs"], true);
         assert_eq!(body["top_logprobs"], 1);
         assert_eq!(body["temperature"], 0.2);
+        // Written once: every request shares the same bytes.
+        assert_eq!(tools.openai_json().as_ptr(), tools.openai_json().as_ptr());
     }
 
     #[test]
@@ -256,11 +265,11 @@ mod tests {
         let s = settings(false);
         let body = encode(&ModelRequest {
             messages: &messages,
-            tools: &[],
+            tools: crate::domain::chat::ToolSet::none(),
             settings: &s,
         })
         .unwrap();
-        let body: Value = serde_json::from_slice(&body).unwrap();
+        let body: Value = serde_json::from_slice(&body.to_vec()).unwrap();
         assert_eq!(
             body,
             json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "u"}], "temperature": 0.2})

@@ -42,7 +42,7 @@ const MAX_RETRY_AFTER: f64 = 60.0;
 pub async fn send(
     policy: &RetryPolicy,
     build: impl Fn() -> Result<reqwest::RequestBuilder, ModelError>,
-) -> Result<Vec<u8>, ModelError> {
+) -> Result<bytes::Bytes, ModelError> {
     let mut attempt = 0;
     loop {
         let request = build()?.timeout(policy.timeout);
@@ -51,7 +51,7 @@ pub async fn send(
                 let status = response.status();
                 let wait = retry_after(response.headers());
                 match response.bytes().await {
-                    Ok(bytes) if status.is_success() => return Ok(bytes.to_vec()),
+                    Ok(bytes) if status.is_success() => return Ok(bytes),
                     Ok(bytes) => {
                         let error =
                             ModelError::from_status(status.as_u16(), provider_message(&bytes));

@@ -164,7 +164,9 @@ async fn drive(
     let mut last_finish: Option<DateTime<Utc>> = None;
     for run_id in run_ids.iter() {
         loop {
-            let status = client.get(&format!("/runs/{run_id}")).await?;
+            let status = client
+                .get(&format!("/runs/{run_id}?rollouts=false"))
+                .await?;
             let finished = ["completed", "failed", "cancelled"]
                 .iter()
                 .map(|k| status[*k].as_u64().unwrap_or(0))

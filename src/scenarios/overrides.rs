@@ -3,17 +3,21 @@
 //! is told, `rubric_markdown` replaces the rubric the universal verifier's judge grades
 //! by. `client_context` is kept with the run and only returned.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::{Scenario, Task};
 
 /// The task a rollout runs: the bundled one with the run's override for it, if any.
-pub fn apply(
-    scenario: &Scenario,
+/// Borrowed when nothing is overridden: every rollout asks, and a task is kilobytes.
+pub fn apply<'a>(
+    scenario: &'a Scenario,
     task_id: &str,
     overrides: Option<&Value>,
-) -> Result<Task, String> {
-    let base = match overrides
+) -> Result<Cow<'a, Task>, String> {
+    let text = |key: &str| overrides.and_then(|o| o.get(key)).and_then(Value::as_str);
+    let mut task = match overrides
         .and_then(|o| o.get("task_json"))
         .filter(|v| !v.is_null())
     {
@@ -23,31 +27,20 @@ pub fn apply(
             task.task_id = task_id.to_string();
             task.rubric.task_id = task_id.to_string();
             task.validate(scenario)?;
-            task
+            Cow::Owned(task)
         }
-        None => scenario
-            .task(task_id)
-            .cloned()
-            .ok_or_else(|| format!("task {task_id} is not in scenario {}", scenario.scenario_id))?,
+        None => Cow::Borrowed(scenario.task(task_id).ok_or_else(|| {
+            format!("task {task_id} is not in scenario {}", scenario.scenario_id)
+        })?),
     };
-    let mut task = base;
-    if let Some(name) = overrides
-        .and_then(|o| o.get("name"))
-        .and_then(Value::as_str)
-    {
-        task.name = name.to_string();
+    if let Some(name) = text("name") {
+        task.to_mut().name = name.to_string();
     }
-    if let Some(description) = overrides
-        .and_then(|o| o.get("description"))
-        .and_then(Value::as_str)
-    {
-        task.description = description.to_string();
+    if let Some(description) = text("description") {
+        task.to_mut().description = description.to_string();
     }
-    if let Some(rubric) = overrides
-        .and_then(|o| o.get("rubric_markdown"))
-        .and_then(Value::as_str)
-    {
-        task.rubric_markdown = Some(rubric.to_string());
+    if let Some(rubric) = text("rubric_markdown") {
+        task.to_mut().rubric_markdown = Some(rubric.to_string());
     }
     Ok(task)
 }

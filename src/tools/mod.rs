@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::domain::chat::{Message, ToolCall, ToolDefinition};
+use crate::domain::chat::{Message, ToolCall, ToolDefinition, ToolSet};
 use crate::scenarios::{Scenario, Task};
 
 pub mod calendar;
@@ -166,7 +166,7 @@ pub struct Environment {
     /// Tool name → (server index, spec).
     index: Arc<BTreeMap<String, (usize, ToolSpec)>>,
     /// Every tool as the model is shown it, in server order.
-    definitions: Arc<Vec<ToolDefinition>>,
+    definitions: Arc<ToolSet>,
     now: DateTime<Utc>,
     seed: u64,
     steps: u64,
@@ -263,7 +263,7 @@ impl Environment {
     }
 
     /// Every tool as the model is shown it, shared by every copy of this environment.
-    pub fn tool_definitions(&self) -> Arc<Vec<ToolDefinition>> {
+    pub fn tool_definitions(&self) -> Arc<ToolSet> {
         self.definitions.clone()
     }
 

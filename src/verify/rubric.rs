@@ -219,7 +219,7 @@ pub async fn grade(
     let reply = judge
         .complete(ModelRequest {
             messages: &messages,
-            tools: &[],
+            tools: crate::domain::chat::ToolSet::none(),
             settings,
         })
         .await;
