@@ -98,7 +98,7 @@ fn main() {
             let (store, _) = FileStore::open(dir.path()).unwrap();
             let store = std::sync::Arc::new(store);
             let ids: Vec<String> = (0..rollouts).map(|i| format!("rol_bench_{i}")).collect();
-            let launch = Event::RunLaunched(RunLaunched {
+            let launch = Event::RunLaunched(Box::new(RunLaunched {
                 run_id: run_id.into(),
                 scenario_id: "hr".into(),
                 source: "rl-gym".into(),
@@ -135,7 +135,7 @@ fn main() {
                 launched_at: Utc::now(),
                 budget: None,
                 prices: None,
-            });
+            }));
             let stream = run_stream(run_id);
             store
                 .append(

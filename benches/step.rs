@@ -59,7 +59,7 @@ fn step(c: &mut Criterion) {
         rt.block_on(async {
             let store = MemoryStore::new();
             let mut views = Views::default();
-            let launch = Event::RunLaunched(run.launch.clone());
+            let launch = Event::RunLaunched(Box::new(run.launch.clone()));
             journal::append(&store, &run_stream(&run.launch.run_id), None, &[launch])
                 .await
                 .expect("launch");

@@ -110,6 +110,10 @@ impl Driver {
 }
 
 /// Drives a rollout to a terminal state (or until the log fails).
+///
+/// Thousands of these wait at once, so the steps taken rarely or only sometimes
+/// (a fork's start, a remote environment, tool calls, replies, summaries, the judge)
+/// are boxed: their state would otherwise be part of every rollout's future.
 pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, LoopError> {
     let rollout_id = job.rollout.rollout_id.clone();
     let state = journal::load_rollout(deps.store.as_ref(), &rollout_id).await?;
@@ -233,13 +237,13 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 .get()
                 .is_some_and(|own| url.starts_with(own.as_str()));
             Tools::Remote(
-                RemoteEnvironment::connect(
+                Box::pin(RemoteEnvironment::connect(
                     deps.http.clone(),
                     url,
                     &task.tool_servers,
                     own.then(|| deps.self_token.clone()).flatten(),
                     Duration::from_secs(deps.tool_timeout_secs),
-                )
+                ))
                 .await
                 .map_err(Failure)?,
             )
@@ -283,12 +287,14 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     // A fork starts where its source was after `at_step`; its
                     // environment is rebuilt from the copied calls.
                     Some(parent) => {
-                        let source =
-                            journal::rollout_events(deps.store.as_ref(), &parent.rollout_id)
-                                .await?
-                                .into_iter()
-                                .map(|(_, event)| event)
-                                .collect::<Vec<_>>();
+                        let source = Box::pin(journal::rollout_events(
+                            deps.store.as_ref(),
+                            &parent.rollout_id,
+                        ))
+                        .await?
+                        .into_iter()
+                        .map(|(_, event)| event)
+                        .collect::<Vec<_>>();
                         let prefix = crate::domain::rollout::fork_prefix(
                             &source,
                             parent.at_step,
@@ -344,14 +350,14 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                         .state
                         .summary_due(step, every, run.model.context_stride)
                 {
-                    let event = summarize(
+                    let event = Box::pin(summarize(
                         model.as_ref(),
                         &run,
                         &rollout.rollout_id,
                         step,
                         replaced,
                         driver.state.to_summarize(replaced),
-                    )
+                    ))
                     .await?;
                     driver.record(event).await?;
                     continue;
@@ -420,8 +426,15 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                         _ = driver.job.cancel.cancelled() => return Err(StepError::Cancelled),
                     }
                 }
-                let event =
-                    call_tool(&mut tools, &rollout.rollout_id, step, &call, fault, called).await;
+                let event = Box::pin(call_tool(
+                    &mut tools,
+                    &rollout.rollout_id,
+                    step,
+                    &call,
+                    fault,
+                    called,
+                ))
+                .await;
                 if let Event::ToolCalled(called) = &event {
                     let outcome = match (&called.fault, called.is_error) {
                         (Some(_), _) => "fault",
@@ -437,9 +450,15 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 let after_tool_calls = driver.state.tool_calls.len() as u32 + 1;
                 let mut events = vec![event];
                 if let Tools::Local(env) = &mut tools {
-                    let replies =
-                        npc_replies(env, scenario, task, npc_model.as_deref(), &run, sent_before)
-                            .await;
+                    let replies = Box::pin(npc_replies(
+                        env,
+                        scenario,
+                        task,
+                        npc_model.as_deref(),
+                        &run,
+                        sent_before,
+                    ))
+                    .await;
                     for reply in replies {
                         events.push(Event::NpcReplied(NpcReplied {
                             rollout_id: rollout.rollout_id.clone(),
@@ -480,14 +499,14 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     return Err(StepError::Paused(reason));
                 }
                 let state = tools.state().await.map_err(Failure)?;
-                let grading = grade_rubric(
+                let grading = Box::pin(grade_rubric(
                     deps.as_ref(),
                     &run,
                     task,
                     keys.judge_model.clone(),
                     &driver.state.messages,
                     &state,
-                );
+                ));
                 let (rubric, usage) = tokio::select! {
                     graded = grading => graded,
                     _ = driver.job.cancel.cancelled() => return Err(StepError::Cancelled),

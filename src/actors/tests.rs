@@ -285,7 +285,7 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
         crashed.as_ref(),
         "run-r4",
         None,
-        &[Event::RunLaunched(launched)],
+        &[Event::RunLaunched(Box::new(launched))],
     )
     .await
     .unwrap();
@@ -353,7 +353,7 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
 #[actix_rt::test]
 async fn a_retried_append_with_the_same_event_is_not_written_twice() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let event = Event::RunLaunched(run("r5", "noop", 1));
+    let event = Event::RunLaunched(Box::new(run("r5", "noop", 1)));
     let a = journal::append(store.as_ref(), "run-r5", None, std::slice::from_ref(&event))
         .await
         .unwrap();

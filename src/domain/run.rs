@@ -60,7 +60,7 @@ impl RunState {
         match event {
             Event::RunLaunched(e) => {
                 self.budget = e.budget;
-                self.launched = Some(e.clone());
+                self.launched = Some(RunLaunched::clone(e));
             }
             Event::RunCancelRequested(_) => {
                 self.cancel_requested = true;
@@ -88,7 +88,7 @@ pub fn decide(state: &RunState, command: RunCommand) -> Result<Vec<Event>, RunRe
     match command {
         RunCommand::Launch(launched) => match &state.launched {
             Some(existing) => Err(RunRefusal::AlreadyExists(existing.run_id.clone())),
-            None => Ok(vec![Event::RunLaunched(*launched)]),
+            None => Ok(vec![Event::RunLaunched(launched)]),
         },
         RunCommand::Cancel { now } => {
             let run_id = state.live_run_id()?;
@@ -203,12 +203,12 @@ mod tests {
     #[test]
     fn given_no_run_when_launched_then_run_launched() {
         let events = decide(&given(vec![]), RunCommand::Launch(Box::new(launched()))).unwrap();
-        assert_eq!(events, vec![Event::RunLaunched(launched())]);
+        assert_eq!(events, vec![Event::RunLaunched(Box::new(launched()))]);
     }
 
     #[test]
     fn given_a_run_when_launched_again_then_refused_as_existing() {
-        let state = given(vec![Event::RunLaunched(launched())]);
+        let state = given(vec![Event::RunLaunched(Box::new(launched()))]);
         assert_eq!(
             decide(&state, RunCommand::Launch(Box::new(launched()))),
             Err(RunRefusal::AlreadyExists("run_1".into()))
@@ -217,10 +217,13 @@ mod tests {
 
     #[test]
     fn given_a_run_when_cancelled_twice_then_one_event() {
-        let state = given(vec![Event::RunLaunched(launched())]);
+        let state = given(vec![Event::RunLaunched(Box::new(launched()))]);
         let first = decide(&state, RunCommand::Cancel { now: now() }).unwrap();
         assert_eq!(first.len(), 1);
-        let state = given(vec![Event::RunLaunched(launched()), first[0].clone()]);
+        let state = given(vec![
+            Event::RunLaunched(Box::new(launched())),
+            first[0].clone(),
+        ]);
         assert!(decide(&state, RunCommand::Cancel { now: now() })
             .unwrap()
             .is_empty());
@@ -232,7 +235,7 @@ mod tests {
             run_id: "run_1".into(),
             deleted_at: now(),
         });
-        let state = given(vec![Event::RunLaunched(launched()), deleted]);
+        let state = given(vec![Event::RunLaunched(Box::new(launched())), deleted]);
         assert_eq!(
             decide(&state, RunCommand::Cancel { now: now() }),
             Err(RunRefusal::NotFound)
@@ -271,10 +274,13 @@ mod tests {
 
     #[test]
     fn given_a_run_when_paused_twice_then_one_event_with_the_spend() {
-        let state = given(vec![Event::RunLaunched(launched())]);
+        let state = given(vec![Event::RunLaunched(Box::new(launched()))]);
         let first = decide(&state, pause()).unwrap();
         assert!(matches!(&first[..], [Event::RunPaused(p)] if p.tokens_used == 120));
-        let state = given(vec![Event::RunLaunched(launched()), first[0].clone()]);
+        let state = given(vec![
+            Event::RunLaunched(Box::new(launched())),
+            first[0].clone(),
+        ]);
         assert!(state.paused);
         assert!(decide(&state, pause()).unwrap().is_empty());
     }
@@ -285,7 +291,7 @@ mod tests {
             run_id: "run_1".into(),
             requested_at: now(),
         });
-        let state = given(vec![Event::RunLaunched(launched()), cancel]);
+        let state = given(vec![Event::RunLaunched(Box::new(launched())), cancel]);
         assert!(decide(&state, pause()).unwrap().is_empty());
         assert!(matches!(
             decide(&state, resume(None)),
@@ -295,7 +301,7 @@ mod tests {
 
     #[test]
     fn given_a_running_run_when_resumed_then_refused_as_not_paused() {
-        let state = given(vec![Event::RunLaunched(launched())]);
+        let state = given(vec![Event::RunLaunched(Box::new(launched()))]);
         assert!(matches!(
             decide(&state, resume(Some(1_000))),
             Err(RunRefusal::NotPaused(m)) if m.contains("not paused")
@@ -304,7 +310,7 @@ mod tests {
 
     #[test]
     fn given_a_paused_run_when_resumed_then_the_latest_budget_wins() {
-        let mut events = vec![Event::RunLaunched(launched())];
+        let mut events = vec![Event::RunLaunched(Box::new(launched()))];
         events.extend(decide(&given(events.clone()), pause()).unwrap());
         let state = given(events.clone());
         assert!(matches!(

@@ -43,7 +43,7 @@ impl SynthRun {
             run_stream(&self.launch.run_id),
             encode(
                 &run_stream(&self.launch.run_id),
-                &[Event::RunLaunched(self.launch.clone())],
+                &[Event::RunLaunched(Box::new(self.launch.clone()))],
             ),
         )];
         for (rollout_id, events) in &self.rollouts {

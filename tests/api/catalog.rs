@@ -47,7 +47,7 @@ fn model() -> ModelSettings {
 }
 
 fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
-    Event::RunLaunched(RunLaunched {
+    Event::RunLaunched(Box::new(RunLaunched {
         run_id: run_id.into(),
         scenario_id: "hr".into(),
         source: "rl-gym".into(),
@@ -72,7 +72,7 @@ fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
         launched_at: at(time),
         budget: None,
         prices: None,
-    })
+    }))
 }
 
 fn started(rollout_id: &str, run_id: &str, time: i64) -> Event {
