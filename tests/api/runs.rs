@@ -30,6 +30,20 @@ async fn a_noop_run_completes_with_no_credit_and_a_trajectory() {
     assert_eq!(done["in_progress"], 0);
     assert_eq!(done["pending"], 0);
     assert_eq!(done["status"], "completed");
+    assert_eq!(done["rollouts"].as_array().unwrap().len(), 2);
+
+    // The counts alone, for pollers of big runs.
+    let counts = app
+        .get_json(&format!("/runs/{run_id}?rollouts=false"))
+        .await;
+    assert_eq!(counts["completed"], 2);
+    assert_eq!(counts["status"], "completed");
+    assert_eq!(counts["rollout_ids"], json!([]));
+    assert!(counts.get("rollouts").is_none(), "{counts}");
+    let bad = app.get(&format!("/runs/{run_id}?rollouts=some")).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["detail"][0]["loc"], json!(["query", "rollouts"]));
 
     let rollout_id = done["rollout_ids"][0].as_str().unwrap();
     let rollout = app
