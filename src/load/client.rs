@@ -3,6 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 #[derive(Clone)]
@@ -25,6 +31,11 @@ impl Client {
             base: base.to_string(),
             token,
         })
+    }
+
+    /// A lean connection of its own for timed requests ([`Connection`]).
+    pub async fn connection(&self) -> Result<Connection, String> {
+        Connection::open(&self.base, self.token.as_deref()).await
     }
 
     fn with_token(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -105,6 +116,79 @@ impl Client {
             .filter_map(|t| t.get("task_id").and_then(Value::as_str))
             .map(str::to_string)
             .collect())
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the service, for the timed requests: without
+/// a client's URL parsing, pool and redirects, the load client spends its core on
+/// sending, not on itself (through `reqwest` it took more CPU than the service).
+pub(crate) struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    host: HeaderValue,
+    authorization: Option<HeaderValue>,
+}
+
+impl Connection {
+    /// Connects to `base` (`http://host:port`).
+    pub async fn open(base: &str, token: Option<&str>) -> Result<Connection, String> {
+        let authority = base
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{base}: timed requests need an http:// address"))?
+            .trim_end_matches('/');
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("{authority}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{authority}: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "load connection closed");
+            }
+        });
+        let header = |value: String| HeaderValue::from_str(&value).map_err(|e| e.to_string());
+        Ok(Connection {
+            sender,
+            host: header(authority.to_string())?,
+            authorization: token.map(|t| header(format!("Bearer {t}"))).transpose()?,
+        })
+    }
+
+    /// Sends one request and reads the whole answer; a non-2xx status is an error.
+    pub async fn send(&mut self, method: Method, path: &Uri, body: Bytes) -> Result<Bytes, String> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = path.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(authorization) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "{method} {path}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        Ok(body)
     }
 }
 

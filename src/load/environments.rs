@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use clap::Args;
+use hyper::{Method, Uri};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -33,6 +35,12 @@ pub struct EnvironmentsArgs {
     pub tool: String,
     #[arg(long, default_value = r#"{"email_id":"msg_0001"}"#)]
     pub parameters: String,
+}
+
+#[derive(serde::Deserialize)]
+struct StepAnswer {
+    #[allow(dead_code)]
+    observation: serde::de::IgnoredAny,
 }
 
 pub async fn run(args: EnvironmentsArgs) -> Result<(), String> {
@@ -64,23 +72,32 @@ async fn drive(client: Client, args: EnvironmentsArgs) -> Result<String, String>
         .collect()
         .await;
     let urls: Vec<String> = created.into_iter().collect::<Result<_, _>>()?;
-    let body = json!({"action": {"tool_name": args.tool, "parameters": parameters}});
+    let body = Bytes::from(
+        json!({"action": {"tool_name": args.tool, "parameters": parameters}}).to_string(),
+    );
 
     let step = |url: String, steps: usize, timed: bool| {
         let client = client.clone();
         let body = body.clone();
-        let path = format!("{url}/{}/step", args.tool_server);
+        let path = format!(
+            "{}/{}/step",
+            url.strip_prefix(&client.base).unwrap_or(&url),
+            args.tool_server
+        );
         async move {
+            let uri: Uri = path.parse().map_err(|e| format!("{path}: {e}"))?;
+            let mut connection = client.connection().await?;
             let mut latencies = Vec::with_capacity(if timed { steps } else { 0 });
             for _ in 0..steps {
                 let t = Instant::now();
-                let answer = client.post(&path, &body).await?;
+                let answer = connection.send(Method::POST, &uri, body.clone()).await?;
                 if timed {
                     latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
-                if answer.get("observation").is_none() {
-                    return Err(format!("{path}: no observation in {answer}"));
-                }
+                // Checked, not kept: an answer without an observation is an error.
+                serde_json::from_slice::<StepAnswer>(&answer).map_err(|e| {
+                    format!("{path}: {e} in {}", String::from_utf8_lossy(&answer))
+                })?;
             }
             Ok::<_, String>(latencies)
         }
