@@ -55,22 +55,6 @@ impl Client {
         json_of(response, "GET", path).await
     }
 
-    /// `GET path` for its status only (the body is read and dropped).
-    pub async fn get_ok(&self, path: &str) -> Result<(), String> {
-        let response = self
-            .with_token(self.http.get(format!("{}{path}", self.base)))
-            .send()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let status = response.status();
-        response.bytes().await.map_err(|e| e.to_string())?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("GET {path}: {status}"))
-        }
-    }
-
     pub async fn text(&self, path: &str) -> Result<String, String> {
         self.with_token(self.http.get(format!("{}{path}", self.base)))
             .send()
@@ -162,7 +146,10 @@ impl Connection {
         *request.uri_mut() = path.clone();
         let headers = request.headers_mut();
         headers.insert(header::HOST, self.host.clone());
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(authorization) = &self.authorization {
             headers.insert(header::AUTHORIZATION, authorization.clone());
         }

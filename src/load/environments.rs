@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Args;
-use hyper::{Method, Uri};
 use futures::StreamExt;
+use hyper::{Method, Uri};
 use serde_json::{json, Value};
 
 use super::client::Client;
@@ -95,9 +95,8 @@ async fn drive(client: Client, args: EnvironmentsArgs) -> Result<String, String>
                     latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
                 // Checked, not kept: an answer without an observation is an error.
-                serde_json::from_slice::<StepAnswer>(&answer).map_err(|e| {
-                    format!("{path}: {e} in {}", String::from_utf8_lossy(&answer))
-                })?;
+                serde_json::from_slice::<StepAnswer>(&answer)
+                    .map_err(|e| format!("{path}: {e} in {}", String::from_utf8_lossy(&answer)))?;
             }
             Ok::<_, String>(latencies)
         }

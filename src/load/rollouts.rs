@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::StreamExt;
+use hyper::{Method, Uri};
 use serde_json::{json, Value};
 
-use super::client::{histogram_quantiles, Client, Samples};
+use super::client::{histogram_quantiles, Client, Connection, Samples};
 use super::{fake_model, memory_kib, on_client_thread, quantile, Service, Target};
 
 #[derive(Debug, Clone, Args)]
@@ -296,20 +298,42 @@ async fn timed_reads(
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<f64, String>>();
+    let paths: Vec<Uri> = run_ids
+        .iter()
+        .filter_map(|id| format!("/runs/{id}").parse().ok())
+        .collect();
+    if paths.is_empty() {
+        return "no run to read".to_string();
+    }
+    // Lean connections, reused: one is opened only when every other is busy.
+    let idle = Arc::new(parking_lot::Mutex::new(Vec::<Connection>::new()));
     let started = Instant::now();
     let mut sent = 0usize;
     while !done.load(Ordering::Relaxed) {
         interval.tick().await;
-        let path = format!("/runs/{}", run_ids[sent % run_ids.len()]);
+        let path = paths[sent % paths.len()].clone();
         sent += 1;
         let client = client.clone();
+        let idle = idle.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let result = client
-                .get_ok(&path)
-                .await
-                .map(|()| t.elapsed().as_secs_f64());
+            let pooled = idle.lock().pop();
+            let result = match pooled {
+                Some(connection) => Ok(connection),
+                None => client.connection().await,
+            };
+            let result = match result {
+                Ok(mut connection) => {
+                    let answer = connection.send(Method::GET, &path, Bytes::new()).await;
+                    let secs = t.elapsed().as_secs_f64();
+                    if answer.is_ok() {
+                        idle.lock().push(connection);
+                    }
+                    answer.map(|_| secs)
+                }
+                Err(e) => Err(e),
+            };
             let _ = tx.send(result);
         });
     }
