@@ -452,8 +452,16 @@ conformance!(kurrent_backend, super::kurrent);
 mod file_only {
     use super::*;
 
+    /// Without zeros written ahead: these tests find records from the file's end.
+    fn unpadded() -> FileStoreOptions {
+        FileStoreOptions {
+            preallocate_bytes: 0,
+            ..FileStoreOptions::default()
+        }
+    }
+
     fn open(dir: &Path) -> (FileStore, OpenReport) {
-        FileStore::open(dir).expect("open")
+        FileStore::open_with(dir, unpadded()).expect("open")
     }
 
     fn segment(dir: &Path, n: u32) -> PathBuf {
@@ -589,9 +597,80 @@ mod file_only {
         torn_tail_case(|seg, _| append_bytes(seg, b"garbage after the last record\x00\x01")).await;
     }
 
+    /// Where the records of a padded segment end: its last byte that is not zero
+    /// (a record ends with its JSON data).
+    fn records_end(path: &Path) -> u64 {
+        let bytes = std::fs::read(path).expect("read");
+        bytes.iter().rposition(|&b| b != 0).expect("records") as u64 + 1
+    }
+
     #[tokio::test]
-    async fn torn_tail_zeros_appended_is_cut() {
-        torn_tail_case(|seg, _| append_bytes(seg, &[0u8; 300])).await;
+    async fn zeros_written_ahead_are_padding_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = FileStore::open(dir.path()).expect("open");
+        fill(&store, 10).await;
+        let before = store.read_all(0, 1000).await.expect("all");
+        drop(store);
+        let seg = segment(dir.path(), 0);
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        let end = records_end(&seg);
+        assert!(
+            len >= end + (1 << 20),
+            "zeros ahead: {len} bytes, records end at {end}"
+        );
+
+        let (store, report) = FileStore::open(dir.path()).expect("reopen");
+        assert_eq!(report.truncated_bytes, 0, "{report:?}");
+        assert_eq!(store.read_all(0, 1000).await.expect("all"), before);
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len(),
+            len,
+            "padding kept"
+        );
+        // The next records go where the last one ended, over the zeros.
+        store
+            .append("new", ExpectedState::NoStream, events(2))
+            .await
+            .expect("append");
+        drop(store);
+        assert!(records_end(&seg) > end);
+        let (store, report) = FileStore::open(dir.path()).expect("reopen");
+        assert_eq!(report.events, before.len() as u64 + 2);
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(store.read_stream("new", 0).await.expect("read").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_record_torn_inside_the_padding_is_cut() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = FileStore::open(dir.path()).expect("open");
+        fill(&store, 10).await;
+        let before = store.read_all(0, 1000).await.expect("all");
+        drop(store);
+        let seg = segment(dir.path(), 0);
+        let end = records_end(&seg);
+        // The first 30 bytes of a record (the first one, copied) written over the
+        // zeros, as a crash in the middle of a write leaves them.
+        let bytes = std::fs::read(&seg).expect("read");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[24..54], end).expect("write");
+        drop(f);
+
+        let (store, report) = FileStore::open(dir.path()).expect("reopen");
+        assert!(report.truncated_bytes >= 30, "{report:?}");
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len(),
+            end,
+            "cut at the tear"
+        );
+        assert_eq!(store.read_all(0, 1000).await.expect("all"), before);
+        store
+            .append("new", ExpectedState::NoStream, events(1))
+            .await
+            .expect("append after the cut");
     }
 
     #[tokio::test]
@@ -644,7 +723,7 @@ mod file_only {
         let dir = tempfile::tempdir().expect("dir");
         let options = FileStoreOptions {
             segment_size: 512,
-            ..FileStoreOptions::default()
+            ..unpadded()
         };
         let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
         fill(&store, 20).await;
@@ -705,7 +784,7 @@ mod file_only {
     #[tokio::test]
     async fn failed_sync_refuses_the_batch_and_the_store_recovers() {
         let dir = tempfile::tempdir().expect("dir");
-        let options = FileStoreOptions::default();
+        let options = unpadded();
         let faults = options.faults.clone();
         let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
         let store = Arc::new(store);

@@ -45,6 +45,11 @@ pub struct FileStoreOptions {
     /// stops as soon as a look at the queue finds nothing new, so a lone append does
     /// not wait; zero takes only what is already queued.
     pub gather_time: std::time::Duration,
+    /// Zeros written ahead of the last record, so that most syncs only flush data:
+    /// a sync after an append that grows the file also commits the new size to the
+    /// file system's journal, about twice as slow (benches/README.md). 0 writes none.
+    /// Recovery reads zeros after the last record as this padding.
+    pub preallocate_bytes: u64,
     /// Appends waiting for the writer before `append` itself waits (backpressure).
     pub queue_capacity: usize,
     /// Live events a slow subscriber may fall behind before it lags.
@@ -59,6 +64,7 @@ impl Default for FileStoreOptions {
             segment_size: 64 << 20,
             batch_max_bytes: 8 << 20,
             gather_time: std::time::Duration::from_micros(200),
+            preallocate_bytes: 4 << 20,
             queue_capacity: 4096,
             live_capacity: 4096,
             faults: Faults::default(),

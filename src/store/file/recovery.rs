@@ -2,8 +2,9 @@
 //!
 //! A crash can leave the last write half done, so a damaged end of the *last* segment
 //! with no valid record after it (a short length, a short payload, a checksum mismatch,
-//! zeros, garbage) is a torn tail: nothing in it was ever acknowledged, so it is cut off
-//! and reported. Anything else (a bad record with a valid one after it, a damaged
+//! garbage) is a torn tail: nothing in it was ever acknowledged, so it is cut off and
+//! reported. Zeros to the end of a segment are padding the writer wrote ahead
+//! ([`super::FileStoreOptions::preallocate_bytes`]) and are left for it. Anything else (a bad record with a valid one after it, a damaged
 //! earlier segment, a missing segment, positions out of order) is damage to
 //! acknowledged history: opening stops with [`StoreError::Corrupt`] naming the file and
 //! offset, because replaying around a hole would silently change every view.
@@ -158,6 +159,13 @@ pub(super) fn recover(log_dir: &Path) -> Result<Recovered, StoreError> {
                 Frame::Incomplete => "record ends early".to_owned(),
                 Frame::Bad(why) => why,
             };
+            // Zeros to the end are the writer's padding (`preallocate_bytes`), or
+            // space a crash left unwritten: no record was ever there. A segment's
+            // records after it would be missing only if the next segment's header
+            // said so, and that is checked.
+            if bytes[at..].iter().all(|&b| b == 0) {
+                break;
+            }
             if !last || valid_record_after(&bytes, at + 1) {
                 return Err(corrupt(&path, at as u64, damage));
             }

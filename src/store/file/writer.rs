@@ -52,6 +52,8 @@ pub(super) struct Writer {
     tail: Tail,
     /// Bytes of the tail segment that are durable; `tail.len` is what is written.
     durable_len: u64,
+    /// The tail segment's file length: `tail.len` plus the zeros written ahead.
+    allocated: u64,
     /// The tail segment for the sync thread (the same open file).
     sync_file: Arc<File>,
     syncer: std::sync::mpsc::Sender<SyncJob>,
@@ -110,6 +112,7 @@ impl Writer {
             queue,
             log_dir,
             durable_len: tail.len,
+            allocated: tail.file.metadata()?.len().max(tail.len),
             sync_file: Arc::new(tail.file.try_clone()?),
             tail,
             syncer,
@@ -283,6 +286,7 @@ impl Writer {
             for o in &mut offsets {
                 *o += base;
             }
+            self.write_ahead();
         }
         let batch = Pending {
             checked,
@@ -399,8 +403,34 @@ impl Writer {
             number,
         };
         self.durable_len = self.tail.len;
+        self.allocated = self.tail.len;
         self.sync_file = sync_file;
         Ok(())
+    }
+
+    /// Keeps `preallocate_bytes` of zeros ahead of the last record (not past the
+    /// segment's size), written in one go once the records reach them. They become
+    /// durable with the next sync, which is the slow kind; the syncs after it only
+    /// flush data. A failure here loses nothing: the records are written, and the
+    /// zeros only make later syncs cheaper.
+    fn write_ahead(&mut self) {
+        let ahead = self.options.preallocate_bytes;
+        let target = (self.tail.len + ahead).min(self.options.segment_size);
+        if ahead == 0 || self.allocated >= self.tail.len + ahead / 2 || target <= self.allocated {
+            return;
+        }
+        const CHUNK: usize = 256 << 10;
+        static ZEROS: [u8; CHUNK] = [0; CHUNK];
+        let mut at = self.allocated.max(self.tail.len);
+        while at < target {
+            let n = (target - at).min(CHUNK as u64) as usize;
+            if let Err(e) = self.tail.file.write_all_at(&ZEROS[..n], at) {
+                tracing::warn!(error = %e, "zeros could not be written ahead of the event log's end");
+                return;
+            }
+            at += n as u64;
+            self.allocated = at;
+        }
     }
 
     /// After a failed write or sync: cut the file back to `len`, so that a later
@@ -412,6 +442,7 @@ impl Writer {
             .set_len(len)
             .and_then(|()| self.tail.file.sync_data());
         self.tail.len = len;
+        self.allocated = len;
         if let Err(e) = result {
             let why = format!(
                 "{} could not be cut back to {len} bytes after a failed write ({e}); reopen the store",
