@@ -4,10 +4,11 @@
 //! with no valid record after it (a short length, a short payload, a checksum mismatch,
 //! garbage) is a torn tail: nothing in it was ever acknowledged, so it is cut off and
 //! reported. Zeros to the end of a segment are padding the writer wrote ahead
-//! ([`super::FileStoreOptions::preallocate_bytes`]) and are left for it. Anything else (a bad record with a valid one after it, a damaged
-//! earlier segment, a missing segment, positions out of order) is damage to
-//! acknowledged history: opening stops with [`StoreError::Corrupt`] naming the file and
-//! offset, because replaying around a hole would silently change every view.
+//! ([`super::FileStoreOptions::preallocate_bytes`]) and are left for it. Anything
+//! else (a bad record with a valid one after it, a damaged earlier segment, a missing
+//! segment, positions out of order) is damage to acknowledged history: opening stops
+//! with [`StoreError::Corrupt`] naming the file and offset, because replaying around
+//! a hole would silently change every view.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
