@@ -25,7 +25,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rl_gym::store::kurrent::{KurrentOptions, KurrentStore};
 use rl_gym::store::{EventData, EventStore, ExpectedState};
 use uuid::Uuid;
-use writers::append_concurrently;
+use writers::{append_concurrently, runtime};
 
 const APPENDS_PER_ITER: u64 = 256;
 const REPLAY_EVENTS: u64 = 20_000;
@@ -62,14 +62,6 @@ async fn connect(url: &str, namespace: &str) -> KurrentStore {
     KurrentStore::connect_with(url, options)
         .await
         .expect("connect to KurrentDB")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 fn appends(c: &mut Criterion) {

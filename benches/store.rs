@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rl_gym::store::file::{FileStore, FileStoreOptions};
 use rl_gym::store::{EventData, EventStore, ExpectedState};
 use uuid::Uuid;
-use writers::append_concurrently;
+use writers::{append_concurrently, runtime};
 
 /// Appends per measured iteration, shared among the writers.
 const APPENDS_PER_ITER: u64 = 512;
@@ -32,19 +32,6 @@ fn event() -> EventData {
         // About 200 bytes, like a small domain event.
         data: br#"{"rollout_id":"0192f2a4-7c1e-7b3a-9d2e-4f5a6b7c8d9e","step":17,"tool":"email.send","arguments":{"to":"dana@example.com","subject":"Quarterly numbers"},"status":"ok","ms":42}"#.to_vec(),
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("BENCH_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-        )
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// Default options, but `BENCH_GATHER_US` overrides the writer's gather time.

@@ -14,7 +14,8 @@ use futures::StreamExt;
 use rl_gym::store::file::{FileStore, FileStoreOptions, OpenReport};
 use rl_gym::store::memory::MemoryStore;
 use rl_gym::store::{
-    subscribe_all, AppendResult, CurrentRevision, EventData, EventStore, ExpectedState, StoreError,
+    subscribe_all, AppendResult, CurrentRevision, EventData, EventStore, ExpectedState,
+    RecordedEvent, StoreError,
 };
 use uuid::Uuid;
 
@@ -604,14 +605,20 @@ mod file_only {
         bytes.iter().rposition(|&b| b != 0).expect("records") as u64 + 1
     }
 
-    #[tokio::test]
-    async fn zeros_written_ahead_are_padding_not_a_torn_tail() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (store, _) = FileStore::open(dir.path()).expect("open");
+    /// Ten appends to a log with zeros written ahead (the default), closed: what it
+    /// holds and its one segment.
+    async fn padded_log(dir: &Path) -> (Vec<RecordedEvent>, PathBuf) {
+        let (store, _) = FileStore::open(dir).expect("open");
         fill(&store, 10).await;
         let before = store.read_all(0, 1000).await.expect("all");
         drop(store);
-        let seg = segment(dir.path(), 0);
+        (before, segment(dir, 0))
+    }
+
+    #[tokio::test]
+    async fn zeros_written_ahead_are_padding_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (before, seg) = padded_log(dir.path()).await;
         let len = std::fs::metadata(&seg).expect("meta").len();
         let end = records_end(&seg);
         assert!(
@@ -643,11 +650,7 @@ mod file_only {
     #[tokio::test]
     async fn a_record_torn_inside_the_padding_is_cut() {
         let dir = tempfile::tempdir().expect("dir");
-        let (store, _) = FileStore::open(dir.path()).expect("open");
-        fill(&store, 10).await;
-        let before = store.read_all(0, 1000).await.expect("all");
-        drop(store);
-        let seg = segment(dir.path(), 0);
+        let (before, seg) = padded_log(dir.path()).await;
         let end = records_end(&seg);
         // The first 30 bytes of a record (the first one, copied) written over the
         // zeros, as a crash in the middle of a write leaves them.

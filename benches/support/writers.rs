@@ -1,5 +1,5 @@
-//! Shared by the store benches: concurrent writers, each appending one event at a time
-//! to a new stream and waiting for every acknowledgement.
+//! Shared by the store benches: their runtime, and concurrent writers, each appending
+//! one event at a time to a new stream and waiting for every acknowledgement.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,4 +50,18 @@ pub fn append_concurrently(
             start.elapsed()
         }
     });
+}
+
+/// The benches' runtime: two workers, or `BENCH_WORKERS`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::env::var("BENCH_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }

@@ -441,7 +441,6 @@ async fn follow_commands(gym: Gym) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ids::lease_stream;
     use crate::store::memory::MemoryStore;
 
     fn node(store: &Arc<MemoryStore>, name: &str, ttl_ms: u64) -> Arc<Leases> {
@@ -456,11 +455,7 @@ mod tests {
     async fn acquire(leases: &Leases, run_id: &str) -> bool {
         let slot = leases.slot(run_id);
         let mut slot = slot.lock().await;
-        leases
-            .apply(run_id, &mut slot, leases.acquire_command())
-            .await
-            .unwrap()
-            .is_ok()
+        leases.acquire_locked(run_id, &mut slot).await.unwrap()
     }
 
     async fn lease_events(store: &MemoryStore, run_id: &str) -> Vec<String> {

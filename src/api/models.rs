@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::launch::ModelConfigBody;
 use super::{launch, AppState};
 use crate::config::secrets::ApiKey;
-use crate::domain::chat::Message;
+use crate::domain::chat::{Message, ToolSet};
 use crate::error::{ApiError, ErrorBody};
 use crate::llm::{self, ModelError, ModelRequest, RetryPolicy};
 
@@ -84,7 +84,7 @@ async fn call(
     let messages = [Message::user("Reply with the word OK.")];
     let request = ModelRequest {
         messages: &messages,
-        tools: crate::domain::chat::ToolSet::none(),
+        tools: ToolSet::none(),
         settings,
     };
     match tokio::time::timeout(state.model_timeout, client.complete(request)).await {

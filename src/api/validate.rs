@@ -169,23 +169,6 @@ impl Checker {
         }
     }
 
-    /// A query parameter's text as a boolean (`true`/`false`, `1`/`0`).
-    pub fn query_bool(&mut self, field: &str, text: &str) -> Option<bool> {
-        match text {
-            "true" | "1" => Some(true),
-            "false" | "0" => Some(false),
-            _ => {
-                self.push(
-                    &["query"],
-                    field,
-                    "Input should be a valid boolean",
-                    "bool_parsing",
-                );
-                None
-            }
-        }
-    }
-
     /// An optional field read by `read`, within `[min, max]`.
     fn opt_bounded<T: PartialOrd + std::fmt::Display>(
         &mut self,
@@ -281,7 +264,16 @@ pub fn query_flag(pairs: &[(String, String)], name: &str, default: bool) -> Resu
     let mut c = Checker::default();
     let mut flag = default;
     for (key, value) in pairs.iter().filter(|(k, _)| k == name) {
-        flag = c.query_bool(key, value).unwrap_or(flag);
+        match value.as_str() {
+            "true" | "1" => flag = true,
+            "false" | "0" => flag = false,
+            _ => c.push(
+                &["query"],
+                key,
+                "Input should be a valid boolean",
+                "bool_parsing",
+            ),
+        }
     }
     c.finish()?;
     Ok(flag)

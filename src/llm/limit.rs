@@ -76,7 +76,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::chat::Message;
+    use crate::domain::chat::{Message, ToolSet};
     use crate::domain::events::ModelSettings;
 
     /// Counts calls in flight and remembers the most seen at once.
@@ -128,7 +128,7 @@ mod tests {
         let results = futures::future::join_all(clients.iter().map(|c| {
             c.complete(ModelRequest {
                 messages: &[],
-                tools: crate::domain::chat::ToolSet::none(),
+                tools: ToolSet::none(),
                 settings: &s,
             })
         }))

@@ -265,7 +265,7 @@ mod tests {
         let s = settings(false);
         let body = encode(&ModelRequest {
             messages: &messages,
-            tools: crate::domain::chat::ToolSet::none(),
+            tools: ToolSet::none(),
             settings: &s,
         })
         .unwrap();

@@ -318,23 +318,18 @@ async fn timed_reads(
         let tx = tx.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let pooled = idle.lock().pop();
-            let result = match pooled {
-                Some(connection) => Ok(connection),
-                None => client.connection().await,
+            let result = async {
+                let pooled = idle.lock().pop();
+                let mut connection = match pooled {
+                    Some(connection) => connection,
+                    None => client.connection().await?,
+                };
+                connection.send(Method::GET, &path, Bytes::new()).await?;
+                let secs = t.elapsed().as_secs_f64();
+                idle.lock().push(connection);
+                Ok(secs)
             };
-            let result = match result {
-                Ok(mut connection) => {
-                    let answer = connection.send(Method::GET, &path, Bytes::new()).await;
-                    let secs = t.elapsed().as_secs_f64();
-                    if answer.is_ok() {
-                        idle.lock().push(connection);
-                    }
-                    answer.map(|_| secs)
-                }
-                Err(e) => Err(e),
-            };
-            let _ = tx.send(result);
+            let _ = tx.send(result.await);
         });
     }
     let duration = started.elapsed().as_secs_f64();

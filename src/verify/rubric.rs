@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{label_of, FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT};
-use crate::domain::chat::{Message, Role};
+use crate::domain::chat::{Message, Role, ToolSet};
 use crate::domain::events::{ModelSettings, TokenUsage};
 use crate::domain::verdict::{CriterionGrade, RubricStatus, RubricVerdict};
 use crate::llm::{ModelClient, ModelRequest};
@@ -219,7 +219,7 @@ pub async fn grade(
     let reply = judge
         .complete(ModelRequest {
             messages: &messages,
-            tools: crate::domain::chat::ToolSet::none(),
+            tools: ToolSet::none(),
             settings,
         })
         .await;
