@@ -36,7 +36,7 @@ use crate::store::StoreError;
 use crate::tools::remote::RemoteEnvironment;
 use crate::tools::replay::{self, CallOutcome};
 use crate::tools::Environment;
-use crate::verify::rubric;
+use crate::verify::{rubric, StateRoot};
 
 /// The system prompt used when a run gives none (documented in the README).
 pub fn default_system_prompt(scenario: &Scenario) -> String {
@@ -483,8 +483,8 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             NextAction::Verify { .. } => {
                 // The state is big: dropped before the append waits, not held across it.
                 let verdict = {
-                    let state = tools.state().await.map_err(Failure)?;
-                    crate::verify::verify(task, &state, &driver.state.messages)
+                    let state = tools.checked_state().await.map_err(Failure)?;
+                    crate::verify::verify(task, state.as_ref(), &driver.state.messages)
                 };
                 let event = Event::RolloutVerified(RolloutVerified {
                     rollout_id: rollout.rollout_id.clone(),
@@ -689,6 +689,15 @@ impl Tools {
         match self {
             Tools::Local(env) => Ok(env.state()),
             Tools::Remote(env) => env.state().await,
+        }
+    }
+
+    /// The state the checks read: a local server left as seeded is shared with the
+    /// seed's JSON, not built again.
+    async fn checked_state(&self) -> Result<Box<dyn StateRoot + Send>, String> {
+        match self {
+            Tools::Local(env) => Ok(Box::new(env.state_view())),
+            Tools::Remote(env) => Ok(Box::new(env.state().await?)),
         }
     }
 }

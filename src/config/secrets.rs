@@ -70,12 +70,13 @@ pub enum SecretError {
     Undecryptable(String),
 }
 
-/// Sealed keys of every run, with a cache of the ones already opened.
+/// Sealed keys of every run, with a cache of the ones already opened and of the runs
+/// found to have none (every rollout asks; most runs of the builtin agents have none).
 #[derive(Clone)]
 pub struct SecretStore {
     dir: Option<PathBuf>,
     cipher: Arc<ChaCha20Poly1305>,
-    cache: Arc<RwLock<HashMap<String, RunKeys>>>,
+    cache: Arc<RwLock<HashMap<String, Option<RunKeys>>>>,
 }
 
 const NONCE_LEN: usize = 12;
@@ -170,24 +171,29 @@ impl SecretStore {
             if let Some(dir) = path.parent() {
                 sync_dir(dir)?;
             }
-        } else if self.cache.read().contains_key(run_id) {
+        } else if matches!(self.cache.read().get(run_id), Some(Some(_))) {
             return Err(SecretError::Exists(run_id.to_string()));
         }
-        self.cache.write().insert(run_id.to_string(), keys);
+        self.cache.write().insert(run_id.to_string(), Some(keys));
         Ok(())
     }
 
     /// A run's keys, if it has any and they still exist.
     pub fn get(&self, run_id: &str) -> Result<Option<RunKeys>, SecretError> {
         if let Some(keys) = self.cache.read().get(run_id) {
-            return Ok(Some(keys.clone()));
+            return Ok(keys.clone());
         }
         let Some(path) = self.path(run_id) else {
             return Ok(None);
         };
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Keys are written before their launch is recorded, so a run whose
+                // rollouts ask and find none never gets any.
+                self.cache.write().insert(run_id.to_string(), None);
+                return Ok(None);
+            }
             Err(e) => return Err(e.into()),
         };
         if bytes.len() < NONCE_LEN {
@@ -200,7 +206,9 @@ impl SecretStore {
             .map_err(|_| SecretError::Undecryptable(run_id.to_string()))?;
         let keys: RunKeys = serde_json::from_slice(&plain)
             .map_err(|_| SecretError::Undecryptable(run_id.to_string()))?;
-        self.cache.write().insert(run_id.to_string(), keys.clone());
+        self.cache
+            .write()
+            .insert(run_id.to_string(), Some(keys.clone()));
         Ok(Some(keys))
     }
 
@@ -267,6 +275,23 @@ mod tests {
             SecretStore::open(dir.path()).unwrap().get("run_a").unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_run_found_without_keys_can_still_be_given_some() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [
+            SecretStore::open(dir.path()).unwrap(),
+            SecretStore::in_memory(),
+        ] {
+            assert_eq!(store.get("run_a").unwrap(), None);
+            // Remembered as keyless: asking again reads no file.
+            assert_eq!(store.get("run_a").unwrap(), None);
+            store.put("run_a", keys("k")).unwrap();
+            assert_eq!(store.get("run_a").unwrap(), Some(keys("k")));
+            store.forget("run_a").unwrap();
+            assert_eq!(store.get("run_a").unwrap(), None);
+        }
     }
 
     #[test]

@@ -353,7 +353,8 @@ async fn timed_reads(
     )
 }
 
-/// Launch-to-finish time of every rollout (the service's timestamps).
+/// Launch-to-start, launch-to-verifying and launch-to-finish time of every rollout
+/// (the service's timestamps): where the time between launch and finish went.
 async fn rollout_durations(client: &Client, run_ids: &[String]) -> Result<String, String> {
     let mut paths = Vec::new();
     for run_id in run_ids {
@@ -364,7 +365,7 @@ async fn rollout_durations(client: &Client, run_ids: &[String]) -> Result<String
             }
         }
     }
-    let durations: Vec<Result<f64, String>> = futures::stream::iter(paths)
+    let timings: Vec<Result<[f64; 3], String>> = futures::stream::iter(paths)
         .map(|path| {
             let client = client.clone();
             async move {
@@ -374,9 +375,16 @@ async fn rollout_durations(client: &Client, run_ids: &[String]) -> Result<String
                         .as_str()
                         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 };
-                match (time("created_at"), time("finished_at")) {
-                    (Some(c), Some(f)) => {
-                        Ok((f - c).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+                let verifying = detail["status_events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["status"] == "verifying")
+                    .and_then(|e| DateTime::parse_from_rfc3339(e["at"].as_str()?).ok());
+                let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                match (time("created_at"), time("started_at"), time("finished_at")) {
+                    (Some(c), Some(s), Some(f)) => {
+                        Ok([ms(s - c), ms(verifying.unwrap_or(f) - c), ms(f - c)])
                     }
                     _ => Err(format!("{path} has not finished")),
                 }
@@ -385,14 +393,23 @@ async fn rollout_durations(client: &Client, run_ids: &[String]) -> Result<String
         .buffer_unordered(16)
         .collect()
         .await;
-    let mut ms: Vec<f64> = durations.into_iter().collect::<Result<_, _>>()?;
-    ms.sort_by(f64::total_cmp);
-    let over_3s = ms.iter().filter(|d| **d >= 3000.0).count();
+    let timings: Vec<[f64; 3]> = timings.into_iter().collect::<Result<_, _>>()?;
+    let sorted = |i: usize| {
+        let mut ms: Vec<f64> = timings.iter().map(|t| t[i]).collect();
+        ms.sort_by(f64::total_cmp);
+        ms
+    };
+    let (start, verifying, finish) = (sorted(0), sorted(1), sorted(2));
+    let over_3s = finish.iter().filter(|d| **d >= 3000.0).count();
     Ok(format!(
-        "p50 {:.0} p99 {:.0} max {:.0}, {over_3s} of {} took 3 s or more",
-        quantile(&ms, 0.5),
-        quantile(&ms, 0.99),
-        ms.last().copied().unwrap_or(f64::NAN),
-        ms.len()
+        "p50 {:.0} p99 {:.0} max {:.0}, {over_3s} of {} took 3 s or more; started after p50 {:.0} max {:.0}, verifying after p50 {:.0} max {:.0}",
+        quantile(&finish, 0.5),
+        quantile(&finish, 0.99),
+        finish.last().copied().unwrap_or(f64::NAN),
+        finish.len(),
+        quantile(&start, 0.5),
+        start.last().copied().unwrap_or(f64::NAN),
+        quantile(&verifying, 0.5),
+        verifying.last().copied().unwrap_or(f64::NAN),
     ))
 }

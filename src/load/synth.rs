@@ -152,7 +152,7 @@ impl Synth {
             }));
             events.push(Event::RolloutVerified(RolloutVerified {
                 rollout_id: String::new(),
-                verdict: crate::verify::verify(task, &env.state(), &messages),
+                verdict: crate::verify::verify(task, &env.state_view(), &messages),
                 verified_at: t0,
             }));
             events.push(Event::RolloutCompleted(RolloutCompleted {

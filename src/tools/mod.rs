@@ -13,7 +13,7 @@
 //! text starts with `Error:` and says what was wrong and how to fix it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -123,27 +123,66 @@ pub trait ToolServer {
 }
 
 #[derive(Debug, Clone)]
-enum Server {
+enum Kind {
     Email(email::EmailServer),
     Calendar(calendar::CalendarServer),
     Hrms(hrms::HrmsServer),
 }
 
+/// A server and, once asked for, its state as JSON. Environments share a seeded server
+/// until a call changes it, so the ten thousand rollouts that leave a server as seeded
+/// are scored against one tree, built once.
+#[derive(Debug, Clone)]
+struct Server {
+    kind: Kind,
+    data: OnceLock<Arc<Value>>,
+}
+
 impl Server {
+    fn new(kind: Kind) -> Server {
+        Server {
+            kind,
+            data: OnceLock::new(),
+        }
+    }
+
     fn get(&self) -> &dyn ToolServer {
-        match self {
-            Server::Email(s) => s,
-            Server::Calendar(s) => s,
-            Server::Hrms(s) => s,
+        match &self.kind {
+            Kind::Email(s) => s,
+            Kind::Calendar(s) => s,
+            Kind::Hrms(s) => s,
         }
     }
 
     fn get_mut(&mut self) -> &mut dyn ToolServer {
-        match self {
-            Server::Email(s) => s,
-            Server::Calendar(s) => s,
-            Server::Hrms(s) => s,
+        match self.kind_mut() {
+            Kind::Email(s) => s,
+            Kind::Calendar(s) => s,
+            Kind::Hrms(s) => s,
         }
+    }
+
+    /// The server to change: its JSON, if built, is out of date from here on.
+    fn kind_mut(&mut self) -> &mut Kind {
+        self.data = OnceLock::new();
+        &mut self.kind
+    }
+
+    fn data(&self) -> Arc<Value> {
+        self.data
+            .get_or_init(|| Arc::new(self.get().data()))
+            .clone()
+    }
+}
+
+/// Every server's state of an environment as checks read it, without copying the
+/// servers' JSON (see [`Environment::state_view`]).
+#[derive(Debug, Clone)]
+pub struct EnvironmentState(Vec<(String, Arc<Value>)>);
+
+impl crate::verify::StateRoot for EnvironmentState {
+    fn server(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| &**v)
     }
 }
 
@@ -201,16 +240,16 @@ impl Environment {
                 message,
             };
             let server = match name.as_str() {
-                "email" => Server::Email(email::EmailServer::from_seed(seed_state).map_err(bad)?),
+                "email" => Kind::Email(email::EmailServer::from_seed(seed_state).map_err(bad)?),
                 "calendar" => {
-                    Server::Calendar(calendar::CalendarServer::from_seed(seed_state).map_err(bad)?)
+                    Kind::Calendar(calendar::CalendarServer::from_seed(seed_state).map_err(bad)?)
                 }
-                "hrms" => Server::Hrms(
+                "hrms" => Kind::Hrms(
                     hrms::HrmsServer::from_seed(seed_state, &scenario.documents).map_err(bad)?,
                 ),
                 other => return Err(ToolError::UnknownServer(other.to_string())),
             };
-            servers.push((name.clone(), Arc::new(server)));
+            servers.push((name.clone(), Arc::new(Server::new(server))));
         }
         let mut index = BTreeMap::new();
         for (i, (_, server)) in servers.iter().enumerate() {
@@ -364,7 +403,18 @@ impl Environment {
         Value::Object(
             self.servers
                 .iter()
-                .map(|(n, s)| (n.clone(), s.get().data()))
+                .map(|(n, s)| (n.clone(), Value::clone(&s.data())))
+                .collect(),
+        )
+    }
+
+    /// The same as [`Environment::state`] for checks, sharing each server's JSON with
+    /// every environment that holds the same server.
+    pub fn state_view(&self) -> EnvironmentState {
+        EnvironmentState(
+            self.servers
+                .iter()
+                .map(|(n, s)| (n.clone(), s.data()))
                 .collect(),
         )
     }

@@ -204,6 +204,53 @@ fn a_clone_is_independent() {
 }
 
 #[test]
+fn checks_read_the_seed_json_until_a_call_changes_a_server() {
+    use crate::verify::StateRoot;
+    let s = hr();
+    let t = s.task("hr__104_schedule_phone_screen").expect("task");
+    let mut a = Environment::new(&s, t, 0).expect("env");
+    let b = Environment::new(&s, t, 1).expect("env");
+    let (va, vb) = (a.state_view(), b.state_view());
+    // Two environments of one seed are scored against the same tree, built once.
+    for server in ["email", "calendar", "hrms"] {
+        let (x, y) = (
+            va.server(server).expect(server),
+            vb.server(server).expect(server),
+        );
+        assert!(std::ptr::eq(x, y), "{server} is not shared");
+        assert_eq!(Some(x), a.state().get(server));
+    }
+    let read = va.server("email").expect("email").clone();
+    ok(
+        &mut a,
+        "send_email",
+        json!({"to": ["a@b.io"], "subject": "s", "body": "b"}),
+    );
+    // The changed server is seen as changed; the untouched ones are still shared.
+    let after = a.state_view();
+    assert_ne!(after.server("email"), Some(&read));
+    assert_eq!(after.server("email"), a.state().get("email"));
+    assert_eq!(b.state_view().server("email"), Some(&read));
+    assert!(std::ptr::eq(
+        after.server("hrms").expect("hrms"),
+        vb.server("hrms").expect("hrms")
+    ));
+    // A delivered email changes the server as well.
+    let before = a.state_view().server("email").cloned();
+    a.deliver_email(&email::IncomingEmail {
+        from: "dana@example.com".into(),
+        to: vec![a.mailbox_owner().expect("a mailbox")],
+        cc: vec![],
+        subject: "hi".into(),
+        body: "hello".into(),
+        in_reply_to: None,
+    })
+    .expect("delivered");
+    assert_ne!(a.state_view().server("email").cloned(), before);
+    assert_eq!(a.state_view().server("email"), a.state().get("email"));
+}
+
+#[test]
 fn helpers_parse_times_and_ids() {
     assert_eq!(
         parse_datetime("2026-03-04T10:30:00+01:00")

@@ -283,7 +283,7 @@ impl Check {
     }
 
     /// Evaluates this check: `(passed, reason)`.
-    pub fn evaluate(&self, state: &Value, trajectory: &[Message]) -> (bool, String) {
+    pub fn evaluate(&self, state: &dyn StateRoot, trajectory: &[Message]) -> (bool, String) {
         match &self.kind {
             CheckKind::StateCount {
                 path,
@@ -456,7 +456,7 @@ impl Check {
 
 /// Scores a rollout: every check of `task` against the final `state` and the
 /// `trajectory`, combined by the task's scoring rule (see the module docs).
-pub fn verify(task: &Task, state: &Value, trajectory: &[Message]) -> Verdict {
+pub fn verify(task: &Task, state: &dyn StateRoot, trajectory: &[Message]) -> Verdict {
     let mut checks = Vec::with_capacity(task.checks.len());
     let (mut total, mut passed_weight, mut required_failed) = (0.0, 0.0, false);
     for check in &task.checks {
@@ -544,7 +544,7 @@ fn count_calls(trajectory: &[Message], tool: &str, with: &Filter) -> u64 {
         .count() as u64
 }
 
-fn no_double_booking(state: &Value, only: &[String]) -> (bool, String) {
+fn no_double_booking(state: &dyn StateRoot, only: &[String]) -> (bool, String) {
     let events = match resolve(state, "calendar.events") {
         Ok(e) => e,
         Err(e) => return (false, e),
@@ -665,17 +665,34 @@ fn validate_path(path: &str, servers: &[String]) -> Result<(), String> {
     }
 }
 
+/// The root of the state checks read: each tool server's data by its name.
+pub trait StateRoot {
+    fn server(&self, name: &str) -> Option<&Value>;
+}
+
+/// `{"email": .., "calendar": ..}`, as a remote environment's snapshots are joined.
+impl StateRoot for Value {
+    fn server(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
 /// The records a path denotes in `state` (see the module docs).
-pub fn resolve<'a>(state: &'a Value, path: &str) -> Result<Vec<&'a Value>, String> {
+pub fn resolve<'a>(state: &'a dyn StateRoot, path: &str) -> Result<Vec<&'a Value>, String> {
     let segs = parse_path(path)?;
-    let mut current: Vec<&Value> = vec![state];
-    for seg in &segs {
+    let mut current: Vec<&Value> = Vec::new();
+    for (i, seg) in segs.iter().enumerate() {
         let mut next = Vec::new();
-        for v in current {
-            match v.get(&seg.key) {
-                Some(Value::Array(items)) => next.extend(items.iter()),
-                Some(other) => next.push(other),
-                None => {}
+        let mut take = |found: Option<&'a Value>| match found {
+            Some(Value::Array(items)) => next.extend(items.iter()),
+            Some(other) => next.push(other),
+            None => {}
+        };
+        if i == 0 {
+            take(state.server(&seg.key));
+        } else {
+            for v in current {
+                take(v.get(&seg.key));
             }
         }
         next.retain(|r| {

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use chrono::Duration;
 
 use super::{
-    is_email, next_id, spec, Ctx, Environment, Params, Server, ToolServer, ToolSpec,
+    is_email, next_id, spec, Ctx, Environment, Kind, Params, ToolServer, ToolSpec,
     CLOCK_STEP_SECONDS,
 };
 
@@ -229,8 +229,8 @@ impl EmailServer {
 /// Mail the environment receives from outside the agent's tools (simulated people).
 impl Environment {
     fn email_server(&self) -> Option<&EmailServer> {
-        self.servers.iter().find_map(|(_, s)| match &**s {
-            Server::Email(e) => Some(e),
+        self.servers.iter().find_map(|(_, s)| match &s.kind {
+            Kind::Email(e) => Some(e),
             _ => None,
         })
     }
@@ -249,9 +249,9 @@ impl Environment {
         let position = self
             .servers
             .iter()
-            .position(|(_, s)| matches!(**s, Server::Email(_)))
+            .position(|(_, s)| matches!(s.kind, Kind::Email(_)))
             .ok_or("this environment has no email server")?;
-        let Server::Email(server) = Arc::make_mut(&mut self.servers[position].1) else {
+        let Kind::Email(server) = Arc::make_mut(&mut self.servers[position].1).kind_mut() else {
             return Err("this environment has no email server".into());
         };
         let id = server.deliver(&ctx, mail)?;
