@@ -28,11 +28,11 @@ use sha2::{Digest, Sha256};
 use super::validate::Checker;
 use super::views::ModelConfigView;
 use super::AppState;
-use crate::domain::chat::Role;
+use crate::domain::chat::{Message, Role};
 use crate::domain::rollout::RolloutStatus;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
-use crate::projections::{RolloutView, RunView};
+use crate::projections::{RolloutContent, RolloutView, RunView};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/runs/{run_id}/export").route(web::get().to(export)));
@@ -56,6 +56,15 @@ struct TaskFacts {
 enum Item {
     One(String),
     Pair(String, String),
+}
+
+impl Item {
+    fn rollout_ids(&self) -> Vec<&str> {
+        match self {
+            Item::One(id) => vec![id],
+            Item::Pair(chosen, rejected) => vec![chosen, rejected],
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/runs/{run_id}/export", tag = "runs", summary = "A run's rollouts as JSON Lines for training", params(("run_id" = String, Path, description = "The run"), ("format" = String, Query, description = "sft, rl or preference"), ("min_score" = Option<f64>, Query, description = "sft: the lowest score kept, 0–1 (1)")), responses((status = 200, description = "One JSON object a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
@@ -139,12 +148,22 @@ async fn export(
 
     let state = state.into_inner();
     let facts = Arc::new(facts);
-    let lines = futures::stream::iter(items).map(move |item| {
-        let line = state
-            .projections
-            .read(|views| line(views, &item, format, &facts));
-        Ok::<_, actix_web::Error>(Bytes::from(line))
-    });
+    // A few rollouts' streams are read ahead while a line is written.
+    let lines = futures::stream::iter(items)
+        .map(move |item| {
+            let (state, facts) = (state.clone(), facts.clone());
+            async move {
+                let mut contents = Vec::new();
+                for id in item.rollout_ids() {
+                    contents.push(state.rollout_content(id).await?);
+                }
+                let line = state
+                    .projections
+                    .read(|views| line(views, &item, &contents, format, &facts));
+                Ok::<_, actix_web::Error>(Bytes::from(line))
+            }
+        })
+        .buffered(4);
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header((
@@ -228,11 +247,11 @@ fn task_facts(state: &AppState, run: &RunView) -> HashMap<String, TaskFacts> {
 }
 
 /// The messages before the first model turn: what both sides of a pair were given.
-fn prompt_len(r: &RolloutView) -> usize {
-    r.trajectory
+fn prompt_len(trajectory: &[Message]) -> usize {
+    trajectory
         .iter()
         .position(|m| m.role == Role::Assistant)
-        .unwrap_or(r.trajectory.len())
+        .unwrap_or(trajectory.len())
 }
 
 fn provenance(run: &RunView, r: &RolloutView, facts: Option<&TaskFacts>) -> Value {
@@ -250,9 +269,11 @@ fn provenance(run: &RunView, r: &RolloutView, facts: Option<&TaskFacts>) -> Valu
 }
 
 /// One JSON line; empty when the rollout left the views meanwhile (its run deleted).
+/// `contents` are the item's rollouts' contents, in [`Item::rollout_ids`] order.
 fn line(
     views: &crate::projections::Views,
     item: &Item,
+    contents: &[RolloutContent],
     format: Format,
     facts: &HashMap<String, TaskFacts>,
 ) -> String {
@@ -265,7 +286,7 @@ fn line(
             let task = facts.get(&r.task_id);
             let tools = task.map(|f| f.tools.clone()).unwrap_or_default();
             let mut line = json!({
-                "messages": r.trajectory,
+                "messages": contents[0].trajectory,
                 "tools": tools,
                 "provenance": provenance(run, r, task),
             });
@@ -274,7 +295,7 @@ fn line(
                 _ => {
                     line["reward"] = json!(r.score());
                     if run.model.log_prob {
-                        line["logprobs"] = json!(r.logprobs);
+                        line["logprobs"] = json!(contents[0].logprobs);
                     }
                 }
             }
@@ -285,8 +306,11 @@ fn line(
                 .zip(rollout(rejected))
                 .map(|((run, c), (_, r))| {
                     let task = facts.get(&c.task_id);
-                    let (prompt, chosen) = c.trajectory.split_at(prompt_len(c));
-                    let rejected = &r.trajectory[prompt_len(r)..];
+                    let (c_content, r_content) = (&contents[0], &contents[1]);
+                    let (prompt, chosen) = c_content
+                        .trajectory
+                        .split_at(prompt_len(&c_content.trajectory));
+                    let rejected = &r_content.trajectory[prompt_len(&r_content.trajectory)..];
                     let mut provenance = provenance(run, c, task);
                     provenance["chosen_rollout_id"] = json!(c.rollout_id);
                     provenance["rejected_rollout_id"] = json!(r.rollout_id);

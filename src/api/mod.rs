@@ -58,6 +58,23 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// What a rollout did call by call, read from its stream (the views keep only its
+    /// summary).
+    pub async fn rollout_content(
+        &self,
+        rollout_id: &str,
+    ) -> Result<crate::projections::RolloutContent, ApiError> {
+        crate::projections::RolloutContent::load(self.store.as_ref(), rollout_id)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, rollout_id, "a rollout's events could not be read");
+                ApiError::new(
+                    crate::error::ErrorCode::StoreUnavailable,
+                    format!("The event log is unavailable: {error}"),
+                )
+            })
+    }
+
     /// A rollout's environment state, rebuilt by replaying its recorded tool calls and
     /// NPC replies over the scenario's seed (`None` for `recorded`: the state before
     /// the first step). `None` when the scenario or task is gone.

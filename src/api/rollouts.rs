@@ -162,9 +162,9 @@ async fn artifacts(
                 task_id: r.task_id.clone(),
                 status: r.status,
                 redacted: redact,
-                trajectory: r.trajectory.clone(),
-                tool_calls: r.tool_calls.clone(),
-                npc_replies: r.npc_replies.clone(),
+                trajectory: vec![],
+                tool_calls: vec![],
+                npc_replies: vec![],
                 environment: EnvironmentStates {
                     before: None,
                     after: None,
@@ -184,6 +184,10 @@ async fn artifacts(
                 remote,
             ))
         })?;
+    let content = state.rollout_content(&artifacts.rollout_id).await?;
+    artifacts.trajectory = content.trajectory;
+    artifacts.tool_calls = content.tool_calls;
+    artifacts.npc_replies = content.npc_replies;
     if !remote {
         let a = &artifacts;
         let rebuild = |recorded| {

@@ -427,7 +427,7 @@ async fn get_rollout(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (run_id, rollout_id) = path.into_inner();
-    let (mut detail, remote) = state.projections.read(|views| {
+    let (detail, remote) = state.projections.read(|views| {
         let run = views
             .run(&run_id)
             .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
@@ -444,6 +444,7 @@ async fn get_rollout(
             .cloned();
         Ok::<_, ApiError>((detail, run.model.tool_server_url.is_some()))
     })?;
+    let mut detail = detail.with_content(state.rollout_content(&rollout_id).await?);
     // The final state is not stored: the recorded tool calls replayed over the seed
     // rebuild it exactly. A remote environment's state lives with its owner.
     if !remote && detail.started() {

@@ -335,6 +335,16 @@ impl RolloutDetail {
         self.timings.started_at.is_some()
     }
 
+    /// What `r` did call by call, read from its stream.
+    pub fn with_content(mut self, content: crate::projections::RolloutContent) -> Self {
+        self.trajectory = content.trajectory;
+        self.tool_calls = content.tool_calls;
+        self.logprobs = content.logprobs;
+        self.npc_replies = content.npc_replies;
+        self
+    }
+
+    /// The summary of `r`; its content comes from [`Self::with_content`].
     pub fn of(r: &RolloutView) -> Self {
         RolloutDetail {
             rollout_id: r.rollout_id.clone(),
@@ -352,10 +362,10 @@ impl RolloutDetail {
             verdict_history: r.verdict_history(),
             completion_reason: r.completion_reason,
             error: r.error.clone(),
-            trajectory: r.trajectory.clone(),
-            tool_calls: r.tool_calls.clone(),
-            logprobs: r.logprobs.clone(),
-            npc_replies: r.npc_replies.clone(),
+            trajectory: vec![],
+            tool_calls: vec![],
+            logprobs: vec![],
+            npc_replies: vec![],
             usage: r.usage.clone(),
             timings: Timings::of(r),
             status_events: r.status_events.clone(),

@@ -127,8 +127,9 @@ async fn step_states(
             ))
         })
         .ok_or_else(not_found)?;
+    let content = state.rollout_content(&rollout.rollout_id).await?;
     // A remote environment's state lives with its owner.
-    if remote || rollout.tool_calls.is_empty() {
+    if remote || content.tool_calls.is_empty() {
         return Ok(HttpResponse::Ok().json(json!({"initial": null, "after_call": {}})));
     }
     // One environment stepped through the calls (not a rebuild per call), off the
@@ -143,11 +144,11 @@ async fn step_states(
         let initial = env.state();
         let mut previous = initial.clone();
         let mut changed = serde_json::Map::new();
-        for (i, call) in rollout.tool_calls.iter().enumerate() {
+        for (i, call) in content.tool_calls.iter().enumerate() {
             if call.fault.is_none() {
                 replay::execute(&mut env, &call.tool_name, &call.arguments);
             }
-            for reply in rollout
+            for reply in content
                 .npc_replies
                 .iter()
                 .filter(|r| r.after_tool_calls as usize == i + 1)

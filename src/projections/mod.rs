@@ -3,6 +3,7 @@
 //! handler that has just appended waits for its own event to be applied before it
 //! answers (read-your-writes).
 
+mod content;
 mod views;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use crate::domain::events::{DecodeError, Event};
 use crate::store::{subscribe_all, EventStore, RecordedEvent, StoreError};
 
+pub use content::RolloutContent;
 pub use views::{
     RolloutView, RunOwner, RunPage, RunView, StatusChange, StatusCounts, ToolCallView,
     VerdictRecord, Views,

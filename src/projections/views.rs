@@ -9,10 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::budget::{Budget, RunPrices, Spend};
-use crate::domain::chat::Message;
-use crate::domain::events::{
-    CompletionReason, Event, ForkParent, ModelSettings, NpcReplied, TokenUsage,
-};
+use crate::domain::events::{CompletionReason, Event, ForkParent, ModelSettings, TokenUsage};
 use crate::domain::faults::ToolFaults;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
@@ -146,6 +143,8 @@ pub struct VerdictRecord {
     pub at: DateTime<Utc>,
 }
 
+/// A rollout's summary. What it did call by call is read from its stream on demand
+/// ([`super::RolloutContent`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutView {
     pub rollout_id: String,
@@ -156,10 +155,6 @@ pub struct RolloutView {
     pub status: RolloutStatus,
     pub max_steps: u32,
     pub steps: u32,
-    pub trajectory: Vec<Message>,
-    pub tool_calls: Vec<ToolCallView>,
-    pub logprobs: Vec<Value>,
-    pub npc_replies: Vec<NpcReplied>,
     pub verdict: Option<Verdict>,
     /// The universal verifier's grade, for tasks with a `rubric_markdown`.
     pub rubric: Option<RubricVerdict>,
@@ -354,10 +349,6 @@ impl Views {
                             status: RolloutStatus::Pending,
                             max_steps: e.model.max_steps,
                             steps: 0,
-                            trajectory: vec![],
-                            tool_calls: vec![],
-                            logprobs: vec![],
-                            npc_replies: vec![],
                             verdict: None,
                             rubric: None,
                             verdict_source: None,
@@ -491,45 +482,19 @@ impl Views {
         let mut usage_delta = None;
         let mut after = before;
         match event {
-            Event::RolloutStarted(e) => {
+            Event::RolloutStarted(_) => {
                 after = RolloutStatus::Running;
                 view.started_at = Some(at);
-                view.trajectory = e.messages.clone();
             }
             Event::ModelCalled(e) => {
                 view.steps = view.steps.max(e.step);
-                view.trajectory.push(e.message.clone());
                 view.model_latency_ms += e.latency_ms;
-                if let Some(lp) = &e.logprobs {
-                    view.logprobs.push(lp.clone());
-                }
                 if let Some(u) = &e.usage {
                     add_usage(&mut view.usage, u);
                     usage_delta = Some(u.clone());
                 }
             }
-            Event::ToolCalled(e) => {
-                view.trajectory.push(Message::tool_result(
-                    e.call_id.clone(),
-                    &e.tool_name,
-                    e.observation.clone(),
-                ));
-                view.tool_calls.push(ToolCallView {
-                    step: e.step,
-                    call_id: e.call_id.clone(),
-                    server: e.server.clone(),
-                    tool_name: e.tool_name.clone(),
-                    arguments: e.arguments.clone(),
-                    observation: e.observation.clone(),
-                    is_error: e.is_error,
-                    fault: e.fault.clone(),
-                    latency_ms: e.latency_ms,
-                });
-            }
-            Event::NpcReplied(e) => view.npc_replies.push(e.clone()),
             Event::ContextSummarized(e) => {
-                view.trajectory
-                    .push(crate::domain::rollout::summary_message(&e.summary));
                 if let Some(u) = &e.usage {
                     add_usage(&mut view.usage, u);
                     usage_delta = Some(u.clone());

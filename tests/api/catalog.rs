@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use rl_gym::domain::budget::{Budget, Price, RunPrices};
 use rl_gym::domain::chat::{FunctionCall, Message, ToolCall};
@@ -510,11 +511,27 @@ async fn replay_summary(lines: &[Value]) -> Value {
             .unwrap();
     }
     let views = projections::rebuild(store.as_ref()).await.unwrap();
+    // The views keep summaries; what each rollout did is read from its stream.
+    let mut rollout_ids: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event_type"] == "RunLaunched")
+        .flat_map(|l| l["data"]["rollouts"].as_array().unwrap())
+        .map(|r| r["rollout_id"].as_str().unwrap())
+        .collect();
+    rollout_ids.sort_unstable();
+    let mut contents = Sha256::new();
+    for id in rollout_ids {
+        let content = projections::RolloutContent::load(store.as_ref(), id)
+            .await
+            .unwrap();
+        contents.update(serde_json::to_vec(&content).unwrap());
+    }
     json!({
         "events": views.next_position(),
         "runs": views.run_count(),
         "rollouts": views.rollout_count(),
         "checksum": views.checksum(),
+        "contents_checksum": hex::encode(contents.finalize()),
     })
 }
 

@@ -1,0 +1,144 @@
+//! What a rollout did, call by call: its trajectory, tool calls, log-probabilities and
+//! NPC replies. The views keep only each rollout's summary, so that their memory does
+//! not grow with every finished trajectory and a replay folds small facts; this is
+//! read from the rollout's own stream when a reader asks for it.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{decode, ProjectionError, ToolCallView};
+use crate::domain::chat::Message;
+use crate::domain::events::{Event, NpcReplied};
+use crate::domain::ids::rollout_stream;
+use crate::store::EventStore;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RolloutContent {
+    pub trajectory: Vec<Message>,
+    pub tool_calls: Vec<ToolCallView>,
+    pub logprobs: Vec<Value>,
+    pub npc_replies: Vec<NpcReplied>,
+}
+
+impl RolloutContent {
+    /// Folds one of the rollout's events in; the others add nothing to it.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::RolloutStarted(e) => self.trajectory = e.messages,
+            Event::ModelCalled(e) => {
+                self.trajectory.push(e.message);
+                self.logprobs.extend(e.logprobs);
+            }
+            Event::ToolCalled(e) => {
+                self.trajectory.push(Message::tool_result(
+                    e.call_id.clone(),
+                    &e.tool_name,
+                    e.observation.clone(),
+                ));
+                self.tool_calls.push(ToolCallView {
+                    step: e.step,
+                    call_id: e.call_id,
+                    server: e.server,
+                    tool_name: e.tool_name,
+                    arguments: e.arguments,
+                    observation: e.observation,
+                    is_error: e.is_error,
+                    fault: e.fault,
+                    latency_ms: e.latency_ms,
+                });
+            }
+            Event::NpcReplied(e) => self.npc_replies.push(e),
+            Event::ContextSummarized(e) => self
+                .trajectory
+                .push(crate::domain::rollout::summary_message(&e.summary)),
+            _ => {}
+        }
+    }
+
+    /// A rollout's content as its stream holds it now (empty for an unknown one).
+    pub async fn load(
+        store: &dyn EventStore,
+        rollout_id: &str,
+    ) -> Result<RolloutContent, ProjectionError> {
+        let mut content = RolloutContent::default();
+        for recorded in store.read_stream(&rollout_stream(rollout_id), 0).await? {
+            content.apply(decode(&recorded)?);
+        }
+        Ok(content)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::domain::chat::Role;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{EventData, ExpectedState};
+
+    /// The golden log's events of one stream, appended as they were recorded.
+    async fn golden_stream(stream: &str) -> MemoryStore {
+        let store = MemoryStore::new();
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/events/golden/v1.jsonl");
+        let text = std::fs::read_to_string(golden).expect("golden log");
+        for (i, line) in text.lines().enumerate() {
+            let line: Value = serde_json::from_str(line).expect("a JSON line");
+            if line["stream"] != stream {
+                continue;
+            }
+            let event = EventData {
+                id: uuid::Uuid::from_u128(i as u128 + 1),
+                event_type: line["event_type"].as_str().expect("type").to_string(),
+                schema_version: 1,
+                time: serde_json::from_value(line["time"].clone()).expect("time"),
+                data: serde_json::to_vec(&line["data"]).expect("data"),
+            };
+            store
+                .append(stream, ExpectedState::Any, vec![event])
+                .await
+                .expect("append");
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_rollouts_content_is_folded_from_its_stream_in_order() {
+        let store = golden_stream("rollout-rol_a1").await;
+        let content = RolloutContent::load(&store, "rol_a1").await.expect("load");
+        let roles: Vec<Role> = content.trajectory.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::User,
+                Role::Assistant
+            ]
+        );
+        assert_eq!(content.trajectory[2].tool_calls[0].id, "call_1");
+        assert_eq!(
+            content.trajectory[3].content.as_deref(),
+            Some(r#"{"status":"approved"}"#)
+        );
+        assert_eq!(content.trajectory[4].name.as_deref(), Some("summary"));
+        assert_eq!(content.trajectory[5].content.as_deref(), Some("Approved."));
+        assert_eq!(content.tool_calls.len(), 1);
+        assert_eq!(content.tool_calls[0].server.as_deref(), Some("hrms"));
+        assert_eq!(
+            content.tool_calls[0].observation,
+            r#"{"status":"approved"}"#
+        );
+        // Only the call that asked for them carries log-probabilities.
+        assert_eq!(content.logprobs.len(), 1);
+        assert_eq!(content.npc_replies[0].email.body, "Thanks, noted.");
+        assert_eq!(
+            RolloutContent::load(&store, "rol_unknown")
+                .await
+                .expect("load"),
+            RolloutContent::default()
+        );
+    }
+}
