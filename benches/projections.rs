@@ -13,7 +13,7 @@ use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rl_gym::config::Settings;
 use rl_gym::load::synth::Synth;
-use rl_gym::projections::{decode, rebuild, Views};
+use rl_gym::projections::{decode_fact, rebuild, Views};
 use rl_gym::scenarios::Catalog;
 use rl_gym::store::file::FileStore;
 use rl_gym::store::memory::MemoryStore;
@@ -83,7 +83,7 @@ fn projections(c: &mut Criterion) {
         b.iter(|| {
             let mut views = Views::default();
             for e in &events {
-                views.apply(e.position, &decode(e).expect("decode"));
+                views.apply(e.position, &decode_fact(e).expect("decode"));
             }
             views
         })

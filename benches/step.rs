@@ -21,7 +21,7 @@ use rl_gym::domain::events::Event;
 use rl_gym::domain::ids::{rollout_stream, run_stream};
 use rl_gym::domain::rollout::RolloutState;
 use rl_gym::load::synth::Synth;
-use rl_gym::projections::{decode, Views};
+use rl_gym::projections::{decode_fact, Views};
 use rl_gym::scenarios::Catalog;
 use rl_gym::store::memory::MemoryStore;
 use rl_gym::store::EventStore;
@@ -69,7 +69,7 @@ fn step(c: &mut Criterion) {
                 .expect("start");
             state.evolve(started, r.next_expected_revision);
             for e in store.read_all(0, 10).await.expect("read") {
-                views.apply(e.position, &decode(&e).expect("decode"));
+                views.apply(e.position, &decode_fact(&e).expect("decode"));
             }
             Rollout {
                 store,
@@ -115,7 +115,7 @@ fn step(c: &mut Criterion) {
                         r.state.evolve(&event, result.next_expected_revision);
                         let recorded = r.store.read_all(result.position, 1).await.expect("read");
                         r.views
-                            .apply(result.position, &decode(&recorded[0]).expect("decode"));
+                            .apply(result.position, &decode_fact(&recorded[0]).expect("decode"));
                     }
                     r
                 })

@@ -94,9 +94,13 @@ impl Spend {
     /// Adds what `event` spent (nothing for events without usage). Tokens without a
     /// price count as tokens only.
     pub fn add(&mut self, event: &Event, prices: Option<&RunPrices>) {
-        let Some((usage, judge)) = usage_of(event) else {
-            return;
-        };
+        if let Some((usage, judge)) = usage_of(event) {
+            self.add_usage(usage, judge, prices);
+        }
+    }
+
+    /// Adds tokens a model call spent, priced as the judge's when `judge`.
+    pub fn add_usage(&mut self, usage: &TokenUsage, judge: bool, prices: Option<&RunPrices>) {
         self.tokens += usage
             .total_tokens
             .max(usage.prompt_tokens + usage.completion_tokens);

@@ -70,41 +70,13 @@ impl RolloutContent {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
-
     use super::*;
     use crate::domain::chat::Role;
-    use crate::store::memory::MemoryStore;
-    use crate::store::{EventData, ExpectedState};
-
-    /// The golden log's events of one stream, appended as they were recorded.
-    async fn golden_stream(stream: &str) -> MemoryStore {
-        let store = MemoryStore::new();
-        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/events/golden/v1.jsonl");
-        let text = std::fs::read_to_string(golden).expect("golden log");
-        for (i, line) in text.lines().enumerate() {
-            let line: Value = serde_json::from_str(line).expect("a JSON line");
-            if line["stream"] != stream {
-                continue;
-            }
-            let event = EventData {
-                id: uuid::Uuid::from_u128(i as u128 + 1),
-                event_type: line["event_type"].as_str().expect("type").to_string(),
-                schema_version: 1,
-                time: serde_json::from_value(line["time"].clone()).expect("time"),
-                data: serde_json::to_vec(&line["data"]).expect("data"),
-            };
-            store
-                .append(stream, ExpectedState::Any, vec![event])
-                .await
-                .expect("append");
-        }
-        store
-    }
+    use crate::projections::tests::golden_store;
 
     #[tokio::test]
     async fn a_rollouts_content_is_folded_from_its_stream_in_order() {
-        let store = golden_stream("rollout-rol_a1").await;
+        let store = golden_store().await;
         let content = RolloutContent::load(&store, "rol_a1").await.expect("load");
         let roles: Vec<Role> = content.trajectory.iter().map(|m| m.role).collect();
         assert_eq!(

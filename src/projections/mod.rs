@@ -11,13 +11,13 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
-use crate::domain::events::{DecodeError, Event};
+use crate::domain::events::{DecodeError, Event, CURRENT_SCHEMA_VERSION};
 use crate::store::{subscribe_all, EventStore, RecordedEvent, StoreError};
 
 pub use content::RolloutContent;
 pub use views::{
-    RolloutView, RunOwner, RunPage, RunView, StatusChange, StatusCounts, ToolCallView,
-    VerdictRecord, Views,
+    Fact, RolloutStep, RolloutView, RunOwner, RunPage, RunView, StatusChange, StatusCounts,
+    StepKind, ToolCallView, VerdictRecord, Views,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,27 @@ pub fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError> {
     })
 }
 
+/// Decodes a recorded event as the views fold it: a rollout's step of today's schema
+/// without the fields only its content needs (skipped, not decoded), anything else
+/// whole.
+pub fn decode_fact(recorded: &RecordedEvent) -> Result<Fact, ProjectionError> {
+    match StepKind::of(&recorded.event_type) {
+        Some(kind) if recorded.schema_version == CURRENT_SCHEMA_VERSION => {
+            serde_json::from_slice(&recorded.data)
+                .map(|step| Fact::Step(kind, step))
+                .map_err(|source| ProjectionError::Decode {
+                    position: recorded.position,
+                    source: DecodeError::Invalid {
+                        event_type: recorded.event_type.clone(),
+                        version: recorded.schema_version,
+                        source,
+                    },
+                })
+        }
+        _ => decode(recorded).map(Fact::from),
+    }
+}
+
 /// Replays the whole log into fresh views: what start-up and `rl-gym replay` do.
 ///
 /// Decoding is most of the work, so it runs on the blocking pool, each page in two
@@ -53,8 +74,8 @@ pub async fn rebuild(store: &dyn EventStore) -> Result<Views, ProjectionError> {
     while !page.is_empty() {
         let from = page.last().map_or(0, |(position, _)| position + 1);
         let (next, ()) = futures::join!(fetch(store, from, PAGE), async {
-            for (position, event) in &page {
-                views.apply(*position, event);
+            for (position, fact) in &page {
+                views.apply(*position, fact);
             }
         });
         page = next?;
@@ -62,18 +83,18 @@ pub async fn rebuild(store: &dyn EventStore) -> Result<Views, ProjectionError> {
     Ok(views)
 }
 
-/// Up to `max` events from `from` on, decoded.
+/// Up to `max` events from `from` on, decoded as the views fold them.
 async fn fetch(
     store: &dyn EventStore,
     from: u64,
     max: usize,
-) -> Result<Vec<(u64, Event)>, ProjectionError> {
+) -> Result<Vec<(u64, Fact)>, ProjectionError> {
     let mut first = store.read_all(from, max).await?;
     let second = first.split_off(first.len() / 2);
     let decode_all = |page: Vec<RecordedEvent>| {
         tokio::task::spawn_blocking(move || {
             page.iter()
-                .map(|r| decode(r).map(|event| (r.position, event)))
+                .map(|r| decode_fact(r).map(|fact| (r.position, fact)))
                 .collect::<Result<Vec<_>, _>>()
         })
     };
@@ -122,8 +143,8 @@ impl Projections {
                 let mut next = Some(first);
                 let mut failed = None;
                 while let Some(recorded) = next {
-                    match decode(&recorded) {
-                        Ok(event) => decoded.push((recorded.position, event)),
+                    match decode_fact(&recorded) {
+                        Ok(fact) => decoded.push((recorded.position, fact)),
                         Err(error) => {
                             failed = Some(error);
                             break;
@@ -137,8 +158,8 @@ impl Projections {
                 }
                 if let Some(&(last, _)) = decoded.last() {
                     let mut views = shared.write();
-                    for (position, event) in decoded.drain(..) {
-                        views.apply(position, &event);
+                    for (position, fact) in decoded.drain(..) {
+                        views.apply(position, &fact);
                     }
                     drop(views);
                     let _ = tx.send(last + 1);
@@ -165,5 +186,59 @@ impl Projections {
     pub async fn wait_for(&self, position: u64) {
         let mut applied = self.applied.clone();
         let _ = applied.wait_for(|next| *next > position).await;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{EventData, ExpectedState};
+
+    /// The golden log appended as it was recorded.
+    pub(crate) async fn golden_store() -> MemoryStore {
+        let store = MemoryStore::new();
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/events/golden/v1.jsonl");
+        let text = std::fs::read_to_string(golden).expect("golden log");
+        for (i, line) in text.lines().enumerate() {
+            let line: Value = serde_json::from_str(line).expect("a JSON line");
+            let event = EventData {
+                id: uuid::Uuid::from_u128(i as u128 + 1),
+                event_type: line["event_type"].as_str().expect("type").to_string(),
+                schema_version: 1,
+                time: serde_json::from_value(line["time"].clone()).expect("time"),
+                data: serde_json::to_vec(&line["data"]).expect("data"),
+            };
+            let stream = line["stream"].as_str().expect("stream");
+            store
+                .append(stream, ExpectedState::Any, vec![event])
+                .await
+                .expect("append");
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn steps_decoded_without_their_content_fold_to_the_same_views() {
+        let store = golden_store().await;
+        let light = rebuild(&store).await.expect("rebuild");
+        let mut whole = Views::default();
+        for recorded in store.read_all(0, usize::MAX).await.expect("read") {
+            let fact = Fact::from(decode(&recorded).expect("decode"));
+            whole.apply(recorded.position, &fact);
+        }
+        assert_eq!(light.checksum(), whole.checksum());
+        let rollout = light.rollout("rol_a1").expect("rol_a1");
+        assert_eq!(
+            (
+                rollout.steps,
+                rollout.model_latency_ms,
+                rollout.usage.total_tokens
+            ),
+            (2, 430.5, 480)
+        );
+        assert!(rollout.started_at.is_some());
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::budget::{Budget, RunPrices, Spend};
@@ -210,6 +210,105 @@ impl RolloutView {
     }
 }
 
+/// An event as the views fold it. A rollout's steps (its start, model and tool calls,
+/// NPC replies, summaries) are most of the log and most of its bytes, and the views
+/// keep only their small facts, so those are decoded without their messages,
+/// observations and replies ([`super::decode_fact`]).
+#[derive(Debug, Clone)]
+pub enum Fact {
+    Step(StepKind, RolloutStep),
+    Event(Event),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Started,
+    ModelCalled,
+    ToolCalled,
+    NpcReplied,
+    ContextSummarized,
+}
+
+impl StepKind {
+    pub fn of(event_type: &str) -> Option<StepKind> {
+        Some(match event_type {
+            "RolloutStarted" => StepKind::Started,
+            "ModelCalled" => StepKind::ModelCalled,
+            "ToolCalled" => StepKind::ToolCalled,
+            "NpcReplied" => StepKind::NpcReplied,
+            "ContextSummarized" => StepKind::ContextSummarized,
+            _ => return None,
+        })
+    }
+}
+
+/// The fields of a step's payload the views read; the others are skipped unread.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RolloutStep {
+    pub rollout_id: String,
+    #[serde(default)]
+    pub step: u32,
+    #[serde(default)]
+    pub latency_ms: f64,
+    #[serde(default)]
+    pub usage: Option<TokenUsage>,
+    /// The event's own time, whatever the step calls it.
+    #[serde(alias = "started_at", alias = "called_at", alias = "replied_at")]
+    #[serde(alias = "summarized_at")]
+    pub at: DateTime<Utc>,
+}
+
+impl From<Event> for Fact {
+    fn from(event: Event) -> Fact {
+        let step = |kind, rollout_id: &str, step, latency_ms, usage: &Option<TokenUsage>| {
+            Fact::Step(
+                kind,
+                RolloutStep {
+                    rollout_id: rollout_id.to_string(),
+                    step,
+                    latency_ms,
+                    usage: usage.clone(),
+                    at: event.time(),
+                },
+            )
+        };
+        match &event {
+            Event::RolloutStarted(e) => step(StepKind::Started, &e.rollout_id, 0, 0.0, &None),
+            Event::ModelCalled(e) => step(
+                StepKind::ModelCalled,
+                &e.rollout_id,
+                e.step,
+                e.latency_ms,
+                &e.usage,
+            ),
+            Event::ToolCalled(e) => step(
+                StepKind::ToolCalled,
+                &e.rollout_id,
+                e.step,
+                e.latency_ms,
+                &None,
+            ),
+            Event::NpcReplied(e) => step(StepKind::NpcReplied, &e.rollout_id, e.step, 0.0, &None),
+            Event::ContextSummarized(e) => step(
+                StepKind::ContextSummarized,
+                &e.rollout_id,
+                e.step,
+                0.0,
+                &e.usage,
+            ),
+            _ => Fact::Event(event),
+        }
+    }
+}
+
+/// What an event does to a rollout besides its own fields: a new status, and tokens
+/// spent (with whether they are charged to the run's spend, and as the judge's).
+#[derive(Default)]
+struct Change {
+    status: Option<RolloutStatus>,
+    usage: Option<(TokenUsage, Option<bool>)>,
+}
+
 /// Every read model, and how far into the log they are.
 #[derive(Debug, Default)]
 pub struct Views {
@@ -332,8 +431,12 @@ impl Views {
 
     /// Folds one event in. `position` must be the next one: the views are a function
     /// of the log prefix they have seen.
-    pub fn apply(&mut self, position: u64, event: &Event) {
+    pub fn apply(&mut self, position: u64, fact: &Fact) {
         self.next_position = position + 1;
+        let event = match fact {
+            Fact::Step(kind, step) => return self.apply_step(*kind, step),
+            Fact::Event(event) => event,
+        };
         match event {
             Event::RunLaunched(e) => {
                 let rollout_ids = e.rollouts.iter().map(|r| r.rollout_id.clone()).collect();
@@ -459,8 +562,13 @@ impl Views {
             | Event::ModelCalled(_)
             | Event::ToolCalled(_)
             | Event::NpcReplied(_)
-            | Event::ContextSummarized(_)
-            | Event::RolloutVerified(_)
+            | Event::ContextSummarized(_) => {
+                // `Fact::from` makes steps of these; one wrapped by hand folds the same.
+                if let Fact::Step(kind, step) = Fact::from(event.clone()) {
+                    self.apply_step(kind, &step);
+                }
+            }
+            Event::RolloutVerified(_)
             | Event::RubricGraded(_)
             | Event::RolloutReverified(_)
             | Event::RolloutCompleted(_)
@@ -469,39 +577,43 @@ impl Views {
         }
     }
 
+    fn apply_step(&mut self, kind: StepKind, step: &RolloutStep) {
+        let mut change = Change::default();
+        match kind {
+            StepKind::Started => change.status = Some(RolloutStatus::Running),
+            StepKind::ModelCalled | StepKind::ContextSummarized => {
+                change.usage = step.usage.clone().map(|u| (u, Some(false)));
+            }
+            StepKind::ToolCalled | StepKind::NpcReplied => {}
+        }
+        self.change_rollout(&step.rollout_id, step.at, change, |view| match kind {
+            StepKind::Started => view.started_at = Some(step.at),
+            StepKind::ModelCalled => {
+                view.steps = view.steps.max(step.step);
+                view.model_latency_ms += step.latency_ms;
+            }
+            _ => {}
+        });
+    }
+
     fn apply_rollout_event(&mut self, event: &Event) {
         let Some(rollout_id) = rollout_id_of(event) else {
             return;
         };
-        // Events of a deleted run's rollouts (still in flight at deletion) are ignored.
-        let Some(view) = self.rollouts.get_mut(rollout_id) else {
-            return;
-        };
-        let before = view.status;
         let at = event.time();
-        let mut usage_delta = None;
-        let mut after = before;
+        let mut change = Change::default();
         match event {
-            Event::RolloutStarted(_) => {
-                after = RolloutStatus::Running;
-                view.started_at = Some(at);
-            }
-            Event::ModelCalled(e) => {
-                view.steps = view.steps.max(e.step);
-                view.model_latency_ms += e.latency_ms;
-                if let Some(u) = &e.usage {
-                    add_usage(&mut view.usage, u);
-                    usage_delta = Some(u.clone());
-                }
-            }
-            Event::ContextSummarized(e) => {
-                if let Some(u) = &e.usage {
-                    add_usage(&mut view.usage, u);
-                    usage_delta = Some(u.clone());
-                }
-            }
+            Event::RolloutVerified(_) => change.status = Some(RolloutStatus::Verifying),
+            // A re-verification's judge tokens count in the usage, not in the spend.
+            Event::RolloutReverified(e) => change.usage = e.usage.clone().map(|u| (u, None)),
+            Event::RubricGraded(e) => change.usage = e.usage.clone().map(|u| (u, Some(true))),
+            Event::RolloutCompleted(_) => change.status = Some(RolloutStatus::Completed),
+            Event::RolloutFailed(_) => change.status = Some(RolloutStatus::Failed),
+            Event::RolloutCancelled(_) => change.status = Some(RolloutStatus::Cancelled),
+            _ => {}
+        }
+        self.change_rollout(rollout_id, at, change, |view| match event {
             Event::RolloutVerified(e) => {
-                after = RolloutStatus::Verifying;
                 view.verdict = Some(e.verdict.clone());
                 view.verdict_source = Some(("rollout", at));
             }
@@ -512,40 +624,48 @@ impl Views {
                 view.verdict = Some(e.verdict.clone());
                 view.rubric = e.rubric.clone();
                 view.verdict_source = Some(("reverify", at));
-                if let Some(u) = &e.usage {
-                    add_usage(&mut view.usage, u);
-                    usage_delta = Some(u.clone());
-                }
             }
-            Event::RubricGraded(e) => {
-                view.rubric = Some(e.rubric.clone());
-                // The judge's tokens are spent on the rollout too.
-                if let Some(u) = &e.usage {
-                    add_usage(&mut view.usage, u);
-                    usage_delta = Some(u.clone());
-                }
-            }
+            // The judge's tokens are spent on the rollout too.
+            Event::RubricGraded(e) => view.rubric = Some(e.rubric.clone()),
             Event::RolloutCompleted(e) => {
-                after = RolloutStatus::Completed;
                 view.completion_reason = Some(e.reason);
                 view.finished_at = Some(at);
             }
             Event::RolloutFailed(e) => {
-                after = RolloutStatus::Failed;
                 view.error = Some(e.error.clone());
                 view.finished_at = Some(at);
             }
             Event::RolloutCancelled(e) => {
-                after = RolloutStatus::Cancelled;
                 view.error = Some(e.reason.clone());
                 view.finished_at = Some(at);
             }
             _ => {}
+        });
+    }
+
+    /// Applies `update` and `change` to a rollout's view and its run's counts and
+    /// usage. Events of a deleted run's rollouts (still in flight at deletion) are
+    /// ignored.
+    fn change_rollout(
+        &mut self,
+        rollout_id: &str,
+        at: DateTime<Utc>,
+        change: Change,
+        update: impl FnOnce(&mut RolloutView),
+    ) {
+        let Some(view) = self.rollouts.get_mut(rollout_id) else {
+            return;
+        };
+        let before = view.status;
+        update(view);
+        if let Some((u, _)) = &change.usage {
+            add_usage(&mut view.usage, u);
         }
         // A terminal state is final: a late event never revives a rollout.
-        if before.is_terminal() {
-            after = before;
-        }
+        let after = match change.status {
+            Some(status) if !before.is_terminal() => status,
+            _ => before,
+        };
         view.status = after;
         if after != before {
             view.status_events.push(StatusChange { status: after, at });
@@ -559,9 +679,11 @@ impl Views {
                     run.finished_at = Some(at);
                 }
             }
-            if let Some(u) = usage_delta {
+            if let Some((u, charged)) = change.usage {
                 add_usage(&mut run.usage, &u);
-                run.spent.add(event, run.prices.as_ref());
+                if let Some(judge) = charged {
+                    run.spent.add_usage(&u, judge, run.prices.as_ref());
+                }
             }
         }
     }
@@ -623,11 +745,6 @@ fn add_usage(total: &mut TokenUsage, delta: &TokenUsage) {
 
 fn rollout_id_of(event: &Event) -> Option<&str> {
     Some(match event {
-        Event::RolloutStarted(e) => &e.rollout_id,
-        Event::ModelCalled(e) => &e.rollout_id,
-        Event::ToolCalled(e) => &e.rollout_id,
-        Event::NpcReplied(e) => &e.rollout_id,
-        Event::ContextSummarized(e) => &e.rollout_id,
         Event::RolloutVerified(e) => &e.rollout_id,
         Event::RubricGraded(e) => &e.rollout_id,
         Event::RolloutReverified(e) => &e.rollout_id,
@@ -644,8 +761,8 @@ mod tests {
 
     use super::*;
 
-    fn event(event_type: &str, data: Value) -> Event {
-        Event::decode(event_type, 1, data.to_string().as_bytes()).unwrap()
+    fn event(event_type: &str, data: Value) -> Fact {
+        Fact::from(Event::decode(event_type, 1, data.to_string().as_bytes()).unwrap())
     }
 
     #[test]
