@@ -64,49 +64,27 @@ pub fn decode_fact(recorded: &RecordedEvent) -> Result<Fact, ProjectionError> {
 
 /// Replays the whole log into fresh views: what start-up and `rl-gym replay` do.
 ///
-/// Decoding is most of the work, so it runs on the blocking pool, each page in two
-/// halves at once, while the page before it is applied here: reading, decoding and
-/// applying overlap. Applying stays in position order, so the views are the same.
+/// The next page is read (and its records checked) on the blocking pool while this
+/// one is decoded and applied here. Since the views skip what steps carry, decoding
+/// is light, and decoding here measured faster than in two halves on the pool, whose
+/// threads shared the two cores with this one and handed over what they decoded to
+/// be freed here (benches/README.md).
 pub async fn rebuild(store: &dyn EventStore) -> Result<Views, ProjectionError> {
     const PAGE: usize = 4096;
     let mut views = Views::default();
-    let mut page = fetch(store, 0, PAGE).await?;
+    let mut page = store.read_all(0, PAGE).await?;
     while !page.is_empty() {
-        let from = page.last().map_or(0, |(position, _)| position + 1);
-        let (next, ()) = futures::join!(fetch(store, from, PAGE), async {
-            for (position, fact) in &page {
-                views.apply(*position, fact);
+        let from = page.last().map_or(0, |r| r.position + 1);
+        let (next, applied) = futures::join!(store.read_all(from, PAGE), async {
+            for recorded in &page {
+                views.apply(recorded.position, &decode_fact(recorded)?);
             }
+            Ok::<_, ProjectionError>(())
         });
+        applied?;
         page = next?;
     }
     Ok(views)
-}
-
-/// Up to `max` events from `from` on, decoded as the views fold them.
-async fn fetch(
-    store: &dyn EventStore,
-    from: u64,
-    max: usize,
-) -> Result<Vec<(u64, Fact)>, ProjectionError> {
-    let mut first = store.read_all(from, max).await?;
-    let second = first.split_off(first.len() / 2);
-    let decode_all = |page: Vec<RecordedEvent>| {
-        tokio::task::spawn_blocking(move || {
-            page.iter()
-                .map(|r| decode_fact(r).map(|fact| (r.position, fact)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-    };
-    let (a, b) = futures::join!(decode_all(first), decode_all(second));
-    let died = |e: tokio::task::JoinError| {
-        ProjectionError::Store(StoreError::Io(std::io::Error::other(format!(
-            "a decoding task died: {e}"
-        ))))
-    };
-    let mut decoded = a.map_err(died)??;
-    decoded.extend(b.map_err(died)??);
-    Ok(decoded)
 }
 
 /// Events the follower applies under one write lock at most.

@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use uuid::Uuid;
 
 use super::{AppendResult, CurrentRevision, ExpectedState, StoreError};
@@ -44,10 +46,11 @@ struct StreamEntry {
 /// Streams, their revisions' positions and their ids.
 #[derive(Debug, Default)]
 pub struct Index {
-    numbers: HashMap<Arc<str>, u32>,
+    // foldhash, randomly seeded: SipHash was a tenth of opening a large log.
+    numbers: HashMap<Arc<str>, u32, RandomState>,
     streams: Vec<StreamEntry>,
     /// (stream number, event id) → revision in that stream.
-    ids: HashMap<(u32, Uuid), u64>,
+    ids: HashMap<(u32, Uuid), u64, RandomState>,
     next_position: u64,
 }
 
