@@ -1,6 +1,6 @@
-//! The read models: run status, the run list and the rollout view, folded from events
-//! alone. Everything is kept in ordered maps so that serialising the views gives the
-//! same bytes for the same log, which is what the replay checksum relies on.
+//! The read models: run status, the run list and the rollout summaries, folded from
+//! events alone. Everything is kept in ordered maps so that serialising the views gives
+//! the same bytes for the same log, which is what the replay checksum relies on.
 
 use std::collections::BTreeMap;
 
