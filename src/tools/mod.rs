@@ -168,10 +168,17 @@ impl Server {
         &mut self.kind
     }
 
-    fn data(&self) -> Arc<Value> {
-        self.data
-            .get_or_init(|| Arc::new(self.get().data()))
-            .clone()
+    /// The server's JSON, kept for next time only while the server is shared (a
+    /// seed's): a rollout's own changed copy is scored once, and a tree kept in it
+    /// would live as long as the rollout.
+    fn data(self: &Arc<Self>) -> Arc<Value> {
+        if Arc::strong_count(self) > 1 {
+            self.data
+                .get_or_init(|| Arc::new(self.get().data()))
+                .clone()
+        } else {
+            Arc::new(self.get().data())
+        }
     }
 }
 
