@@ -109,41 +109,62 @@ pub(super) fn recover(log_dir: &Path) -> Result<Recovered, StoreError> {
         create_segment(log_dir, 0, 0)?;
     }
     let count = numbers.len().max(1);
-    for number in 0..count as u32 {
-        let path = segment_path(log_dir, number);
-        let last = number as usize + 1 == count;
-        let bytes = std::fs::read(&path)?;
-        let first_position = index.next_position();
-
-        if bytes.len() < HEADER_LEN {
-            if !last {
-                return Err(corrupt(&path, 0, "segment header is cut short"));
+    std::thread::scope(|scope| {
+        // The next segment is read from the file while this one is checked. The
+        // receiver is dropped when the checking stops, early or not, which ends the
+        // reader.
+        let (ahead, segments_read) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for number in 0..count as u32 {
+                // A recovery that stopped (its receiver gone) ends the reading.
+                if ahead
+                    .send(std::fs::read(segment_path(log_dir, number)))
+                    .is_err()
+                {
+                    return;
+                }
             }
-            // A crash while the segment was being created.
-            tracing::warn!(file = %path.display(), bytes = bytes.len(), "rewriting a torn segment header");
-            truncated_bytes += bytes.len() as u64;
-            create_segment(log_dir, number, first_position)?;
-        } else {
-            let announced = format::decode_header(&bytes).map_err(|why| corrupt(&path, 0, why))?;
-            if announced != first_position {
-                return Err(corrupt(
-                    &path,
-                    0,
-                    format!("segment starts at position {announced}, expected {first_position}"),
-                ));
-            }
-        }
+        });
+        for number in 0..count as u32 {
+            let path = segment_path(log_dir, number);
+            let last = number as usize + 1 == count;
+            let bytes = segments_read.recv().map_err(|_| {
+                StoreError::Io(std::io::Error::other("the segment reader stopped"))
+            })??;
+            let first_position = index.next_position();
 
-        let mut at = HEADER_LEN.min(bytes.len());
-        while at < bytes.len() {
-            let damage = match format::read_frame(&bytes[at..]) {
-                Frame::Record { payload, len } => {
-                    let view = format::decode_payload(payload)
-                        .map_err(|why| corrupt(&path, at as u64, why))?;
-                    let (revision, position) =
-                        (index.next_revision(view.stream), index.next_position());
-                    if view.position != position || view.revision != revision {
-                        return Err(corrupt(
+            if bytes.len() < HEADER_LEN {
+                if !last {
+                    return Err(corrupt(&path, 0, "segment header is cut short"));
+                }
+                // A crash while the segment was being created.
+                tracing::warn!(file = %path.display(), bytes = bytes.len(), "rewriting a torn segment header");
+                truncated_bytes += bytes.len() as u64;
+                create_segment(log_dir, number, first_position)?;
+            } else {
+                let announced =
+                    format::decode_header(&bytes).map_err(|why| corrupt(&path, 0, why))?;
+                if announced != first_position {
+                    return Err(corrupt(
+                        &path,
+                        0,
+                        format!(
+                            "segment starts at position {announced}, expected {first_position}"
+                        ),
+                    ));
+                }
+            }
+
+            let mut at = HEADER_LEN.min(bytes.len());
+            while at < bytes.len() {
+                let damage = match format::read_frame(&bytes[at..]) {
+                    Frame::Record { payload, len } => {
+                        let view = format::decode_payload(payload)
+                            .map_err(|why| corrupt(&path, at as u64, why))?;
+                        let (revision, position) =
+                            (index.next_revision(view.stream), index.next_position());
+                        if view.position != position || view.revision != revision {
+                            return Err(corrupt(
                             &path,
                             at as u64,
                             format!(
@@ -151,47 +172,49 @@ pub(super) fn recover(log_dir: &Path) -> Result<Recovered, StoreError> {
                                 view.position, view.revision, view.stream
                             ),
                         ));
+                        }
+                        index.record(view.stream, &[view.id]);
+                        offsets.push(at as u64);
+                        at += len;
+                        continue;
                     }
-                    index.record(view.stream, &[view.id]);
-                    offsets.push(at as u64);
-                    at += len;
-                    continue;
+                    Frame::Incomplete => "record ends early".to_owned(),
+                    Frame::Bad(why) => why,
+                };
+                // Zeros to the end are the writer's padding (`preallocate_bytes`), or
+                // space a crash left unwritten: no record was ever there. A segment's
+                // records after it would be missing only if the next segment's header
+                // said so, and that is checked.
+                if bytes[at..].iter().all(|&b| b == 0) {
+                    break;
                 }
-                Frame::Incomplete => "record ends early".to_owned(),
-                Frame::Bad(why) => why,
-            };
-            // Zeros to the end are the writer's padding (`preallocate_bytes`), or
-            // space a crash left unwritten: no record was ever there. A segment's
-            // records after it would be missing only if the next segment's header
-            // said so, and that is checked.
-            if bytes[at..].iter().all(|&b| b == 0) {
+                if !last || valid_record_after(&bytes, at + 1) {
+                    return Err(corrupt(&path, at as u64, damage));
+                }
+                let cut = (bytes.len() - at) as u64;
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = at,
+                    bytes = cut,
+                    reason = %damage,
+                    "cutting a torn record off the end of the event log"
+                );
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(at as u64)?;
+                file.sync_all()?;
+                truncated_bytes += cut;
                 break;
             }
-            if !last || valid_record_after(&bytes, at + 1) {
-                return Err(corrupt(&path, at as u64, damage));
-            }
-            let cut = (bytes.len() - at) as u64;
-            tracing::warn!(
-                file = %path.display(),
-                offset = at,
-                bytes = cut,
-                reason = %damage,
-                "cutting a torn record off the end of the event log"
-            );
-            let file = OpenOptions::new().write(true).open(&path)?;
-            file.set_len(at as u64)?;
-            file.sync_all()?;
-            truncated_bytes += cut;
-            break;
+            let end = at.max(HEADER_LEN) as u64;
+            segments.push(Segment {
+                path: path.clone(),
+                first_position,
+                end,
+                file: Arc::new(File::open(&path)?),
+            });
         }
-        let end = at.max(HEADER_LEN) as u64;
-        segments.push(Segment {
-            path: path.clone(),
-            first_position,
-            end,
-            file: Arc::new(File::open(&path)?),
-        });
-    }
+        Ok::<(), StoreError>(())
+    })?;
 
     let tail_segment = segments
         .last()
