@@ -207,9 +207,20 @@ impl FileStore {
         dir: &Path,
         options: FileStoreOptions,
     ) -> Result<(FileStore, OpenReport), StoreError> {
+        Self::open_visiting(dir, options, None)
+    }
+
+    /// Opens the log as [`FileStore::open_with`] does, handing `visit` every record as
+    /// recovery checks it, in position order: one pass over the log for a caller that
+    /// reads all of it anyway (`rl-gym replay`).
+    pub fn open_visiting(
+        dir: &Path,
+        options: FileStoreOptions,
+        visit: Option<&mut dyn FnMut(RecordedEvent)>,
+    ) -> Result<(FileStore, OpenReport), StoreError> {
         let log_dir = dir.join("log");
         std::fs::create_dir_all(&log_dir)?;
-        let recovered = recovery::recover(&log_dir)?;
+        let recovered = recovery::recover(&log_dir, visit)?;
         let report = recovered.report;
         let (live, _) = broadcast::channel(options.live_capacity.max(1));
         let shared = Arc::new(Shared {

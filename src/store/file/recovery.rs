@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::format::{self, Frame, HEADER_LEN};
 use super::{OpenReport, Segment, State};
 use crate::store::index::Index;
-use crate::store::StoreError;
+use crate::store::{RecordedEvent, StoreError};
 
 /// The segment the writer continues.
 pub(super) struct Tail {
@@ -98,7 +98,12 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     })
 }
 
-pub(super) fn recover(log_dir: &Path) -> Result<Recovered, StoreError> {
+/// Reads back the whole log. `visit`, when given, is handed every record that
+/// checks out, in position order, as it is read.
+pub(super) fn recover(
+    log_dir: &Path,
+    mut visit: Option<&mut dyn FnMut(RecordedEvent)>,
+) -> Result<Recovered, StoreError> {
     let numbers = list_segments(log_dir)?;
     let mut index = Index::new();
     let mut offsets = Vec::new();
@@ -175,6 +180,12 @@ pub(super) fn recover(log_dir: &Path) -> Result<Recovered, StoreError> {
                         }
                         index.record(view.stream, &[view.id]);
                         offsets.push(at as u64);
+                        if let Some(visit) = visit.as_mut() {
+                            let event = view
+                                .to_event()
+                                .map_err(|why| corrupt(&path, at as u64, why))?;
+                            visit(event);
+                        }
                         at += len;
                         continue;
                     }
