@@ -285,13 +285,30 @@ mod tests {
             SecretStore::in_memory(),
         ] {
             assert_eq!(store.get("run_a").unwrap(), None);
-            // Remembered as keyless: asking again reads no file.
             assert_eq!(store.get("run_a").unwrap(), None);
             store.put("run_a", keys("k")).unwrap();
             assert_eq!(store.get("run_a").unwrap(), Some(keys("k")));
             store.forget("run_a").unwrap();
             assert_eq!(store.get("run_a").unwrap(), None);
         }
+    }
+
+    #[test]
+    fn a_run_found_without_keys_is_answered_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::open(dir.path()).unwrap();
+        assert_eq!(store.get("run_a").unwrap(), None);
+        // A file that appears afterwards (written by another store on the same folder)
+        // is not read: the first answer is remembered.
+        SecretStore::open(dir.path())
+            .unwrap()
+            .put("run_a", keys("k"))
+            .unwrap();
+        assert_eq!(store.get("run_a").unwrap(), None);
+        assert_eq!(
+            SecretStore::open(dir.path()).unwrap().get("run_a").unwrap(),
+            Some(keys("k"))
+        );
     }
 
     #[test]

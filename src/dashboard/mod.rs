@@ -127,10 +127,14 @@ async fn step_states(
             ))
         })
         .ok_or_else(not_found)?;
-    let content = state.rollout_content(&rollout.rollout_id).await?;
+    let none = || HttpResponse::Ok().json(json!({"initial": null, "after_call": {}}));
     // A remote environment's state lives with its owner.
-    if remote || content.tool_calls.is_empty() {
-        return Ok(HttpResponse::Ok().json(json!({"initial": null, "after_call": {}})));
+    if remote {
+        return Ok(none());
+    }
+    let content = state.rollout_content(&rollout.rollout_id).await?;
+    if content.tool_calls.is_empty() {
+        return Ok(none());
     }
     // One environment stepped through the calls (not a rebuild per call), off the
     // HTTP worker: a long rollout is a lot of state to serialise.
@@ -171,7 +175,7 @@ async fn step_states(
         )
     })?;
     let Some((initial, changed)) = states else {
-        return Ok(HttpResponse::Ok().json(json!({"initial": null, "after_call": {}})));
+        return Ok(none());
     };
     Ok(HttpResponse::Ok().json(json!({"initial": initial, "after_call": changed})))
 }

@@ -16,9 +16,10 @@ use crate::store::{subscribe_all, EventStore, RecordedEvent, StoreError};
 
 pub use content::RolloutContent;
 pub use views::{
-    Fact, RolloutStep, RolloutView, RunOwner, RunPage, RunView, StatusChange, StatusCounts,
-    StepKind, ToolCallView, VerdictRecord, Views,
+    Fact, RolloutView, RunOwner, RunPage, RunView, StatusChange, StatusCounts, ToolCallView,
+    VerdictRecord, Views,
 };
+use views::{FactKind, StepKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -48,7 +49,7 @@ pub fn decode_fact(recorded: &RecordedEvent) -> Result<Fact, ProjectionError> {
     match StepKind::of(&recorded.event_type) {
         Some(kind) if recorded.schema_version == CURRENT_SCHEMA_VERSION => {
             serde_json::from_slice(&recorded.data)
-                .map(|step| Fact::Step(kind, step))
+                .map(|step| Fact(FactKind::Step(kind, step)))
                 .map_err(|source| ProjectionError::Decode {
                     position: recorded.position,
                     source: DecodeError::Invalid {

@@ -213,15 +213,19 @@ impl RolloutView {
 /// An event as the views fold it. A rollout's steps (its start, model and tool calls,
 /// NPC replies, summaries) are most of the log and most of its bytes, and the views
 /// keep only their small facts, so those are decoded without their messages,
-/// observations and replies ([`super::decode_fact`]).
+/// observations and replies ([`super::decode_fact`]). Made only by `decode_fact` and
+/// `From<Event>`, so a step is always a [`FactKind::Step`].
 #[derive(Debug, Clone)]
-pub enum Fact {
+pub struct Fact(pub(super) FactKind);
+
+#[derive(Debug, Clone)]
+pub(super) enum FactKind {
     Step(StepKind, RolloutStep),
     Event(Event),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepKind {
+pub(super) enum StepKind {
     Started,
     ModelCalled,
     ToolCalled,
@@ -230,7 +234,7 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    pub fn of(event_type: &str) -> Option<StepKind> {
+    pub(super) fn of(event_type: &str) -> Option<StepKind> {
         Some(match event_type {
             "RolloutStarted" => StepKind::Started,
             "ModelCalled" => StepKind::ModelCalled,
@@ -244,24 +248,24 @@ impl StepKind {
 
 /// The fields of a step's payload the views read; the others are skipped unread.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RolloutStep {
-    pub rollout_id: String,
+pub(super) struct RolloutStep {
+    rollout_id: String,
     #[serde(default)]
-    pub step: u32,
+    step: u32,
     #[serde(default)]
-    pub latency_ms: f64,
+    latency_ms: f64,
     #[serde(default)]
-    pub usage: Option<TokenUsage>,
+    usage: Option<TokenUsage>,
     /// The event's own time, whatever the step calls it.
     #[serde(alias = "started_at", alias = "called_at", alias = "replied_at")]
     #[serde(alias = "summarized_at")]
-    pub at: DateTime<Utc>,
+    at: DateTime<Utc>,
 }
 
 impl From<Event> for Fact {
     fn from(event: Event) -> Fact {
         let step = |kind, rollout_id: &str, step, latency_ms, usage: &Option<TokenUsage>| {
-            Fact::Step(
+            FactKind::Step(
                 kind,
                 RolloutStep {
                     rollout_id: rollout_id.to_string(),
@@ -272,7 +276,7 @@ impl From<Event> for Fact {
                 },
             )
         };
-        match &event {
+        Fact(match &event {
             Event::RolloutStarted(e) => step(StepKind::Started, &e.rollout_id, 0, 0.0, &None),
             Event::ModelCalled(e) => step(
                 StepKind::ModelCalled,
@@ -296,8 +300,8 @@ impl From<Event> for Fact {
                 0.0,
                 &e.usage,
             ),
-            _ => Fact::Event(event),
-        }
+            _ => FactKind::Event(event),
+        })
     }
 }
 
@@ -433,9 +437,9 @@ impl Views {
     /// of the log prefix they have seen.
     pub fn apply(&mut self, position: u64, fact: &Fact) {
         self.next_position = position + 1;
-        let event = match fact {
-            Fact::Step(kind, step) => return self.apply_step(*kind, step),
-            Fact::Event(event) => event,
+        let event = match &fact.0 {
+            FactKind::Step(kind, step) => return self.apply_step(*kind, step),
+            FactKind::Event(event) => event,
         };
         match event {
             Event::RunLaunched(e) => {
@@ -558,16 +562,12 @@ impl Views {
                     }
                 }
             }
+            // Never an `Event` fact: these are always made a `FactKind::Step`.
             Event::RolloutStarted(_)
             | Event::ModelCalled(_)
             | Event::ToolCalled(_)
             | Event::NpcReplied(_)
-            | Event::ContextSummarized(_) => {
-                // `Fact::from` makes steps of these; one wrapped by hand folds the same.
-                if let Fact::Step(kind, step) = Fact::from(event.clone()) {
-                    self.apply_step(kind, &step);
-                }
-            }
+            | Event::ContextSummarized(_) => {}
             Event::RolloutVerified(_)
             | Event::RubricGraded(_)
             | Event::RolloutReverified(_)
@@ -606,6 +606,7 @@ impl Views {
             Event::RolloutVerified(_) => change.status = Some(RolloutStatus::Verifying),
             // A re-verification's judge tokens count in the usage, not in the spend.
             Event::RolloutReverified(e) => change.usage = e.usage.clone().map(|u| (u, None)),
+            // The judge's tokens are spent on the rollout too.
             Event::RubricGraded(e) => change.usage = e.usage.clone().map(|u| (u, Some(true))),
             Event::RolloutCompleted(_) => change.status = Some(RolloutStatus::Completed),
             Event::RolloutFailed(_) => change.status = Some(RolloutStatus::Failed),
@@ -625,7 +626,6 @@ impl Views {
                 view.rubric = e.rubric.clone();
                 view.verdict_source = Some(("reverify", at));
             }
-            // The judge's tokens are spent on the rollout too.
             Event::RubricGraded(e) => view.rubric = Some(e.rubric.clone()),
             Event::RolloutCompleted(e) => {
                 view.completion_reason = Some(e.reason);

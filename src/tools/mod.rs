@@ -410,7 +410,7 @@ impl Environment {
         Value::Object(
             self.servers
                 .iter()
-                .map(|(n, s)| (n.clone(), Value::clone(&s.data())))
+                .map(|(n, s)| (n.clone(), Arc::unwrap_or_clone(s.data())))
                 .collect(),
         )
     }
