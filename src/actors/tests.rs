@@ -97,8 +97,16 @@ fn catalog() -> Arc<Catalog> {
     Arc::new(Catalog::load(&dir).expect("bundled scenarios load"))
 }
 
-fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
-    Gym::start(Deps {
+fn oracle() -> Arc<dyn AgentFactory> {
+    Arc::new(DefaultAgents {
+        http: reqwest::Client::new(),
+        limits: crate::llm::ProviderLimits::unlimited(),
+        judge: None,
+    })
+}
+
+fn deps(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Deps {
+    Deps {
         store,
         catalog: catalog(),
         metrics: Metrics::new(),
@@ -112,7 +120,141 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
         model_timeout_secs: 30,
         prices: Default::default(),
         leases: None,
-    })
+    }
+}
+
+fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
+    Gym::start(deps(store, agents))
+}
+
+/// A memory store that keeps the event types of every append to a rollout's stream,
+/// and refuses those from the `fail_from`-th on (counting from 0).
+struct Appends {
+    inner: MemoryStore,
+    seen: parking_lot::Mutex<Vec<Vec<String>>>,
+    fail_from: usize,
+}
+
+impl Appends {
+    fn new(fail_from: usize) -> Arc<Appends> {
+        Arc::new(Appends {
+            inner: MemoryStore::new(),
+            seen: Default::default(),
+            fail_from,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for Appends {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedState,
+        events: Vec<EventData>,
+    ) -> Result<crate::store::AppendResult, crate::store::StoreError> {
+        if stream.starts_with("rollout-") {
+            let mut seen = self.seen.lock();
+            if seen.len() >= self.fail_from {
+                return Err(crate::store::StoreError::Io(std::io::Error::other(
+                    "planned: the disk is full",
+                )));
+            }
+            seen.push(events.iter().map(|e| e.event_type.clone()).collect());
+        }
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_revision: u64,
+    ) -> Result<Vec<crate::store::RecordedEvent>, crate::store::StoreError> {
+        self.inner.read_stream(stream, from_revision).await
+    }
+
+    async fn read_all(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<crate::store::RecordedEvent>, crate::store::StoreError> {
+        self.inner.read_all(from, max).await
+    }
+
+    fn next_position(&self) -> u64 {
+        self.inner.next_position()
+    }
+
+    fn live(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::store::RecordedEvent>> {
+        self.inner.live()
+    }
+}
+
+fn job(run: RunLaunched) -> step_loop::RolloutJob {
+    step_loop::RolloutJob {
+        rollout: run.rollouts[0].clone(),
+        run: Arc::new(run),
+        cancel: Default::default(),
+        budget: RunBudget::unlimited(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_model_reply_and_what_it_leads_to_are_one_append_made_durable_by_the_rollouts_end() {
+    let store = Appends::new(usize::MAX);
+    let status = step_loop::drive(
+        Arc::new(deps(store.clone(), oracle())),
+        job(run("r6", "oracle", 1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, RolloutStatus::Completed);
+    // Everything is in the log when the loop says it is done.
+    let events = events_of(store.as_ref(), "rol_r6_0").await;
+    assert!(matches!(events.last(), Some(Event::RolloutCompleted(_))));
+
+    let appends = store.seen.lock().clone();
+    let flat: Vec<&String> = appends.iter().flatten().collect();
+    assert_eq!(flat.len(), events.len(), "every event once");
+    assert_eq!(
+        appends[0],
+        ["RolloutStarted"],
+        "the start is its own append"
+    );
+    let model_calls = flat.iter().filter(|t| t.as_str() == "ModelCalled").count();
+    assert!(model_calls >= 3, "the task must take several steps");
+    assert_eq!(appends.len(), 1 + model_calls, "one append per model reply");
+    for append in &appends[1..] {
+        assert_eq!(append[0], "ModelCalled", "{append:?}");
+        assert!(append[1..].iter().all(|t| t != "ModelCalled"), "{append:?}");
+    }
+    assert!(appends[1].iter().any(|t| t == "ToolCalled"));
+    assert_eq!(
+        appends.last().unwrap()[1..],
+        ["RolloutVerified", "RolloutCompleted"]
+    );
+}
+
+#[actix_rt::test]
+async fn a_log_that_fails_mid_rollout_stops_the_loop_with_its_error() {
+    // The start and the first reply's append land; the second reply's is refused.
+    let store = Appends::new(2);
+    let driven = tokio::time::timeout(
+        Duration::from_secs(30),
+        step_loop::drive(
+            Arc::new(deps(store.clone(), oracle())),
+            job(run("r7", "oracle", 1)),
+        ),
+    )
+    .await
+    .expect("the loop does not hang on a failing log");
+    let error = driven.expect_err("the loop reports the log's failure");
+    assert!(error.to_string().contains("the disk is full"), "{error}");
+    // What reached the log is a clean prefix to resume from: the start and one reply.
+    let events = events_of(store.as_ref(), "rol_r7_0").await;
+    assert!(matches!(events[0], Event::RolloutStarted(_)));
+    assert!(matches!(events[1], Event::ModelCalled(_)));
+    assert_eq!(store.seen.lock().len(), 2);
 }
 
 /// The hr task with the longest reference solution (so a cut mid-way is mid-loop).
@@ -252,14 +394,7 @@ async fn cancelling_stops_a_rollout_waiting_on_its_model() {
 async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
     // A full oracle rollout, recorded.
     let full: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let first = gym(
-        full.clone(),
-        Arc::new(DefaultAgents {
-            http: reqwest::Client::new(),
-            limits: crate::llm::ProviderLimits::unlimited(),
-            judge: None,
-        }),
-    );
+    let first = gym(full.clone(), oracle());
     let launched = run("r4", "oracle", 1);
     first
         .launch(launched.clone(), RunKeys::default())

@@ -40,6 +40,10 @@ pub struct RolloutsArgs {
     /// many milliseconds with a final answer, so each rollout is one model turn.
     #[arg(long)]
     pub fake_model_latency_ms: Option<u64>,
+    /// The fake model's first N answers of each rollout call a tool (the first it is
+    /// offered), so a rollout takes N tool steps between N + 1 model turns.
+    #[arg(long, default_value_t = 0)]
+    pub fake_model_tool_turns: usize,
     /// `max_parallel` of each run (default: no per-run limit).
     #[arg(long)]
     pub max_parallel: Option<u32>,
@@ -59,7 +63,7 @@ pub struct RolloutsArgs {
 pub async fn run(args: RolloutsArgs) -> Result<(), String> {
     let fake = args
         .fake_model_latency_ms
-        .map(fake_model::spawn)
+        .map(|ms| fake_model::spawn(ms, args.fake_model_tool_turns))
         .transpose()?;
     let service = Service::start(&args.target).await?;
     let model_url = args
@@ -248,11 +252,39 @@ async fn drive(
             &format!("kind=\"{kind}\""),
             &[0.5, 0.99],
         );
+        let (_, outside) = histogram_quantiles(
+            &before,
+            &after,
+            "rl_gym_step_overhead_seconds",
+            &format!("kind=\"{kind}\""),
+            &[0.5, 0.99],
+        );
         line(
             &format!("step_duration_us.{kind}"),
-            format!("p50 {:.0} p99 {:.0} n {n}", q[0] * 1e6, q[1] * 1e6),
+            format!(
+                "p50 {:.0} p99 {:.0} n {n}; outside the model call p50 {:.1} p99 {:.1}",
+                q[0] * 1e6,
+                q[1] * 1e6,
+                outside[0] * 1e6,
+                outside[1] * 1e6
+            ),
         );
     }
+    let (_, q) = histogram_quantiles(
+        &before,
+        &after,
+        "rl_gym_step_overhead_seconds",
+        "",
+        &[0.5, 0.99],
+    );
+    line(
+        "step_overhead_us",
+        format!(
+            "p50 {:.1} p99 {:.1} (all kinds, outside the model call)",
+            q[0] * 1e6,
+            q[1] * 1e6
+        ),
+    );
     let (_, q) = histogram_quantiles(
         &before,
         &after,

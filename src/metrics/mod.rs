@@ -24,6 +24,7 @@ pub struct Metrics {
     pub rollouts_finished: IntCounterVec,
     pub rollouts_active: IntGauge,
     pub step_duration: HistogramVec,
+    pub step_overhead: HistogramVec,
     pub model_call_duration: HistogramVec,
     pub model_errors: IntCounterVec,
     pub tool_calls: IntCounterVec,
@@ -45,6 +46,12 @@ pub struct Metrics {
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Finer at the low end, where a step's own work is measured against 200 µs.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_2, 0.000_25, 0.000_5, 0.001,
+    0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
 impl Default for Metrics {
@@ -77,9 +84,9 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
-        let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
+        let histogram_vec_with = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
             let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
                 labels,
             )
             .expect("valid metric");
@@ -87,6 +94,9 @@ impl Metrics {
                 .register(Box::new(h.clone()))
                 .expect("unique metric");
             h
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
+            histogram_vec_with(name, help, labels, LATENCY_BUCKETS)
         };
         let append_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -115,6 +125,13 @@ impl Metrics {
                 "rl_gym_step_duration_seconds",
                 "Time of one step of the loop, by kind (model, tool, verify, rubric).",
                 &["kind"],
+            ),
+            step_overhead: histogram_vec_with(
+                "rl_gym_step_overhead_seconds",
+                "Time of one step outside its model (or judge) call: the loop's own work \
+                 and any wait for the log the call did not hide, by kind.",
+                &["kind"],
+                OVERHEAD_BUCKETS,
             ),
             model_call_duration: histogram_vec(
                 "rl_gym_model_call_duration_seconds",

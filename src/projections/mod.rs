@@ -31,35 +31,56 @@ pub enum ProjectionError {
 
 /// Decodes a recorded event into the domain's type.
 pub fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError> {
-    Event::decode(
+    decode_at(
+        recorded.position,
         &recorded.event_type,
         recorded.schema_version,
         &recorded.data,
     )
-    .map_err(|source| ProjectionError::Decode {
-        position: recorded.position,
-        source,
-    })
+}
+
+fn decode_at(
+    position: u64,
+    event_type: &str,
+    schema_version: u16,
+    data: &[u8],
+) -> Result<Event, ProjectionError> {
+    Event::decode(event_type, schema_version, data)
+        .map_err(|source| ProjectionError::Decode { position, source })
 }
 
 /// Decodes a recorded event as the views fold it: a rollout's step of today's schema
 /// without the fields only its content needs (skipped, not decoded), anything else
 /// whole.
 pub fn decode_fact(recorded: &RecordedEvent) -> Result<Fact, ProjectionError> {
-    match StepKind::of(&recorded.event_type) {
-        Some(kind) if recorded.schema_version == CURRENT_SCHEMA_VERSION => {
-            serde_json::from_slice(&recorded.data)
-                .map(|step| Fact(FactKind::Step(kind, step)))
-                .map_err(|source| ProjectionError::Decode {
-                    position: recorded.position,
-                    source: DecodeError::Invalid {
-                        event_type: recorded.event_type.clone(),
-                        version: recorded.schema_version,
-                        source,
-                    },
-                })
-        }
-        _ => decode(recorded).map(Fact::from),
+    decode_fact_at(
+        recorded.position,
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    )
+}
+
+/// [`decode_fact`] of an event's parts, for a reader that holds them borrowed (the
+/// one pass of `rl-gym replay` over the segments).
+pub fn decode_fact_at(
+    position: u64,
+    event_type: &str,
+    schema_version: u16,
+    data: &[u8],
+) -> Result<Fact, ProjectionError> {
+    match StepKind::of(event_type) {
+        Some(kind) if schema_version == CURRENT_SCHEMA_VERSION => serde_json::from_slice(data)
+            .map(|step| Fact(FactKind::Step(kind, step)))
+            .map_err(|source| ProjectionError::Decode {
+                position,
+                source: DecodeError::Invalid {
+                    event_type: event_type.to_owned(),
+                    version: schema_version,
+                    source,
+                },
+            }),
+        _ => decode_at(position, event_type, schema_version, data).map(Fact::from),
     }
 }
 

@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::projections::{self, ProjectionError, Views};
-use crate::store::file::{FileStore, FileStoreOptions};
-use crate::store::{EventStore, RecordedEvent, StoreError};
+use crate::store::file::{CheckedRecords, FileStore, FileStoreOptions};
+use crate::store::{EventStore, StoreError};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -49,41 +49,41 @@ pub async fn replay_from(
     }
 }
 
-/// One pass over the embedded log: recovery hands each record it has checked to a
-/// thread that folds it into the views, so the log is read once and checking and
-/// folding share the two cores.
+/// One pass over the embedded log: recovery hands each batch of records it has
+/// checked, still in the segment it read, to a thread that folds them into the views,
+/// so the log is read once, nothing is copied, and checking and folding share the two
+/// cores.
 pub async fn replay(data_dir: &Path) -> Result<ReplaySummary, ReplayError> {
-    const PAGE: usize = 4096;
     if !data_dir.join("log").is_dir() {
         return Err(ReplayError::Missing(data_dir.display().to_string()));
     }
-    let (pages, to_fold) = std::sync::mpsc::sync_channel::<Vec<RecordedEvent>>(4);
+    let (batches, to_fold) = std::sync::mpsc::sync_channel::<CheckedRecords>(4);
     let fold = std::thread::spawn(move || {
         let mut views = Views::default();
-        for page in to_fold {
-            for recorded in &page {
-                views.apply(recorded.position, &projections::decode_fact(recorded)?);
+        for batch in to_fold {
+            for record in batch.iter() {
+                let record = record.map_err(StoreError::Corrupt)?;
+                let fact = projections::decode_fact_at(
+                    record.position,
+                    record.event_type,
+                    record.schema_version,
+                    record.data,
+                )?;
+                views.apply(record.position, &fact);
             }
         }
         Ok::<_, ProjectionError>(views)
     });
-    let mut page = Vec::with_capacity(PAGE);
     // A fold that stopped (an event that does not decode) drops its receiver: the
-    // pages after it are not sent, and its error is reported below.
+    // batches after it are not sent, and its error is reported below.
     let opened = FileStore::open_visiting(
         data_dir,
         FileStoreOptions::default(),
-        Some(&mut |recorded| {
-            page.push(recorded);
-            if page.len() == PAGE {
-                let _ = pages.send(std::mem::replace(&mut page, Vec::with_capacity(PAGE)));
-            }
+        Some(&mut |batch| {
+            let _ = batches.send(batch);
         }),
     );
-    if !page.is_empty() {
-        let _ = pages.send(page);
-    }
-    drop(pages);
+    drop(batches);
     let folded = fold
         .join()
         .map_err(|_| StoreError::Io(std::io::Error::other("the thread folding the views died")));

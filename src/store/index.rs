@@ -8,11 +8,12 @@
 //! reach the disk).
 //!
 //! Ids are scoped to their stream, as in KurrentDB: the same id appended to another
-//! stream is another event. The index is sized for the whole log (about 50 bytes per
-//! event), which is the price of answering every check without touching the disk.
+//! stream is another event. The index is sized for the whole log (about 24 bytes per
+//! event, more for long streams), which is the price of answering every check without
+//! touching the disk.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use foldhash::fast::RandomState;
 
@@ -36,11 +37,57 @@ pub enum Decision {
     Refused(StoreError),
 }
 
+/// Streams up to this many events are searched for an id; longer ones get a map.
+const SCANNED: usize = 32;
+
 #[derive(Debug, Default)]
 struct StreamEntry {
     name: Arc<str>,
     /// Global position of each revision: `positions[rev]`.
     positions: Vec<u64>,
+    /// The event id of each revision: `ids[rev]`. Pushing here is all opening a log
+    /// does per event; one map of every id in the log was a tenth of replaying it.
+    ids: Vec<Uuid>,
+    /// id → revision, built the first time a stream longer than [`SCANNED`] is checked
+    /// and kept up to date from then on.
+    by_id: OnceLock<HashMap<Uuid, u64, RandomState>>,
+}
+
+impl StreamEntry {
+    fn revision_of(&self, id: &Uuid) -> Option<u64> {
+        if self.ids.len() <= SCANNED {
+            return self.ids.iter().position(|i| i == id).map(|r| r as u64);
+        }
+        self.by_id
+            .get_or_init(|| {
+                self.ids
+                    .iter()
+                    .enumerate()
+                    .map(|(r, id)| (*id, r as u64))
+                    .collect()
+            })
+            .get(id)
+            .copied()
+    }
+
+    fn push(&mut self, id: Uuid, position: u64) {
+        if let Some(by_id) = self.by_id.get_mut() {
+            by_id.insert(id, self.ids.len() as u64);
+        }
+        self.ids.push(id);
+        self.positions.push(position);
+    }
+
+    fn pop(&mut self) -> bool {
+        let Some(id) = self.ids.pop() else {
+            return false;
+        };
+        if let Some(by_id) = self.by_id.get_mut() {
+            by_id.remove(&id);
+        }
+        self.positions.pop();
+        true
+    }
 }
 
 /// Streams, their revisions' positions and their ids.
@@ -49,8 +96,6 @@ pub struct Index {
     // foldhash, randomly seeded: SipHash was a tenth of opening a large log.
     numbers: HashMap<Arc<str>, u32, RandomState>,
     streams: Vec<StreamEntry>,
-    /// (stream number, event id) → revision in that stream.
-    ids: HashMap<(u32, Uuid), u64, RandomState>,
     next_position: u64,
 }
 
@@ -118,17 +163,13 @@ impl Index {
             }
         }
 
-        let number = self.numbers.get(stream).copied();
-        let entry = number.map(|n| &self.streams[n as usize]);
+        let entry = self.entry(stream);
         let len = entry.map_or(0, |e| e.positions.len() as u64);
 
         // Idempotency comes before the expected state: a retry after a lost ack must
         // succeed even though the stream has moved past the expectation since.
-        if let (Some(n), Some(entry)) = (number, entry) {
-            let found: Vec<Option<u64>> = ids
-                .iter()
-                .map(|id| self.ids.get(&(n, *id)).copied())
-                .collect();
+        if let Some(entry) = entry {
+            let found: Vec<Option<u64>> = ids.iter().map(|id| entry.revision_of(id)).collect();
             let written = found.iter().filter(|r| r.is_some()).count();
             if written == ids.len() {
                 let first = found[0].unwrap_or_default();
@@ -190,7 +231,7 @@ impl Index {
                 self.numbers.insert(name.clone(), n);
                 self.streams.push(StreamEntry {
                     name,
-                    positions: Vec::new(),
+                    ..StreamEntry::default()
                 });
                 n
             }
@@ -198,9 +239,7 @@ impl Index {
         let entry = &mut self.streams[number as usize];
         let first = (entry.positions.len() as u64, self.next_position);
         for id in ids {
-            let revision = entry.positions.len() as u64;
-            entry.positions.push(self.next_position);
-            self.ids.insert((number, *id), revision);
+            entry.push(*id, self.next_position);
             self.next_position += 1;
         }
         first
@@ -213,9 +252,8 @@ impl Index {
             return;
         };
         let entry = &mut self.streams[number as usize];
-        for id in ids.iter().rev() {
-            if entry.positions.pop().is_some() {
-                self.ids.remove(&(number, *id));
+        for _ in ids {
+            if entry.pop() {
                 self.next_position -= 1;
             }
         }
@@ -372,6 +410,33 @@ mod tests {
             index.check("", ExpectedState::Any, &ids(1)),
             Decision::Refused(StoreError::InvalidAppend(_))
         ));
+    }
+
+    #[test]
+    fn given_a_stream_longer_than_a_scan_when_ids_are_checked_then_its_map_stays_current() {
+        let early = ids(SCANNED + 8);
+        let mut index = given(&[("a", &early)]);
+        let retried = |index: &Index, ids: &[Uuid]| {
+            matches!(
+                index.check("a", ExpectedState::Any, ids),
+                Decision::AlreadyWritten(_)
+            )
+        };
+        // The first check builds the map; later records and unrecords keep it in step.
+        assert!(retried(&index, &early[3..5]));
+        let late = ids(2);
+        index.record("a", &late);
+        assert!(retried(&index, &late));
+        match index.check("a", ExpectedState::Any, &late[1..]) {
+            Decision::AlreadyWritten(r) => assert_eq!(r.next_expected_revision, SCANNED as u64 + 9),
+            other => panic!("{other:?}"),
+        }
+        index.unrecord("a", &late);
+        assert!(matches!(
+            index.check("a", ExpectedState::Exact(SCANNED as u64 + 7), &late),
+            Decision::Write { .. }
+        ));
+        assert!(!retried(&index, &late));
     }
 
     #[test]

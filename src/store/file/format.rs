@@ -12,7 +12,7 @@
 //! Readers of an older version must keep loading: a new layout gets a new
 //! `FORMAT_VERSION` and a decoder next to the old one, never an edit of the old one.
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::store::RecordedEvent;
@@ -131,9 +131,13 @@ pub struct RecordView<'a> {
 }
 
 impl RecordView<'_> {
+    pub fn time(&self) -> Result<DateTime<Utc>, String> {
+        DateTime::from_timestamp_micros(self.time_micros)
+            .ok_or_else(|| format!("time {} µs is out of range", self.time_micros))
+    }
+
     pub fn to_event(&self) -> Result<RecordedEvent, String> {
-        let time = DateTime::from_timestamp_micros(self.time_micros)
-            .ok_or_else(|| format!("time {} µs is out of range", self.time_micros))?;
+        let time = self.time()?;
         Ok(RecordedEvent {
             id: self.id,
             stream: self.stream.to_owned(),

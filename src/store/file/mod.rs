@@ -18,6 +18,9 @@ mod format;
 mod recovery;
 mod writer;
 
+pub use format::RecordView;
+pub use recovery::CheckedRecords;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -211,12 +214,13 @@ impl FileStore {
     }
 
     /// Opens the log as [`FileStore::open_with`] does, handing `visit` every record as
-    /// recovery checks it, in position order: one pass over the log for a caller that
-    /// reads all of it anyway (`rl-gym replay`).
+    /// recovery checks it, in position order and in batches that borrow the segment
+    /// read into memory: one pass over the log, without a copy, for a caller that reads
+    /// all of it anyway (`rl-gym replay`).
     pub fn open_visiting(
         dir: &Path,
         options: FileStoreOptions,
-        visit: Option<&mut dyn FnMut(RecordedEvent)>,
+        visit: Option<&mut dyn FnMut(CheckedRecords)>,
     ) -> Result<(FileStore, OpenReport), StoreError> {
         let log_dir = dir.join("log");
         std::fs::create_dir_all(&log_dir)?;
