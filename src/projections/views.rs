@@ -258,8 +258,19 @@ pub(super) struct RolloutStep {
     usage: Option<TokenUsage>,
     /// The event's own time, whatever the step calls it.
     #[serde(alias = "started_at", alias = "called_at", alias = "replied_at")]
-    #[serde(alias = "summarized_at")]
+    #[serde(alias = "summarized_at", deserialize_with = "rfc3339")]
     at: DateTime<Utc>,
+}
+
+/// A time as chrono reads it, by its RFC 3339 parser first: every time this log holds
+/// is RFC 3339, and the general parser behind `DateTime`'s `Deserialize` was a
+/// twentieth of replaying a log.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    match DateTime::parse_from_rfc3339(&text) {
+        Ok(time) => Ok(time.with_timezone(&Utc)),
+        Err(_) => text.parse().map_err(serde::de::Error::custom),
+    }
 }
 
 impl From<Event> for Fact {
@@ -669,9 +680,10 @@ impl Views {
         view.status = after;
         if after != before {
             view.status_events.push(StatusChange { status: after, at });
+        } else if change.usage.is_none() {
+            return;
         }
-        let run_id = view.run_id.clone();
-        if let Some(run) = self.runs.get_mut(&run_id) {
+        if let Some(run) = self.runs.get_mut(view.run_id.as_str()) {
             if after != before {
                 *run.counts.slot(before) -= 1;
                 *run.counts.slot(after) += 1;
@@ -726,15 +738,53 @@ impl Views {
     pub fn checksum(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
-        for run in self.runs.values() {
-            hasher.update(serde_json::to_vec(run).unwrap_or_default());
-        }
-        for rollout in self.rollouts.values() {
-            hasher.update(serde_json::to_vec(rollout).unwrap_or_default());
-        }
+        hash_in_order(&mut hasher, &self.runs.values().collect::<Vec<_>>());
+        hash_in_order(&mut hasher, &self.rollouts.values().collect::<Vec<_>>());
         hasher.update(self.next_position.to_be_bytes());
         hex::encode(hasher.finalize())
     }
+}
+
+/// Feeds `views`, serialised one after the other, to `hasher`. Serialising is most of
+/// the work, so two threads serialise alternate chunks of them while this one hashes
+/// the chunks in order, which gives the sum of serialising them all on one.
+fn hash_in_order<T: Serialize + Sync>(hasher: &mut sha2::Sha256, views: &[&T]) {
+    use sha2::Digest;
+    const CHUNK: usize = 1024;
+    let serialize = |chunk: &[&T]| {
+        let mut buf = Vec::new();
+        for view in chunk {
+            // Serialising these views cannot fail: no map has a non-string key.
+            let _ = serde_json::to_writer(&mut buf, view);
+        }
+        buf
+    };
+    if views.len() <= CHUNK {
+        hasher.update(serialize(views));
+        return;
+    }
+    let chunks: Vec<&[&T]> = views.chunks(CHUNK).collect();
+    std::thread::scope(|scope| {
+        let serialized: Vec<_> = (0..2)
+            .map(|first| {
+                let (send, receive) = std::sync::mpsc::sync_channel(2);
+                let (chunks, serialize) = (&chunks, &serialize);
+                scope.spawn(move || {
+                    for chunk in chunks.iter().skip(first).step_by(2) {
+                        if send.send(serialize(chunk)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                receive
+            })
+            .collect();
+        for i in 0..chunks.len() {
+            if let Ok(buf) = serialized[i % 2].recv() {
+                hasher.update(buf);
+            }
+        }
+    });
 }
 
 fn add_usage(total: &mut TokenUsage, delta: &TokenUsage) {
@@ -763,6 +813,43 @@ mod tests {
 
     fn event(event_type: &str, data: Value) -> Fact {
         Fact::from(Event::decode(event_type, 1, data.to_string().as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn the_checksum_hashed_in_parallel_chunks_is_that_of_every_view_in_order() {
+        let model = json!({"model": "m", "provider": "custom", "base_url": null,
+            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
+            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
+            "context_stride": 3, "has_api_key": false});
+        let mut views = Views::default();
+        // Several chunks of rollouts, an odd number of them, and a run of one chunk.
+        for r in 0..3 {
+            let rollouts: Vec<Value> = (0..2_100)
+                .map(
+                    |i| json!({"rollout_id": format!("rol_{r}_{i:05}"), "task_id": "t", "seed": i}),
+                )
+                .collect();
+            let launched = event(
+                "RunLaunched",
+                json!({"run_id": format!("run_{r}"), "scenario_id": "hr", "source": "rl-gym",
+                    "task_ids": ["t"], "rollout_count": rollouts.len(), "max_parallel": null,
+                    "model": model, "user_model": null, "rollouts": rollouts,
+                    "launched_at": "2026-03-02T09:00:00Z"}),
+            );
+            views.apply(r, &launched);
+        }
+        assert!(views.rollouts.len() > 5 * 1024);
+
+        use sha2::{Digest, Sha256};
+        let mut one_by_one = Sha256::new();
+        for run in views.runs.values() {
+            one_by_one.update(serde_json::to_vec(run).unwrap());
+        }
+        for rollout in views.rollouts.values() {
+            one_by_one.update(serde_json::to_vec(rollout).unwrap());
+        }
+        one_by_one.update(views.next_position.to_be_bytes());
+        assert_eq!(views.checksum(), hex::encode(one_by_one.finalize()));
     }
 
     #[test]

@@ -11,9 +11,7 @@
 //! a hole would silently change every view.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
 use super::format::{self, Frame, RecordView, HEADER_LEN};
@@ -24,18 +22,28 @@ use crate::store::StoreError;
 /// Records handed to a visitor at a time.
 const BATCH: usize = 4096;
 
-/// A segment read into memory. Its buffer goes back to the reader when the last
-/// batch of records in it is dropped, so the next segment is read into memory already
-/// mapped: a fresh 64 MiB buffer per segment cost a page fault per 4 KiB.
-struct SegmentBytes {
-    bytes: Vec<u8>,
-    spare: SyncSender<Vec<u8>>,
-}
+/// A segment mapped into memory, read in place: copying 64 MiB segments out of the
+/// page cache into fresh buffers was a third of opening a large log.
+///
+/// Nothing in this process writes to a segment while it is mapped except the cut of
+/// a torn tail, which only shortens the file past every record still read; two
+/// processes must not open one log at once in any case (each would write it).
+struct SegmentBytes(Option<memmap2::Mmap>);
 
-impl Drop for SegmentBytes {
-    fn drop(&mut self) {
-        // A full pool or a finished reader: the buffer is simply freed.
-        let _ = self.spare.try_send(std::mem::take(&mut self.bytes));
+impl SegmentBytes {
+    fn map(path: &Path) -> std::io::Result<SegmentBytes> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            return Ok(SegmentBytes(None));
+        }
+        // SAFETY: the mapping is read-only and outlives no shrinking of the file
+        // this process makes under a byte still read (see above).
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+        Ok(SegmentBytes(Some(map)))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
     }
 }
 
@@ -61,7 +69,7 @@ impl CheckedRecords {
     pub fn iter(&self) -> impl Iterator<Item = Result<RecordView<'_>, String>> {
         self.payloads
             .iter()
-            .map(|&(at, len)| format::decode_payload(&self.segment.bytes[at..at + len]))
+            .map(|&(at, len)| format::decode_payload(&self.segment.bytes()[at..at + len]))
     }
 }
 
@@ -144,31 +152,6 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     })
 }
 
-/// Reads segment `number` into `buf`, whose memory is reused.
-fn read_segment(log_dir: &Path, number: u32, mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    let mut file = File::open(segment_path(log_dir, number))?;
-    buf.clear();
-    buf.reserve(file.metadata()?.len() as usize);
-    file.read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-/// Reads the segments one after the other into buffers from `spare` (or new ones).
-/// It stops when the receiver of `ahead` is gone.
-fn read_ahead(
-    log_dir: &Path,
-    count: u32,
-    ahead: SyncSender<std::io::Result<Vec<u8>>>,
-    spare: Receiver<Vec<u8>>,
-) {
-    for number in 0..count {
-        let buf = spare.try_recv().unwrap_or_default();
-        if ahead.send(read_segment(log_dir, number, buf)).is_err() {
-            return;
-        }
-    }
-}
-
 /// Reads back the whole log. `visit`, when given, is handed every record that
 /// checks out, in position order, in batches as they are read.
 pub(super) fn recover(
@@ -185,24 +168,12 @@ pub(super) fn recover(
         create_segment(log_dir, 0, 0)?;
     }
     let count = numbers.len().max(1);
-    std::thread::scope(|scope| {
-        // The next segment is read from the file while this one is checked. The
-        // receiver is dropped when the checking stops, early or not, which ends the
-        // reader. Buffers come back through `spare` (a segment being read, one
-        // waiting, one checked and one a visitor still reads make four).
-        let (ahead, segments_read) = std::sync::mpsc::sync_channel(1);
-        let (to_reader, spare) = std::sync::mpsc::sync_channel(4);
-        scope.spawn(move || read_ahead(log_dir, count as u32, ahead, spare));
+    {
         for number in 0..count as u32 {
             let path = segment_path(log_dir, number);
             let last = number as usize + 1 == count;
-            let segment = Arc::new(SegmentBytes {
-                bytes: segments_read.recv().map_err(|_| {
-                    StoreError::Io(std::io::Error::other("the segment reader stopped"))
-                })??,
-                spare: to_reader.clone(),
-            });
-            let bytes = &segment.bytes;
+            let segment = Arc::new(SegmentBytes::map(&path)?);
+            let bytes = segment.bytes();
             let mut batch = Vec::new();
             let first_position = index.next_position();
 
@@ -305,8 +276,7 @@ pub(super) fn recover(
                 file: Arc::new(File::open(&path)?),
             });
         }
-        Ok::<(), StoreError>(())
-    })?;
+    }
 
     let tail_segment = segments
         .last()
