@@ -4,6 +4,7 @@
 //! answers (read-your-writes).
 
 mod content;
+mod rfc3339;
 mod views;
 
 use std::sync::Arc;
@@ -70,16 +71,19 @@ pub fn decode_fact_at(
     data: &[u8],
 ) -> Result<Fact, ProjectionError> {
     match StepKind::of(event_type) {
-        Some(kind) if schema_version == CURRENT_SCHEMA_VERSION => serde_json::from_slice(data)
-            .map(|step| Fact(FactKind::Step(kind, step)))
-            .map_err(|source| ProjectionError::Decode {
-                position,
-                source: DecodeError::Invalid {
-                    event_type: event_type.to_owned(),
-                    version: schema_version,
-                    source,
-                },
-            }),
+        Some(kind) if schema_version == CURRENT_SCHEMA_VERSION => {
+            serde_json::from_slice::<views::RolloutStep>(data)
+                .and_then(|step| step.checked(kind))
+                .map(|step| Fact(FactKind::Step(kind, step)))
+                .map_err(|source| ProjectionError::Decode {
+                    position,
+                    source: DecodeError::Invalid {
+                        event_type: event_type.to_owned(),
+                        version: schema_version,
+                        source,
+                    },
+                })
+        }
         _ => decode_at(position, event_type, schema_version, data).map(Fact::from),
     }
 }
@@ -218,6 +222,22 @@ pub(crate) mod tests {
                 .expect("append");
         }
         store
+    }
+
+    #[test]
+    fn a_start_without_its_time_does_not_decode_and_other_steps_need_none() {
+        let decode = |event_type: &str, data: &str| {
+            decode_fact_at(7, event_type, CURRENT_SCHEMA_VERSION, data.as_bytes())
+        };
+        let started = r#"{"rollout_id":"rol_1","run_id":"run_1","task_id":"t","messages":[]}"#;
+        assert!(matches!(
+            decode("RolloutStarted", started),
+            Err(ProjectionError::Decode { position: 7, .. })
+        ));
+        let tool = r#"{"rollout_id":"rol_1","step":1,"call_id":"c","tool_name":"x",
+            "arguments":"{}","observation":"ok","is_error":false,"latency_ms":1.0,
+            "called_at":"not read"}"#;
+        assert!(decode("ToolCalled", tool).is_ok());
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use crate::domain::events::{CompletionReason, Event, ForkParent, ModelSettings, 
 use crate::domain::faults::ToolFaults;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
+use crate::projections::rfc3339;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StatusCounts {
@@ -66,7 +67,9 @@ pub struct RunView {
     pub rollout_ids: Vec<String>,
     pub cancel_requested: bool,
     pub usage: TokenUsage,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize_opt")]
     pub finished_at: Option<DateTime<Utc>>,
     /// Global position of the launch: newest-first order of the run list.
     pub position: u64,
@@ -120,6 +123,7 @@ pub struct ToolCallView {
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StatusChange {
     pub status: RolloutStatus,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub at: DateTime<Utc>,
 }
 
@@ -166,8 +170,11 @@ pub struct RolloutView {
     pub error: Option<String>,
     pub usage: TokenUsage,
     pub model_latency_ms: f64,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize_opt")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::serialize_opt")]
     pub finished_at: Option<DateTime<Utc>>,
     pub status_events: Vec<StatusChange>,
 }
@@ -247,6 +254,8 @@ impl StepKind {
 }
 
 /// The fields of a step's payload the views read; the others are skipped unread.
+/// A step's time matters to the views only when it starts the rollout (the others
+/// change no status), so only a start's is parsed.
 #[derive(Debug, Clone, Deserialize)]
 pub(super) struct RolloutStep {
     rollout_id: String,
@@ -256,20 +265,22 @@ pub(super) struct RolloutStep {
     latency_ms: f64,
     #[serde(default)]
     usage: Option<TokenUsage>,
-    /// The event's own time, whatever the step calls it.
-    #[serde(alias = "started_at", alias = "called_at", alias = "replied_at")]
-    #[serde(alias = "summarized_at", deserialize_with = "rfc3339")]
-    at: DateTime<Utc>,
+    /// When a start started.
+    #[serde(
+        default,
+        alias = "started_at",
+        deserialize_with = "rfc3339::deserialize_opt"
+    )]
+    at: Option<DateTime<Utc>>,
 }
 
-/// A time as chrono reads it, by its RFC 3339 parser first: every time this log holds
-/// is RFC 3339, and the general parser behind `DateTime`'s `Deserialize` was a
-/// twentieth of replaying a log.
-fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    match DateTime::parse_from_rfc3339(&text) {
-        Ok(time) => Ok(time.with_timezone(&Utc)),
-        Err(_) => text.parse().map_err(serde::de::Error::custom),
+impl RolloutStep {
+    /// Refuses a start without its time, as decoding the whole event would.
+    pub(super) fn checked(self, kind: StepKind) -> Result<RolloutStep, serde_json::Error> {
+        match (kind, self.at) {
+            (StepKind::Started, None) => Err(serde::de::Error::missing_field("started_at")),
+            _ => Ok(self),
+        }
     }
 }
 
@@ -283,7 +294,7 @@ impl From<Event> for Fact {
                     step,
                     latency_ms,
                     usage: usage.clone(),
-                    at: event.time(),
+                    at: (kind == StepKind::Started).then(|| event.time()),
                 },
             )
         };
@@ -316,11 +327,11 @@ impl From<Event> for Fact {
     }
 }
 
-/// What an event does to a rollout besides its own fields: a new status, and tokens
+/// What an event does to a rollout besides its own fields: a new status (and when), and tokens
 /// spent (with whether they are charged to the run's spend, and as the judge's).
 #[derive(Default)]
 struct Change {
-    status: Option<RolloutStatus>,
+    status: Option<(RolloutStatus, DateTime<Utc>)>,
     usage: Option<(TokenUsage, Option<bool>)>,
 }
 
@@ -591,14 +602,14 @@ impl Views {
     fn apply_step(&mut self, kind: StepKind, step: &RolloutStep) {
         let mut change = Change::default();
         match kind {
-            StepKind::Started => change.status = Some(RolloutStatus::Running),
+            StepKind::Started => change.status = step.at.map(|at| (RolloutStatus::Running, at)),
             StepKind::ModelCalled | StepKind::ContextSummarized => {
                 change.usage = step.usage.clone().map(|u| (u, Some(false)));
             }
             StepKind::ToolCalled | StepKind::NpcReplied => {}
         }
-        self.change_rollout(&step.rollout_id, step.at, change, |view| match kind {
-            StepKind::Started => view.started_at = Some(step.at),
+        self.change_rollout(&step.rollout_id, change, |view| match kind {
+            StepKind::Started => view.started_at = step.at,
             StepKind::ModelCalled => {
                 view.steps = view.steps.max(step.step);
                 view.model_latency_ms += step.latency_ms;
@@ -614,17 +625,17 @@ impl Views {
         let at = event.time();
         let mut change = Change::default();
         match event {
-            Event::RolloutVerified(_) => change.status = Some(RolloutStatus::Verifying),
+            Event::RolloutVerified(_) => change.status = Some((RolloutStatus::Verifying, at)),
             // A re-verification's judge tokens count in the usage, not in the spend.
             Event::RolloutReverified(e) => change.usage = e.usage.clone().map(|u| (u, None)),
             // The judge's tokens are spent on the rollout too.
             Event::RubricGraded(e) => change.usage = e.usage.clone().map(|u| (u, Some(true))),
-            Event::RolloutCompleted(_) => change.status = Some(RolloutStatus::Completed),
-            Event::RolloutFailed(_) => change.status = Some(RolloutStatus::Failed),
-            Event::RolloutCancelled(_) => change.status = Some(RolloutStatus::Cancelled),
+            Event::RolloutCompleted(_) => change.status = Some((RolloutStatus::Completed, at)),
+            Event::RolloutFailed(_) => change.status = Some((RolloutStatus::Failed, at)),
+            Event::RolloutCancelled(_) => change.status = Some((RolloutStatus::Cancelled, at)),
             _ => {}
         }
-        self.change_rollout(rollout_id, at, change, |view| match event {
+        self.change_rollout(rollout_id, change, |view| match event {
             Event::RolloutVerified(e) => {
                 view.verdict = Some(e.verdict.clone());
                 view.verdict_source = Some(("rollout", at));
@@ -660,7 +671,6 @@ impl Views {
     fn change_rollout(
         &mut self,
         rollout_id: &str,
-        at: DateTime<Utc>,
         change: Change,
         update: impl FnOnce(&mut RolloutView),
     ) {
@@ -673,18 +683,17 @@ impl Views {
             add_usage(&mut view.usage, u);
         }
         // A terminal state is final: a late event never revives a rollout.
-        let after = match change.status {
-            Some(status) if !before.is_terminal() => status,
-            _ => before,
-        };
-        view.status = after;
-        if after != before {
+        let moved = change
+            .status
+            .filter(|&(status, _)| !before.is_terminal() && status != before);
+        if let Some((after, at)) = moved {
+            view.status = after;
             view.status_events.push(StatusChange { status: after, at });
         } else if change.usage.is_none() {
             return;
         }
         if let Some(run) = self.runs.get_mut(view.run_id.as_str()) {
-            if after != before {
+            if let Some((after, at)) = moved {
                 *run.counts.slot(before) -= 1;
                 *run.counts.slot(after) += 1;
                 if run.counts.finished() == run.counts.total {
