@@ -168,48 +168,44 @@ pub(super) fn recover(
         create_segment(log_dir, 0, 0)?;
     }
     let count = numbers.len().max(1);
-    {
-        for number in 0..count as u32 {
-            let path = segment_path(log_dir, number);
-            let last = number as usize + 1 == count;
-            let segment = Arc::new(SegmentBytes::map(&path)?);
-            let bytes = segment.bytes();
-            let mut batch = Vec::new();
-            let first_position = index.next_position();
+    for number in 0..count as u32 {
+        let path = segment_path(log_dir, number);
+        let last = number as usize + 1 == count;
+        let segment = Arc::new(SegmentBytes::map(&path)?);
+        let bytes = segment.bytes();
+        let mut batch = Vec::new();
+        let first_position = index.next_position();
 
-            if bytes.len() < HEADER_LEN {
-                if !last {
-                    return Err(corrupt(&path, 0, "segment header is cut short"));
-                }
-                // A crash while the segment was being created.
-                tracing::warn!(file = %path.display(), bytes = bytes.len(), "rewriting a torn segment header");
-                truncated_bytes += bytes.len() as u64;
-                create_segment(log_dir, number, first_position)?;
-            } else {
-                let announced =
-                    format::decode_header(bytes).map_err(|why| corrupt(&path, 0, why))?;
-                if announced != first_position {
-                    return Err(corrupt(
-                        &path,
-                        0,
-                        format!(
-                            "segment starts at position {announced}, expected {first_position}"
-                        ),
-                    ));
-                }
+        if bytes.len() < HEADER_LEN {
+            if !last {
+                return Err(corrupt(&path, 0, "segment header is cut short"));
             }
+            // A crash while the segment was being created.
+            tracing::warn!(file = %path.display(), bytes = bytes.len(), "rewriting a torn segment header");
+            truncated_bytes += bytes.len() as u64;
+            create_segment(log_dir, number, first_position)?;
+        } else {
+            let announced = format::decode_header(bytes).map_err(|why| corrupt(&path, 0, why))?;
+            if announced != first_position {
+                return Err(corrupt(
+                    &path,
+                    0,
+                    format!("segment starts at position {announced}, expected {first_position}"),
+                ));
+            }
+        }
 
-            let mut at = HEADER_LEN.min(bytes.len());
-            while at < bytes.len() {
-                let damage = match format::read_frame(&bytes[at..]) {
-                    Frame::Record { payload, len } => {
-                        let view = format::decode_payload(payload)
-                            .map_err(|why| corrupt(&path, at as u64, why))?;
-                        // Recorded first and compared after: a mismatch stops the
-                        // opening, so the index it leaves behind is never used.
-                        let (revision, position) = index.record(view.stream, &[view.id]);
-                        if view.position != position || view.revision != revision {
-                            return Err(corrupt(
+        let mut at = HEADER_LEN.min(bytes.len());
+        while at < bytes.len() {
+            let damage = match format::read_frame(&bytes[at..]) {
+                Frame::Record { payload, len } => {
+                    let view = format::decode_payload(payload)
+                        .map_err(|why| corrupt(&path, at as u64, why))?;
+                    // Recorded first and compared after: a mismatch stops the
+                    // opening, so the index it leaves behind is never used.
+                    let (revision, position) = index.record(view.stream, &[view.id]);
+                    if view.position != position || view.revision != revision {
+                        return Err(corrupt(
                             &path,
                             at as u64,
                             format!(
@@ -217,65 +213,61 @@ pub(super) fn recover(
                                 view.position, view.revision, view.stream
                             ),
                         ));
-                        }
-                        offsets.push(at as u64);
-                        if let Some(visit) = visit.as_mut() {
-                            view.time().map_err(|why| corrupt(&path, at as u64, why))?;
-                            batch.push((at + format::FRAME_LEN, len - format::FRAME_LEN));
-                            if batch.len() == BATCH {
-                                visit(CheckedRecords {
-                                    segment: segment.clone(),
-                                    payloads: std::mem::replace(
-                                        &mut batch,
-                                        Vec::with_capacity(BATCH),
-                                    ),
-                                });
-                            }
-                        }
-                        at += len;
-                        continue;
                     }
-                    Frame::Incomplete => "record ends early".to_owned(),
-                    Frame::Bad(why) => why,
-                };
-                // Zeros to the end are the writer's padding (`preallocate_bytes`), or
-                // space a crash left unwritten: no record was ever there. A segment's
-                // records after it would be missing only if the next segment's header
-                // said so, and that is checked.
-                if bytes[at..].iter().all(|&b| b == 0) {
-                    break;
+                    offsets.push(at as u64);
+                    if let Some(visit) = visit.as_mut() {
+                        view.time().map_err(|why| corrupt(&path, at as u64, why))?;
+                        batch.push((at + format::FRAME_LEN, len - format::FRAME_LEN));
+                        if batch.len() == BATCH {
+                            visit(CheckedRecords {
+                                segment: segment.clone(),
+                                payloads: std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                            });
+                        }
+                    }
+                    at += len;
+                    continue;
                 }
-                if !last || valid_record_after(bytes, at + 1) {
-                    return Err(corrupt(&path, at as u64, damage));
-                }
-                let cut = (bytes.len() - at) as u64;
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = at,
-                    bytes = cut,
-                    reason = %damage,
-                    "cutting a torn record off the end of the event log"
-                );
-                let file = OpenOptions::new().write(true).open(&path)?;
-                file.set_len(at as u64)?;
-                file.sync_all()?;
-                truncated_bytes += cut;
+                Frame::Incomplete => "record ends early".to_owned(),
+                Frame::Bad(why) => why,
+            };
+            // Zeros to the end are the writer's padding (`preallocate_bytes`), or
+            // space a crash left unwritten: no record was ever there. A segment's
+            // records after it would be missing only if the next segment's header
+            // said so, and that is checked.
+            if bytes[at..].iter().all(|&b| b == 0) {
                 break;
             }
-            if let Some(visit) = visit.as_mut().filter(|_| !batch.is_empty()) {
-                visit(CheckedRecords {
-                    segment: segment.clone(),
-                    payloads: batch,
-                });
+            if !last || valid_record_after(bytes, at + 1) {
+                return Err(corrupt(&path, at as u64, damage));
             }
-            let end = at.max(HEADER_LEN) as u64;
-            segments.push(Segment {
-                path: path.clone(),
-                first_position,
-                end,
-                file: Arc::new(File::open(&path)?),
+            let cut = (bytes.len() - at) as u64;
+            tracing::warn!(
+                file = %path.display(),
+                offset = at,
+                bytes = cut,
+                reason = %damage,
+                "cutting a torn record off the end of the event log"
+            );
+            let file = OpenOptions::new().write(true).open(&path)?;
+            file.set_len(at as u64)?;
+            file.sync_all()?;
+            truncated_bytes += cut;
+            break;
+        }
+        if let Some(visit) = visit.as_mut().filter(|_| !batch.is_empty()) {
+            visit(CheckedRecords {
+                segment: segment.clone(),
+                payloads: batch,
             });
         }
+        let end = at.max(HEADER_LEN) as u64;
+        segments.push(Segment {
+            path: path.clone(),
+            first_position,
+            end,
+            file: Arc::new(File::open(&path)?),
+        });
     }
 
     let tail_segment = segments
