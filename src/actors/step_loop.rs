@@ -146,6 +146,17 @@ impl Driver {
         Ok(())
     }
 
+    /// Before a call of a model that is free to ask again: starts the next append only
+    /// if the log is idle, so steps never wait for a sync and what they record goes
+    /// with the append after the one in flight. A crash loses at most the steps taken
+    /// since the last durable append, and asking again repeats them exactly.
+    async fn start_append_if_idle(&mut self) -> Result<(), StoreError> {
+        if self.in_flight.as_ref().is_some_and(|a| !a.is_finished()) {
+            return Ok(());
+        }
+        self.start_append().await
+    }
+
     /// Waits for the append in flight, if any.
     async fn settle(&mut self) -> Result<(), StoreError> {
         match self.in_flight.take() {
@@ -405,7 +416,12 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     return Err(StepError::Paused(reason));
                 }
                 // What the last reply led to becomes durable while the model thinks.
-                driver.start_append().await?;
+                let free = model.free_to_ask_again();
+                if free {
+                    driver.start_append_if_idle().await?;
+                } else {
+                    driver.start_append().await?;
+                }
                 let every = run.model.summarize_every_n_turns;
                 if let Some(replaced) =
                     driver
@@ -437,7 +453,9 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 };
                 let latency = called.elapsed();
                 model_wait = latency;
-                driver.settle().await?;
+                if !free {
+                    driver.settle().await?;
+                }
                 deps.metrics
                     .model_call_duration
                     .with_label_values(&[&provider])

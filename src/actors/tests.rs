@@ -127,20 +127,41 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
     Gym::start(deps(store, agents))
 }
 
+/// The oracle behind a wrapper that does not say it is free to ask again: its steps
+/// wait for the log as a provider's do.
+/// `calls` counts its answers.
+fn paid_oracle(calls: Arc<AtomicUsize>) -> Arc<dyn AgentFactory> {
+    Arc::new(Counting {
+        inner: DefaultAgents {
+            http: reqwest::Client::new(),
+            limits: crate::llm::ProviderLimits::unlimited(),
+            judge: None,
+        },
+        calls,
+    })
+}
+
 /// A memory store that keeps the event types of every append to a rollout's stream,
-/// and refuses those from the `fail_from`-th on (counting from 0).
+/// refuses those from the `fail_from`-th on (counting from 0), and takes `delay` over
+/// each (a disk's sync).
 struct Appends {
     inner: MemoryStore,
     seen: parking_lot::Mutex<Vec<Vec<String>>>,
     fail_from: usize,
+    delay: Duration,
 }
 
 impl Appends {
     fn new(fail_from: usize) -> Arc<Appends> {
+        Self::slow(fail_from, Duration::ZERO)
+    }
+
+    fn slow(fail_from: usize, delay: Duration) -> Arc<Appends> {
         Arc::new(Appends {
             inner: MemoryStore::new(),
             seen: Default::default(),
             fail_from,
+            delay,
         })
     }
 }
@@ -154,6 +175,7 @@ impl EventStore for Appends {
         events: Vec<EventData>,
     ) -> Result<crate::store::AppendResult, crate::store::StoreError> {
         if stream.starts_with("rollout-") {
+            tokio::time::sleep(self.delay).await;
             let mut seen = self.seen.lock();
             if seen.len() >= self.fail_from {
                 return Err(crate::store::StoreError::Io(std::io::Error::other(
@@ -203,7 +225,7 @@ fn job(run: RunLaunched) -> step_loop::RolloutJob {
 async fn a_model_reply_and_what_it_leads_to_are_one_append_made_durable_by_the_rollouts_end() {
     let store = Appends::new(usize::MAX);
     let status = step_loop::drive(
-        Arc::new(deps(store.clone(), oracle())),
+        Arc::new(deps(store.clone(), paid_oracle(Default::default()))),
         job(run("r6", "oracle", 1)),
     )
     .await
@@ -242,7 +264,7 @@ async fn a_log_that_fails_mid_rollout_stops_the_loop_with_its_error() {
     let driven = tokio::time::timeout(
         Duration::from_secs(30),
         step_loop::drive(
-            Arc::new(deps(store.clone(), oracle())),
+            Arc::new(deps(store.clone(), paid_oracle(Default::default()))),
             job(run("r7", "oracle", 1)),
         ),
     )
@@ -255,6 +277,54 @@ async fn a_log_that_fails_mid_rollout_stops_the_loop_with_its_error() {
     assert!(matches!(events[0], Event::RolloutStarted(_)));
     assert!(matches!(events[1], Event::ModelCalled(_)));
     assert_eq!(store.seen.lock().len(), 2);
+}
+
+#[actix_rt::test]
+async fn a_model_free_to_ask_again_does_not_wait_for_the_log_between_steps() {
+    // Each append takes 100 ms: the builtin oracle's steps run on while one is in
+    // flight, and what they record goes with the next.
+    let store = Appends::slow(usize::MAX, Duration::from_millis(100));
+    let status = step_loop::drive(
+        Arc::new(deps(store.clone(), oracle())),
+        job(run("r8", "oracle", 1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, RolloutStatus::Completed);
+    let events = events_of(store.as_ref(), "rol_r8_0").await;
+    assert!(matches!(events.last(), Some(Event::RolloutCompleted(_))));
+    let appends = store.seen.lock().clone();
+    let flat: Vec<&String> = appends.iter().flatten().collect();
+    assert_eq!(flat.len(), events.len(), "every event once");
+    assert_eq!(appends[0], ["RolloutStarted"], "the start is durable first");
+    let model_calls = flat.iter().filter(|t| t.as_str() == "ModelCalled").count();
+    assert!(model_calls >= 3, "the task must take several steps");
+    assert!(
+        appends.len() < 1 + model_calls,
+        "steps gathered into fewer appends than replies: {appends:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_log_that_fails_behind_a_free_model_still_stops_the_rollout_with_its_error() {
+    let store = Appends::new(1);
+    let driven = tokio::time::timeout(
+        Duration::from_secs(30),
+        step_loop::drive(
+            Arc::new(deps(store.clone(), oracle())),
+            job(run("r9", "oracle", 1)),
+        ),
+    )
+    .await
+    .expect("the loop does not hang on a failing log");
+    let error = driven.expect_err("the loop reports the log's failure");
+    assert!(error.to_string().contains("the disk is full"), "{error}");
+    let events = events_of(store.as_ref(), "rol_r9_0").await;
+    assert_eq!(
+        events.len(),
+        1,
+        "only the start reached the log: {events:?}"
+    );
 }
 
 /// The hr task with the longest reference solution (so a cut mid-way is mid-loop).
@@ -437,17 +507,7 @@ async fn a_rollout_cut_off_mid_loop_resumes_without_redoing_a_recorded_step() {
     }
 
     let calls = Arc::new(AtomicUsize::new(0));
-    let resumed = gym(
-        crashed.clone(),
-        Arc::new(Counting {
-            inner: DefaultAgents {
-                http: reqwest::Client::new(),
-                limits: crate::llm::ProviderLimits::unlimited(),
-                judge: None,
-            },
-            calls: calls.clone(),
-        }),
-    );
+    let resumed = gym(crashed.clone(), paid_oracle(calls.clone()));
     let views = crate::projections::rebuild(crashed.as_ref()).await.unwrap();
     assert_eq!(resumed.recover(views.unfinished_runs()).await.unwrap(), 1);
     let after = wait_for_status(crashed.as_ref(), "rol_r4_0", RolloutStatus::Completed).await;

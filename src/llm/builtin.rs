@@ -71,4 +71,9 @@ impl ModelClient for BuiltinAgent {
             logprobs: None,
         })
     }
+
+    /// Both answer from the conversation alone, in process.
+    fn free_to_ask_again(&self) -> bool {
+        true
+    }
 }

@@ -136,6 +136,12 @@ impl ModelError {
 #[async_trait]
 pub trait ModelClient: Send + Sync {
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError>;
+
+    /// Whether asking again costs nothing and gives the same answer (an agent that
+    /// answers in process): the step loop then lets its steps run ahead of the log.
+    fn free_to_ask_again(&self) -> bool {
+        false
+    }
 }
 
 /// The client for a run's (non-builtin) provider, behind the provider's concurrency
