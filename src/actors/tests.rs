@@ -221,30 +221,41 @@ fn job(run: RunLaunched) -> step_loop::RolloutJob {
     }
 }
 
-#[actix_rt::test]
-async fn a_model_reply_and_what_it_leads_to_are_one_append_made_durable_by_the_rollouts_end() {
-    let store = Appends::new(usize::MAX);
+/// Drives run `run_id`'s one oracle rollout to completion on `store` and checks that
+/// every event went to the log once, the start alone and first; the appends' event
+/// types and the number of model replies.
+async fn appends_of_a_completed_rollout(
+    store: Arc<Appends>,
+    agents: Arc<dyn AgentFactory>,
+    run_id: &str,
+) -> (Vec<Vec<String>>, usize) {
     let status = step_loop::drive(
-        Arc::new(deps(store.clone(), paid_oracle(Default::default()))),
-        job(run("r6", "oracle", 1)),
+        Arc::new(deps(store.clone(), agents)),
+        job(run(run_id, "oracle", 1)),
     )
     .await
     .unwrap();
     assert_eq!(status, RolloutStatus::Completed);
     // Everything is in the log when the loop says it is done.
-    let events = events_of(store.as_ref(), "rol_r6_0").await;
+    let events = events_of(store.as_ref(), &format!("rol_{run_id}_0")).await;
     assert!(matches!(events.last(), Some(Event::RolloutCompleted(_))));
-
     let appends = store.seen.lock().clone();
     let flat: Vec<&String> = appends.iter().flatten().collect();
     assert_eq!(flat.len(), events.len(), "every event once");
-    assert_eq!(
-        appends[0],
-        ["RolloutStarted"],
-        "the start is its own append"
-    );
+    assert_eq!(appends[0], ["RolloutStarted"], "the start is durable first");
     let model_calls = flat.iter().filter(|t| t.as_str() == "ModelCalled").count();
     assert!(model_calls >= 3, "the task must take several steps");
+    (appends, model_calls)
+}
+
+#[actix_rt::test]
+async fn a_model_reply_and_what_it_leads_to_are_one_append_made_durable_by_the_rollouts_end() {
+    let (appends, model_calls) = appends_of_a_completed_rollout(
+        Appends::new(usize::MAX),
+        paid_oracle(Default::default()),
+        "r6",
+    )
+    .await;
     assert_eq!(appends.len(), 1 + model_calls, "one append per model reply");
     for append in &appends[1..] {
         assert_eq!(append[0], "ModelCalled", "{append:?}");
@@ -283,22 +294,12 @@ async fn a_log_that_fails_mid_rollout_stops_the_loop_with_its_error() {
 async fn a_model_free_to_ask_again_does_not_wait_for_the_log_between_steps() {
     // Each append takes 100 ms: the builtin oracle's steps run on while one is in
     // flight, and what they record goes with the next.
-    let store = Appends::slow(usize::MAX, Duration::from_millis(100));
-    let status = step_loop::drive(
-        Arc::new(deps(store.clone(), oracle())),
-        job(run("r8", "oracle", 1)),
+    let (appends, model_calls) = appends_of_a_completed_rollout(
+        Appends::slow(usize::MAX, Duration::from_millis(100)),
+        oracle(),
+        "r8",
     )
-    .await
-    .unwrap();
-    assert_eq!(status, RolloutStatus::Completed);
-    let events = events_of(store.as_ref(), "rol_r8_0").await;
-    assert!(matches!(events.last(), Some(Event::RolloutCompleted(_))));
-    let appends = store.seen.lock().clone();
-    let flat: Vec<&String> = appends.iter().flatten().collect();
-    assert_eq!(flat.len(), events.len(), "every event once");
-    assert_eq!(appends[0], ["RolloutStarted"], "the start is durable first");
-    let model_calls = flat.iter().filter(|t| t.as_str() == "ModelCalled").count();
-    assert!(model_calls >= 3, "the task must take several steps");
+    .await;
     assert!(
         appends.len() < 1 + model_calls,
         "steps gathered into fewer appends than replies: {appends:?}"
