@@ -323,6 +323,10 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .agents
         .npc_agent(&run, keys.user_model.clone())
         .map_err(Failure)?;
+    // Steps may run ahead of the log only if asking again is free for every model a
+    // step calls: a simulated person on a provider's model is not.
+    let free =
+        model.free_to_ask_again() && npc_model.as_ref().is_none_or(|npc| npc.free_to_ask_again());
     let max_steps = run.model.max_steps;
     let provider = run.model.provider.clone();
     let has_rubric = task.judge_rubric().is_some();
@@ -416,7 +420,6 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     return Err(StepError::Paused(reason));
                 }
                 // What the last reply led to becomes durable while the model thinks.
-                let free = model.free_to_ask_again();
                 if free {
                     driver.start_append_if_idle().await?;
                 } else {

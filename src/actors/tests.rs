@@ -306,6 +306,44 @@ async fn a_model_free_to_ask_again_does_not_wait_for_the_log_between_steps() {
     );
 }
 
+/// The oracle, with the simulated people on a model that is not free to ask again
+/// (it refuses, so they stay silent).
+struct OracleWithPaidColleagues;
+
+impl AgentFactory for OracleWithPaidColleagues {
+    fn agent(
+        &self,
+        run: &RunLaunched,
+        task: &Task,
+        key: Option<ApiKey>,
+    ) -> Result<Box<dyn ModelClient>, String> {
+        oracle().agent(run, task, key)
+    }
+
+    fn npc_agent(
+        &self,
+        _: &RunLaunched,
+        _: Option<ApiKey>,
+    ) -> Result<Option<Box<dyn ModelClient>>, String> {
+        Ok(Some(Box::new(Planned(Plan::Fail))))
+    }
+}
+
+#[actix_rt::test]
+async fn a_free_model_beside_paid_colleagues_waits_for_the_log_as_a_paid_one_does() {
+    let (appends, model_calls) = appends_of_a_completed_rollout(
+        Appends::slow(usize::MAX, Duration::from_millis(100)),
+        Arc::new(OracleWithPaidColleagues),
+        "r10",
+    )
+    .await;
+    assert_eq!(
+        appends.len(),
+        1 + model_calls,
+        "one append per model reply: {appends:?}"
+    );
+}
+
 #[actix_rt::test]
 async fn a_log_that_fails_behind_a_free_model_still_stops_the_rollout_with_its_error() {
     let store = Appends::new(1);
