@@ -128,8 +128,7 @@ fn gym(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Gym {
 }
 
 /// The oracle behind a wrapper that does not say it is free to ask again: its steps
-/// wait for the log as a provider's do.
-/// `calls` counts its answers.
+/// wait for the log as a provider's do. `calls` counts its answers.
 fn paid_oracle(calls: Arc<AtomicUsize>) -> Arc<dyn AgentFactory> {
     Arc::new(Counting {
         inner: DefaultAgents {
@@ -268,23 +267,35 @@ async fn a_model_reply_and_what_it_leads_to_are_one_append_made_durable_by_the_r
     );
 }
 
-#[actix_rt::test]
-async fn a_log_that_fails_mid_rollout_stops_the_loop_with_its_error() {
-    // The start and the first reply's append land; the second reply's is refused.
-    let store = Appends::new(2);
+/// Drives run `run_id`'s one oracle rollout on a log that refuses appends (planned
+/// by `store`), checks the loop ends with the log's error and does not hang, and
+/// returns what reached the log.
+async fn events_before_the_log_failed(
+    store: Arc<Appends>,
+    agents: Arc<dyn AgentFactory>,
+    run_id: &str,
+) -> Vec<Event> {
     let driven = tokio::time::timeout(
         Duration::from_secs(30),
         step_loop::drive(
-            Arc::new(deps(store.clone(), paid_oracle(Default::default()))),
-            job(run("r7", "oracle", 1)),
+            Arc::new(deps(store.clone(), agents)),
+            job(run(run_id, "oracle", 1)),
         ),
     )
     .await
     .expect("the loop does not hang on a failing log");
     let error = driven.expect_err("the loop reports the log's failure");
     assert!(error.to_string().contains("the disk is full"), "{error}");
+    events_of(store.as_ref(), &format!("rol_{run_id}_0")).await
+}
+
+#[actix_rt::test]
+async fn a_log_that_fails_mid_rollout_stops_the_loop_with_its_error() {
+    // The start and the first reply's append land; the second reply's is refused.
+    let store = Appends::new(2);
+    let events =
+        events_before_the_log_failed(store.clone(), paid_oracle(Default::default()), "r7").await;
     // What reached the log is a clean prefix to resume from: the start and one reply.
-    let events = events_of(store.as_ref(), "rol_r7_0").await;
     assert!(matches!(events[0], Event::RolloutStarted(_)));
     assert!(matches!(events[1], Event::ModelCalled(_)));
     assert_eq!(store.seen.lock().len(), 2);
@@ -346,19 +357,7 @@ async fn a_free_model_beside_paid_colleagues_waits_for_the_log_as_a_paid_one_doe
 
 #[actix_rt::test]
 async fn a_log_that_fails_behind_a_free_model_still_stops_the_rollout_with_its_error() {
-    let store = Appends::new(1);
-    let driven = tokio::time::timeout(
-        Duration::from_secs(30),
-        step_loop::drive(
-            Arc::new(deps(store.clone(), oracle())),
-            job(run("r9", "oracle", 1)),
-        ),
-    )
-    .await
-    .expect("the loop does not hang on a failing log");
-    let error = driven.expect_err("the loop reports the log's failure");
-    assert!(error.to_string().contains("the disk is full"), "{error}");
-    let events = events_of(store.as_ref(), "rol_r9_0").await;
+    let events = events_before_the_log_failed(Appends::new(1), oracle(), "r9").await;
     assert_eq!(
         events.len(),
         1,
