@@ -40,9 +40,15 @@ pub enum Command {
         /// Folder of scenario templates.
         #[arg(long, env = "RL_GYM_SCENARIOS_DIR")]
         scenarios_dir: Option<PathBuf>,
+        /// Start even though the event log lost acknowledged events (a segment cut
+        /// short or deleted); without it such a log stops the start. The loss is
+        /// logged and the log goes on from what is left.
+        #[arg(long)]
+        accept_data_loss: bool,
     },
     /// Re-read the whole log, verify every record, rebuild every view and print a
-    /// summary with a checksum of the views.
+    /// summary with a checksum of the views. Read-only: a torn tail is reported, not
+    /// cut; refused while a server holds the data directory.
     Replay {
         #[arg(long, env = "RL_GYM_DATA_DIR", required_unless_present = "store")]
         data_dir: Option<PathBuf>,

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     RunNameTaken,
     RunNotPaused,
     TooManyEnvironments,
+    TooManyPendingRollouts,
+    RequestTimeout,
+    TooManyConnections,
     StoreUnavailable,
     Internal,
 }
@@ -54,6 +57,9 @@ impl ErrorCode {
             RunNameTaken => (StatusCode::CONFLICT, "run_name_taken"),
             RunNotPaused => (StatusCode::CONFLICT, "run_not_paused"),
             TooManyEnvironments => (StatusCode::TOO_MANY_REQUESTS, "too_many_environments"),
+            TooManyPendingRollouts => (StatusCode::TOO_MANY_REQUESTS, "too_many_pending_rollouts"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -116,7 +122,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, name) = self.code.status_and_name();
-        HttpResponse::build(status).json(ErrorBody {
+        let mut response = HttpResponse::build(status);
+        if self.code == ErrorCode::TooManyPendingRollouts {
+            // Queued rollouts start as running ones finish: worth asking again soon.
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "30"));
+        }
+        response.json(ErrorBody {
             detail: self.detail.clone(),
             code: name,
         })

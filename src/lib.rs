@@ -41,6 +41,7 @@ pub mod error;
 pub mod llm;
 pub mod load;
 pub mod metrics;
+pub mod net;
 pub mod npc;
 pub mod projections;
 pub mod replay;

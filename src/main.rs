@@ -5,6 +5,7 @@ use clap::Parser;
 use rl_gym::cli::{Cli, Command};
 use rl_gym::config::{Overrides, Settings};
 use rl_gym::startup::Application;
+use rl_gym::store::file::FileStoreOptions;
 use rl_gym::{client, replay, telemetry};
 
 #[actix_web::main]
@@ -18,6 +19,7 @@ async fn main() -> ExitCode {
             node_id,
             config,
             scenarios_dir,
+            accept_data_loss,
         } => {
             let overrides = Overrides {
                 bind,
@@ -35,7 +37,11 @@ async fn main() -> ExitCode {
                 }
             };
             telemetry::init(settings.log_format, &settings.log_level);
-            let app = match Application::build(settings).await {
+            let store_options = FileStoreOptions {
+                accept_data_loss,
+                ..FileStoreOptions::default()
+            };
+            let app = match Application::build_with(settings, store_options).await {
                 Ok(app) => app,
                 Err(error) => {
                     tracing::error!(%error, "rl-gym could not start");

@@ -12,9 +12,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::lease::Leases;
+use crate::actors::run::PendingRollouts;
 use crate::actors::step_loop::DefaultAgents;
 use crate::actors::{Deps, Gym, GymError};
-use crate::api::{self, AccessControl, AppState};
+use crate::api::{self, AccessControl, AppState, RequestLimits};
 use crate::config::secrets::SecretStore;
 use crate::config::Settings;
 use crate::metrics::{MeteredStore, Metrics};
@@ -22,7 +23,7 @@ use crate::projections::{self, ProjectionError, Projections};
 use crate::scenarios::{Catalog, ScenarioError};
 use crate::store::file::{FileStore, FileStoreOptions};
 use crate::store::{EventStore, StoreError};
-use crate::tools::registry::EnvironmentRegistry;
+use crate::tools::registry::{EnvironmentLimits, EnvironmentRegistry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -80,10 +81,7 @@ impl Application {
             "views rebuilt from the log"
         );
         let projections = Projections::follow(store.clone(), views);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+        let http = crate::net::outbound_client();
         let self_url: Arc<std::sync::OnceLock<String>> = Arc::default();
         let agents = Arc::new(DefaultAgents {
             http: http.clone(),
@@ -112,11 +110,16 @@ impl Application {
             metrics: metrics.clone(),
             secrets: SecretStore::open(&settings.data_dir)?,
             global: Arc::new(Semaphore::new(settings.max_concurrent_rollouts)),
+            pending: PendingRollouts::new(
+                settings.max_pending_rollouts,
+                metrics.rollouts_pending.clone(),
+            ),
             agents: agents.clone(),
             http,
             tool_timeout_secs: settings.tool_timeout_secs,
             self_url: self_url.clone(),
             self_token: settings.api_tokens.first().cloned(),
+            redactor: settings.redactor(),
             model_timeout_secs: settings.model_timeout_secs,
             prices: Arc::new(settings.price_table()),
         });
@@ -128,6 +131,23 @@ impl Application {
         }
 
         let shutdown = CancellationToken::new();
+        let environments = Arc::new(EnvironmentRegistry::new(
+            EnvironmentLimits {
+                max_open: settings.max_open_environments,
+                idle: Duration::from_secs(settings.environment_idle_secs),
+                max_argument_bytes: settings.max_tool_argument_bytes,
+                max_state_bytes: settings.max_environment_state_bytes,
+            },
+            metrics.clone(),
+        ));
+        sweep_idle_environments(environments.clone(), shutdown.clone());
+        let limits = web::Data::new(RequestLimits::new(
+            Duration::from_secs(settings.request_timeout_secs),
+            settings.max_connections,
+            metrics.clone(),
+        ));
+        warn_if_over_open_files(settings.max_connections);
+        let public_url: Arc<std::sync::OnceLock<String>> = Arc::default();
         let state = web::Data::new(AppState {
             data_dir: settings.data_dir.clone(),
             shutdown: shutdown.clone(),
@@ -136,7 +156,9 @@ impl Application {
             catalog,
             metrics,
             store,
-            environments: Arc::new(EnvironmentRegistry::new(settings.max_open_environments)),
+            environments,
+            public_url: public_url.clone(),
+            max_pairs_per_task: settings.max_pairs_per_task,
             agents,
             model_timeout: Duration::from_secs(settings.model_timeout_secs),
         });
@@ -153,16 +175,24 @@ impl Application {
         } else {
             tracing::info!(tokens = settings.api_tokens.len(), "API tokens required");
         }
+        let connections = limits.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(limits.clone())
                 .app_data(access.clone())
                 .wrap(actix_web::middleware::from_fn(api::require_token))
+                .wrap(actix_web::middleware::from_fn(api::json_by_default))
+                .wrap(actix_web::middleware::from_fn(api::limit_requests))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("rl_gym::http"))
                 .configure(configure.clone())
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.shutdown_timeout_secs)
+        .on_connect(move |_, data| connections.on_connect(data))
+        // A backstop per worker: beyond it actix stops accepting. Below it, connections
+        // past `max_connections` are accepted only to be told 503 at once.
+        .max_connections(settings.max_connections.saturating_add(1024))
         // Signals are ours (`stop_on_signals`), so event streams end before the drain.
         .disable_signals()
         .bind(settings.bind)
@@ -172,6 +202,14 @@ impl Application {
         })?;
         let address = server.addrs().first().copied().unwrap_or(settings.bind);
         let _ = self_url.set(format!("http://{address}"));
+        if settings.public_url.is_empty() && address.ip().is_unspecified() {
+            tracing::warn!(%address, "environment URLs name an unspecified address: set public_url (RL_GYM_PUBLIC_URL)");
+        }
+        let _ = public_url.set(if settings.public_url.is_empty() {
+            format!("http://{address}")
+        } else {
+            settings.public_url.clone()
+        });
         let server = server.run();
         tracing::info!(%address, data_dir = %settings.data_dir.display(), "rl-gym listening");
         Ok(Application {
@@ -231,6 +269,42 @@ impl Application {
     }
 }
 
+/// Closes hosted environments once idle, until the service stops.
+fn sweep_idle_environments(environments: Arc<EnvironmentRegistry>, shutdown: CancellationToken) {
+    let every = environments.sweep_every();
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    environments.sweep();
+                }
+            }
+        }
+    });
+}
+
+/// Each connection is an open file: a cap above the process's limit would let the
+/// files run out before the cap is reached.
+fn warn_if_over_open_files(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
+        && (max_connections as u64).saturating_add(256) > limit.rlim_cur
+    {
+        tracing::warn!(
+            max_connections,
+            open_files = limit.rlim_cur,
+            "max_connections is near or above the open-file limit (ulimit -n): raise the limit or lower the cap"
+        );
+    }
+}
+
 /// The configured event store: the KurrentDB node `settings.store` names, or else the
 /// embedded log under `data_dir` (also returned, to be closed on shutdown).
 pub async fn open_store(
@@ -247,6 +321,13 @@ pub async fn open_store(
         tracing::warn!(
             truncated_bytes = report.truncated_bytes,
             "the log had a torn tail (an append that was never acknowledged); it was cut off"
+        );
+    }
+    if report.data_loss {
+        tracing::error!(
+            lost_bytes = report.lost_bytes,
+            lost_events = report.lost_events,
+            "STARTED WITH ACKNOWLEDGED EVENTS MISSING from the event log (--accept-data-loss): views, runs and rollouts after the loss are gone"
         );
     }
     let file_store = Arc::new(file_store);

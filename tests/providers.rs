@@ -801,3 +801,396 @@ async fn the_concurrency_limit_holds_calls_to_one_provider_across_clients() {
     assert_eq!(fake.requests().len(), 3);
     assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 1);
 }
+
+// ---------------------------------------------------------------------------------
+// OpenAI-compatible servers: each one's documented differences (README, "OpenAI-
+// compatible servers"), emulated by a fake that refuses what the real server refuses
+// and answers in its shapes, over two turns: a tool call, then an answer after the
+// tool's result.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Compatible {
+    /// llama-cpp-python 0.3.x, `chatml-function-calling`: an assistant `content` of
+    /// null is a 500 (pydantic), a missing one a 500 (its template); ids
+    /// `call__0_<name>_<completion id>`; no log-probabilities on a tool-call turn.
+    LlamaCppPython,
+    /// llama.cpp's `llama-server --jinja`: chat-shaped log-probabilities with `id` and
+    /// `bytes`; an assistant message needs `content` or `tool_calls`.
+    LlamaCpp,
+    /// vLLM serving a Mistral model (`--tokenizer-mode mistral`): a tool-call id sent
+    /// back must be 9 characters of a-z, A-Z, 0-9; `-9999.0` stands for -inf.
+    VllmMistral,
+    /// vLLM before chat log-probabilities had their own shape (v0.3): the completions
+    /// API's `{tokens, token_logprobs, top_logprobs: [{token: logprob}]}`.
+    VllmLegacyLogprobs,
+    /// SGLang: OpenAI's shapes (the reference).
+    SgLang,
+    /// Ollama's `/v1`: `content: ""` beside tool calls, a tool call's `index`, no
+    /// `usage` details beyond the three counts.
+    Ollama,
+    /// A proxy or server that gives a tool call no id at all (Ollama's native API
+    /// before v0.12.10; LiteLLM stream chunks after the first).
+    NoIds,
+    /// TGI's Messages API: every tool call's id is `"0"` and its `arguments` a JSON
+    /// object, not text.
+    Tgi,
+    /// LiteLLM in front of Anthropic: an empty text block is refused upstream, so it
+    /// must see `""` (which it drops) rather than a blank placeholder; it answers in
+    /// OpenAI's shapes.
+    LiteLlm,
+}
+
+const ALL_COMPATIBLE: [Compatible; 9] = [
+    Compatible::LlamaCppPython,
+    Compatible::LlamaCpp,
+    Compatible::VllmMistral,
+    Compatible::VllmLegacyLogprobs,
+    Compatible::SgLang,
+    Compatible::Ollama,
+    Compatible::NoIds,
+    Compatible::Tgi,
+    Compatible::LiteLlm,
+];
+
+fn is_mistral_id(id: &str) -> bool {
+    id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Compatible {
+    /// The server's refusal of a request, as it words it.
+    fn refusal(self, body: &Value) -> Option<(u16, Value)> {
+        for (i, m) in body["messages"].as_array()?.iter().enumerate() {
+            let assistant = m["role"] == "assistant";
+            match self {
+                Compatible::LlamaCppPython if assistant && m.get("content").is_none() => {
+                    return Some((500, json!({"error": {"message": "'dict object' has no attribute 'content'",
+                        "type": "internal_server_error"}})));
+                }
+                Compatible::LlamaCppPython if assistant && m["content"].is_null() => {
+                    return Some((500, json!({"error": {"message": format!(
+                        "7 validation errors:\n  {{'type': 'string_type', 'loc': ('body', 'messages', {i}, \
+                         'ChatCompletionRequestAssistantMessage', 'content'), 'msg': 'Input should be a valid string'}}"),
+                        "type": "internal_server_error"}})));
+                }
+                Compatible::LlamaCpp
+                    if m.get("content").is_none() && m.get("tool_calls").is_none() =>
+                {
+                    return Some((500, json!({"error": {"code": 500,
+                        "message": "Expected 'content' or 'tool_calls'", "type": "server_error"}})));
+                }
+                Compatible::VllmMistral => {
+                    let ids = m["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| c["id"].as_str().unwrap_or_default())
+                        .chain(m["tool_call_id"].as_str());
+                    for id in ids {
+                        if !is_mistral_id(id) {
+                            return Some((400, json!({"object": "error", "message": format!(
+                                "Tool call id was {id} but must be a-z, A-Z, 0-9, with a length of 9."),
+                                "type": "BadRequestError", "code": 400})));
+                        }
+                    }
+                }
+                Compatible::LiteLlm
+                    if assistant && m["content"].as_str().is_some_and(|c| c == "(empty)") =>
+                {
+                    return Some((400, json!({"error": {"message":
+                        "a placeholder reached the model as text", "type": "invalid_request_error"}})));
+                }
+                _ => {}
+            }
+            // Every server here takes text content; none takes a number or an object.
+            if !(m["content"].is_string() || m["content"].is_null() || m.get("content").is_none()) {
+                return Some((400, json!({"error": {"message": "content must be text"}})));
+            }
+        }
+        None
+    }
+
+    /// The first turn: one call of `list_emails`, as this server writes it.
+    fn tool_call(self) -> Value {
+        let call = |id: Option<&str>, arguments: Value| {
+            let mut c = json!({"type": "function", "function": {"name": "list_emails", "arguments": arguments}});
+            if let Some(id) = id {
+                c["id"] = json!(id);
+            }
+            c
+        };
+        let text = json!("{\"unread\": true}");
+        let (content, calls, logprobs) = match self {
+            Compatible::LlamaCppPython => (
+                Value::Null,
+                vec![call(
+                    Some("call__0_list_emails_cmpl-4f1a6f0e-93d7-4bc6-9a51-7f3c5e2f8d10"),
+                    text,
+                )],
+                Value::Null,
+            ),
+            Compatible::VllmMistral => (
+                Value::Null,
+                vec![call(Some("Xq3Vb9LmT"), text)],
+                json!({"content": [{"token": "[TOOL_CALLS]", "logprob": -9999.0, "top_logprobs": []}]}),
+            ),
+            Compatible::Ollama => {
+                let mut c = call(Some("call_k2x9q7vd"), text);
+                c["function"]["index"] = json!(0);
+                (json!(""), vec![c], Value::Null)
+            }
+            Compatible::NoIds => (Value::Null, vec![call(None, text)], Value::Null),
+            Compatible::Tgi => (
+                Value::Null,
+                vec![call(Some("0"), json!({"unread": true}))],
+                Value::Null,
+            ),
+            _ => (
+                Value::Null,
+                vec![call(Some("call_8Fz1"), text)],
+                Value::Null,
+            ),
+        };
+        completion(
+            json!({"role": "assistant", "content": content, "tool_calls": calls}),
+            logprobs,
+        )
+    }
+
+    /// The second turn: a text answer with log-probabilities in this server's shape.
+    fn answer(self) -> Value {
+        let logprobs = match self {
+            Compatible::VllmLegacyLogprobs => json!({
+                "content": null, "text_offset": [0, 3], "tokens": ["Two", "."],
+                "token_logprobs": [-0.25, -0.5],
+                "top_logprobs": [{"Two": -0.25, "One": -2.0}, {".": -0.5}]}),
+            Compatible::LlamaCpp => json!({"content": [
+                {"id": 7910, "token": "Two", "bytes": [84, 119, 111], "logprob": -0.25,
+                 "top_logprobs": [{"id": 7910, "token": "Two", "bytes": [84, 119, 111], "logprob": -0.25}]},
+                {"id": 13, "token": ".", "bytes": [46], "logprob": -0.5, "top_logprobs": []}]}),
+            _ => json!({"content": [
+                {"token": "Two", "logprob": -0.25, "bytes": null, "top_logprobs": [{"token": "Two", "logprob": -0.25, "bytes": null}]},
+                {"token": ".", "logprob": -0.5, "bytes": null, "top_logprobs": []}]}),
+        };
+        completion(
+            json!({"role": "assistant", "content": "Two."}),
+            logprobs,
+        )
+    }
+}
+
+fn completion(message: Value, logprobs: Value) -> Value {
+    json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": message, "logprobs": logprobs,
+                     "finish_reason": if message.get("tool_calls").is_some() { "tool_calls" } else { "stop" }}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+    })
+}
+
+/// A fake of `server` at `{url}/v1/chat/completions`, recording each request body.
+async fn start_compatible(server: Compatible) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let recorded = seen.clone();
+    let http = HttpServer::new(move || {
+        let recorded = recorded.clone();
+        App::new().route(
+            "/v1/chat/completions",
+            web::post().to(move |body: web::Json<Value>| {
+                let recorded = recorded.clone();
+                async move {
+                    let body = body.into_inner();
+                    recorded.lock().unwrap().push(body.clone());
+                    if let Some((status, error)) = server.refusal(&body) {
+                        let status = actix_web::http::StatusCode::from_u16(status).unwrap();
+                        return HttpResponse::build(status).json(error);
+                    }
+                    let last = body["messages"].as_array().unwrap().last().unwrap();
+                    HttpResponse::Ok().json(if last["role"] == "tool" {
+                        server.answer()
+                    } else {
+                        server.tool_call()
+                    })
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://{}/v1", http.addrs()[0]);
+    actix_rt::spawn(http.run());
+    (url, seen)
+}
+
+/// A task, the server's tool call, its result, and the server's answer: what the
+/// step loop does, through the `custom` provider's client.
+async fn two_turns(server: Compatible) -> (ModelReply, ModelReply, Vec<Value>) {
+    let (url, seen) = start_compatible(server).await;
+    let mut s = settings("custom", "m", url);
+    s.log_prob = true;
+    let client = client_for(
+        &reqwest::Client::new(),
+        &s,
+        None,
+        &ProviderLimits::unlimited(),
+    )
+    .unwrap();
+    let tools = tools();
+    let mut messages = vec![
+        Message::system("You are a careful assistant."),
+        Message::user("How many unread emails do I have?"),
+    ];
+    let ask = |messages: Vec<Message>| {
+        let (client, s, tools) = (&client, &s, &tools);
+        async move {
+            client
+                .complete(ModelRequest {
+                    messages: &messages,
+                    tools,
+                    settings: s,
+                })
+                .await
+        }
+    };
+    let first = ask(messages.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{server:?}: first turn: {e}"));
+    messages.push(first.message.clone());
+    for call in &first.message.tool_calls {
+        messages.push(Message::tool_result(&call.id, &call.function.name, "2"));
+    }
+    let second = ask(messages)
+        .await
+        .unwrap_or_else(|e| panic!("{server:?}: second turn: {e}"));
+    let requests = seen.lock().unwrap().clone();
+    (first, second, requests)
+}
+
+#[actix_web::test]
+async fn every_compatible_server_takes_our_tool_call_turns_back() {
+    for server in ALL_COMPATIBLE {
+        let (first, second, requests) = two_turns(server).await;
+        assert_eq!(requests.len(), 2, "{server:?}: nothing refused or retried");
+        let call = &first.message.tool_calls[0];
+        assert_eq!(call.function.name, "list_emails", "{server:?}");
+        let arguments: Value = serde_json::from_str(&call.function.arguments).unwrap();
+        assert_eq!(arguments, json!({"unread": true}), "{server:?}");
+        assert!(!call.id.is_empty(), "{server:?}");
+        assert_eq!(second.message.content.as_deref(), Some("Two."), "{server:?}");
+
+        // The tool-call turn went back with text content and the call's id, and its
+        // result with the same id and the tool's name.
+        let sent = requests[1]["messages"].as_array().unwrap();
+        assert_eq!(sent[2]["role"], "assistant");
+        assert_eq!(sent[2]["content"], "", "{server:?}: {}", sent[2]);
+        assert_eq!(sent[2]["tool_calls"][0]["id"], json!(call.id));
+        assert_eq!(
+            sent[3],
+            json!({"role": "tool", "content": "2", "tool_call_id": call.id, "name": "list_emails"})
+        );
+        assert_eq!(requests[1]["tool_choice"], "auto");
+    }
+}
+
+#[actix_web::test]
+async fn the_llama_cpp_python_fake_refuses_what_the_real_server_refuses() {
+    // The fake is faithful: null and a missing content are 500s with the real
+    // server's words; `""` is what it takes (see the test above).
+    let (url, _) = start_compatible(Compatible::LlamaCppPython).await;
+    let client = reqwest::Client::new();
+    for (assistant, words) in [
+        (
+            json!({"role": "assistant", "content": null, "tool_calls": []}),
+            "Input should be a valid string",
+        ),
+        (
+            json!({"role": "assistant", "tool_calls": []}),
+            "has no attribute 'content'",
+        ),
+    ] {
+        let response = client
+            .post(format!("{url}/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, assistant]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 500);
+        assert!(response.text().await.unwrap().contains(words));
+    }
+}
+
+#[actix_web::test]
+async fn ids_are_kept_made_up_or_made_unique_as_each_server_needs() {
+    let (first, _, _) = two_turns(Compatible::LlamaCppPython).await;
+    assert_eq!(
+        first.message.tool_calls[0].id,
+        "call__0_list_emails_cmpl-4f1a6f0e-93d7-4bc6-9a51-7f3c5e2f8d10",
+        "an id the server gave is kept"
+    );
+    let (first, _, requests) = two_turns(Compatible::VllmMistral).await;
+    assert_eq!(first.message.tool_calls[0].id, "Xq3Vb9LmT");
+    assert_eq!(requests.len(), 2, "vLLM's Mistral check passed");
+    for server in [Compatible::NoIds, Compatible::Tgi] {
+        let (first, _, _) = two_turns(server).await;
+        let id = &first.message.tool_calls[0].id;
+        if server == Compatible::Tgi {
+            // "0" is unique in this conversation, so it stands.
+            assert_eq!(id, "0");
+        } else {
+            assert!(is_mistral_id(id), "a made-up id is Mistral-safe: {id}");
+        }
+    }
+    // TGI's "0" on a second call in the same conversation would repeat the first.
+    let earlier = vec![Message::assistant(
+        None,
+        vec![call("0", "list_emails", "{}")],
+    )];
+    let reply = openai::decode_after(
+        &serde_json::to_vec(&Compatible::Tgi.tool_call()).unwrap(),
+        &earlier,
+    )
+    .unwrap();
+    let id = &reply.message.tool_calls[0].id;
+    assert!(id != "0" && is_mistral_id(id), "{id}");
+    assert_eq!(reply.message.tool_calls[0].function.arguments, r#"{"unread":true}"#);
+}
+
+#[actix_web::test]
+async fn log_probabilities_come_back_in_the_chat_shape_from_every_server() {
+    for server in ALL_COMPATIBLE {
+        let (first, second, _) = two_turns(server).await;
+        let logprobs = second.logprobs.unwrap_or_else(|| panic!("{server:?}"));
+        let tokens = logprobs["content"].as_array().unwrap();
+        let read: Vec<(&str, f64)> = tokens
+            .iter()
+            .map(|t| (t["token"].as_str().unwrap(), t["logprob"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(read, [("Two", -0.25), (".", -0.5)], "{server:?}");
+        assert_eq!(tokens[0]["top_logprobs"][0]["token"], "Two", "{server:?}");
+        match server {
+            // llama-cpp-python gives none on its function-calling path.
+            Compatible::LlamaCppPython => assert!(first.logprobs.is_none()),
+            Compatible::VllmMistral => {
+                assert_eq!(first.logprobs.unwrap()["content"][0]["logprob"], -9999.0)
+            }
+            _ => {}
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_vllm_without_auto_tool_choice_fails_with_its_own_words() {
+    let fake = start(vec![reply(
+        400,
+        json!({"object": "error", "type": "BadRequestError", "code": 400, "message":
+            "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set"}),
+    )])
+    .await;
+    let s = settings("custom", "m", format!("{}/v1", fake.url));
+    let error = ask(&*through_client_for(&s, "k"), &s).await.unwrap_err();
+    assert_eq!(error.error_type(), "bad_request");
+    assert!(
+        error.to_string().contains("--enable-auto-tool-choice"),
+        "{error}"
+    );
+}

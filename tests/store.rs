@@ -1,5 +1,6 @@
 //! The event store's conformance suite, run against every backend, and the file
-//! backend's own tests (reopen, torn tails, damage, rollover, failing disk, batching).
+//! backend's own tests (reopen, torn tails, damage, rollover, failing disk, batching,
+//! checkpoints and lost acknowledged events, read-only opening, the directory lock).
 //!
 //! A backend joins the suite with one line: `conformance!(name, factory)` where the
 //! factory is an async fn returning a [`Harness`] (the store behind `Arc<dyn
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
-use rl_gym::store::file::{FileStore, FileStoreOptions, OpenReport};
+use rl_gym::store::file::{FileStore, FileStoreOptions, OpenReport, SEGMENT_HEADER_LEN};
 use rl_gym::store::memory::MemoryStore;
 use rl_gym::store::{
     subscribe_all, AppendResult, CurrentRevision, EventData, EventStore, ExpectedState,
@@ -519,12 +520,17 @@ mod file_only {
         assert_eq!(next, result(2, before.len() as u64));
     }
 
-    /// Writes 10 appends, breaks the end of the log with `damage`, reopens: the tail
-    /// must be cut and reported, everything before intact, and appends work again.
+    /// Writes 10 appends, the last one past the last checkpoint (as when the machine
+    /// dies during its sync), breaks the end of the log with `damage`, reopens: the
+    /// tail must be cut and reported, everything before intact, and appends work again.
     async fn torn_tail_case(damage: impl FnOnce(&Path, u64)) {
         let dir = tempfile::tempdir().expect("dir");
-        let (store, _) = open(dir.path());
-        fill(&store, 10).await;
+        let options = unpadded();
+        let faults = options.faults.clone();
+        let (store, _) = FileStore::open_with(dir.path(), options).expect("open");
+        fill(&store, 9).await;
+        faults.freeze_checkpoints();
+        fill(&store, 1).await;
         let before = store.read_all(0, 1000).await.expect("all");
         drop(store);
         let seg = segment(dir.path(), 0);
@@ -659,7 +665,9 @@ mod file_only {
             .write(true)
             .open(&seg)
             .expect("open");
-        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[24..54], end).expect("write");
+        let first = SEGMENT_HEADER_LEN;
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[first..first + 30], end)
+            .expect("write");
         drop(f);
 
         let (store, report) = FileStore::open(dir.path()).expect("reopen");
@@ -683,12 +691,15 @@ mod file_only {
         fill(&store, 10).await;
         drop(store);
         let seg = segment(dir.path(), 0);
-        // The header is 24 bytes; byte 24 + 60 is inside the first record's payload.
-        flip(&seg, 24 + 60);
+        // Byte 60 of the first record is inside its payload.
+        flip(&seg, SEGMENT_HEADER_LEN as u64 + 60);
         match FileStore::open(dir.path()) {
             Err(StoreError::Corrupt(msg)) => {
                 assert!(msg.contains("00000000.seg"), "{msg}");
-                assert!(msg.contains("offset 24"), "{msg}");
+                assert!(
+                    msg.contains(&format!("offset {SEGMENT_HEADER_LEN}")),
+                    "{msg}"
+                );
             }
             Err(e) => panic!("expected Corrupt, got {e:?}"),
             Ok(_) => panic!("expected Corrupt, opened"),
@@ -711,7 +722,7 @@ mod file_only {
         // A valid record (checksum and all) replayed at the end: position 0 again.
         let seg = segment(dir.path(), 0);
         let bytes = std::fs::read(&seg).expect("read");
-        append_bytes(&seg, &bytes[24..first_end as usize]);
+        append_bytes(&seg, &bytes[SEGMENT_HEADER_LEN..first_end as usize]);
         match FileStore::open(dir.path()) {
             Err(StoreError::Corrupt(msg)) => {
                 assert!(msg.contains("00000000.seg"), "{msg}");
@@ -1006,5 +1017,304 @@ mod file_only {
                 );
             }
         }
+    }
+
+    /// Offsets where the records of a segment start, from its header on, and where
+    /// the last one ends.
+    fn record_starts(path: &Path) -> (Vec<u64>, u64) {
+        let bytes = std::fs::read(path).expect("read");
+        let mut at = SEGMENT_HEADER_LEN;
+        let mut starts = Vec::new();
+        while at + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+            if len == 0 || at + 8 + len > bytes.len() {
+                break;
+            }
+            starts.push(at as u64);
+            at += 8 + len;
+        }
+        (starts, at as u64)
+    }
+
+    fn cut(path: &Path, len: u64) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        f.set_len(len).expect("cut");
+    }
+
+    /// Every file under `dir` with its bytes.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                out.extend(snapshot(&path));
+            } else {
+                let bytes = std::fs::read(&path).expect("read");
+                out.push((path, bytes));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn expect_data_loss(opened: Result<(FileStore, OpenReport), StoreError>) -> String {
+        match opened {
+            Err(StoreError::DataLoss(msg)) => msg,
+            Err(e) => panic!("expected DataLoss, got {e:?}"),
+            Ok((_, report)) => panic!("expected DataLoss, opened: {report:?}"),
+        }
+    }
+
+    /// Twenty appends, closed (the checkpoint covers them all), the segment then cut
+    /// at `cut_at(record starts)`: the open must refuse, naming the file, the offset
+    /// and what is missing, and change nothing; accepting the loss opens what is left
+    /// and the open after that is clean.
+    async fn cut_before_checkpoint_case(cut_at: impl FnOnce(&[u64]) -> (u64, u64)) {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        fill(&store, 20).await;
+        let before = store.read_all(0, 1000).await.expect("all");
+        store.close().await;
+        drop(store);
+        let seg = segment(dir.path(), 0);
+        let (starts, end) = record_starts(&seg);
+        assert_eq!(starts.len(), before.len());
+        let (len, kept) = cut_at(&starts);
+        cut(&seg, len);
+        let damaged = snapshot(dir.path());
+
+        let msg = expect_data_loss(FileStore::open_with(dir.path(), unpadded()));
+        let boundary = starts[kept as usize];
+        assert!(msg.contains("00000000.seg"), "{msg}");
+        assert!(msg.contains(&format!("offset {boundary}")), "{msg}");
+        assert!(msg.contains(&format!("{} bytes", end - boundary)), "{msg}");
+        assert!(
+            msg.contains(&format!("{} events", before.len() as u64 - kept)),
+            "{msg}"
+        );
+        assert!(msg.contains("--accept-data-loss"), "{msg}");
+        assert_eq!(
+            snapshot(dir.path()),
+            damaged,
+            "a refused open changes nothing"
+        );
+        let msg = expect_data_loss(FileStore::open_read_only(dir.path(), None));
+        assert!(msg.contains("00000000.seg"), "{msg}");
+
+        let options = FileStoreOptions {
+            accept_data_loss: true,
+            ..unpadded()
+        };
+        let (store, report) = FileStore::open_with(dir.path(), options).expect("accepted");
+        assert!(report.data_loss, "{report:?}");
+        assert_eq!(report.lost_bytes, end - boundary);
+        assert_eq!(report.lost_events, before.len() as u64 - kept);
+        assert_eq!(report.events, kept);
+        assert_eq!(
+            store.read_all(0, 1000).await.expect("all")[..],
+            before[..kept as usize]
+        );
+        store
+            .append("after", ExpectedState::NoStream, events(1))
+            .await
+            .expect("appends go on");
+        drop(store);
+        let (_, report) = open(dir.path());
+        assert!(!report.data_loss, "accepted once: {report:?}");
+        assert_eq!(report.events, kept + 1);
+    }
+
+    #[tokio::test]
+    async fn a_segment_cut_on_a_record_boundary_before_its_checkpoint_is_lost_data() {
+        // Cut at the start of the 8th record: records 8.. are gone, without a trace
+        // of a torn write.
+        cut_before_checkpoint_case(|starts| (starts[7], 7)).await;
+    }
+
+    #[tokio::test]
+    async fn a_segment_cut_mid_record_before_its_checkpoint_is_lost_data_not_a_torn_tail() {
+        cut_before_checkpoint_case(|starts| (starts[12] + 10, 12)).await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_log_checkpoints_its_last_append_without_a_close() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        fill(&store, 5).await;
+        let seg = segment(dir.path(), 0);
+        // The open store is not closed: only the writer's idle checkpoint can make a
+        // cut of the last record detectable. A copy is cut and opened read-only.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let copy = tempfile::tempdir().expect("copy");
+            std::fs::create_dir(copy.path().join("log")).expect("log dir");
+            let copied = copy.path().join("log").join("00000000.seg");
+            std::fs::copy(&seg, &copied).expect("copy");
+            let (starts, _) = record_starts(&copied);
+            cut(&copied, starts[starts.len() - 1] + 3);
+            match FileStore::open_read_only(copy.path(), None) {
+                Err(StoreError::DataLoss(_)) => break,
+                Err(e) => panic!("{e:?}"),
+                Ok((_, report)) => assert!(report.truncated_bytes > 0, "{report:?}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkpoint never covered the last append"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        drop(store);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_last_segment_is_lost_data() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = || FileStoreOptions {
+            segment_size: 600,
+            ..unpadded()
+        };
+        let (store, _) = FileStore::open_with(dir.path(), options()).expect("open");
+        fill(&store, 40).await;
+        drop(store);
+        let (_, report) = FileStore::open_with(dir.path(), options()).expect("reopen");
+        let last = report.segments as u32 - 1;
+        assert!(last > 2, "{report:?}");
+        std::fs::remove_file(segment(dir.path(), last)).expect("rm");
+        let msg = expect_data_loss(FileStore::open_with(dir.path(), options()));
+        assert!(msg.contains(&format!("{last:08}.seg is missing")), "{msg}");
+        let (_, report) = FileStore::open_with(
+            dir.path(),
+            FileStoreOptions {
+                accept_data_loss: true,
+                ..options()
+            },
+        )
+        .expect("accepted");
+        assert!(report.data_loss, "{report:?}");
+        let (_, report) = FileStore::open_with(dir.path(), options()).expect("clean");
+        assert!(!report.data_loss, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_read_only_open_reports_a_torn_tail_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (before, seg) = padded_log(dir.path()).await;
+        let end = records_end(&seg);
+        let bytes = std::fs::read(&seg).expect("read");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open");
+        let first = SEGMENT_HEADER_LEN;
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[first..first + 30], end)
+            .expect("write");
+        drop(f);
+        std::fs::remove_file(dir.path().join("LOCK")).expect("no lock file");
+        let torn = snapshot(dir.path());
+
+        let (store, report) = FileStore::open_read_only(dir.path(), None).expect("read only");
+        assert!(report.truncated_bytes >= 30, "{report:?}");
+        assert_eq!(store.read_all(0, 1000).await.expect("all"), before);
+        assert!(matches!(
+            store.append("a", ExpectedState::Any, events(1)).await,
+            Err(StoreError::Closed)
+        ));
+        store.close().await;
+        drop(store);
+        assert_eq!(
+            snapshot(dir.path()),
+            torn,
+            "nothing written, cut or created"
+        );
+
+        // An empty directory stays empty too.
+        let empty = tempfile::tempdir().expect("empty");
+        std::fs::create_dir(empty.path().join("log")).expect("log dir");
+        let (_, report) = FileStore::open_read_only(empty.path(), None).expect("empty");
+        assert_eq!(report.events, 0);
+        assert_eq!(snapshot(empty.path()), Vec::new());
+
+        // The server's own open cuts the tail.
+        let (_, report) = FileStore::open(dir.path()).expect("open");
+        assert!(report.truncated_bytes >= 30, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_a_directory_in_use_is_refused_naming_the_pid() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        let pid = format!("pid {}", std::process::id());
+        for second in [
+            FileStore::open(dir.path()),
+            FileStore::open_read_only(dir.path(), None),
+        ] {
+            match second {
+                Err(StoreError::Locked(msg)) => assert!(msg.contains(&pid), "{msg}"),
+                Err(e) => panic!("expected Locked, got {e:?}"),
+                Ok(_) => panic!("expected Locked, opened"),
+            }
+        }
+        store.close().await;
+        let (_, report) = open(dir.path());
+        assert_eq!(report.events, 0);
+    }
+
+    /// A segment of the first format (24-byte header, no checkpoint) with these
+    /// records copied from a segment of today's.
+    fn version_1_segment(records: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(b"RLGYMLOG");
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(records);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn an_old_log_without_checkpoints_opens_cuts_its_torn_tail_and_goes_on_in_a_new_segment()
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open(dir.path());
+        fill(&store, 10).await;
+        let before = store.read_all(0, 1000).await.expect("all");
+        drop(store);
+        let seg = segment(dir.path(), 0);
+        let (_, end) = record_starts(&seg);
+        let bytes = std::fs::read(&seg).expect("read");
+        let old = version_1_segment(&bytes[SEGMENT_HEADER_LEN..end as usize]);
+        std::fs::write(&seg, &old).expect("write v1");
+
+        let (store, report) = open(dir.path());
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(store.read_all(0, 1000).await.expect("all"), before);
+        store
+            .append("new", ExpectedState::NoStream, events(1))
+            .await
+            .expect("append");
+        drop(store);
+        assert_eq!(
+            std::fs::read(&seg).expect("read"),
+            old,
+            "the old segment is kept"
+        );
+        assert!(
+            segment(dir.path(), 1).exists(),
+            "a new segment with checkpoints"
+        );
+        let (_, report) = open(dir.path());
+        assert_eq!(report.events, before.len() as u64 + 1);
+
+        // Without a checkpoint a cut end of an old log is a torn tail, as it always was.
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::create_dir(dir.path().join("log")).expect("log dir");
+        std::fs::write(segment(dir.path(), 0), &old[..old.len() - 5]).expect("write v1");
+        let (store, report) = open(dir.path());
+        assert!(report.truncated_bytes > 0, "{report:?}");
+        assert_eq!(report.events, before.len() as u64 - 1);
+        drop(store);
     }
 }

@@ -22,7 +22,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use tokio::sync::Semaphore;
 
-use crate::config::secrets::{RunKeys, SecretError, SecretStore};
+use crate::config::secrets::{Redactor, RunKeys, SecretError, SecretStore};
 use crate::domain::budget::{Budget, PriceTable, Spend};
 use crate::domain::events::{Event, RunLaunched};
 use crate::domain::ids::run_stream;
@@ -41,6 +41,8 @@ pub struct Deps {
     pub secrets: SecretStore,
     /// The server-wide cap on rollouts in their step loop.
     pub global: Arc<Semaphore>,
+    /// The server-wide count of rollouts waiting to start, and its cap.
+    pub pending: Arc<run::PendingRollouts>,
     pub agents: Arc<dyn step_loop::AgentFactory>,
     /// For remote tool servers.
     pub http: reqwest::Client,
@@ -49,6 +51,9 @@ pub struct Deps {
     /// `tool_server_url` points back here authenticates with it, nowhere else.
     pub self_url: Arc<std::sync::OnceLock<String>>,
     pub self_token: Option<String>,
+    /// The server's own secrets (API tokens, the judge's key): hidden, with each run's
+    /// keys, in every text from outside before it is recorded.
+    pub redactor: Redactor,
     pub model_timeout_secs: u64,
     /// The config's price table (budgets in US dollars).
     pub prices: Arc<PriceTable>,
@@ -66,6 +71,15 @@ pub enum GymError {
     Unavailable,
     #[error(transparent)]
     Secrets(#[from] SecretError),
+    #[error(
+        "{pending} rollouts are waiting to start across all runs; {requested} more would pass \
+         the server's cap of {cap} (max_pending_rollouts): try again later, or launch fewer"
+    )]
+    TooManyPending {
+        pending: usize,
+        requested: usize,
+        cap: usize,
+    },
 }
 
 #[derive(Clone)]
@@ -84,6 +98,11 @@ impl Gym {
 
     async fn load_run(&self, run_id: &str) -> Result<RunState, StoreError> {
         journal::load_run(self.deps.store.as_ref(), run_id).await
+    }
+
+    /// The server's secrets, for answers that quote a provider (`/test-model-config`).
+    pub fn redactor(&self) -> &Redactor {
+        &self.deps.redactor
     }
 
     pub fn prices(&self) -> &PriceTable {
@@ -178,8 +197,26 @@ impl Gym {
         Ok(())
     }
 
-    /// Seals the run's keys, records the launch, then starts its rollouts.
+    /// Seals the run's keys, records the launch, then starts its rollouts; refused when
+    /// its rollouts would queue more than the server's cap of pending ones.
     pub async fn launch(&self, run: RunLaunched, keys: RunKeys) -> Result<(), GymError> {
+        let pending = &self.deps.pending;
+        let requested = run.rollouts.len();
+        if !pending.try_reserve(requested) {
+            return Err(GymError::TooManyPending {
+                pending: pending.count(),
+                requested,
+                cap: pending.cap(),
+            });
+        }
+        // The run's actor counts its own queue once started: the reservation only
+        // covers the launch until then.
+        let launched = self.launch_reserved(run, keys).await;
+        pending.release(requested);
+        launched
+    }
+
+    async fn launch_reserved(&self, run: RunLaunched, keys: RunKeys) -> Result<(), GymError> {
         let run_id = run.run_id.clone();
         let rollouts = run.rollouts.clone();
         let run = Arc::new(run);

@@ -77,6 +77,61 @@ impl RunBudget {
     }
 }
 
+/// Rollouts waiting to start across every run, against `max_pending_rollouts`: a
+/// launch reserves its rollouts before it is recorded (and is refused beyond the cap),
+/// a run actor counts the rollouts it queues and uncounts each as it starts or as the
+/// actor ends with some still queued.
+#[derive(Debug)]
+pub struct PendingRollouts {
+    count: std::sync::atomic::AtomicUsize,
+    cap: usize,
+    gauge: prometheus::IntGauge,
+}
+
+impl PendingRollouts {
+    pub fn new(cap: usize, gauge: prometheus::IntGauge) -> Arc<PendingRollouts> {
+        Arc::new(PendingRollouts {
+            count: Default::default(),
+            cap,
+            gauge,
+        })
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts `n` more unless that would pass the cap; answers whether it did.
+    pub fn try_reserve(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let reserved = self.count.fetch_update(Relaxed, Relaxed, |now| {
+            now.checked_add(n).filter(|&after| after <= self.cap)
+        });
+        self.gauge.set(self.count() as i64);
+        reserved.is_ok()
+    }
+
+    /// Counts `n` more whatever the cap (rollouts already recorded, resumed).
+    pub fn add(&self, n: usize) {
+        let before = self
+            .count
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.gauge.set((before + n) as i64);
+    }
+
+    pub fn release(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .count
+            .fetch_update(Relaxed, Relaxed, |now| Some(now.saturating_sub(n)));
+        self.gauge.set(self.count() as i64);
+    }
+}
+
 /// Cancellations of pending rollouts written at once.
 const CANCEL_CONCURRENCY: usize = 256;
 
@@ -106,6 +161,7 @@ impl RunActor {
         budget: Arc<RunBudget>,
     ) -> Self {
         let max_parallel = run.max_parallel.map_or(usize::MAX, |n| n.max(1) as usize);
+        deps.pending.add(rollouts.len());
         RunActor {
             deps,
             run,
@@ -126,6 +182,7 @@ impl RunActor {
         }
         if self.budget.is_halted() {
             // Another node drives the run now: start nothing, record nothing.
+            self.deps.pending.release(self.pending.len());
             self.pending.clear();
             if self.running.is_empty() {
                 self.end(ctx);
@@ -147,6 +204,7 @@ impl RunActor {
             let Some(rollout) = self.pending.pop_front() else {
                 break;
             };
+            self.deps.pending.release(1);
             let cancel = CancellationToken::new();
             self.running
                 .insert(rollout.rollout_id.clone(), cancel.clone());
@@ -203,6 +261,7 @@ impl RunActor {
         // Rollouts stopped unfinished are cancelled with the pending ones: nothing
         // else would ever end them.
         let mut pending: Vec<_> = self.pending.drain(..).collect();
+        self.deps.pending.release(pending.len());
         pending.append(&mut self.stopped_unfinished);
         (pending.len() + self.running.len(), pending)
     }
@@ -213,6 +272,11 @@ impl Actor for RunActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.schedule(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Paused with rollouts still queued: they are counted again when it resumes.
+        self.deps.pending.release(self.pending.len());
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::journal;
 use super::run::RunBudget;
 use super::Deps;
-use crate::config::secrets::ApiKey;
+use crate::config::secrets::{ApiKey, Redactor};
 use crate::domain::chat::{Message, ToolCall, ToolSet};
 use crate::domain::events::{
     ContextSummarized, Event, ModelCalled, ModelSettings, NpcEmail, NpcReplied, RolloutCancelled,
@@ -90,6 +90,8 @@ struct Driver {
     /// A remote environment acts outside this process: every step is durable before
     /// the next one is taken.
     write_ahead: bool,
+    /// The server's secrets, and the run's keys once they are read.
+    redactor: Redactor,
 }
 
 impl Driver {
@@ -98,6 +100,7 @@ impl Driver {
             stream: rollout_stream(&job.rollout.rollout_id),
             write_ahead: job.run.model.tool_server_url.is_some(),
             submitted: state.revision,
+            redactor: deps.redactor.clone(),
             deps,
             job,
             state,
@@ -110,7 +113,8 @@ impl Driver {
     /// replies it caused) into the state and records them: at once against a remote
     /// environment, else with the next append ([`Driver::start_append`]).
     async fn record_all(&mut self, events: Vec<Event>) -> Result<(), StoreError> {
-        for event in events {
+        for mut event in events {
+            redact_event(&self.redactor, &mut event);
             let revision = self.state.revision.map_or(0, |r| r + 1);
             self.state.evolve(&event, revision);
             self.job.budget.add(&event);
@@ -295,14 +299,18 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         None => Tools::Local(rebuild_local(scenario, task, rollout.seed, &driver.state)?),
         // A remote environment keeps its own state: recorded calls are already in it.
         Some(url) => {
+            // Checked at launch; a run launched before that check fails here.
+            let url = crate::net::parse_http_url(url)
+                .map_err(|e| Failure(format!("tool_server_url: {e}")))?;
             let own = deps
                 .self_url
                 .get()
-                .is_some_and(|own| url.starts_with(own.as_str()));
+                .and_then(|own| reqwest::Url::parse(own).ok())
+                .is_some_and(|own| crate::net::is_own_environment(&url, &own));
             Tools::Remote(
                 Box::pin(RemoteEnvironment::connect(
                     deps.http.clone(),
-                    url,
+                    url.as_str(),
                     &task.tool_servers,
                     own.then(|| deps.self_token.clone()).flatten(),
                     Duration::from_secs(deps.tool_timeout_secs),
@@ -318,6 +326,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .get(&run.run_id)
         .map_err(|e| Failure(e.to_string()))?
         .unwrap_or_default();
+    driver.redactor = deps.redactor.with_keys(&keys);
     let model = deps.agents.agent(&run, task, keys.model).map_err(Failure)?;
     let npc_model = deps
         .agents
@@ -542,6 +551,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                         npc_model.as_deref(),
                         &run,
                         sent_before,
+                        &driver.redactor,
                     ))
                     .await;
                     for reply in replies {
@@ -653,8 +663,23 @@ fn rebuild_local(
 
 /// The universal verifier's grade of a finished rollout: by the run's judge, else the
 /// server's, else skipped with that reason. The judge failing is a grade with status
-/// `error`, not a failed rollout: the checks' verdict stands.
+/// `error`, not a failed rollout: the checks' verdict stands. Its words are redacted
+/// (a judge may quote the key it was called with).
 pub(super) async fn grade_rubric(
+    deps: &Deps,
+    run: &RunLaunched,
+    task: &Task,
+    key: Option<ApiKey>,
+    trajectory: &[Message],
+    state: &serde_json::Value,
+) -> (RubricVerdict, Option<TokenUsage>) {
+    let redactor = deps.redactor.with(key.as_ref().map(ApiKey::expose));
+    let (mut verdict, usage) = ask_judge(deps, run, task, key, trajectory, state).await;
+    rubric::redact(&mut verdict, &redactor);
+    (verdict, usage)
+}
+
+async fn ask_judge(
     deps: &Deps,
     run: &RunLaunched,
     task: &Task,
@@ -857,6 +882,7 @@ async fn npc_replies(
     npc_model: Option<&dyn ModelClient>,
     run: &RunLaunched,
     sent_before: usize,
+    redactor: &Redactor,
 ) -> Vec<npc::PlannedReply> {
     let mut delivered = Vec::new();
     for sent in env.sent_since(sent_before) {
@@ -878,12 +904,13 @@ async fn npc_replies(
                     };
                     match model.complete(request).await {
                         Ok(reply) => {
-                            let text = reply.message.content.unwrap_or_default();
+                            let text = redactor.redact(&reply.message.content.unwrap_or_default());
                             if !text.trim().is_empty() {
                                 planned.push(npc::plan_reply(profile, &sent, &text));
                             }
                         }
                         Err(error) => {
+                            let error = redactor.redact(&error.to_string());
                             tracing::warn!(profile = profile.profile_id, %error, "the user model did not answer; the person stays silent")
                         }
                     }
@@ -936,6 +963,39 @@ async fn call_tool(
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         called_at: Utc::now(),
     })
+}
+
+/// Hides the run's and the server's secrets in what came from outside (a model's
+/// or person's words and tool calls, a tool server's answer, a judge's grade, an
+/// error quoting a provider) before the event is folded and recorded: a provider
+/// that echoes the headers it got puts the key there. The calls the model asked for
+/// are executed as recorded, so a rebuilt environment sees what the live one did.
+fn redact_event(redactor: &Redactor, event: &mut Event) {
+    let redact = |text: &mut String| redactor.redact_in_place(text);
+    match event {
+        Event::ModelCalled(e) => redact_message(redactor, &mut e.message),
+        Event::ContextSummarized(e) => redact(&mut e.summary),
+        Event::ToolCalled(e) => {
+            redact(&mut e.arguments);
+            redact(&mut e.observation);
+        }
+        Event::NpcReplied(e) => {
+            redact(&mut e.email.subject);
+            redact(&mut e.email.body);
+        }
+        Event::RubricGraded(e) => rubric::redact(&mut e.rubric, redactor),
+        Event::RolloutFailed(e) => redact(&mut e.error),
+        _ => {}
+    }
+}
+
+fn redact_message(redactor: &Redactor, message: &mut Message) {
+    if let Some(content) = &mut message.content {
+        redactor.redact_in_place(content);
+    }
+    for call in &mut message.tool_calls {
+        redactor.redact_in_place(&mut call.function.arguments);
+    }
 }
 
 /// A rubric judge and the settings it is called with.

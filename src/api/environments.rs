@@ -1,10 +1,13 @@
 //! `/environments`: isolated, seeded tool servers for outside agents, speaking the
 //! original service's tool-server protocol at `{environment_url}/{server}`:
 //! `GET …/tools`, `POST …/step`, `GET …/health`, `GET …/snapshot`. A bad tool call is
-//! answered in band (`is_error: true`); only a malformed body is a 4xx, an unknown
-//! environment or server a 404; nothing here is ever a 5xx.
+//! answered in band (`is_error: true`), and so are parameters beyond
+//! `max_tool_argument_bytes` and changes beyond `max_environment_state_bytes`; only a
+//! malformed or too large (413) body is a 4xx, an unknown or expired environment or
+//! server a 404; nothing here is ever a 5xx. URLs are built on the configured
+//! `public_url` (or the bound address), never on the request's Host or Forwarded.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::Value;
 
 use super::validate::Checker;
@@ -75,6 +78,13 @@ fn unknown_server(server: &str) -> ApiError {
     )
 }
 
+/// `{public_url}/environments`: where this server's environments are, as configured
+/// (a client's Host or Forwarded header must not choose where agents are sent).
+pub(super) fn environments_url(state: &AppState) -> String {
+    let base = state.public_url.get().map_or("", String::as_str);
+    format!("{base}/environments")
+}
+
 fn hosted(state: &AppState, id: &str) -> Result<std::sync::Arc<Hosted>, ApiError> {
     state.environments.get(id).ok_or_else(not_found)
 }
@@ -90,7 +100,6 @@ fn check_server(hosted: &Hosted, server: &str) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/environments", tag = "environments", summary = "Host an isolated, seeded environment for an outside agent", request_body = CreateEnvironment, responses((status = 201, body = EnvironmentCreated), (status = 404, description = "No such scenario (or task)", body = ErrorBody), (status = 429, description = "Too many environments open", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let mut c = Checker::default();
@@ -128,8 +137,7 @@ async fn create(
             RegistryError::Full(_) => ApiError::new(ErrorCode::TooManyEnvironments, e.to_string()),
             RegistryError::Build(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
         })?;
-    let info = req.connection_info();
-    let base = format!("{}://{}/environments/{id}", info.scheme(), info.host());
+    let base = format!("{}/{id}", environments_url(&state));
     Ok(HttpResponse::Created().json(EnvironmentCreated {
         tool_servers: servers
             .iter()
@@ -208,8 +216,6 @@ async fn step(
         .cloned()
         .unwrap_or(Value::Object(Default::default()));
     let observation = hosted
-        .env
-        .lock()
         .step(&server, &tool_name, &parameters)
         .ok_or_else(|| unknown_server(&server))?;
     Ok(HttpResponse::Ok().json(StepAnswer {

@@ -7,7 +7,8 @@
 //! - `rl`: every completed rollout: `{"messages", "tools", "reward", "logprobs"?,
 //!   "provenance"}`; `logprobs` (one entry per assistant turn that returned them) when
 //!   the run asked for `log_prob`.
-//! - `preference`: every pair of completed rollouts of one task with different scores:
+//! - `preference`: pairs of completed rollouts of one task with different scores, at
+//!   most `max_pairs_per_task` per task (see [`pairs`]):
 //!   `{"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "tools",
 //!   "provenance"}`, the prompt being the messages before the first model turn.
 //!
@@ -77,6 +78,7 @@ async fn export(
     let mut c = Checker::default();
     let mut format = None;
     let mut min_score = 1.0;
+    let mut max_pairs = state.max_pairs_per_task;
     for (key, value) in query.iter() {
         match key.as_str() {
             "format" => {
@@ -106,6 +108,21 @@ async fn export(
                     "min_score",
                     "Input should be a valid number",
                     "float_parsing",
+                ),
+            },
+            "max_pairs_per_task" => match value.parse::<i64>() {
+                Ok(n) => {
+                    if let Some(n) =
+                        c.in_range(&["query"], "max_pairs_per_task", n, 1, MAX_PAIRS_PER_TASK)
+                    {
+                        max_pairs = n as usize;
+                    }
+                }
+                Err(_) => c.push(
+                    &["query"],
+                    "max_pairs_per_task",
+                    "Input should be a valid integer",
+                    "int_parsing",
                 ),
             },
             _ => {}
@@ -140,7 +157,7 @@ async fn export(
                 .iter()
                 .map(|r| Item::One(r.rollout_id.clone()))
                 .collect(),
-            Format::Preference => pairs(&completed),
+            Format::Preference => pairs(&completed, max_pairs),
         };
         let facts = task_facts(&state, run);
         Ok::<_, ApiError>((items, facts))
@@ -180,27 +197,63 @@ async fn export(
         .streaming(lines))
 }
 
-/// Every pair of one task's rollouts whose scores differ, the better one first.
-fn pairs(completed: &[&RolloutView]) -> Vec<Item> {
-    let mut by_task: HashMap<&str, Vec<(&str, f64)>> = HashMap::new();
+/// The most pairs per task a query may ask for.
+const MAX_PAIRS_PER_TASK: i64 = 1_000;
+
+/// At most `cap` pairs of each task's rollouts whose scores differ, the better one
+/// first, always the same for the same rollouts. A task's rollouts are grouped by
+/// score (each group ordered by seed, then id); pairs are taken from pairs of groups
+/// widest apart in rank first, and within two groups along diagonals, so that the
+/// first pairs use each rollout once before any is used again. When a task has no
+/// more than `cap` such pairs, they are all exported.
+fn pairs(completed: &[&RolloutView], cap: usize) -> Vec<Item> {
+    let mut by_task: HashMap<&str, Vec<&RolloutView>> = HashMap::new();
     for r in completed {
-        if let Some(score) = r.score() {
-            by_task
-                .entry(r.task_id.as_str())
-                .or_default()
-                .push((r.rollout_id.as_str(), score));
+        if r.score().is_some() {
+            by_task.entry(r.task_id.as_str()).or_default().push(r);
         }
     }
     let mut tasks: Vec<_> = by_task.into_iter().collect();
     tasks.sort_by(|a, b| a.0.cmp(b.0));
     let mut items = Vec::new();
-    for (_, rollouts) in tasks {
-        for (i, (a, score_a)) in rollouts.iter().enumerate() {
-            for (b, score_b) in &rollouts[i + 1..] {
-                if score_a > score_b {
-                    items.push(Item::Pair(a.to_string(), b.to_string()));
-                } else if score_b > score_a {
-                    items.push(Item::Pair(b.to_string(), a.to_string()));
+    for (_, mut rollouts) in tasks {
+        let score = |r: &RolloutView| r.score().unwrap_or_default();
+        rollouts.sort_by(|a, b| {
+            score(b)
+                .total_cmp(&score(a))
+                .then(a.seed.cmp(&b.seed))
+                .then(a.rollout_id.cmp(&b.rollout_id))
+        });
+        let groups: Vec<&[&RolloutView]> = rollouts
+            .chunk_by(|a, b| score(a).total_cmp(&score(b)).is_eq())
+            .collect();
+        let before = items.len();
+        // No pair of groups has a shorter one longer than the second longest group.
+        let mut lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        let shifts = lengths.get(1).copied().unwrap_or(0);
+        // Shift `s` of the pairing of two groups: the longer one's t-th rollout with
+        // the shorter one's (t + s)-th; the shifts below the shorter length cover every
+        // pair of the two once.
+        'shifts: for shift in 0..shifts {
+            for gap in (1..groups.len()).rev() {
+                for high in 0..groups.len() - gap {
+                    let (a, b) = (groups[high], groups[high + gap]);
+                    let (long, short) = (a.len().max(b.len()), a.len().min(b.len()));
+                    if shift >= short {
+                        continue;
+                    }
+                    for t in 0..long {
+                        if items.len() - before >= cap {
+                            break 'shifts;
+                        }
+                        let (i, j) = if a.len() >= b.len() {
+                            (t, (t + shift) % short)
+                        } else {
+                            ((t + shift) % short, t)
+                        };
+                        items.push(Item::Pair(a[i].rollout_id.clone(), b[j].rollout_id.clone()));
+                    }
                 }
             }
         }
@@ -264,6 +317,7 @@ fn provenance(run: &RunView, r: &RolloutView, facts: Option<&TaskFacts>) -> Valu
         "task_sha256": facts.map(|f| f.hash.as_str()),
         "model_config": ModelConfigView::of(&run.model),
         "seed": r.seed,
+        "client_context": run.client_context(&r.task_id),
         "rl_gym_version": env!("CARGO_PKG_VERSION"),
     })
 }

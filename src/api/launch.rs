@@ -283,7 +283,7 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             c.push(
                 root,
                 "run_name",
-                "Run name must be 1–128 characters of letters, digits, '-', '_' or '.'",
+                "Run name must be 1–128 characters of letters, digits, '-', '_' or '.', not only dots",
                 "string_pattern_mismatch",
             );
         } else if RESERVED_RUN_NAMES.contains(&name.as_str()) {
@@ -463,6 +463,13 @@ fn parse_tool_faults(c: &mut Checker, f: &Map<String, Value>) -> Option<ToolFaul
     })
 }
 
+/// An `http(s)` URL with a host and no credentials, parsed as it will be called.
+fn check_url(c: &mut Checker, prefix: &[&str], field: &str, url: &str) {
+    if let Err(msg) = crate::net::parse_http_url(url) {
+        c.push(prefix, field, msg, "url_parsing");
+    }
+}
+
 pub(super) fn model_config(
     c: &mut Checker,
     m: &Map<String, Value>,
@@ -520,14 +527,7 @@ pub(super) fn model_config(
         );
     }
     if let Some(url) = &base_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            c.push(
-                prefix,
-                "base_url",
-                "Input should be an http(s) URL",
-                "url_parsing",
-            );
-        }
+        check_url(c, prefix, "base_url", url);
     }
     let temperature = c
         .opt_number(m, prefix, "temperature", 0.0, 2.0)
@@ -535,6 +535,9 @@ pub(super) fn model_config(
     let max_steps = c.opt_int(m, prefix, "max_steps", 1, 10_000).unwrap_or(30);
     let system_prompt = c.opt_string(m, prefix, "system_prompt");
     let tool_server_url = c.opt_string(m, prefix, "tool_server_url");
+    if let Some(url) = &tool_server_url {
+        check_url(c, prefix, "tool_server_url", url);
+    }
     let log_prob = c.opt_bool(m, prefix, "log_prob").unwrap_or(false);
     if log_prob && PROVIDERS.contains(&provider.as_str()) && !supports_logprobs(&provider) {
         c.push(

@@ -10,6 +10,7 @@ mod export;
 mod fork;
 mod health;
 mod launch;
+mod limits;
 mod models;
 pub mod openapi;
 mod reverify;
@@ -29,6 +30,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 pub use auth::AccessControl;
+pub use limits::{limit_requests, RequestLimits};
 
 use crate::actors::step_loop::DefaultAgents;
 use crate::actors::Gym;
@@ -55,6 +57,11 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// Cancelled when the service begins to stop (event streams end).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The base URL environment URLs are built on: `public_url`, else the bound
+    /// address (set once bound, before the first request).
+    pub public_url: Arc<std::sync::OnceLock<String>>,
+    /// `format=preference` export: pairs per task by default.
+    pub max_pairs_per_task: usize,
 }
 
 impl AppState {
@@ -168,6 +175,20 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
 
 /// The access-control middleware (a no-op without configured tokens).
 pub use auth::require_token;
+
+/// A body sent without a `Content-Type` is read as JSON, as the original service
+/// (FastAPI) does; an explicit other type is still refused by the JSON extractor.
+pub async fn json_by_default(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
+    if !req.headers().contains_key(CONTENT_TYPE) {
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    next.call(req).await
+}
 
 /// Unknown paths and methods answer in the API's error shape.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {

@@ -137,6 +137,8 @@ pub(crate) struct Artifacts {
     label: Option<&'static str>,
     verdict: Option<Verdict>,
     rubric: Option<RubricVerdict>,
+    /// The caller's opaque `client_context` from the task's override, returned as is.
+    client_context: Option<Value>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -173,6 +175,7 @@ async fn artifacts(
                 label: r.label(),
                 verdict: r.verdict.clone(),
                 rubric: r.rubric.clone(),
+                client_context: run.client_context(&r.task_id).cloned(),
             };
             let task_override = run.task_overrides.get(&r.task_id).cloned();
             let remote = run.model.tool_server_url.is_some();

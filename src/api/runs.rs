@@ -73,6 +73,9 @@ impl From<GymError> for ApiError {
                     "The secret store is unavailable",
                 )
             }
+            error @ GymError::TooManyPending { .. } => {
+                ApiError::new(ErrorCode::TooManyPendingRollouts, error.to_string())
+            }
         }
     }
 }
@@ -437,11 +440,7 @@ async fn get_rollout(
             .ok_or_else(|| ApiError::new(ErrorCode::RolloutNotFound, "Rollout not found"))?;
         let mut detail = RolloutDetail::of(rollout);
         detail.task_override = run.task_overrides.get(&rollout.task_id).cloned();
-        detail.client_context = detail
-            .task_override
-            .as_ref()
-            .and_then(|o| o.get("client_context"))
-            .cloned();
+        detail.client_context = run.client_context(&rollout.task_id).cloned();
         Ok::<_, ApiError>((detail, run.model.tool_server_url.is_some()))
     })?;
     let mut detail = detail.with_content(state.rollout_content(&rollout_id).await?);

@@ -1,7 +1,7 @@
 //! `/scenarios`: the catalog of scenario templates, their tasks, rubrics, NPCs and
 //! seed data, in the seed's exact shapes.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::views::{
@@ -52,13 +52,11 @@ fn task<'a>(scenario: &'a Scenario, task_id: &str) -> Result<&'a Task, ApiError>
     })
 }
 
-/// The environment URL template of this server, as clients reach it.
-fn environment_template(req: &HttpRequest) -> String {
-    let info = req.connection_info();
+/// The environment URL template of this server, on its configured public URL.
+fn environment_template(state: &AppState) -> String {
     format!(
-        "{}://{}/environments/<environment-id>",
-        info.scheme(),
-        info.host()
+        "{}/<environment-id>",
+        super::environments::environments_url(state)
     )
 }
 
@@ -89,11 +87,10 @@ async fn list_scenarios(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/scenarios/{scenario_id}/tasks", tag = "scenarios", summary = "A scenario's tasks", params(("scenario_id" = String, Path, description = "The scenario")), responses((status = 200, body = TaskList), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
 async fn list_tasks(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let scenario = scenario(&state, &path)?;
-    let base = environment_template(&req);
+    let base = environment_template(&state);
     let tasks: Vec<TaskSummary> = scenario
         .tasks
         .iter()
@@ -120,6 +117,7 @@ async fn list_tasks(
                 .filter(|n| t.npc_profile_ids.contains(&n.profile_id))
                 .map(|n| json!(n))
                 .collect(),
+            seed_data: scenario.task_seed_files(t),
         })
         .collect();
     Ok(HttpResponse::Ok().json(TaskList {

@@ -519,6 +519,8 @@ pub struct TaskSummary {
     pub rubric: Value,
     /// The profiles of the simulated people of the task.
     pub npc_profiles: Vec<Value>,
+    /// The seed data files the task's agent can read (`/scenarios/{id}/seed_data/{file}`).
+    pub seed_data: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -27,6 +27,23 @@ pub struct Settings {
     pub scenarios_dir: PathBuf,
     pub max_concurrent_rollouts: usize,
     pub max_open_environments: usize,
+    /// Hosted environments unused this long are closed.
+    pub environment_idle_secs: u64,
+    /// Largest `parameters` of one tool call to a hosted environment, in bytes (JSON).
+    pub max_tool_argument_bytes: usize,
+    /// Bytes of state-changing arguments one hosted environment accepts in all.
+    pub max_environment_state_bytes: usize,
+    /// Rollouts launched and not started yet, across all runs; more get 429.
+    pub max_pending_rollouts: usize,
+    /// `format=preference` export: pairs per task unless the query asks otherwise.
+    pub max_pairs_per_task: usize,
+    /// Seconds a client has to send a request's body once its headers are in.
+    pub request_timeout_secs: u64,
+    /// Open client connections at once; requests on more get 503.
+    pub max_connections: usize,
+    /// The base URL clients reach this server at (environment URLs are built on it);
+    /// empty: the bound address. Env: RL_GYM_PUBLIC_URL.
+    pub public_url: String,
     pub shutdown_timeout_secs: u64,
     pub max_body_bytes: usize,
     pub model_timeout_secs: u64,
@@ -193,6 +210,13 @@ impl Settings {
         Self::load(None, Overrides::default()).expect("the compiled-in defaults are valid")
     }
 
+    /// The server's own secrets (its API tokens and the judge's key), to be hidden
+    /// in every text from outside.
+    pub fn redactor(&self) -> secrets::Redactor {
+        let judge = self.judge.api_key.as_ref().map(secrets::ApiKey::expose);
+        secrets::Redactor::new(self.api_tokens.iter().map(String::as_str).chain(judge))
+    }
+
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Settings, ConfigError> {
         let mut merged: toml::Table = parse(DEFAULTS, "defaults")?;
         if let Some(path) = file {
@@ -253,6 +277,11 @@ impl Settings {
             settings.scenarios_dir = dir;
         }
         settings.api_tokens.extend(overrides.api_tokens);
+        if let Ok(url) = std::env::var("RL_GYM_PUBLIC_URL") {
+            settings.public_url = url;
+        }
+        settings.public_url = check_public_url(&settings.public_url)?;
+        check_limits(&settings)?;
         settings.judge.api_key = std::env::var("RL_GYM_JUDGE_API_KEY")
             .ok()
             .filter(|k| !k.is_empty())
@@ -303,6 +332,57 @@ impl Settings {
         }
         Path::new(env!("CARGO_MANIFEST_DIR")).join(&self.scenarios_dir)
     }
+}
+
+/// An absolute http(s) URL without a trailing slash, or empty (the bound address).
+fn check_public_url(url: &str) -> Result<String, ConfigError> {
+    let url = url.trim().trim_end_matches('/');
+    if url.is_empty() {
+        return Ok(String::new());
+    }
+    let valid = reqwest::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.query().is_none()
+            && u.fragment().is_none()
+    });
+    if !valid {
+        return Err(ConfigError::Invalid {
+            origin: "public_url".into(),
+            message: format!("`{url}` is not an http(s) URL such as https://gym.example.com"),
+        });
+    }
+    Ok(url.to_string())
+}
+
+/// The resource limits that make no sense at 0.
+fn check_limits(settings: &Settings) -> Result<(), ConfigError> {
+    for (key, value) in [
+        (
+            "environment_idle_secs",
+            settings.environment_idle_secs as usize,
+        ),
+        ("max_tool_argument_bytes", settings.max_tool_argument_bytes),
+        (
+            "max_environment_state_bytes",
+            settings.max_environment_state_bytes,
+        ),
+        ("max_pending_rollouts", settings.max_pending_rollouts),
+        ("max_pairs_per_task", settings.max_pairs_per_task),
+        (
+            "request_timeout_secs",
+            settings.request_timeout_secs as usize,
+        ),
+        ("max_connections", settings.max_connections),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::Invalid {
+                origin: key.into(),
+                message: "must be at least 1".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `<hostname>-<random>`: new at every start and unique even among containers that

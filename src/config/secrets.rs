@@ -59,6 +59,88 @@ impl RunKeys {
     }
 }
 
+/// Hides secrets in text that came from outside (a provider's error quoting the
+/// headers it got, a judge's reason, a model's output, a tool server's answer)
+/// before it is recorded or answered: the one redaction of the service. Each secret,
+/// each part of an `ID:SECRET[:TOKEN]` key, and their JSON-escaped and
+/// percent-encoded spellings become `***`. Anything shorter than
+/// [`Redactor::MIN_LEN`] is left: it is no secret, and hiding it would garble text.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Longest first, so that a secret is hidden whole before any part of it.
+    needles: Arc<[String]>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} spellings)", self.needles.len())
+    }
+}
+
+impl Redactor {
+    pub const MIN_LEN: usize = 4;
+
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
+        Redactor::default().with(secrets)
+    }
+
+    /// These secrets and `more`.
+    pub fn with<'a>(&self, more: impl IntoIterator<Item = &'a str>) -> Redactor {
+        let mut needles = self.needles.to_vec();
+        for secret in more {
+            for part in std::iter::once(secret).chain(secret.split(':')) {
+                let json = serde_json::to_string(part).unwrap_or_default();
+                needles.extend([
+                    part.to_string(),
+                    json.trim_matches('"').to_string(),
+                    percent_encode(part, false),
+                    percent_encode(part, true),
+                ]);
+            }
+        }
+        needles.retain(|n| n.len() >= Self::MIN_LEN);
+        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        needles.dedup();
+        Redactor {
+            needles: needles.into(),
+        }
+    }
+
+    /// These secrets and a run's keys.
+    pub fn with_keys(&self, keys: &RunKeys) -> Redactor {
+        let keys = [&keys.model, &keys.user_model, &keys.judge_model];
+        self.with(keys.into_iter().flatten().map(ApiKey::expose))
+    }
+
+    /// `text` with every secret hidden.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        self.redact_in_place(&mut text);
+        text
+    }
+
+    pub fn redact_in_place(&self, text: &mut String) {
+        for needle in self.needles.iter() {
+            if text.contains(needle.as_str()) {
+                *text = text.replace(needle.as_str(), "***");
+            }
+        }
+    }
+}
+
+/// Every byte but the unreserved ones as `%XX` (or `%xx`), as a URL would carry it.
+fn percent_encode(text: &str, lower: bool) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ if lower => format!("%{b:02x}"),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("secret store I/O failed: {0}")]
@@ -242,6 +324,47 @@ mod tests {
             user_model: None,
             judge_model: None,
         }
+    }
+
+    #[test]
+    fn the_redactor_hides_each_key_each_part_and_their_spellings() {
+        let r = Redactor::new(["sk-123"]);
+        assert_eq!(
+            r.redact("Incorrect API key provided: sk-123."),
+            "Incorrect API key provided: ***."
+        );
+        let pair = Redactor::new(["AKIDEXAMPLE:s3cret/+key"]);
+        assert_eq!(
+            pair.redact("unknown access key AKIDEXAMPLE"),
+            "unknown access key ***"
+        );
+        assert_eq!(pair.redact("got AKIDEXAMPLE:s3cret/+key"), "got ***");
+        assert_eq!(pair.redact("sig=s3cret%2F%2Bkey"), "sig=***");
+        assert_eq!(pair.redact("sig=s3cret%2f%2bkey"), "sig=***");
+        let quoted = Redactor::new([r#"sk-"quoted"\key"#]);
+        assert_eq!(
+            quoted.redact(r#"{"key":"sk-\"quoted\"\\key"}"#),
+            r#"{"key":"***"}"#
+        );
+        assert_eq!(Redactor::default().redact("no key"), "no key");
+        // Too short to be a secret, and hiding it would garble every text.
+        assert_eq!(Redactor::new(["tok", ""]).redact("tokens"), "tokens");
+    }
+
+    #[test]
+    fn a_redactor_adds_a_runs_keys_to_the_servers_secrets() {
+        let server = Redactor::new(["server-token"]);
+        let run = server.with_keys(&RunKeys {
+            model: Some(ApiKey::new("sk-model".into())),
+            user_model: Some(ApiKey::new("sk-user".into())),
+            judge_model: Some(ApiKey::new("sk-judge".into())),
+        });
+        assert_eq!(
+            run.redact("server-token sk-model sk-user sk-judge"),
+            "*** *** *** ***"
+        );
+        assert_eq!(server.redact("sk-model"), "sk-model");
+        assert!(!format!("{run:?}").contains("sk-"));
     }
 
     #[test]

@@ -53,13 +53,15 @@ pub fn rollout_seed(rollout_id: &str) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-/// A run name is usable as an id in URLs and stream names.
+/// A run name is usable as an id in URLs, stream names and file names: no path
+/// separator or control character, and not only dots (`.` and `..` are paths).
 pub fn valid_run_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.chars().all(|c| c == '.')
 }
 
 #[cfg(test)]
@@ -84,5 +86,9 @@ mod tests {
         assert!(!valid_run_name("a/b"));
         assert!(!valid_run_name(""));
         assert!(!valid_run_name("a b"));
+        for name in [".", "..", "...", "a\\b", "a\nb", "a\0b", "\u{7f}"] {
+            assert!(!valid_run_name(name), "{name:?}");
+        }
+        assert!(valid_run_name(".a.") && valid_run_name("v1..2"));
     }
 }

@@ -12,8 +12,10 @@ use serde_json::Value;
 use super::retry::{self, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
 use crate::config::secrets::ApiKey;
-use crate::domain::chat::{Message, Role, ToolCall};
+use crate::domain::chat::{Message, Role};
 use crate::domain::events::TokenUsage;
+
+mod wire;
 
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const AZURE_API_VERSION: &str = "2024-10-21";
@@ -71,7 +73,7 @@ pub fn encode(request: &ModelRequest<'_>) -> serde_json::Result<RequestBody> {
     let settings = request.settings;
     let mut head = serde_json::to_vec(&Body {
         model: &settings.model,
-        messages: request.messages,
+        messages: wire::Messages(request.messages),
         temperature: settings.temperature,
         logprobs: settings.log_prob.then_some(true),
         top_logprobs: settings.log_prob.then_some(1),
@@ -120,7 +122,7 @@ impl RequestBody {
 #[derive(Serialize)]
 struct Body<'a> {
     model: &'a str,
-    messages: &'a [Message],
+    messages: wire::Messages<'a>,
     temperature: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     logprobs: Option<bool>,
@@ -136,15 +138,8 @@ struct Completion {
 
 #[derive(Deserialize)]
 struct Choice {
-    message: WireMessage,
+    message: wire::Reply,
     logprobs: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireMessage {
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCall>>,
 }
 
 #[derive(Deserialize)]
@@ -159,16 +154,23 @@ struct Usage {
 
 /// Reads a chat completion into our reply.
 pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
+    decode_after(body, &[])
+}
+
+/// Reads a chat completion that answers `earlier`, whose tool-call ids a new call's
+/// synthesized id must not repeat (see [`wire`]).
+pub fn decode_after(body: &[u8], earlier: &[Message]) -> Result<ModelReply, ModelError> {
     let completion: Completion = retry::parse(body)?;
     let choice = completion
         .choices
         .into_iter()
         .next()
         .ok_or_else(|| ModelError::Malformed("the completion has no choices".to_string()))?;
+    let (content, tool_calls) = choice.message.into_parts(earlier);
     let message = Message {
         role: Role::Assistant,
-        content: choice.message.content,
-        tool_calls: choice.message.tool_calls.unwrap_or_default(),
+        content,
+        tool_calls,
         tool_call_id: None,
         name: None,
     };
@@ -179,7 +181,7 @@ pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens.max(u.prompt_tokens + u.completion_tokens),
         }),
-        logprobs: choice.logprobs.filter(|v| !v.is_null()),
+        logprobs: choice.logprobs.and_then(wire::logprobs),
     })
 }
 
@@ -204,7 +206,7 @@ impl ModelClient for OpenAiClient {
             })
         })
         .await?;
-        decode(&bytes)
+        decode_after(&bytes, request.messages)
     }
 }
 

@@ -47,14 +47,23 @@ pub async fn send(
     loop {
         let request = build()?.timeout(policy.timeout);
         let (error, wait) = match request.send().await {
+            Ok(response) if response.status().is_redirection() => {
+                // Never followed (see `net::outbound_client`): only where it points.
+                let message = format!(
+                    "a redirect to {}, not followed",
+                    crate::net::redirect_host(&response)
+                );
+                return Err(ModelError::from_status(response.status().as_u16(), message));
+            }
             Ok(response) => {
                 let status = response.status();
                 let wait = retry_after(response.headers());
+                let content_type = content_type(&response);
                 match response.bytes().await {
                     Ok(bytes) if status.is_success() => return Ok(bytes),
                     Ok(bytes) => {
-                        let error =
-                            ModelError::from_status(status.as_u16(), provider_message(&bytes));
+                        let message = provider_message(&bytes, &content_type);
+                        let error = ModelError::from_status(status.as_u16(), message);
                         if !retryable_status(status.as_u16()) {
                             return Err(error);
                         }
@@ -87,11 +96,23 @@ fn transport_error(e: reqwest::Error) -> ModelError {
     }
 }
 
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .chars()
+        .take(100)
+        .collect()
+}
+
 /// The provider's own message from its documented error body: OpenAI and Azure
 /// `{"error":{"message"}}`, Anthropic `{"type":"error","error":{"type","message"}}`,
 /// Vertex `{"error":{"code","message","status"}}`, Bedrock `{"message"}` (or
-/// `{"Message"}`). Anything else is shown as (the start of) the body itself.
-pub fn provider_message(body: &[u8]) -> String {
+/// `{"Message"}`). Any other body is described by its content type and size, never
+/// shown: a `base_url` pointed at an internal page must not read it out.
+pub fn provider_message(body: &[u8], content_type: &str) -> String {
     let parsed = serde_json::from_slice::<Value>(body).ok();
     let found = parsed.as_ref().and_then(|v| {
         let text = |p: &str| v.pointer(p).and_then(Value::as_str);
@@ -106,11 +127,13 @@ pub fn provider_message(body: &[u8]) -> String {
         })
     });
     found.unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(&body[..body.len().min(500)]);
-        if text.trim().is_empty() {
+        if body.iter().all(u8::is_ascii_whitespace) {
             "(empty body)".to_string()
         } else {
-            text.trim().to_string()
+            format!(
+                "(no error message: a {}-byte body of content type {content_type})",
+                body.len()
+            )
         }
     })
 }
@@ -135,11 +158,15 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     exp + exp.mul_f64((nanos % 1000) as f64 / 2000.0)
 }
 
-/// Parses a JSON answer body, or says why it is malformed.
+/// Parses a JSON answer body, or says why it is malformed: what JSON lacked, or
+/// only the size of a body that is not JSON (never its text).
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ModelError> {
     serde_json::from_slice(body).map_err(|e| {
-        let start = String::from_utf8_lossy(&body[..body.len().min(200)]).to_string();
-        ModelError::Malformed(format!("{e} (body starts: {start:?})"))
+        ModelError::Malformed(if e.is_data() {
+            format!("{e} (in a {}-byte JSON body)", body.len())
+        } else {
+            format!("a {}-byte body that is not JSON", body.len())
+        })
     })
 }
 
@@ -150,27 +177,38 @@ mod tests {
     #[test]
     fn each_providers_error_body_gives_its_message() {
         assert_eq!(
-            provider_message(br#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#),
+            provider_message(
+                br#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#,
+                "application/json"
+            ),
             "invalid_request_error: bad key"
         );
         assert_eq!(
             provider_message(
-                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                "application/json"
             ),
             "overloaded_error: Overloaded"
         );
         assert_eq!(
-            provider_message(br#"{"message":"Too many requests, please wait."}"#),
+            provider_message(
+                br#"{"message":"Too many requests, please wait."}"#,
+                "application/json"
+            ),
             "Too many requests, please wait."
         );
         assert_eq!(
             provider_message(
-                br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#
+                br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#,
+                "application/json"
             ),
             "RESOURCE_EXHAUSTED: Quota exceeded"
         );
-        assert_eq!(provider_message(b"<html>oops</html>"), "<html>oops</html>");
-        assert_eq!(provider_message(b""), "(empty body)");
+        assert_eq!(
+            provider_message(b"<html>internal secrets</html>", "text/html"),
+            "(no error message: a 29-byte body of content type text/html)"
+        );
+        assert_eq!(provider_message(b"", "none"), "(empty body)");
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub struct Metrics {
     pub leases_held: IntGauge,
     pub leases_lost: IntCounter,
     pub lease_takeovers: IntCounter,
+    pub environments_open: IntGauge,
+    pub environments_expired: IntCounter,
+    pub rollouts_pending: IntGauge,
+    pub http_connections: IntGauge,
+    pub http_refused: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -196,6 +201,28 @@ impl Metrics {
             lease_takeovers: counter(
                 "rl_gym_lease_takeovers_total",
                 "Runs this node took over because no node held their lease.",
+            ),
+            environments_open: gauge(
+                "rl_gym_environments_open",
+                "Environments hosted for outside agents (POST /environments) now.",
+            ),
+            environments_expired: counter(
+                "rl_gym_environments_expired_total",
+                "Hosted environments closed because they went unused for environment_idle_secs.",
+            ),
+            rollouts_pending: gauge(
+                "rl_gym_rollouts_pending",
+                "Rollouts launched and not started yet, across runs (capped by max_pending_rollouts).",
+            ),
+            http_connections: gauge(
+                "rl_gym_http_connections",
+                "Client connections open now (capped by max_connections).",
+            ),
+            http_refused: counter_vec(
+                "rl_gym_http_requests_refused_total",
+                "Requests refused to protect the server, by reason (too_many_connections, \
+                 request_timeout).",
+                &["reason"],
             ),
             registry,
         }

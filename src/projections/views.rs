@@ -84,6 +84,11 @@ pub struct RunView {
 }
 
 impl RunView {
+    /// The caller's opaque `client_context` from a task's override, if it gave one.
+    pub fn client_context(&self, task_id: &str) -> Option<&Value> {
+        self.task_overrides.get(task_id)?.get("client_context")
+    }
+
     /// One word for the whole run.
     pub fn state(&self) -> &'static str {
         let c = &self.counts;

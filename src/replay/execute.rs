@@ -61,7 +61,8 @@ pub async fn execute(
         return Err(ReplayError::Missing(data_dir.display().to_string()));
     }
     let catalog = Catalog::load(scenarios_dir).map_err(|e| ReplayError::Execute(e.to_string()))?;
-    let (store, _) = FileStore::open(data_dir)?;
+    // Read-only, like `rl-gym replay`: the log is only read.
+    let (store, _) = FileStore::open_read_only(data_dir, None)?;
     let outcome = execute_in(&store, &catalog, run_id).await;
     store.close().await;
     outcome

@@ -1,6 +1,10 @@
 //! `rl-gym replay`: opens the log (which verifies every record's checksum), decodes
 //! every event, rebuilds every view and summarises them. Two replays of the same log
 //! print the same summary. `--execute RUN_ID` re-executes a run instead ([`execute`]).
+//!
+//! Replay is read-only ([`FileStore::open_read_only`]): it reports a torn tail but
+//! never cuts it (it may be a write the server has not finished), and it is refused
+//! while a server holds the data directory.
 
 pub mod execute;
 
@@ -9,7 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::projections::{self, Fact, ProjectionError, Views};
-use crate::store::file::{CheckedRecords, FileStore, FileStoreOptions, RecordView};
+use crate::store::file::{CheckedRecords, FileStore, RecordView};
 use crate::store::{EventStore, StoreError};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -108,9 +112,8 @@ pub async fn replay(data_dir: &Path) -> Result<ReplaySummary, ReplayError> {
     // batch this thread could not decode stops the sending: the batches after either
     // are not folded, and the error is reported below.
     let mut undecodable = None;
-    let opened = FileStore::open_visiting(
+    let opened = FileStore::open_read_only(
         data_dir,
-        FileStoreOptions::default(),
         Some(&mut |records| {
             if undecodable.is_some() {
                 return;
@@ -164,6 +167,7 @@ fn summary_of(views: &Views, truncated_bytes: u64) -> ReplaySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::file::FileStoreOptions;
     use crate::store::memory::MemoryStore;
     use crate::store::{EventData, ExpectedState};
 

@@ -284,6 +284,16 @@ impl Scenario {
         self.documents.keys().cloned().collect()
     }
 
+    /// The seed files a task's agent can read: the HRMS serves the scenario's documents
+    /// (`list_documents`, `read_document`), so a task without it has none.
+    pub fn task_seed_files(&self, task: &Task) -> Vec<String> {
+        if task.tool_servers.iter().any(|s| s == "hrms") {
+            self.seed_files()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Reads one seed file from disk, refusing anything that could leave `seed_data/`.
     pub fn read_seed_file(&self, filename: &str) -> Result<String, SeedFileError> {
         let traversal = || SeedFileError::Traversal;

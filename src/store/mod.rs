@@ -103,6 +103,13 @@ pub enum StoreError {
     /// A record before the tail failed its checksum or could not be decoded.
     #[error("event log is damaged: {0}")]
     Corrupt(String),
+    /// Events the log had acknowledged are gone (a segment cut short or deleted): the
+    /// log is not opened unless the caller accepts the loss.
+    #[error("acknowledged events are missing from the event log: {0}")]
+    DataLoss(String),
+    /// Another process holds the data directory's lock.
+    #[error("{0}")]
+    Locked(String),
     #[error("event store is closed")]
     Closed,
     /// A store reached over the network could not be reached, retries included.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{label_of, FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT};
+use crate::config::secrets::Redactor;
 use crate::domain::chat::{Message, Role, ToolSet};
 use crate::domain::events::{ModelSettings, TokenUsage};
 use crate::domain::verdict::{CriterionGrade, RubricStatus, RubricVerdict};
@@ -202,6 +203,16 @@ pub fn ungraded(status: RubricStatus, judge: Option<String>, reason: String) -> 
     }
 }
 
+/// Hides secrets in the judge's words (reasons, criteria): a judge, or the provider
+/// behind it, may quote the key it was called with. Labels are canonical already.
+pub fn redact(verdict: &mut RubricVerdict, redactor: &Redactor) {
+    redactor.redact_in_place(&mut verdict.reason);
+    for grade in &mut verdict.criteria {
+        redactor.redact_in_place(&mut grade.criterion);
+        redactor.redact_in_place(&mut grade.reason);
+    }
+}
+
 /// `provider/model`, how a judge is named in its grades.
 pub fn judge_name(settings: &ModelSettings) -> String {
     format!("{}/{}", settings.provider, settings.model)
@@ -244,6 +255,17 @@ pub async fn grade(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_judge_quoting_its_key_is_redacted_in_every_reason() {
+        let answer = "{\"criteria\": [{\"criterion\": \"key sk-judge-1\", \"score\": 1, \
+            \"reason\": \"saw sk-judge-1\"}], \"reason\": \"called with sk-judge-1\"}";
+        let mut v = parse(answer, "openai/judge").unwrap();
+        redact(&mut v, &Redactor::new(["sk-judge-1"]));
+        assert_eq!(v.reason, "called with ***");
+        assert_eq!(v.criteria[0].criterion, "key ***");
+        assert_eq!(v.criteria[0].reason, "saw ***");
+    }
 
     #[test]
     fn a_fenced_answer_with_words_around_it_is_read() {

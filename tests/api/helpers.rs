@@ -183,7 +183,6 @@ pub fn builtin_run(model: &str, task_ids: &[&str], rollout_count: u32) -> Value 
     })
 }
 
-/// The first task of the bundled hr scenario.
 /// A bundled `hr` task's definition, as its file has it.
 pub fn hr_task_file(task_id: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -191,9 +190,17 @@ pub fn hr_task_file(task_id: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The `hr` task most tests run (approve a leave request): listed by the server, so a
+/// test fails here if the catalog loses it.
 pub async fn first_hr_task(app: &TestApp) -> String {
+    const TASK: &str = "hr__101_approve_leave_request";
     let tasks = app.get_json("/scenarios/hr/tasks").await;
-    tasks["tasks"][0]["task_id"].as_str().unwrap().to_string()
+    let listed = tasks["tasks"].as_array().unwrap();
+    assert!(
+        listed.iter().any(|t| t["task_id"] == TASK),
+        "{TASK} is listed"
+    );
+    TASK.to_string()
 }
 
 /// The real binary, serving on a random port; killed on drop.

@@ -4,7 +4,10 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use actix_web::HttpResponse;
+
 use crate::helpers::*;
+use crate::security::{recording_server, Seen};
 
 const KEY: &str = "sk-probe-secret-4711";
 
@@ -134,5 +137,83 @@ async fn a_bad_config_is_422_naming_the_field_as_in_a_launch() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["detail"][0]["loc"], json!(["body"]));
+    app.stop().await;
+}
+
+/// A "model" that sends its caller elsewhere (`/redirect/…`: 302 to an internal page
+/// on `localhost`) or answers with a page (`/html/{status}/…`); the internal page
+/// (`/internal/…`) answers anyone who reaches it.
+fn internal_pages(request: &Seen) -> HttpResponse {
+    let port = request.header("host").rsplit(':').next().unwrap_or("80");
+    let mut parts = request.path.split('/').skip(1);
+    match parts.next() {
+        Some("redirect") => HttpResponse::Found()
+            .insert_header((
+                "location",
+                format!("http://localhost:{port}/internal/admin"),
+            ))
+            .finish(),
+        Some("html") => {
+            let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(200);
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                .insert_header(("retry-after", "0"))
+                .content_type("text/html")
+                .body(format!("<html>{INTERNAL}</html>"))
+        }
+        _ => HttpResponse::Ok().content_type("text/plain").body(INTERNAL),
+    }
+}
+
+const INTERNAL: &str = "INTERNAL-ONLY: db password hunter2";
+
+#[actix_web::test]
+async fn a_redirect_is_not_followed_and_a_page_is_never_read_out() {
+    let (server, seen) = recording_server(internal_pages).await;
+    let app = spawn_app().await;
+    let redirect = probe(&app, &config(&format!("{server}/redirect/v1"))).await;
+    assert_eq!(redirect["success"], false);
+    let message = redirect["message"].as_str().unwrap();
+    assert!(
+        message.contains("302") && message.contains("localhost") && !message.contains("admin"),
+        "only the status and the host it points to: {message}"
+    );
+    for status in [200, 500] {
+        let page = probe(&app, &config(&format!("{server}/html/{status}/v1"))).await;
+        assert_eq!(page["success"], false);
+        let message = page["message"].as_str().unwrap();
+        assert!(
+            !message.contains("INTERNAL") && !message.contains("html>"),
+            "{message}"
+        );
+        if status == 500 {
+            assert!(
+                message.contains("500") && message.contains("text/html"),
+                "{message}"
+            );
+        }
+    }
+
+    // A run's model calls and their recorded errors alike.
+    let task = first_hr_task(&app).await;
+    for path in ["redirect/v1", "html/200/v1", "html/502/v1"] {
+        let launched = app
+            .launch(&json!({"scenario_id": "hr", "task_ids": [task],
+                "model_config": config(&format!("{server}/{path}"))}))
+            .await;
+        let status = app
+            .wait_until_finished(launched["run_id"].as_str().unwrap())
+            .await;
+        assert_eq!(status["failed"], 1, "{status}");
+        let error = status["rollouts"][0]["error"].as_str().unwrap();
+        assert!(
+            !error.contains("INTERNAL") && !error.contains("html>"),
+            "{error}"
+        );
+    }
+    assert!(
+        seen.lock().iter().all(|r| !r.path.starts_with("/internal")),
+        "the internal page was never requested: {:?}",
+        seen.lock()
+    );
     app.stop().await;
 }

@@ -285,6 +285,58 @@ impl Rng {
     }
 }
 
+/// A raw body: hostile JSON (deep nesting, numbers beyond any type, invalid UTF-8,
+/// not JSON at all) or a value from the generator.
+fn hostile_body(rng: &mut Rng, valid: &Value) -> Vec<u8> {
+    match rng.below(10) {
+        0 => {
+            let depth = 1 + rng.below(20_000);
+            format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+        }
+        1 => {
+            let depth = 1 + rng.below(2_000);
+            format!(
+                "{}1{}",
+                "{\"model_config\":".repeat(depth),
+                "}".repeat(depth)
+            )
+            .into_bytes()
+        }
+        2 => {
+            let number = *rng.pick(&[
+                "1e999",
+                "-1e999",
+                "18446744073709551616",
+                "-9223372036854775809",
+                "0.0000000000000000000000000000001e-400",
+                "123456789012345678901234567890123456789",
+                "NaN",
+            ]);
+            let field = *rng.pick(&["rollout_count", "max_parallel", "at_step", "count", "seed"]);
+            let mut text = valid.to_string();
+            text.insert_str(1, &format!("\"{field}\":{number},"));
+            text.into_bytes()
+        }
+        3 => {
+            let mut bytes = valid.to_string().into_bytes();
+            let at = rng.below(bytes.len());
+            bytes.insert(at, *rng.pick(&[0xFF, 0xC0, 0x80, 0xED, 0x00]));
+            bytes
+        }
+        4 => {
+            b"{\"scenario_id\": \"hr\", \"task_ids\": [\"x\"], \"run_name\": \"\\ud800\"}".to_vec()
+        }
+        5 => rng.string().into_bytes(),
+        6 => Vec::new(),
+        _ => rng.value(0).to_string().into_bytes(),
+    }
+}
+
+/// Every route of the API (the documented ones from `/openapi.json`, the ones it
+/// leaves out, and some that do not exist), at the root and under `/v1`, gets
+/// malformed and hostile requests: wrong types, huge numbers, deep nesting, invalid
+/// UTF-8, odd methods, path traversal, oversized headers. None is ever a 5xx, and the
+/// service answers afterwards. The seed is fixed, so a failure reproduces.
 #[actix_web::test]
 async fn fuzzed_requests_never_get_a_5xx() {
     let app = spawn_app().await;
@@ -299,39 +351,90 @@ async fn fuzzed_requests_never_get_a_5xx() {
         .await
         .unwrap();
     let env_id = env["environment_id"].as_str().unwrap().to_string();
+    // A real run and rollout, so that ids sometimes lead somewhere.
+    let launched = app.launch(&builtin_run("noop", &[&task], 1)).await;
+    let run_id = launched["run_id"].as_str().unwrap().to_string();
+    let status = app.wait_until_finished(&run_id).await;
+    let rollout_id = status["rollout_ids"][0].as_str().unwrap().to_string();
     let valid = json!({"scenario_id": "hr", "task_ids": [task], "model_config": {"model": "noop", "provider": "builtin"}});
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let templates = [
-        "/runs",
-        "/runs/{}",
-        "/runs/{}/cancel",
-        "/runs/{}/rollouts/{}",
-        "/scenarios",
-        "/scenarios/{}/tasks",
-        "/scenarios/{}/tasks/{}/rubric",
-        "/scenarios/{}/npcs",
-        "/scenarios/{}/seed_data/{}",
-        "/environments",
-        "/environments/{}",
-        "/environments/ENV/{}/step",
-        "/environments/ENV/{}/tools",
-        "/v1/runs",
-        "/{}",
+
+    let openapi = app.get_json("/openapi.json").await;
+    let mut routes: Vec<(String, Vec<String>)> = openapi["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(path, item)| {
+            let methods = item.as_object().unwrap().keys().cloned().collect();
+            (path.clone(), methods)
+        })
+        .collect();
+    assert!(routes.len() > 30, "the documented table: {routes:?}");
+    for extra in [
+        "/",
+        "/{x}",
+        "/{x}/{x}",
+        "/runs/{run_id}/{x}",
+        "/environments/{x}/{x}/{x}",
+    ] {
+        routes.push((extra.to_string(), vec!["get".to_string()]));
+    }
+    let segments = |rng: &mut Rng, name: &str| -> String {
+        match rng.below(12) {
+            0 => "hr".to_string(),
+            1 => task.clone(),
+            2 => env_id.clone(),
+            3 => run_id.clone(),
+            4 => rollout_id.clone(),
+            5 => "..%2F..%2F..%2Fetc%2Fpasswd".to_string(),
+            6 => "%2e%2e".to_string(),
+            7 => "%FF%FE%00".to_string(),
+            8 => "a".repeat(1 + rng.below(5_000)),
+            9 if name == "filename" => "../../../../etc/passwd".replace('/', "%2F"),
+            _ => urlencode(&rng.string()),
+        }
+    };
+    let queries = [
+        "",
+        "?limit=0",
+        "?limit=%FF",
+        "?limit=99999999999999999999&offset=-1",
+        "?expand=rollouts&expand=%00",
+        "?format=rl&min_score=NaN",
+        "?dry_run=maybe",
+        "?types=RunLaunched,%FF",
+        "?run_id=..%2F..&status=bogus",
+        "?after=-1",
     ];
-    const REQUESTS: usize = 1500;
+    let odd_methods = ["PUT", "PATCH", "OPTIONS", "HEAD", "TRACE", "FUZZ"];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let unpooled = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    const REQUESTS: usize = 3_000;
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..REQUESTS {
-        let mut path = rng.pick(&templates).replace("ENV", &env_id);
-        while path.contains("{}") {
-            let segment = match rng.below(3) {
-                0 => "hr".to_string(),
-                1 => task.clone(),
-                _ => urlencode(&rng.string()),
-            };
-            path = path.replacen("{}", &segment, 1);
+        let (template, methods) = rng.pick(&routes).clone();
+        let mut path = String::new();
+        if rng.below(2) == 0 {
+            path.push_str("/v1");
         }
-        let body = match rng.below(4) {
-            0 => rng.value(0),
+        for part in template.split('/').skip(1) {
+            path.push('/');
+            match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) => path.push_str(&segments(&mut rng, name)),
+                None => path.push_str(part),
+            }
+        }
+        let query = rng.pick(&queries);
+        path.push_str(query);
+        let method = match rng.below(10) {
+            0..=6 => rng.pick(&methods).to_uppercase(),
+            7 | 8 => rng.pick(&["GET", "POST", "DELETE"]).to_string(),
+            _ => rng.pick(&odd_methods).to_string(),
+        };
+        let body = match rng.below(5) {
+            0 => rng.value(0).to_string().into_bytes(),
             1 => {
                 // A valid launch with one field replaced by anything.
                 let mut body = valid.clone();
@@ -344,7 +447,7 @@ async fn fuzzed_requests_never_get_a_5xx() {
                     "run_name",
                 ]);
                 body[field] = rng.value(1);
-                body
+                body.to_string().into_bytes()
             }
             2 => {
                 let mut body = valid.clone();
@@ -356,32 +459,73 @@ async fn fuzzed_requests_never_get_a_5xx() {
                     "context_stride",
                     "log_prob",
                     "base_url",
+                    "tool_server_url",
                 ]);
                 body["model_config"][field] = rng.value(1);
-                body
+                body.to_string().into_bytes()
             }
-            _ => json!({"action": {"tool_name": rng.string(), "parameters": rng.value(1)}}),
+            3 => json!({"action": {"tool_name": rng.string(), "parameters": rng.value(1)}})
+                .to_string()
+                .into_bytes(),
+            _ => hostile_body(&mut rng, &valid),
         };
-        let request = match rng.below(3) {
-            0 => app.client.get(app.url(&path)),
-            1 => app.client.delete(app.url(&path)),
-            _ => app.client.post(app.url(&path)).json(&body),
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let huge = i % 97 == 0 || i % 89 == 0;
+        // The server closes a connection after refusing its headers: not pooled.
+        let client = if huge { &unpooled } else { &app.client };
+        let mut request = client
+            .request(method.clone(), app.url(&path))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if i % 97 == 0 {
+            // Far beyond any header limit: refused, never a crash.
+            request = request.header("x-fuzz", "h".repeat(8_000 + rng.below(200_000)));
+        } else if i % 89 == 0 {
+            for n in 0..(50 + rng.below(200)) {
+                request = request.header(format!("x-fuzz-{n}"), "h".repeat(rng.below(500)));
+            }
+        } else if i % 31 == 0 {
+            request = request.header(
+                "content-type",
+                *rng.pick(&[
+                    "text/plain",
+                    "application/json; charset=latin1",
+                    "multipart/form-data",
+                    "application/x-www-form-urlencoded",
+                ]),
+            );
+        }
+        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
+        let response = match request.send().await {
+            Ok(response) => response,
+            // An oversized header may be answered by closing the connection.
+            Err(e) if huge => {
+                *statuses.entry(0).or_insert(0) += 1;
+                eprintln!("{method} {path} with a huge header: {e}");
+                continue;
+            }
+            Err(e) => panic!("{method} {path} {shown}: {e}"),
         };
-        let request = if i % 17 == 0 {
-            request
-                .header("content-type", "application/json")
-                .body(vec![0xFF, b'{', 0, b'"'])
-        } else {
-            request
-        };
-        let response = request.send().await.unwrap();
         let status = response.status();
-        let text = response.text().await.unwrap();
-        assert!(!status.is_server_error(), "{path} {body} → {status} {text}");
+        let streaming = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        // A live event stream never ends: its status is the answer.
+        let text = if streaming {
+            String::new()
+        } else {
+            response.text().await.unwrap_or_default()
+        };
+        assert!(
+            !status.is_server_error(),
+            "{method} {path} {shown} → {status} {text}"
+        );
         *statuses.entry(status.as_u16()).or_insert(0) += 1;
     }
     eprintln!("fuzzed {REQUESTS} requests: {statuses:?}");
     assert_eq!(app.get_json("/healthz").await["status"], "ok");
+    assert_eq!(app.get_json("/v1/healthz").await["status"], "ok");
     app.stop().await;
 }
 
@@ -555,4 +699,409 @@ async fn a_hanging_model_and_a_hanging_tool_server_are_cut_off_by_timeouts() {
         "{first}"
     );
     app.stop().await;
+}
+
+/// One request a loopback server got.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+pub type SeenLog = std::sync::Arc<parking_lot::Mutex<Vec<Seen>>>;
+
+/// A loopback HTTP server that records every request (any method, any path) and
+/// answers it with `answer`: a fake provider, tool server or attacker. Returns its
+/// base URL (`http://127.0.0.1:PORT`) and what it got.
+pub async fn recording_server(answer: fn(&Seen) -> HttpResponse) -> (String, SeenLog) {
+    let seen = SeenLog::default();
+    let log = seen.clone();
+    let server = HttpServer::new(move || {
+        let log = log.clone();
+        App::new().default_service(web::to(move |req: actix_web::HttpRequest| {
+            let log = log.clone();
+            async move {
+                let request = Seen {
+                    method: req.method().to_string(),
+                    path: req.path().to_string(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|(n, v)| {
+                            (
+                                n.as_str().to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).to_string(),
+                            )
+                        })
+                        .collect(),
+                };
+                log.lock().push(request.clone());
+                answer(&request)
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://{}", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+    (url, seen)
+}
+
+/// A client that sends `token` with every request.
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+fn field_error(body: &Value, loc: &Value) -> Value {
+    body["detail"]
+        .as_array()
+        .and_then(|errors| errors.iter().find(|e| &e["loc"] == loc).cloned())
+        .unwrap_or_else(|| panic!("no error at {loc}: {body}"))
+}
+
+#[actix_web::test]
+async fn the_servers_token_never_goes_to_a_url_that_only_looks_like_its_own() {
+    const TOKEN: &str = "tok-never-leaves-8080";
+    let (mut app, _temp) = spawn_with(|s| s.api_tokens = vec![TOKEN.into()]).await;
+    app.client = client_with(TOKEN);
+    let (attacker, seen) = recording_server(|_| HttpResponse::NotFound().finish()).await;
+    let attacker_host = attacker.trim_start_matches("http://");
+    let task = first_hr_task(&app).await;
+    let run = |url: &str| {
+        json!({"scenario_id": "hr", "task_ids": [task], "model_config": {
+            "model": "oracle", "provider": "builtin", "tool_server_url": url}})
+    };
+    // Our own address as the user part of a URL whose host is the attacker's.
+    let disguised = format!("{}@{attacker_host}/steal", app.address);
+    for path in ["/runs", "/v1/runs"] {
+        let response = app.post(path, &run(&disguised)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        let error = field_error(&body, &json!(["body", "model_config", "tool_server_url"]));
+        assert_eq!(error["type"], "url_parsing", "{body}");
+    }
+    assert!(
+        seen.lock().is_empty(),
+        "nothing was sent: {:?}",
+        seen.lock()
+    );
+
+    // Anyone else's environment is called, without this server's token.
+    let launched = app
+        .launch(&run(&format!("{attacker}/environments/env_x")))
+        .await;
+    let status = app
+        .wait_until_finished(launched["run_id"].as_str().unwrap())
+        .await;
+    assert_eq!(status["failed"], 1, "{status}");
+    let seen = seen.lock().clone();
+    assert_eq!(seen[0].method, "GET", "its tools were listed: {seen:?}");
+    for request in &seen {
+        for (name, value) in &request.headers {
+            assert!(
+                !value.contains(TOKEN),
+                "{name} carried the token: {request:?}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn names_and_urls_that_cannot_work_are_refused_at_launch_naming_the_field() {
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    for name in [
+        ".", "..", "...", "a/b", "a\\b", "a\nb", "a\u{0}b", "a\u{7f}",
+    ] {
+        let mut body = builtin_run("noop", &[&task], 1);
+        body["run_name"] = json!(name);
+        let response = app.post("/runs", &body).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}"
+        );
+        let body: Value = response.json().await.unwrap();
+        let error = field_error(&body, &json!(["body", "run_name"]));
+        assert_eq!(error["type"], "string_pattern_mismatch", "{name:?}: {body}");
+    }
+    let bad_urls = [
+        "http://",
+        "not a url",
+        "ftp://127.0.0.1/v1",
+        "http://user:pw@127.0.0.1:1/v1",
+        "http://127.0.0.1:1/v1?x=1",
+    ];
+    for url in bad_urls {
+        for field in ["base_url", "tool_server_url"] {
+            let mut model =
+                json!({"model": "m", "provider": "custom", "base_url": "http://127.0.0.1:1/v1"});
+            model[field] = json!(url);
+            // A launch, a model config test and a fork share the one check.
+            for (path, body, loc) in [
+                (
+                    "/runs",
+                    json!({"scenario_id": "hr", "task_ids": [task], "model_config": model}),
+                    json!(["body", "model_config", field]),
+                ),
+                (
+                    "/v1/runs",
+                    json!({"scenario_id": "hr", "task_ids": [task], "user_model_config": model,
+                           "model_config": {"model": "noop", "provider": "builtin"}}),
+                    json!(["body", "user_model_config", field]),
+                ),
+                ("/test-model-config", model.clone(), json!(["body", field])),
+                (
+                    "/runs/run_x/rollouts/rol_x/fork",
+                    json!({"at_step": 0, "model_config": model}),
+                    json!(["body", "model_config", field]),
+                ),
+            ] {
+                let response = app.post(path, &body).await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{path} {field}={url:?}"
+                );
+                let answer: Value = response.json().await.unwrap();
+                let error = field_error(&answer, &loc);
+                assert_eq!(error["type"], "url_parsing", "{answer}");
+                assert!(error["msg"].as_str().unwrap().contains("URL"), "{answer}");
+            }
+        }
+    }
+    let list = app.get_json("/runs").await;
+    assert_eq!(list["total"], 0, "nothing was launched: {list}");
+    app.stop().await;
+}
+
+const MODEL_KEY: &str = "sk-echoed-model-key-1111";
+const ANTHROPIC_KEY: &str = "sk-ant-echoed-key-2222";
+const OUTPUT_KEY: &str = "sk-echoed-output-key-3333";
+const RUN_JUDGE_KEY: &str = "sk-run-judge-key-4444";
+const SERVER_JUDGE_KEY: &str = "sk-server-judge-key-5555";
+const USER_MODEL_KEY: &str = "sk-user-model-key-6666";
+const SERVER_TOKEN: &str = "tok-server-token-7777";
+
+/// A provider that quotes the credentials it got: in an error (`/fail/{status}/…`),
+/// in a judge's reasons (`/judge/…`) or in its answer (`/echo/…`, with the server's
+/// token too, as a model told it somehow would).
+fn echoing_provider(request: &Seen) -> HttpResponse {
+    let credentials = format!(
+        "authorization={} x-api-key={} api-key={}",
+        request.header("authorization"),
+        request.header("x-api-key"),
+        request.header("api-key")
+    );
+    let answer = |content: String| {
+        HttpResponse::Ok().json(json!({
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]
+        }))
+    };
+    let mut parts = request.path.split('/').skip(1);
+    match parts.next() {
+        Some("fail") => {
+            let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(500);
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                .insert_header(("retry-after", "0"))
+                .json(json!({"error": {"message": format!("refused {credentials}")}}))
+        }
+        Some("judge") => answer(
+            json!({"criteria": [{"criterion": "tone", "score": 1, "reason": format!("saw {credentials}")}],
+                   "reason": format!("called with {credentials}")})
+            .to_string(),
+        ),
+        _ => answer(format!(
+            "I was called with {credentials}; the token is {SERVER_TOKEN}"
+        )),
+    }
+}
+
+/// Every file under `dir`, as bytes, with its path.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            files.push((path, bytes));
+        }
+    }
+    files
+}
+
+#[actix_web::test]
+async fn a_key_a_provider_echoes_is_recorded_and_served_nowhere() {
+    let (provider, seen) = recording_server(echoing_provider).await;
+    let (mut app, temp) = spawn_with(|s| {
+        s.api_tokens = vec![SERVER_TOKEN.into()];
+        s.judge = rl_gym::config::JudgeSettings {
+            provider: Some("custom".into()),
+            model: Some("server-judge".into()),
+            base_url: Some(format!("{provider}/judge/v1")),
+            api_key: Some(rl_gym::config::secrets::ApiKey::new(
+                SERVER_JUDGE_KEY.into(),
+            )),
+            ..Default::default()
+        };
+    })
+    .await;
+    app.client = client_with(SERVER_TOKEN);
+    let task = first_hr_task(&app).await;
+    let rubric = json!({task.clone(): {"rubric_markdown": "- Polite (100%)"}});
+    let runs = [
+        // A provider error quoting an OpenAI-style key, then an Anthropic one.
+        json!({"scenario_id": "hr", "task_ids": [task], "model_config": {
+            "model": "m", "provider": "custom", "base_url": format!("{provider}/fail/401/v1"),
+            "api_key": MODEL_KEY}}),
+        json!({"scenario_id": "hr", "task_ids": [task], "model_config": {
+            "model": "m", "provider": "anthropic", "base_url": format!("{provider}/fail/500"),
+            "api_key": ANTHROPIC_KEY}}),
+        // A model that says its key, judged by a judge that quotes its own.
+        json!({"scenario_id": "hr", "task_ids": [task], "task_overrides": rubric,
+            "model_config": {"model": "m", "provider": "custom",
+                "base_url": format!("{provider}/echo/v1"), "api_key": OUTPUT_KEY},
+            "user_model_config": {"model": "u", "provider": "custom",
+                "base_url": format!("{provider}/echo/v1"), "api_key": USER_MODEL_KEY},
+            "judge_model_config": {"model": "j", "provider": "custom",
+                "base_url": format!("{provider}/judge/v1"), "api_key": RUN_JUDGE_KEY}}),
+        // The server's judge, with the server's key.
+        json!({"scenario_id": "hr", "task_ids": [task], "task_overrides": rubric,
+            "model_config": {"model": "oracle", "provider": "builtin"}}),
+    ];
+    let mut run_ids = Vec::new();
+    for body in &runs {
+        let launched = app.launch(body).await;
+        run_ids.push(launched["run_id"].as_str().unwrap().to_string());
+    }
+    let mut served = String::new();
+    let mut rollouts = Vec::new();
+    for run_id in &run_ids {
+        let status = app.wait_until_finished(run_id).await;
+        served.push_str(&status.to_string());
+        let rollout_id = status["rollout_ids"][0].as_str().unwrap();
+        let rollout = app
+            .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+            .await;
+        served.push_str(&rollout.to_string());
+        rollouts.push(rollout);
+        // The run's event stream replays its events and ends with the run.
+        let mut stream = Sse::open(&app, &format!("/runs/{run_id}/events"), None).await;
+        for event in stream.rest().await {
+            served.push_str(&event.data.to_string());
+        }
+        served.push_str(
+            &app.get(&format!("/v1/runs/{run_id}"))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+        let export = app.get(&format!("/runs/{run_id}/export?format=rl")).await;
+        assert_eq!(export.status(), StatusCode::OK);
+        served.push_str(&export.text().await.unwrap());
+    }
+    served.push_str(&app.get_json("/rollouts?limit=200").await.to_string());
+    served.push_str(&app.get_json("/runs?expand=rollouts").await.to_string());
+
+    // Each key did reach the provider, and came back quoted: what is checked is real.
+    let got: String = seen
+        .lock()
+        .iter()
+        .map(|s| format!("{:?}", s.headers))
+        .collect();
+    for key in [
+        MODEL_KEY,
+        ANTHROPIC_KEY,
+        OUTPUT_KEY,
+        RUN_JUDGE_KEY,
+        SERVER_JUDGE_KEY,
+    ] {
+        assert!(got.contains(key), "{key} was not sent");
+    }
+    let error = |i: usize| {
+        rollouts[i]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        error(0).contains("401") && error(0).contains("***"),
+        "{}",
+        rollouts[0]
+    );
+    assert!(
+        error(1).contains("500") && error(1).contains("***"),
+        "{}",
+        rollouts[1]
+    );
+    let said = rollouts[2]["trajectory"].to_string();
+    assert!(
+        said.contains("called with authorization=Bearer *** ") && said.contains("the token is ***"),
+        "{said}"
+    );
+    for rollout in &rollouts[2..] {
+        let rubric = &rollout["rubric"];
+        assert!(
+            rubric["reason"]
+                .as_str()
+                .unwrap()
+                .contains("called with authorization=Bearer ***"),
+            "{rubric}"
+        );
+        assert!(
+            rubric["criteria"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("***"),
+            "{rubric}"
+        );
+    }
+
+    let keys = [
+        MODEL_KEY,
+        ANTHROPIC_KEY,
+        OUTPUT_KEY,
+        RUN_JUDGE_KEY,
+        SERVER_JUDGE_KEY,
+        USER_MODEL_KEY,
+        SERVER_TOKEN,
+    ];
+    for key in keys {
+        assert!(!served.contains(key), "{key} was served: {served}");
+    }
+    app.stop().await;
+    let files = files_under(temp.path());
+    assert!(files.len() > 2, "{files:?}");
+    for (path, bytes) in files {
+        for key in keys {
+            let found = bytes.windows(key.len()).any(|w| w == key.as_bytes());
+            assert!(!found, "{key} is in {}", path.display());
+        }
+    }
 }

@@ -1,9 +1,12 @@
 //! The on-disk format of the event log, and nothing else: segment headers, record
 //! frames and record payloads, little-endian throughout.
 //!
-//! A segment starts with a 24-byte header: the magic `RLGYMLOG`, a `u32` format
-//! version, a reserved `u32` (zero) and the `u64` global position of its first record,
-//! so a segment can be checked against its predecessors. Records follow back to back,
+//! A segment starts with a header: the magic `RLGYMLOG`, a `u32` format version, a
+//! reserved `u32` (zero) and the `u64` global position of its first record, so a
+//! segment can be checked against its predecessors. Version 2 adds two checkpoint
+//! slots ([`Checkpoint`]) after those 24 bytes: how far the segment was durable and
+//! acknowledged, so that recovery can tell a torn last write from a file cut short.
+//! Version 1 segments (24-byte header, no checkpoint) still load. Records follow back to back,
 //! each framed as `[u32 payload length][u32 CRC32C of payload][payload]`. The payload is
 //! position `u64`, revision `u64`, schema version `u16`, time `i64` (microseconds since
 //! the Unix epoch), id (16 bytes), then stream (`u16` length + UTF-8), event type
@@ -18,8 +21,17 @@ use uuid::Uuid;
 use crate::store::RecordedEvent;
 
 pub const MAGIC: &[u8; 8] = b"RLGYMLOG";
-pub const FORMAT_VERSION: u32 = 1;
-pub const HEADER_LEN: usize = 24;
+/// The version new segments are written in.
+pub const FORMAT_VERSION: u32 = 2;
+/// The header of a version 1 segment, which has no checkpoint.
+pub const HEADER_LEN_V1: usize = 24;
+/// One checkpoint slot: end `u64`, events `u64`, sequence `u32`, flags `u32`, CRC32C
+/// of those 24 bytes `u32`, reserved `u32`.
+pub const SLOT_LEN: usize = 32;
+/// The header of a segment written now: the version 1 fields and two slots.
+pub const HEADER_LEN: usize = HEADER_LEN_V1 + 2 * SLOT_LEN;
+/// The checkpoint's flag: the next segment was started after this one's last record.
+const SEALED: u32 = 1;
 /// Length prefix and checksum in front of every payload.
 pub const FRAME_LEN: usize = 8;
 /// The payload of an event with empty stream, type and data.
@@ -35,11 +47,66 @@ pub fn encode_header(first_position: u64) -> [u8; HEADER_LEN] {
     h
 }
 
-/// The first position a segment header announces.
-pub fn decode_header(h: &[u8]) -> Result<u64, String> {
-    if h.len() < HEADER_LEN {
+/// How far a segment was durable when the writer last said so: its first `end` bytes
+/// held `events` records, all synced and acknowledged. Written into one of the
+/// header's two slots (alternating, so a torn write of one leaves the other), in the
+/// same `fdatasync` as later records: it always lags the durable data, never leads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Higher is newer; picks the slot.
+    pub seq: u32,
+    /// The next segment was started: nothing may follow this one's `end`.
+    pub sealed: bool,
+    pub end: u64,
+    pub events: u64,
+}
+
+impl Checkpoint {
+    /// Where the slot goes in the segment and its bytes.
+    pub fn encode(&self) -> (u64, [u8; SLOT_LEN]) {
+        let mut slot = [0u8; SLOT_LEN];
+        slot[0..8].copy_from_slice(&self.end.to_le_bytes());
+        slot[8..16].copy_from_slice(&self.events.to_le_bytes());
+        slot[16..20].copy_from_slice(&self.seq.to_le_bytes());
+        let flags = if self.sealed { SEALED } else { 0 };
+        slot[20..24].copy_from_slice(&flags.to_le_bytes());
+        let crc = crc32c::crc32c(&slot[..24]);
+        slot[24..28].copy_from_slice(&crc.to_le_bytes());
+        let at = HEADER_LEN_V1 + (self.seq % 2) as usize * SLOT_LEN;
+        (at as u64, slot)
+    }
+
+    /// A slot's checkpoint; `None` for an empty or damaged slot.
+    fn decode(slot: &[u8]) -> Option<Checkpoint> {
+        let crc = u32::from_le_bytes(arr(&slot[24..28]));
+        if crc32c::crc32c(&slot[..24]) != crc {
+            return None;
+        }
+        Some(Checkpoint {
+            end: u64::from_le_bytes(arr(&slot[0..8])),
+            events: u64::from_le_bytes(arr(&slot[8..16])),
+            seq: u32::from_le_bytes(arr(&slot[16..20])),
+            sealed: u32::from_le_bytes(arr(&slot[20..24])) & SEALED != 0,
+        })
+    }
+}
+
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    pub first_position: u64,
+    /// Where the records start.
+    pub len: usize,
+    /// The newest valid checkpoint (version 2 and later; none before the first sync).
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The header at the start of segment bytes `h`.
+pub fn decode_header(h: &[u8]) -> Result<Header, String> {
+    if h.len() < HEADER_LEN_V1 {
         return Err(format!(
-            "segment header is {} bytes, expected {HEADER_LEN}",
+            "segment header is {} bytes, expected {HEADER_LEN_V1} or more",
             h.len()
         ));
     }
@@ -47,12 +114,43 @@ pub fn decode_header(h: &[u8]) -> Result<u64, String> {
         return Err("not an rl-gym log segment (bad magic)".into());
     }
     let version = u32::from_le_bytes(arr(&h[8..12]));
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "segment format version {version} is not supported (this build reads {FORMAT_VERSION})"
-        ));
+    let first_position = u64::from_le_bytes(arr(&h[16..24]));
+    match version {
+        1 => Ok(Header {
+            version,
+            first_position,
+            len: HEADER_LEN_V1,
+            checkpoint: None,
+        }),
+        2 => {
+            if h.len() < HEADER_LEN {
+                return Err(format!(
+                    "segment header is {} bytes, expected {HEADER_LEN}",
+                    h.len()
+                ));
+            }
+            let slots = &h[HEADER_LEN_V1..HEADER_LEN];
+            // The slots hold consecutive sequence numbers: the newer one is ahead
+            // of the other by wrapping arithmetic.
+            let checkpoint = match (
+                Checkpoint::decode(&slots[..SLOT_LEN]),
+                Checkpoint::decode(&slots[SLOT_LEN..]),
+            ) {
+                (Some(a), Some(b)) if (b.seq.wrapping_sub(a.seq) as i32) > 0 => Some(b),
+                (Some(a), _) => Some(a),
+                (None, b) => b,
+            };
+            Ok(Header {
+                version,
+                first_position,
+                len: HEADER_LEN,
+                checkpoint,
+            })
+        }
+        _ => Err(format!(
+            "segment format version {version} is not supported (this build reads 1 and {FORMAT_VERSION})"
+        )),
     }
-    Ok(u64::from_le_bytes(arr(&h[16..24])))
 }
 
 /// Appends one framed record for `e` to `buf`.
@@ -261,12 +359,55 @@ mod tests {
 
     #[test]
     fn given_a_header_when_decoded_then_first_position_or_refusal() {
-        assert_eq!(decode_header(&encode_header(7)), Ok(7));
+        let header = decode_header(&encode_header(7));
+        assert_eq!(
+            header.map(|h| (h.first_position, h.len)),
+            Ok((7, HEADER_LEN))
+        );
+        assert!(decode_header(&encode_header(7)[..HEADER_LEN - 1]).is_err());
         let mut h = encode_header(7);
         h[0] = b'X';
         assert!(decode_header(&h).is_err());
         let mut h = encode_header(7);
         h[8] = 9;
         assert!(decode_header(&h).is_err());
+    }
+
+    #[test]
+    fn given_a_version_1_header_when_decoded_then_it_loads_without_checkpoint() {
+        let mut h = encode_header(5);
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let header = decode_header(&h[..HEADER_LEN_V1]).expect("v1");
+        assert_eq!((header.version, header.len), (1, HEADER_LEN_V1));
+        assert_eq!(header.checkpoint, None);
+    }
+
+    #[test]
+    fn given_checkpoints_in_both_slots_then_the_newest_valid_one_counts() {
+        let mut h = encode_header(0).to_vec();
+        assert_eq!(decode_header(&h).expect("empty").checkpoint, None);
+        let write = |h: &mut Vec<u8>, c: Checkpoint| {
+            let (at, slot) = c.encode();
+            h[at as usize..at as usize + SLOT_LEN].copy_from_slice(&slot);
+        };
+        let older = Checkpoint {
+            seq: 1,
+            sealed: false,
+            end: 500,
+            events: 3,
+        };
+        let newer = Checkpoint {
+            seq: 2,
+            sealed: true,
+            end: 900,
+            events: 7,
+        };
+        write(&mut h, older);
+        write(&mut h, newer);
+        assert_eq!(decode_header(&h).expect("both").checkpoint, Some(newer));
+        // A torn write of the newer slot leaves the older one.
+        let (at, _) = newer.encode();
+        h[at as usize + 3] ^= 1;
+        assert_eq!(decode_header(&h).expect("torn").checkpoint, Some(older));
     }
 }

@@ -8,6 +8,17 @@
 //! answers the callers. On open, [`recovery`] reads every record back, cuts a
 //! torn tail and refuses any damage before it.
 //!
+//! Each segment's header holds a checkpoint the writer keeps moving: how far the
+//! segment was durable and acknowledged, written into the header in the same
+//! `fdatasync` as the next batch (so it costs no sync of its own under load), or,
+//! once appends stop, by a sync of its own after [`FileStoreOptions::checkpoint_delay`].
+//! A file found shorter than its checkpoint lost acknowledged events and is not
+//! opened unless [`FileStoreOptions::accept_data_loss`]; only what lies past the
+//! checkpoint (at most the last group commit) can be a torn tail.
+//!
+//! One process writes a data directory at a time ([`lock`]); `rl-gym replay` opens
+//! the log with [`FileStore::open_read_only`], which writes nothing.
+//!
 //! In memory the store keeps the [`Index`] plus one byte offset per event, never the
 //! events themselves: reads go to the files with `pread` on the blocking pool. Visibility
 //! is one number, the count of offsets: an event is readable exactly when its offset has
@@ -15,16 +26,17 @@
 //! a batch that is still being written; readers never look past the published offsets.
 
 mod format;
+mod lock;
 mod recovery;
 mod writer;
 
-pub use format::RecordView;
+pub use format::{RecordView, HEADER_LEN as SEGMENT_HEADER_LEN};
 pub use recovery::CheckedRecords;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -57,6 +69,15 @@ pub struct FileStoreOptions {
     pub queue_capacity: usize,
     /// Live events a slow subscriber may fall behind before it lags.
     pub live_capacity: usize,
+    /// Once appends stop, how long the writer waits before it syncs a checkpoint that
+    /// covers the last of them. Under load every sync carries the checkpoint of the
+    /// one before, so this extra sync happens only when the log goes idle.
+    pub checkpoint_delay: std::time::Duration,
+    /// Open even though the log lost acknowledged events (a segment cut short or
+    /// missing): the loss is logged, reported in [`OpenReport`], and the checkpoint
+    /// moved back so the next open is clean. Off: opening fails with
+    /// [`StoreError::DataLoss`].
+    pub accept_data_loss: bool,
     /// Planned failures, for tests of the failure paths.
     pub faults: Faults,
 }
@@ -70,6 +91,8 @@ impl Default for FileStoreOptions {
             preallocate_bytes: 4 << 20,
             queue_capacity: 4096,
             live_capacity: 4096,
+            checkpoint_delay: std::time::Duration::from_millis(10),
+            accept_data_loss: false,
             faults: Faults::default(),
         }
     }
@@ -80,9 +103,20 @@ impl Default for FileStoreOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     failing_syncs: Arc<AtomicU32>,
+    frozen_checkpoints: Arc<AtomicBool>,
 }
 
 impl Faults {
+    /// Checkpoints stop moving from now on, as if the machine had died right after
+    /// the last one: what is appended later is a tail recovery may cut.
+    pub fn freeze_checkpoints(&self) {
+        self.frozen_checkpoints.store(true, Ordering::SeqCst);
+    }
+
+    fn checkpoints_frozen(&self) -> bool {
+        self.frozen_checkpoints.load(Ordering::SeqCst)
+    }
+
     /// The next `n` data syncs of the log fail with an I/O error (after their write).
     pub fn fail_next_syncs(&self, n: u32) {
         self.failing_syncs.store(n, Ordering::SeqCst);
@@ -100,10 +134,17 @@ impl Faults {
 pub struct OpenReport {
     /// Events in the log.
     pub events: u64,
-    /// Bytes of a torn last record cut off the end of the log (0 after a clean stop).
+    /// Bytes of a torn last record cut off the end of the log (0 after a clean stop);
+    /// opened read-only, the bytes that the server's next start will cut.
     pub truncated_bytes: u64,
     /// Segment files in the log.
     pub segments: usize,
+    /// Acknowledged events were missing and the loss was accepted.
+    pub data_loss: bool,
+    /// Of those, the bytes and events the checkpoint says are missing (0 when a whole
+    /// segment is gone: how much is unknown).
+    pub lost_bytes: u64,
+    pub lost_events: u64,
 }
 
 /// Counters of the writer, for metrics and for tests of batching.
@@ -196,6 +237,8 @@ pub struct FileStore {
     shared: Arc<Shared>,
     sender: Mutex<Option<mpsc::Sender<writer::Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The data directory's lock, held until the store closes.
+    lock: Mutex<Option<File>>,
     dir: PathBuf,
 }
 
@@ -224,8 +267,16 @@ impl FileStore {
     ) -> Result<(FileStore, OpenReport), StoreError> {
         let log_dir = dir.join("log");
         std::fs::create_dir_all(&log_dir)?;
-        let recovered = recovery::recover(&log_dir, visit)?;
+        let lock = lock::exclusive(dir)?;
+        let mode = recovery::Mode {
+            write: true,
+            accept_data_loss: options.accept_data_loss,
+        };
+        let recovered = recovery::recover(&log_dir, visit, mode)?;
         let report = recovered.report;
+        let tail = recovered.tail.ok_or_else(|| {
+            StoreError::Io(std::io::Error::other("the log was opened without a tail"))
+        })?;
         let (live, _) = broadcast::channel(options.live_capacity.max(1));
         let shared = Arc::new(Shared {
             durable: AtomicU64::new(recovered.state.offsets.len() as u64),
@@ -234,7 +285,7 @@ impl FileStore {
             counters: Counters::default(),
         });
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
-        let w = writer::Writer::new(shared.clone(), receiver, log_dir, recovered.tail, options)?;
+        let w = writer::Writer::new(shared.clone(), receiver, log_dir, tail, options)?;
         let thread = std::thread::Builder::new()
             .name("rl-gym-log-writer".into())
             .spawn(move || w.run())?;
@@ -250,9 +301,44 @@ impl FileStore {
                 shared,
                 sender: Mutex::new(Some(sender)),
                 thread: Mutex::new(Some(thread)),
+                lock: Mutex::new(Some(lock)),
                 dir: dir.to_owned(),
             },
             report,
+        ))
+    }
+
+    /// Opens the log under `dir/log/` to read it, as `rl-gym replay` does: every
+    /// record is checked as [`FileStore::open_visiting`] checks it, and a torn tail or
+    /// missing events are reported the same way, but nothing in `dir` is written, cut
+    /// or created. Takes a shared lock on the directory (refused while a server holds
+    /// it). Appends fail with [`StoreError::Closed`].
+    pub fn open_read_only(
+        dir: &Path,
+        visit: Option<&mut dyn FnMut(CheckedRecords)>,
+    ) -> Result<(FileStore, OpenReport), StoreError> {
+        let lock = lock::shared(dir)?;
+        let mode = recovery::Mode {
+            write: false,
+            accept_data_loss: false,
+        };
+        let recovered = recovery::recover(&dir.join("log"), visit, mode)?;
+        let (live, _) = broadcast::channel(1);
+        let shared = Arc::new(Shared {
+            durable: AtomicU64::new(recovered.state.offsets.len() as u64),
+            state: RwLock::new(recovered.state),
+            live,
+            counters: Counters::default(),
+        });
+        Ok((
+            FileStore {
+                shared,
+                sender: Mutex::new(None),
+                thread: Mutex::new(None),
+                lock: Mutex::new(lock),
+                dir: dir.to_owned(),
+            },
+            recovered.report,
         ))
     }
 
@@ -272,13 +358,16 @@ impl FileStore {
     }
 
     /// Stops taking appends, lets the writer finish every append already queued, and
-    /// waits for its thread. Later appends fail with [`StoreError::Closed`]; reads go on.
+    /// waits for its thread; then lets the data directory go. Later appends fail with
+    /// [`StoreError::Closed`]; reads go on.
     pub async fn close(&self) {
         let thread = self.stop();
         if let Some(thread) = thread {
             // Joining blocks until the last batch's fsync returns: not on a worker.
             let _ = tokio::task::spawn_blocking(move || join(thread)).await;
         }
+        // Nothing of this store writes any more: another process may open the log.
+        self.lock.lock().take();
     }
 
     /// Drops the queue's sender (the writer drains what is queued and exits) and hands
@@ -316,6 +405,7 @@ impl Drop for FileStore {
         if let Some(thread) = self.stop() {
             join(thread);
         }
+        self.lock.lock().take();
     }
 }
 

@@ -9,12 +9,23 @@
 //! segment, positions out of order) is damage to acknowledged history: opening stops
 //! with [`StoreError::Corrupt`] naming the file and offset, because replaying around
 //! a hole would silently change every view.
+//!
+//! A tail is torn only past the segment's checkpoint ([`format::Checkpoint`]): the
+//! writer records there how far the segment was durable and acknowledged. Records
+//! missing before it (the file cut short, on a record boundary or not), a sealed last
+//! segment (its successor was deleted), or a cut header after a sealed segment are
+//! lost acknowledged events: opening stops with [`StoreError::DataLoss`] naming the
+//! file, the offset and what is missing, unless the caller accepts the loss.
+//!
+//! Opening read-only ([`Mode::write`] false, `rl-gym replay`) checks and reports the
+//! same, but never cuts, rewrites or creates a file: a torn tail may be a write the
+//! running server has not finished.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::format::{self, Frame, RecordView, HEADER_LEN};
+use super::format::{self, Checkpoint, Frame, RecordView, HEADER_LEN, HEADER_LEN_V1};
 use super::{OpenReport, Segment, State};
 use crate::store::index::Index;
 use crate::store::StoreError;
@@ -26,8 +37,9 @@ const BATCH: usize = 4096;
 /// page cache into fresh buffers was a third of opening a large log.
 ///
 /// Nothing in this process writes to a segment while it is mapped except the cut of
-/// a torn tail, which only shortens the file past every record still read; two
-/// processes must not open one log at once in any case (each would write it).
+/// a torn tail, which only shortens the file past every record still read, and a new
+/// checkpoint in a header already parsed; the data directory's lock keeps other
+/// processes from writing it.
 struct SegmentBytes(Option<memmap2::Mmap>);
 
 impl SegmentBytes {
@@ -80,12 +92,27 @@ pub(super) struct Tail {
     /// Its durable length, where the next batch goes.
     pub len: u64,
     pub number: u32,
+    pub first_position: u64,
+    /// The checkpoint its header holds; the writer's next one follows its sequence.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 pub(super) struct Recovered {
     pub state: State,
-    pub tail: Tail,
+    /// `None` when opened read-only.
+    pub tail: Option<Tail>,
     pub report: OpenReport,
+}
+
+/// What opening may do.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Mode {
+    /// The server's own open: cut a torn tail, rewrite a torn header, create the
+    /// first segment, start a new segment after a version 1 tail. Otherwise nothing
+    /// in the directory is written.
+    pub write: bool,
+    /// Open even though acknowledged events are missing (reported, loudly).
+    pub accept_data_loss: bool,
 }
 
 pub(super) fn segment_path(log_dir: &Path, number: u32) -> PathBuf {
@@ -98,6 +125,8 @@ pub(super) fn create_segment(
     number: u32,
     first_position: u64,
 ) -> std::io::Result<(PathBuf, File)> {
+    // Created whole before anything is written to it: a header cut short later is a
+    // crash during this call (or, after a sealed segment, a cut).
     let path = segment_path(log_dir, number);
     let file = OpenOptions::new()
         .read(true)
@@ -152,22 +181,73 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     })
 }
 
+/// Missing acknowledged events, refused or (accepted) counted.
+#[derive(Default)]
+struct Losses {
+    any: bool,
+    bytes: u64,
+    events: u64,
+}
+
+impl Losses {
+    /// Refuses to open unless the loss is accepted; then it is logged and counted.
+    fn found(
+        &mut self,
+        mode: Mode,
+        what: String,
+        bytes: u64,
+        events: u64,
+    ) -> Result<(), StoreError> {
+        if !mode.accept_data_loss {
+            return Err(StoreError::DataLoss(format!(
+                "{what}; restore the log from a backup, or start with `rl-gym serve --accept-data-loss` to go on without them"
+            )));
+        }
+        tracing::error!(
+            lost_bytes = bytes,
+            lost_events = events,
+            "ACKNOWLEDGED EVENTS ARE MISSING FROM THE EVENT LOG and the loss was accepted (--accept-data-loss): {what}"
+        );
+        self.any = true;
+        self.bytes += bytes;
+        self.events += events;
+        Ok(())
+    }
+}
+
+/// Writes `checkpoint` into the header of `path` and syncs it.
+pub(super) fn write_checkpoint(file: &File, checkpoint: Checkpoint) -> std::io::Result<()> {
+    let (at, slot) = checkpoint.encode();
+    std::os::unix::fs::FileExt::write_all_at(file, &slot, at)?;
+    file.sync_data()
+}
+
 /// Reads back the whole log. `visit`, when given, is handed every record that
 /// checks out, in position order, in batches as they are read.
 pub(super) fn recover(
     log_dir: &Path,
     mut visit: Option<&mut dyn FnMut(CheckedRecords)>,
+    mode: Mode,
 ) -> Result<Recovered, StoreError> {
     let numbers = list_segments(log_dir)?;
     let mut index = Index::new();
     let mut offsets = Vec::new();
     let mut segments = Vec::new();
     let mut truncated_bytes = 0u64;
+    let mut losses = Losses::default();
+    // The previous segment's checkpoint said its successor had been started.
+    let mut previous_sealed = false;
+    // The last segment's header: its version and checkpoint.
+    let mut tail_header: Option<(u32, Option<Checkpoint>)> = None;
 
-    if numbers.is_empty() {
-        create_segment(log_dir, 0, 0)?;
-    }
-    let count = numbers.len().max(1);
+    let count = if mode.write {
+        if numbers.is_empty() {
+            create_segment(log_dir, 0, 0)?;
+        }
+        numbers.len().max(1)
+    } else {
+        numbers.len()
+    };
     for number in 0..count as u32 {
         let path = segment_path(log_dir, number);
         let last = number as usize + 1 == count;
@@ -176,26 +256,56 @@ pub(super) fn recover(
         let mut batch = Vec::new();
         let first_position = index.next_position();
 
-        if bytes.len() < HEADER_LEN {
-            if !last {
-                return Err(corrupt(&path, 0, "segment header is cut short"));
+        let header = match format::decode_header(bytes) {
+            Ok(header) => header,
+            Err(why) if !last || bytes.len() >= HEADER_LEN => return Err(corrupt(&path, 0, why)),
+            Err(_) => {
+                if previous_sealed {
+                    losses.found(
+                        mode,
+                        format!(
+                            "{}: the segment's header is cut short ({} bytes) though the segment before it was finished, so it had been created whole: every acknowledged event in it from position {first_position} on is missing (how many is unknown)",
+                            path.display(),
+                            bytes.len()
+                        ),
+                        0,
+                        0,
+                    )?;
+                }
+                // A crash while the segment was being created.
+                truncated_bytes += bytes.len() as u64;
+                let len = if mode.write {
+                    tracing::warn!(file = %path.display(), bytes = bytes.len(), "rewriting a torn segment header");
+                    create_segment(log_dir, number, first_position)?;
+                    HEADER_LEN as u64
+                } else {
+                    tracing::warn!(file = %path.display(), bytes = bytes.len(), "the last segment's header is torn (left as it is: read-only)");
+                    bytes.len() as u64
+                };
+                tail_header = Some((format::FORMAT_VERSION, None));
+                segments.push(Segment {
+                    path: path.clone(),
+                    first_position,
+                    end: len,
+                    file: Arc::new(File::open(&path)?),
+                });
+                continue;
             }
-            // A crash while the segment was being created.
-            tracing::warn!(file = %path.display(), bytes = bytes.len(), "rewriting a torn segment header");
-            truncated_bytes += bytes.len() as u64;
-            create_segment(log_dir, number, first_position)?;
-        } else {
-            let announced = format::decode_header(bytes).map_err(|why| corrupt(&path, 0, why))?;
-            if announced != first_position {
-                return Err(corrupt(
-                    &path,
-                    0,
-                    format!("segment starts at position {announced}, expected {first_position}"),
-                ));
-            }
+        };
+        if header.first_position != first_position {
+            return Err(corrupt(
+                &path,
+                0,
+                format!(
+                    "segment starts at position {}, expected {first_position}",
+                    header.first_position
+                ),
+            ));
         }
 
-        let mut at = HEADER_LEN.min(bytes.len());
+        let mut at = header.len.min(bytes.len());
+        // Where a torn record starts and why it is one.
+        let mut torn: Option<String> = None;
         while at < bytes.len() {
             let damage = match format::read_frame(&bytes[at..]) {
                 Frame::Record { payload, len } => {
@@ -234,25 +344,14 @@ pub(super) fn recover(
             // Zeros to the end are the writer's padding (`preallocate_bytes`), or
             // space a crash left unwritten: no record was ever there. A segment's
             // records after it would be missing only if the next segment's header
-            // said so, and that is checked.
+            // or this one's checkpoint said so, and both are checked.
             if bytes[at..].iter().all(|&b| b == 0) {
                 break;
             }
             if !last || valid_record_after(bytes, at + 1) {
                 return Err(corrupt(&path, at as u64, damage));
             }
-            let cut = (bytes.len() - at) as u64;
-            tracing::warn!(
-                file = %path.display(),
-                offset = at,
-                bytes = cut,
-                reason = %damage,
-                "cutting a torn record off the end of the event log"
-            );
-            let file = OpenOptions::new().write(true).open(&path)?;
-            file.set_len(at as u64)?;
-            file.sync_all()?;
-            truncated_bytes += cut;
+            torn = Some(damage);
             break;
         }
         if let Some(visit) = visit.as_mut().filter(|_| !batch.is_empty()) {
@@ -261,7 +360,91 @@ pub(super) fn recover(
                 payloads: batch,
             });
         }
-        let end = at.max(HEADER_LEN) as u64;
+        let end = at.max(header.len) as u64;
+        let events = index.next_position() - first_position;
+
+        // The checkpoint: everything before it was acknowledged.
+        let mut checkpoint = header.checkpoint;
+        if let Some(c) = checkpoint {
+            if end < c.end || events < c.events {
+                let missing_bytes = c.end.saturating_sub(end);
+                let missing_events = c.events.saturating_sub(events);
+                let what = format!(
+                    "{} at offset {end}: the records end here, but the segment's checkpoint says its first {} bytes ({} events) were durable and acknowledged: {missing_bytes} bytes ({missing_events} events, from position {}) are missing",
+                    path.display(),
+                    c.end,
+                    c.events,
+                    first_position + events,
+                );
+                if !last {
+                    return Err(StoreError::Corrupt(what));
+                }
+                losses.found(mode, what, missing_bytes, missing_events)?;
+                checkpoint = Some(Checkpoint {
+                    seq: c.seq.wrapping_add(1),
+                    sealed: false,
+                    end,
+                    events,
+                });
+            } else if last && c.sealed {
+                losses.found(
+                    mode,
+                    format!(
+                        "{}: segment {:08}.seg is missing: {} was finished at offset {} when it was started, so every acknowledged event from position {} on is missing (how many is unknown)",
+                        log_dir.display(),
+                        number + 1,
+                        path.display(),
+                        c.end,
+                        first_position + events,
+                    ),
+                    0,
+                    0,
+                )?;
+                checkpoint = Some(Checkpoint {
+                    seq: c.seq.wrapping_add(1),
+                    sealed: false,
+                    ..c
+                });
+            }
+            previous_sealed = c.sealed;
+        } else {
+            previous_sealed = false;
+        }
+
+        if let Some(damage) = torn {
+            let cut = (bytes.len() - at) as u64;
+            if mode.write {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = at,
+                    bytes = cut,
+                    reason = %damage,
+                    "cutting a torn record off the end of the event log"
+                );
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(at as u64)?;
+                file.sync_all()?;
+            } else {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = at,
+                    bytes = cut,
+                    reason = %damage,
+                    "the event log ends in a torn record (left as it is: read-only)"
+                );
+            }
+            truncated_bytes += cut;
+        }
+        if mode.write && checkpoint != header.checkpoint {
+            // The loss was accepted: the next open starts from here, not from the
+            // checkpoint that no longer holds.
+            if let Some(c) = checkpoint {
+                write_checkpoint(&OpenOptions::new().write(true).open(&path)?, c)?;
+            }
+        }
+        if last {
+            tail_header = Some((header.version, checkpoint));
+        }
         segments.push(Segment {
             path: path.clone(),
             first_position,
@@ -270,22 +453,23 @@ pub(super) fn recover(
         });
     }
 
-    let tail_segment = segments
-        .last()
-        .ok_or_else(|| StoreError::Corrupt(format!("{}: no segment", log_dir.display())))?;
-    let tail = Tail {
-        path: tail_segment.path.clone(),
-        file: OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&tail_segment.path)?,
-        len: tail_segment.end,
-        number: count as u32 - 1,
+    let tail = if mode.write {
+        Some(continued_tail(
+            log_dir,
+            &mut segments,
+            tail_header,
+            index.next_position(),
+        )?)
+    } else {
+        None
     };
     let report = OpenReport {
         events: offsets.len() as u64,
         truncated_bytes,
         segments: segments.len(),
+        data_loss: losses.any,
+        lost_bytes: losses.bytes,
+        lost_events: losses.events,
     };
     Ok(Recovered {
         state: State {
@@ -295,5 +479,54 @@ pub(super) fn recover(
         },
         tail,
         report,
+    })
+}
+
+/// The segment the writer goes on with: the last one, unless it is of version 1 (no
+/// room for a checkpoint): then a new segment after it, or in its place if it holds
+/// no record.
+fn continued_tail(
+    log_dir: &Path,
+    segments: &mut Vec<Segment>,
+    header: Option<(u32, Option<Checkpoint>)>,
+    next_position: u64,
+) -> Result<Tail, StoreError> {
+    let number = segments
+        .len()
+        .checked_sub(1)
+        .ok_or_else(|| StoreError::Corrupt(format!("{}: no segment", log_dir.display())))?
+        as u32;
+    let (version, checkpoint) = header.unwrap_or((format::FORMAT_VERSION, None));
+    let mut tail_number = number;
+    if version < format::FORMAT_VERSION {
+        let last = &segments[number as usize];
+        let (number, first_position) = if last.end > HEADER_LEN_V1 as u64 {
+            (number + 1, next_position)
+        } else {
+            segments.pop();
+            (number, next_position)
+        };
+        let (path, _) = create_segment(log_dir, number, first_position)?;
+        tracing::info!(segment = %path.display(), "continuing an old log in a new segment (with checkpoints)");
+        segments.push(Segment {
+            path: path.clone(),
+            first_position,
+            end: HEADER_LEN as u64,
+            file: Arc::new(File::open(&path)?),
+        });
+        tail_number = number;
+    }
+    let last = &segments[segments.len() - 1];
+    Ok(Tail {
+        path: last.path.clone(),
+        file: OpenOptions::new().read(true).write(true).open(&last.path)?,
+        len: last.end,
+        number: tail_number,
+        first_position: last.first_position,
+        checkpoint: if tail_number == number {
+            checkpoint
+        } else {
+            None
+        },
     })
 }

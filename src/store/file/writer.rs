@@ -18,19 +18,28 @@
 //! batches, so the store keeps working when the disk recovers. If even the cut fails,
 //! the writer refuses every later append: what is on disk past the durable length is
 //! unknown until the log is reopened and recovered.
+//!
+//! Checkpoints: each sync also carries, in the segment's header, the durable length
+//! as the sync *before* it left it (never more: if the machine dies mid-sync, the
+//! header may reach the disk without the records). So under load every acknowledged
+//! event is covered by a durable checkpoint once the next sync returns, at no extra
+//! sync. When the log goes idle, one sync of the header alone follows after
+//! `checkpoint_delay`; closing syncs the last one; starting a new segment seals the
+//! one before it (its checkpoint says a successor exists).
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::format::{self, HEADER_LEN};
-use super::recovery::{create_segment, Tail};
+use super::format::{self, Checkpoint, HEADER_LEN};
+use super::recovery::{create_segment, write_checkpoint, Tail};
 use super::{FileStoreOptions, Segment, Shared};
 use crate::store::index::Decision;
 use crate::store::{
@@ -64,7 +73,19 @@ pub(super) struct Writer {
     pending: VecDeque<Pending>,
     /// Set when a failed batch could not be cut off the file.
     poisoned: Option<String>,
+    /// The checkpoint last written into the tail's header (durable once a sync that
+    /// began after it returns).
+    checkpoint: Checkpoint,
 }
+
+/// The checkpoint of a segment that has none yet: the first one written gets
+/// sequence 1.
+const NO_CHECKPOINT: Checkpoint = Checkpoint {
+    seq: 0,
+    sealed: false,
+    end: 0,
+    events: 0,
+};
 
 /// A request's place in the batch after its check.
 struct Checked {
@@ -108,6 +129,7 @@ impl Writer {
                 }
             })?;
         Ok(Self {
+            checkpoint: tail.checkpoint.unwrap_or(NO_CHECKPOINT),
             shared,
             queue,
             log_dir,
@@ -127,6 +149,7 @@ impl Writer {
     /// sync has returned.
     pub fn run(mut self) {
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("a current-thread runtime needs no resources that can fail");
         runtime.block_on(self.serve());
@@ -136,7 +159,16 @@ impl Writer {
     async fn serve(&mut self) {
         let mut in_flight: Option<InFlight> = None;
         let mut open = true;
+        // Armed while the disk is idle and the checkpoint lags the durable length.
+        let mut idle: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
+            if in_flight.is_none() && open && self.checkpoint_lags() {
+                if idle.is_none() {
+                    idle = Some(Box::pin(tokio::time::sleep(self.options.checkpoint_delay)));
+                }
+            } else {
+                idle = None;
+            }
             tokio::select! {
                 // A finished sync first: its callers have waited longest.
                 biased;
@@ -155,9 +187,62 @@ impl Writer {
                     }
                     None => open = false,
                 },
+                () = idle_done(&mut idle), if idle.is_some() => {
+                    idle = None;
+                    in_flight = self.start_checkpoint_sync();
+                }
                 else => break,
             }
         }
+        // Closed cleanly: the checkpoint covers every acknowledged event.
+        if self.checkpoint_lags() && self.write_checkpoint() {
+            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.tail.file.sync_data() {
+                tracing::warn!(error = %e, "the event log's last checkpoint could not be synced");
+            }
+        }
+    }
+
+    /// Whether acknowledged events of the tail are not in its checkpoint yet.
+    fn checkpoint_lags(&self) -> bool {
+        self.poisoned.is_none()
+            && !self.options.faults.checkpoints_frozen()
+            && self.checkpoint.end != self.durable_len
+    }
+
+    /// Writes the durable length into the tail's header (no sync: the next one takes
+    /// it). False when there was nothing new to write or the write failed, which
+    /// loses nothing: the checkpoint only lags.
+    fn write_checkpoint(&mut self) -> bool {
+        if !self.checkpoint_lags() {
+            return false;
+        }
+        let durable = self.shared.durable.load(Ordering::Acquire);
+        let next = Checkpoint {
+            seq: self.checkpoint.seq.wrapping_add(1),
+            sealed: false,
+            end: self.durable_len,
+            events: durable.saturating_sub(self.tail.first_position),
+        };
+        let (at, slot) = next.encode();
+        match self.tail.file.write_all_at(&slot, at) {
+            Ok(()) => {
+                self.checkpoint = next;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the event log's checkpoint could not be written");
+                false
+            }
+        }
+    }
+
+    /// A sync of the checkpoint alone, once the log has gone idle.
+    fn start_checkpoint_sync(&mut self) -> Option<InFlight> {
+        if !self.write_checkpoint() {
+            return None;
+        }
+        self.send_sync(false)
     }
 
     /// `first` and every request already waiting. When the disk is idle, it also
@@ -303,14 +388,23 @@ impl Writer {
         }
     }
 
-    /// Starts a sync covering every pending batch, if there is one.
+    /// Starts a sync covering every pending batch, if there is one, and the
+    /// checkpoint of what the last sync made durable.
     fn start_sync(&mut self) -> Option<InFlight> {
         if self.pending.is_empty() {
             return None;
         }
+        self.write_checkpoint();
+        self.send_sync(true)
+    }
+
+    /// Hands a sync of the tail to the sync thread; it covers every pending batch.
+    /// Planned failures hit only syncs of batches (`data`), not of a checkpoint alone,
+    /// so that a test knows which append they fail.
+    fn send_sync(&mut self, data: bool) -> Option<InFlight> {
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let (done, result) = oneshot::channel();
-        if self.options.faults.take_sync_failure() {
+        if data && self.options.faults.take_sync_failure() {
             let _ = done.send(Err(std::io::Error::other("injected sync failure")));
         } else if let Err(std::sync::mpsc::SendError((_, done))) =
             self.syncer.send((self.sync_file.clone(), done))
@@ -387,8 +481,20 @@ impl Writer {
         let first_position = self.shared.state.read().offsets.len() as u64;
         let number = self.tail.number + 1;
         let (path, file) = create_segment(&self.log_dir, number, first_position)?;
+        // Sealed after its successor exists (a crash in between leaves an unsealed
+        // segment and an empty one, which is consistent): recovery then knows a
+        // missing successor is lost history, not a log that ends here.
+        let seal = Checkpoint {
+            seq: self.checkpoint.seq.wrapping_add(1),
+            sealed: true,
+            end: self.durable_len,
+            events: first_position.saturating_sub(self.tail.first_position),
+        };
         let reader = Arc::new(File::open(&path)?);
         let sync_file = Arc::new(file.try_clone()?);
+        // The last step that can fail: once sealed, nothing more goes to the old tail.
+        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        write_checkpoint(&self.tail.file, seal)?;
         tracing::debug!(segment = %path.display(), first_position, "event log segment started");
         self.shared.state.write().segments.push(Segment {
             path: path.clone(),
@@ -401,7 +507,10 @@ impl Writer {
             file,
             len: HEADER_LEN as u64,
             number,
+            first_position,
+            checkpoint: None,
         };
+        self.checkpoint = NO_CHECKPOINT;
         self.durable_len = self.tail.len;
         self.allocated = self.tail.len;
         self.sync_file = sync_file;
@@ -468,6 +577,14 @@ async fn sync_done(in_flight: &mut Option<InFlight>) -> std::io::Result<()> {
         Some((result, _)) => result
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("the log's sync thread died"))),
+        None => std::future::pending().await,
+    }
+}
+
+/// Returns when the idle timer fires (never without one).
+async fn idle_done(idle: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match idle {
+        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }
