@@ -209,7 +209,7 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
         Err(StepError::Failed(Failure(message))) if driver.job.budget.is_halted() => {
             tracing::info!(
                 rollout_id,
-                message,
+                message = driver.redactor.redact(&message),
                 "rollout stopped: this node lost the run's lease"
             );
         }

@@ -78,7 +78,9 @@ pub async fn send(
             return Err(error);
         }
         let backoff = wait.unwrap_or_else(|| backoff(policy.base_backoff, attempt));
-        tracing::debug!(attempt, ?backoff, error = %error, "model call retried");
+        // Its kind only: the provider's message may quote the key (callers redact it).
+        let error_type = error.error_type();
+        tracing::debug!(attempt, ?backoff, error_type, "model call retried");
         tokio::time::sleep(backoff).await;
         attempt += 1;
     }
@@ -158,14 +160,23 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     exp + exp.mul_f64((nanos % 1000) as f64 / 2000.0)
 }
 
-/// Parses a JSON answer body, or says why it is malformed: what JSON lacked, or
-/// only the size of a body that is not JSON (never its text).
+/// Parses a JSON answer body, or says why it is malformed without quoting it (the
+/// body may be an internal page): a missing field by name, else where the JSON
+/// departs from the expected shape, else only the size of a body that is not JSON.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ModelError> {
     serde_json::from_slice(body).map_err(|e| {
-        ModelError::Malformed(if e.is_data() {
-            format!("{e} (in a {}-byte JSON body)", body.len())
+        let size = body.len();
+        let message = e.to_string();
+        ModelError::Malformed(if !e.is_data() {
+            format!("a {size}-byte body that is not JSON")
+        } else if message.starts_with("missing field") {
+            format!("{message} (in a {size}-byte JSON body)")
         } else {
-            format!("a {}-byte body that is not JSON", body.len())
+            format!(
+                "a {size}-byte JSON body not in the expected shape at line {} column {}",
+                e.line(),
+                e.column()
+            )
         })
     })
 }
@@ -209,6 +220,26 @@ mod tests {
             "(no error message: a 29-byte body of content type text/html)"
         );
         assert_eq!(provider_message(b"", "none"), "(empty body)");
+    }
+
+    #[test]
+    fn a_malformed_answer_is_described_never_quoted() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Answer {
+            #[allow(dead_code)]
+            choices: Vec<u8>,
+        }
+        let said = |body: &[u8]| parse::<Answer>(body).unwrap_err().to_string();
+        assert_eq!(
+            said(b"<html>internal</html>"),
+            "the provider's answer could not be read: a 21-byte body that is not JSON"
+        );
+        assert!(said(b"{}").contains("missing field `choices`"));
+        let shaped = said(br#"{"choices": "internal"}"#);
+        assert!(
+            !shaped.contains("internal") && shaped.contains("column"),
+            "{shaped}"
+        );
     }
 
     #[test]
