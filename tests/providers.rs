@@ -863,20 +863,29 @@ impl Compatible {
             let assistant = m["role"] == "assistant";
             match self {
                 Compatible::LlamaCppPython if assistant && m.get("content").is_none() => {
-                    return Some((500, json!({"error": {"message": "'dict object' has no attribute 'content'",
-                        "type": "internal_server_error"}})));
+                    return Some((
+                        500,
+                        json!({"error": {"message": "'dict object' has no attribute 'content'",
+                        "type": "internal_server_error"}}),
+                    ));
                 }
                 Compatible::LlamaCppPython if assistant && m["content"].is_null() => {
-                    return Some((500, json!({"error": {"message": format!(
+                    return Some((
+                        500,
+                        json!({"error": {"message": format!(
                         "7 validation errors:\n  {{'type': 'string_type', 'loc': ('body', 'messages', {i}, \
                          'ChatCompletionRequestAssistantMessage', 'content'), 'msg': 'Input should be a valid string'}}"),
-                        "type": "internal_server_error"}})));
+                        "type": "internal_server_error"}}),
+                    ));
                 }
                 Compatible::LlamaCpp
                     if m.get("content").is_none() && m.get("tool_calls").is_none() =>
                 {
-                    return Some((500, json!({"error": {"code": 500,
-                        "message": "Expected 'content' or 'tool_calls'", "type": "server_error"}})));
+                    return Some((
+                        500,
+                        json!({"error": {"code": 500,
+                        "message": "Expected 'content' or 'tool_calls'", "type": "server_error"}}),
+                    ));
                 }
                 Compatible::VllmMistral => {
                     let ids = m["tool_calls"]
@@ -887,17 +896,23 @@ impl Compatible {
                         .chain(m["tool_call_id"].as_str());
                     for id in ids {
                         if !is_mistral_id(id) {
-                            return Some((400, json!({"object": "error", "message": format!(
+                            return Some((
+                                400,
+                                json!({"object": "error", "message": format!(
                                 "Tool call id was {id} but must be a-z, A-Z, 0-9, with a length of 9."),
-                                "type": "BadRequestError", "code": 400})));
+                                "type": "BadRequestError", "code": 400}),
+                            ));
                         }
                     }
                 }
                 Compatible::LiteLlm
                     if assistant && m["content"].as_str().is_some_and(|c| c == "(empty)") =>
                 {
-                    return Some((400, json!({"error": {"message":
-                        "a placeholder reached the model as text", "type": "invalid_request_error"}})));
+                    return Some((
+                        400,
+                        json!({"error": {"message":
+                        "a placeholder reached the model as text", "type": "invalid_request_error"}}),
+                    ));
                 }
                 _ => {}
             }
@@ -971,10 +986,7 @@ impl Compatible {
                 {"token": "Two", "logprob": -0.25, "bytes": null, "top_logprobs": [{"token": "Two", "logprob": -0.25, "bytes": null}]},
                 {"token": ".", "logprob": -0.5, "bytes": null, "top_logprobs": []}]}),
         };
-        completion(
-            json!({"role": "assistant", "content": "Two."}),
-            logprobs,
-        )
+        completion(json!({"role": "assistant", "content": "Two."}), logprobs)
     }
 }
 
@@ -1076,7 +1088,11 @@ async fn every_compatible_server_takes_our_tool_call_turns_back() {
         let arguments: Value = serde_json::from_str(&call.function.arguments).unwrap();
         assert_eq!(arguments, json!({"unread": true}), "{server:?}");
         assert!(!call.id.is_empty(), "{server:?}");
-        assert_eq!(second.message.content.as_deref(), Some("Two."), "{server:?}");
+        assert_eq!(
+            second.message.content.as_deref(),
+            Some("Two."),
+            "{server:?}"
+        );
 
         // The tool-call turn went back with text content and the call's id, and its
         // result with the same id and the tool's name.
@@ -1110,7 +1126,9 @@ async fn the_llama_cpp_python_fake_refuses_what_the_real_server_refuses() {
     ] {
         let response = client
             .post(format!("{url}/chat/completions"))
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, assistant]}))
+            .json(
+                &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, assistant]}),
+            )
             .send()
             .await
             .unwrap();
@@ -1152,7 +1170,10 @@ async fn ids_are_kept_made_up_or_made_unique_as_each_server_needs() {
     .unwrap();
     let id = &reply.message.tool_calls[0].id;
     assert!(id != "0" && is_mistral_id(id), "{id}");
-    assert_eq!(reply.message.tool_calls[0].function.arguments, r#"{"unread":true}"#);
+    assert_eq!(
+        reply.message.tool_calls[0].function.arguments,
+        r#"{"unread":true}"#
+    );
 }
 
 #[actix_web::test]

@@ -138,7 +138,9 @@ const CANCEL_CONCURRENCY: usize = 256;
 pub struct RunActor {
     deps: Arc<Deps>,
     run: Arc<RunLaunched>,
-    pending: VecDeque<ScheduledRollout>,
+    /// Rollouts not started yet, as indexes into the run's list: a queued rollout
+    /// costs 4 bytes here, not a copy of its ids.
+    pending: VecDeque<u32>,
     running: HashMap<String, CancellationToken>,
     max_parallel: usize,
     registry: Addr<Registry>,
@@ -161,11 +163,12 @@ impl RunActor {
         budget: Arc<RunBudget>,
     ) -> Self {
         let max_parallel = run.max_parallel.map_or(usize::MAX, |n| n.max(1) as usize);
-        deps.pending.add(rollouts.len());
+        let pending = queue_of(&run.rollouts, rollouts);
+        deps.pending.add(pending.len());
         RunActor {
             deps,
             run,
-            pending: rollouts.into(),
+            pending,
             running: HashMap::new(),
             max_parallel,
             registry,
@@ -201,9 +204,10 @@ impl RunActor {
             return;
         }
         while self.running.len() < self.max_parallel {
-            let Some(rollout) = self.pending.pop_front() else {
+            let Some(index) = self.pending.pop_front() else {
                 break;
             };
+            let rollout = self.run.rollouts[index as usize].clone();
             self.deps.pending.release(1);
             let cancel = CancellationToken::new();
             self.running
@@ -260,11 +264,31 @@ impl RunActor {
         }
         // Rollouts stopped unfinished are cancelled with the pending ones: nothing
         // else would ever end them.
-        let mut pending: Vec<_> = self.pending.drain(..).collect();
+        let mut pending: Vec<_> = self
+            .pending
+            .drain(..)
+            .map(|index| self.run.rollouts[index as usize].clone())
+            .collect();
         self.deps.pending.release(pending.len());
         pending.append(&mut self.stopped_unfinished);
         (pending.len() + self.running.len(), pending)
     }
+}
+
+/// `rollouts` (the run's, or some of them in its order) as indexes into `all`.
+fn queue_of(all: &[ScheduledRollout], rollouts: Vec<ScheduledRollout>) -> VecDeque<u32> {
+    if rollouts.len() == all.len() && rollouts.iter().zip(all).all(|(a, b)| a == b) {
+        return (0..all.len() as u32).collect();
+    }
+    let index: HashMap<&str, u32> = all
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.rollout_id.as_str(), i as u32))
+        .collect();
+    rollouts
+        .iter()
+        .filter_map(|r| index.get(r.rollout_id.as_str()).copied())
+        .collect()
 }
 
 impl Actor for RunActor {

@@ -68,7 +68,7 @@ impl Item {
     }
 }
 
-#[utoipa::path(get, path = "/runs/{run_id}/export", tag = "runs", summary = "A run's rollouts as JSON Lines for training", params(("run_id" = String, Path, description = "The run"), ("format" = String, Query, description = "sft, rl or preference"), ("min_score" = Option<f64>, Query, description = "sft: the lowest score kept, 0–1 (1)")), responses((status = 200, description = "One JSON object a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
+#[utoipa::path(get, path = "/runs/{run_id}/export", tag = "runs", summary = "A run's rollouts as JSON Lines for training", params(("run_id" = String, Path, description = "The run"), ("format" = String, Query, description = "sft, rl or preference"), ("min_score" = Option<f64>, Query, description = "sft: the lowest score kept, 0–1 (1)"), ("max_pairs_per_task" = Option<u32>, Query, description = "preference: pairs per task, 1–1,000 (the config's max_pairs_per_task, 16)")), responses((status = 200, description = "One JSON object a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn export(
     state: web::Data<AppState>,
     path: web::Path<String>,

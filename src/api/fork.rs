@@ -58,7 +58,7 @@ fn parse(body: &Value, run_id: String, rollout_id: String) -> Result<ForkRequest
     })
 }
 
-#[utoipa::path(post, path = "/runs/{run_id}/rollouts/{rollout_id}/fork", tag = "runs", summary = "Fork a rollout after step k into a new run", params(("run_id" = String, Path, description = "The source run"), ("rollout_id" = String, Path, description = "The source rollout")), request_body = ForkBody, responses((status = 200, description = "The new run, which names its parent", body = LaunchAnswer), (status = 404, description = "No such run or rollout", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
+#[utoipa::path(post, path = "/runs/{run_id}/rollouts/{rollout_id}/fork", tag = "runs", summary = "Fork a rollout after step k into a new run", params(("run_id" = String, Path, description = "The source run"), ("rollout_id" = String, Path, description = "The source rollout")), request_body = ForkBody, responses((status = 200, description = "The new run, which names its parent", body = LaunchAnswer), (status = 404, description = "No such run or rollout", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody), (status = 429, description = "More rollouts would wait to start than max_pending_rollouts; see Retry-After", body = ErrorBody)))]
 async fn fork_rollout(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -80,7 +80,7 @@ impl From<GymError> for ApiError {
     }
 }
 
-#[utoipa::path(post, path = "/runs", tag = "runs", summary = "Launch a run (or estimate it with dry_run=true)", request_body = LaunchBody, params(("dry_run" = Option<bool>, Query, description = "Validate and estimate tokens and cost from past runs of the same tasks and model; launch nothing")), responses((status = 200, description = "The launched run; with dry_run=true a DryRunAnswer (see components) instead", body = LaunchAnswer), (status = 404, description = "Unknown scenario or task", body = ErrorBody), (status = 409, description = "run_name already used", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
+#[utoipa::path(post, path = "/runs", tag = "runs", summary = "Launch a run (or estimate it with dry_run=true)", request_body = LaunchBody, params(("dry_run" = Option<bool>, Query, description = "Validate and estimate tokens and cost from past runs of the same tasks and model; launch nothing")), responses((status = 200, description = "The launched run; with dry_run=true a DryRunAnswer (see components) instead", body = LaunchAnswer), (status = 404, description = "Unknown scenario or task", body = ErrorBody), (status = 409, description = "run_name already used", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody), (status = 429, description = "More rollouts would wait to start than max_pending_rollouts; see Retry-After", body = ErrorBody)))]
 async fn launch_run(
     state: web::Data<AppState>,
     query: web::Query<Vec<(String, String)>>,

@@ -486,6 +486,32 @@ mod tests {
     }
 
     #[test]
+    fn the_public_url_and_the_limits_are_checked_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (text, expected) in [
+            ("public_url = \"gym.example.com\"", "not an http(s) URL"),
+            (
+                "public_url = \"ftp://gym.example.com\"",
+                "not an http(s) URL",
+            ),
+            (
+                "public_url = \"https://gym.example.com/?a=1\"",
+                "not an http(s) URL",
+            ),
+            ("max_pending_rollouts = 0", "at least 1"),
+            ("request_timeout_secs = 0", "at least 1"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Settings::load(Some(&path), Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+        std::fs::write(&path, "public_url = \"https://gym.example.com/rl/\"\n").unwrap();
+        let settings = Settings::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(settings.public_url, "https://gym.example.com/rl");
+    }
+
+    #[test]
     fn unknown_keys_in_a_file_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

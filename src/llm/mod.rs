@@ -25,6 +25,7 @@ pub mod limit;
 pub mod openai;
 pub mod retry;
 pub mod sigv4;
+pub mod tokens;
 pub mod vertex;
 
 use async_trait::async_trait;

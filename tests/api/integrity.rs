@@ -273,7 +273,7 @@ fn a_log_cut_short_on_a_record_boundary_stops_the_start_until_the_loss_is_accept
         .unwrap();
     file.set_len(boundary).unwrap();
     drop(file);
-    let cut = snapshot(&data);
+    let cut = snapshot(&data.join("log"));
 
     let serve = ["serve", "--bind", "127.0.0.1:0", "--data-dir", dir];
     let (code, _, stderr) = run_to_exit(&serve, Duration::from_secs(120));
@@ -289,7 +289,11 @@ fn a_log_cut_short_on_a_record_boundary_stops_the_start_until_the_loss_is_accept
         "says how many bytes are missing: {stderr}"
     );
     assert!(stderr.contains("--accept-data-loss"), "{stderr}");
-    assert!(snapshot(&data) == cut, "a refused start changes nothing");
+    // (The refused server did take the lock: `LOCK` names it now.)
+    assert!(
+        snapshot(&data.join("log")) == cut,
+        "a refused start changes nothing in the log"
+    );
     let (code, _, stderr) = run_to_exit(&["replay", "--data-dir", dir], Duration::from_secs(120));
     assert_ne!(code, 0, "replay reports it too");
     assert!(stderr.contains(&format!("offset {boundary}")), "{stderr}");
@@ -317,10 +321,12 @@ fn next(seed: &mut u64) -> u64 {
 
 /// What the client was told: runs whose launch got a 2xx, and the view of every
 /// rollout read back as completed, by run and rollout id.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Acknowledged {
     runs: Vec<String>,
     completed: BTreeMap<(String, String), Value>,
+    /// Launches not acknowledged, by what they got (to tell a kill from a refusal).
+    refused: BTreeMap<String, usize>,
 }
 
 /// Everything acknowledged is in the restarted server's views, unchanged.
@@ -375,7 +381,10 @@ fn sigkills_at_random_points_of_group_commits_lose_no_acknowledged_event() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -385,14 +394,14 @@ fn sigkills_at_random_points_of_group_commits_lose_no_acknowledged_event() {
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let started = Instant::now();
     let mut kills = 0;
-    while kills < 8 && started.elapsed() < Duration::from_secs(40) {
+    while kills < 12 && started.elapsed() < Duration::from_secs(40) {
         let mut server = ServerProcess::start(data);
         let address = server.address.clone();
-        runtime.block_on(async {
-            let acked = acked.lock();
-            assert_kept(&client, &address, &acked).await;
-        });
-        let delay = Duration::from_millis(20 + next(&mut seed) % 400);
+        let so_far = acked.lock().clone();
+        runtime.block_on(assert_kept(&client, &address, &so_far));
+        // From mid-launch (their RunLaunched appends) to mid-rollouts.
+        let delay = Duration::from_millis(next(&mut seed) % 300);
+        let acknowledged_before = so_far.runs.len();
         // Launches at once (their appends share group commits), a reader of what
         // completes, and a SIGKILL after `delay`, wherever the writer then is.
         let (launches, reader) = runtime.block_on(async {
@@ -402,15 +411,29 @@ fn sigkills_at_random_points_of_group_commits_lose_no_acknowledged_event() {
                     tokio::spawn(async move {
                         let mut body = builtin_run("oracle", &[TASK], 3);
                         body["max_parallel"] = json!(3);
-                        let Ok(response) = client
+                        let response = match client
                             .post(format!("{address}/runs"))
                             .json(&body)
                             .send()
                             .await
-                        else {
-                            return;
+                        {
+                            Ok(response) => response,
+                            Err(e) => {
+                                let what = if e.is_connect() {
+                                    "no connection"
+                                } else {
+                                    "cut off"
+                                };
+                                *acked.lock().refused.entry(what.into()).or_default() += 1;
+                                return;
+                            }
                         };
                         if !response.status().is_success() {
+                            let status = response.status().to_string();
+                            let body = response.text().await.unwrap_or_default();
+                            let what =
+                                format!("{status} {}", body.chars().take(120).collect::<String>());
+                            *acked.lock().refused.entry(what).or_default() += 1;
                             return;
                         }
                         if let Ok(launched) = response.json::<Value>().await {
@@ -448,11 +471,19 @@ fn sigkills_at_random_points_of_group_commits_lose_no_acknowledged_event() {
                     }
                 })
             };
+            // On a slow machine no launch may be answered within any fixed delay:
+            // the delay runs from the first answer (or from 30 s without one).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while acked.lock().runs.len() == acknowledged_before && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             tokio::time::sleep(delay).await;
             (launches, reader)
         });
         server.kill();
         kills += 1;
+        // The reader has nothing to stop it when no launch was acknowledged yet.
+        reader.abort();
         runtime.block_on(async {
             for launch in launches {
                 let _ = launch.await;
@@ -464,8 +495,12 @@ fn sigkills_at_random_points_of_group_commits_lose_no_acknowledged_event() {
 
     // The last restart: everything acknowledged is there, and every run finishes.
     let server = ServerProcess::start(data);
-    let acked = acked.lock();
-    assert!(!acked.runs.is_empty(), "no launch was acknowledged");
+    let acked = acked.lock().clone();
+    assert!(
+        !acked.runs.is_empty(),
+        "no launch was acknowledged: {:?}",
+        acked.refused
+    );
     runtime.block_on(async {
         assert_kept(&client, &server.address, &acked).await;
         for run_id in &acked.runs {
@@ -474,8 +509,9 @@ fn sigkills_at_random_points_of_group_commits_lose_no_acknowledged_event() {
         }
     });
     eprintln!(
-        "{kills} kills, {} acknowledged runs, {} rollouts read back as completed",
+        "{kills} kills, {} acknowledged runs, {} rollouts read back as completed, not acknowledged: {:?}",
         acked.runs.len(),
-        acked.completed.len()
+        acked.completed.len(),
+        acked.refused
     );
 }

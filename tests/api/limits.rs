@@ -14,10 +14,46 @@ use tokio::net::TcpStream;
 use crate::helpers::*;
 use crate::stats::{FULL, NONE, TASK, THIRD};
 
-/// A connection that sent a POST's headers and dribbles its body a byte at a time.
-async fn slow_post(app: &TestApp) -> tokio::net::tcp::OwnedReadHalf {
+/// A connection that sent a POST's headers and dribbles its body a byte at a time;
+/// closed when dropped.
+struct SlowPost {
+    read: tokio::net::tcp::OwnedReadHalf,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SlowPost {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+/// A slow POST on a connection the server has served a request on first (so it has
+/// been counted before this returns).
+async fn slow_post(app: &TestApp) -> SlowPost {
     let address = app.address.trim_start_matches("http://");
-    let stream = TcpStream::connect(address).await.unwrap();
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering /healthz");
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if answer.len() >= end + 4 + length {
+                assert!(text.starts_with("http/1.1 200"), "{text}");
+                break;
+            }
+        }
+    }
     let (read, mut write) = stream.into_split();
     write
         .write_all(
@@ -26,7 +62,7 @@ async fn slow_post(app: &TestApp) -> tokio::net::tcp::OwnedReadHalf {
         )
         .await
         .unwrap();
-    actix_rt::spawn(async move {
+    let writer = actix_rt::spawn(async move {
         for _ in 0..300 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if write.write_all(b" ").await.is_err() {
@@ -34,13 +70,14 @@ async fn slow_post(app: &TestApp) -> tokio::net::tcp::OwnedReadHalf {
             }
         }
     });
-    read
+    SlowPost { read, writer }
 }
 
-/// Everything the server sends until it closes the connection (or 60 s pass).
-async fn read_to_close(mut read: tokio::net::tcp::OwnedReadHalf) -> String {
+/// Everything the server sends until it closes the connection (or `deadline` passes).
+async fn read_to_close(mut slow: SlowPost, deadline: Instant) -> String {
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(60), read.read_to_end(&mut answer)).await;
+    let read = slow.read.read_to_end(&mut answer);
+    let _ = tokio::time::timeout_at(deadline.into(), read).await;
     String::from_utf8_lossy(&answer).to_string()
 }
 
@@ -69,7 +106,7 @@ async fn metric(app: &TestApp, series: &str) -> f64 {
 
 #[actix_web::test]
 async fn slow_bodies_are_answered_408_and_closed_while_healthz_keeps_answering() {
-    let (app, _dir) = spawn_with(|s| s.request_timeout_secs = 1).await;
+    let (app, _dir) = spawn_with(|s| s.request_timeout_secs = 100_000).await;
     let mut slow = Vec::new();
     for _ in 0..20 {
         slow.push(slow_post(&app).await);
@@ -80,8 +117,10 @@ async fn slow_bodies_are_answered_408_and_closed_while_healthz_keeps_answering()
         assert_eq!(health.status(), StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Well past the 1 s deadline even on a slow machine; the same for every connection.
+    let deadline = Instant::now() + Duration::from_secs(60);
     for read in slow {
-        let answer = read_to_close(read).await;
+        let answer = read_to_close(read, deadline).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
         assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
         assert!(
@@ -114,7 +153,7 @@ async fn slow_bodies_are_answered_408_and_closed_while_healthz_keeps_answering()
 #[actix_web::test]
 async fn connections_beyond_the_cap_are_answered_503_at_once() {
     let (app, _dir) = spawn_with(|s| {
-        s.max_connections = 3;
+        s.max_connections = 3_000;
         s.request_timeout_secs = 120;
     })
     .await;
@@ -251,10 +290,10 @@ async fn too_large_arguments_and_too_much_state_are_refused_in_band() {
     assert!(observation.contains("at most 2000"), "{observation}");
     assert_eq!(snapshot().await, before, "a refused call changes nothing");
 
-    // 1,500 bytes fit once in the 3,000 the environment may take, not twice.
-    let first = send_email(&app, &email, &"y".repeat(1_400)).await;
+    // 1,700 bytes fit once in the 3,000 the environment may take, not twice.
+    let first = send_email(&app, &email, &"y".repeat(1_600)).await;
     assert!(first.get("is_error").is_none(), "{first}");
-    let second = send_email(&app, &email, &"z".repeat(1_400)).await;
+    let second = send_email(&app, &email, &"z".repeat(1_600)).await;
     assert_eq!(second["is_error"], true, "{second}");
     assert!(
         second["observation"]
@@ -290,12 +329,12 @@ async fn too_large_arguments_and_too_much_state_are_refused_in_band() {
 
 #[actix_web::test]
 async fn an_idle_environment_expires_and_is_counted() {
-    let (app, _dir) = spawn_with(|s| s.environment_idle_secs = 1).await;
+    let (app, _dir) = spawn_with(|s| s.environment_idle_secs = 3).await;
     let email = email_environment(&app).await;
     let kept = email_environment(&app).await;
     assert_eq!(metric(&app, "rl_gym_environments_open").await, 2.0);
-    // Used every 300 ms, `kept` stays open while `email` goes idle.
-    for _ in 0..10 {
+    // Used every 500 ms, `kept` stays open while `email` goes idle.
+    for _ in 0..8 {
         let health = app
             .client
             .get(format!("{kept}/health"))
@@ -303,7 +342,7 @@ async fn an_idle_environment_expires_and_is_counted() {
             .await
             .unwrap();
         assert_eq!(health.status(), StatusCode::OK);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let expired = app
         .client
@@ -374,7 +413,15 @@ async fn launches_and_forks_beyond_the_pending_cap_get_429() {
         }))
         .await;
     let slow_id = slow["run_id"].as_str().unwrap();
-    assert_eq!(metric(&app, "rl_gym_rollouts_pending").await, 4.0);
+    // The first one starts as the run's actor does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&app, "rl_gym_rollouts_pending").await != 4.0 {
+        assert!(
+            Instant::now() < deadline,
+            "four rollouts never waited alone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let across_runs = app.post("/runs", &builtin_run("oracle", &[&task], 2)).await;
     assert_too_many_pending(&across_runs);
     let one_more = app.launch(&builtin_run("oracle", &[&task], 1)).await;

@@ -56,9 +56,16 @@ async fn a_custom_provider_run_records_tool_calls_usage_and_logprobs() {
     assert_eq!(first["messages"][1]["role"], "user");
     assert!(first["tools"].as_array().unwrap().len() >= 6);
     let second = &requests[1].1["messages"];
-    let tool_result = second.as_array().unwrap().last().unwrap();
+    let sent = second.as_array().unwrap();
+    let tool_result = sent.last().unwrap();
     assert_eq!(tool_result["role"], "tool");
     assert_eq!(tool_result["tool_call_id"], "call_a");
+    // The turn that only called a tool goes back with "" (llama-cpp-python's server
+    // answers 500 to null and to a missing content).
+    let assistant = &sent[sent.len() - 2];
+    assert_eq!(assistant["role"], "assistant");
+    assert_eq!(assistant["content"], "", "{assistant}");
+    assert_eq!(assistant["tool_calls"][0]["id"], "call_a");
     app.stop().await;
 }
 

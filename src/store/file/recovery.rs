@@ -215,7 +215,7 @@ impl Losses {
     }
 }
 
-/// Writes `checkpoint` into the header of `path` and syncs it.
+/// Writes `checkpoint` into the header of the segment open as `file` and syncs it.
 pub(super) fn write_checkpoint(file: &File, checkpoint: Checkpoint) -> std::io::Result<()> {
     let (at, slot) = checkpoint.encode();
     std::os::unix::fs::FileExt::write_all_at(file, &slot, at)?;
