@@ -61,6 +61,7 @@ fn rollout_events(run_id: &str, rollout_id: &str) -> Vec<Event> {
             logprobs: None,
             latency_ms: 900.0,
             called_at: now,
+            tokens: None,
         }),
         Event::RolloutVerified(RolloutVerified {
             rollout_id: rollout_id.into(),
@@ -117,6 +118,7 @@ fn main() {
                     summarize_every_n_turns: 0,
                     context_stride: 3,
                     has_api_key: false,
+                    tokens: None,
                 },
                 user_model: None,
                 judge_model: None,

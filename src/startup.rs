@@ -82,7 +82,7 @@ impl Application {
         );
         let projections = Projections::follow(store.clone(), views);
         let http = crate::net::outbound_client();
-        let self_url: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let self_urls: Arc<std::sync::OnceLock<Vec<reqwest::Url>>> = Arc::default();
         let agents = Arc::new(DefaultAgents {
             http: http.clone(),
             limits: crate::llm::ProviderLimits::new(settings.provider_concurrency.clone()),
@@ -117,7 +117,7 @@ impl Application {
             agents: agents.clone(),
             http,
             tool_timeout_secs: settings.tool_timeout_secs,
-            self_url: self_url.clone(),
+            self_urls: self_urls.clone(),
             self_token: settings.api_tokens.first().cloned(),
             redactor: settings.redactor(),
             model_timeout_secs: settings.model_timeout_secs,
@@ -201,15 +201,23 @@ impl Application {
             source,
         })?;
         let address = server.addrs().first().copied().unwrap_or(settings.bind);
-        let _ = self_url.set(format!("http://{address}"));
         if settings.public_url.is_empty() && address.ip().is_unspecified() {
             tracing::warn!(%address, "environment URLs name an unspecified address: set public_url (RL_GYM_PUBLIC_URL)");
         }
-        let _ = public_url.set(if settings.public_url.is_empty() {
-            format!("http://{address}")
+        let bound = format!("http://{address}");
+        let public = if settings.public_url.is_empty() {
+            bound.clone()
         } else {
             settings.public_url.clone()
-        });
+        };
+        // Both name this server: a rollout pointed at either is one of ours.
+        let _ = self_urls.set(
+            [&bound, &public]
+                .into_iter()
+                .filter_map(|u| reqwest::Url::parse(u).ok())
+                .collect(),
+        );
+        let _ = public_url.set(public);
         let server = server.run();
         tracing::info!(%address, data_dir = %settings.data_dir.display(), "rl-gym listening");
         Ok(Application {

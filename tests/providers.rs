@@ -150,6 +150,7 @@ fn settings(provider: &str, model: &str, base_url: String) -> ModelSettings {
         summarize_every_n_turns: 0,
         context_stride: 3,
         has_api_key: true,
+        tokens: None,
     }
 }
 

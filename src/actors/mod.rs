@@ -47,9 +47,10 @@ pub struct Deps {
     /// For remote tool servers.
     pub http: reqwest::Client,
     pub tool_timeout_secs: u64,
-    /// This server's own base URL (set once bound) and token: a rollout whose
-    /// `tool_server_url` points back here authenticates with it, nowhere else.
-    pub self_url: Arc<std::sync::OnceLock<String>>,
+    /// This server's own base URLs (the bound address and the configured
+    /// `public_url`, set once bound) and token: a rollout whose `tool_server_url`
+    /// points back here authenticates with it, nowhere else.
+    pub self_urls: Arc<std::sync::OnceLock<Vec<reqwest::Url>>>,
     pub self_token: Option<String>,
     /// The server's own secrets (API tokens, the judge's key): hidden, with each run's
     /// keys, in every text from outside before it is recorded.

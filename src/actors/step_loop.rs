@@ -302,11 +302,10 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             // Checked at launch; a run launched before that check fails here.
             let url = crate::net::parse_http_url(url)
                 .map_err(|e| Failure(format!("tool_server_url: {e}")))?;
-            let own = deps
-                .self_url
-                .get()
-                .and_then(|own| reqwest::Url::parse(own).ok())
-                .is_some_and(|own| crate::net::is_own_environment(&url, &own));
+            let own = deps.self_urls.get().is_some_and(|urls| {
+                urls.iter()
+                    .any(|own| crate::net::is_own_environment(&url, own))
+            });
             Tools::Remote(
                 Box::pin(RemoteEnvironment::connect(
                     deps.http.clone(),
@@ -328,6 +327,20 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .unwrap_or_default();
     driver.redactor = deps.redactor.with_keys(&keys);
     let model = deps.agents.agent(&run, task, keys.model).map_err(Failure)?;
+    if driver.state.steps > 0 && run.model.tokens.as_ref().is_some_and(|t| t.records_tokens()) {
+        // A resumed token-exact rollout continues the token sequence it recorded.
+        let turns: Vec<_> = Box::pin(journal::rollout_events(deps.store.as_ref(), &rollout.rollout_id))
+            .await?
+            .into_iter()
+            .filter_map(|(_, event)| match event {
+                Event::ModelCalled(called) => called.tokens,
+                _ => None,
+            })
+            .collect();
+        model
+            .restore_turns(&turns)
+            .map_err(|e| Failure(format!("the recorded tokens could not be restored: {e}")))?;
+    }
     let npc_model = deps
         .agents
         .npc_agent(&run, keys.user_model.clone())
@@ -504,6 +517,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     logprobs: reply.logprobs,
                     latency_ms: latency.as_secs_f64() * 1000.0,
                     called_at: Utc::now(),
+                    tokens: reply.tokens,
                 });
                 driver.record(event).await?;
                 "model"
@@ -948,6 +962,12 @@ async fn call_tool(
                 is_error: true,
             }
         }
+        // A call the token-in parser could not read: answered in band with why.
+        None if name == llm::completions::MALFORMED_TOOL_CALL => CallOutcome {
+            server: None,
+            observation: format!("Error: {}", call.function.arguments),
+            is_error: true,
+        },
         None => tools.execute(name, &call.function.arguments).await,
     };
     Event::ToolCalled(ToolCalled {

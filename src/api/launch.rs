@@ -8,10 +8,12 @@ use serde_json::{Map, Value};
 use super::validate::Checker;
 use crate::config::secrets::{ApiKey, RunKeys};
 use crate::domain::budget::{Budget, PriceTable};
-use crate::domain::events::ModelSettings;
+use crate::domain::events::{ModelSettings, TokenSettings};
 use crate::domain::faults::{ToolFaults, MAX_LATENCY_MS};
 use crate::domain::ids::valid_run_name;
 use crate::error::ApiError;
+use crate::llm::completions;
+use crate::llm::tokens::ToolCallParser;
 use crate::llm::{builtin, provider_available, provider_needs_key, supports_logprobs, PROVIDERS};
 
 pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
@@ -108,6 +110,20 @@ pub struct ModelConfigBody {
     pub log_prob: Option<bool>,
     pub summarize_every_n_turns: Option<u32>,
     pub context_stride: Option<u32>,
+    /// Record each turn's prompt and completion token ids, log-probabilities and finish
+    /// reason (custom, openai, azure-openai; the server must return ids, as vLLM's
+    /// `return_token_ids` does).
+    pub return_tokens: Option<bool>,
+    /// rl-gym owns the token sequence: rendered with `tokenizer`'s chat template and sent
+    /// as ids to the server's `/v1/completions`; needs `tokenizer` and `tool_call_parser`.
+    pub token_in: Option<bool>,
+    /// A directory on the server with tokenizer.json, tokenizer_config.json and the chat
+    /// template (token_in).
+    pub tokenizer: Option<String>,
+    /// `hermes` or `llama3_json` (token_in).
+    pub tool_call_parser: Option<String>,
+    /// The trainer's weights version (free text), recorded with every turn.
+    pub policy_version: Option<String>,
 }
 
 const OVERRIDE_FIELDS: &[(&str, &str)] = &[
@@ -553,6 +569,7 @@ pub(super) fn model_config(
     let context_stride = c
         .opt_int(m, prefix, "context_stride", 1, 10_000)
         .unwrap_or(3);
+    let tokens = token_settings(c, m, prefix, &provider, summarize);
     if c.errors.len() > before {
         return None;
     }
@@ -569,9 +586,82 @@ pub(super) fn model_config(
             summarize_every_n_turns: summarize as u32,
             context_stride: context_stride as u32,
             has_api_key: api_key.is_some(),
+            tokens,
         },
         api_key.map(ApiKey::new),
     ))
+}
+
+/// The token-exact fields of a ModelConfig (issue 23): `None` when none is given, so
+/// that a run without them records exactly what it did before they existed.
+fn token_settings(
+    c: &mut Checker,
+    m: &Map<String, Value>,
+    prefix: &[&str],
+    provider: &str,
+    summarize: i64,
+) -> Option<TokenSettings> {
+    let return_tokens = c.opt_bool(m, prefix, "return_tokens").unwrap_or(false);
+    let token_in = c.opt_bool(m, prefix, "token_in").unwrap_or(false);
+    let tokenizer = c.opt_string(m, prefix, "tokenizer");
+    let tool_call_parser = c.opt_string(m, prefix, "tool_call_parser");
+    let policy_version = c.opt_string(m, prefix, "policy_version");
+    let known = PROVIDERS.contains(&provider);
+    for (on, field) in [(return_tokens, "return_tokens"), (token_in, "token_in")] {
+        if on && known && !completions::supports_tokens(provider) {
+            c.push(
+                prefix,
+                field,
+                format!("Provider `{provider}` cannot return or take token ids (use custom, openai or azure-openai with a server that does, e.g. vLLM or SGLang)"),
+                "value_error",
+            );
+        }
+    }
+    if (return_tokens || token_in) && summarize > 0 {
+        c.push(
+            prefix,
+            "summarize_every_n_turns",
+            "Summaries rewrite the conversation, so they cannot be used with return_tokens or token_in",
+            "value_error",
+        );
+    }
+    if token_in {
+        match &tokenizer {
+            None => c.push(prefix, "tokenizer", "token_in needs a tokenizer directory", "missing"),
+            Some(dir) => {
+                if let Some(problem) = completions::tokenizer_dir_problem(dir) {
+                    c.push(prefix, "tokenizer", problem, "value_error");
+                }
+            }
+        }
+        match &tool_call_parser {
+            None => c.push(
+                prefix,
+                "tool_call_parser",
+                "token_in needs a tool_call_parser (hermes or llama3_json)",
+                "missing",
+            ),
+            Some(name) => {
+                if let Err(e) = name.parse::<ToolCallParser>() {
+                    c.push(prefix, "tool_call_parser", e.to_string(), "enum");
+                }
+            }
+        }
+    } else {
+        for (given, field) in [(&tokenizer, "tokenizer"), (&tool_call_parser, "tool_call_parser")] {
+            if given.is_some() {
+                c.push(prefix, field, format!("{field} is only used with token_in"), "value_error");
+            }
+        }
+    }
+    let settings = TokenSettings {
+        return_tokens,
+        token_in,
+        tokenizer,
+        tool_call_parser,
+        policy_version,
+    };
+    (settings != TokenSettings::default()).then_some(settings)
 }
 
 #[cfg(test)]

@@ -103,6 +103,17 @@ pub struct ModelConfigView {
     pub log_prob: bool,
     pub summarize_every_n_turns: u32,
     pub context_stride: u32,
+    /// The token-exact settings, shown only when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_tokens: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_in: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_parser: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
 }
 
 impl ModelConfigView {
@@ -119,6 +130,11 @@ impl ModelConfigView {
             log_prob: m.log_prob,
             summarize_every_n_turns: m.summarize_every_n_turns,
             context_stride: m.context_stride,
+            return_tokens: m.tokens.as_ref().map(|t| t.return_tokens),
+            token_in: m.tokens.as_ref().map(|t| t.token_in),
+            tokenizer: m.tokens.as_ref().and_then(|t| t.tokenizer.clone()),
+            tool_call_parser: m.tokens.as_ref().and_then(|t| t.tool_call_parser.clone()),
+            policy_version: m.tokens.as_ref().and_then(|t| t.policy_version.clone()),
         }
     }
 }

@@ -153,6 +153,7 @@ impl JudgeSettings {
                 summarize_every_n_turns: 0,
                 context_stride: 1,
                 has_api_key: self.api_key.is_some(),
+                tokens: None,
             },
             self.api_key.clone(),
         ))

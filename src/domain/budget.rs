@@ -153,6 +153,7 @@ mod tests {
             logprobs: None,
             latency_ms: 1.0,
             called_at: chrono::DateTime::UNIX_EPOCH,
+            tokens: None,
         })
     }
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::budget::{Budget, RunPrices};
 use super::chat::Message;
 use super::faults::ToolFaults;
+use super::packed::PackedTokens;
 use super::verdict::{RubricVerdict, Verdict};
 
 /// The model configuration as recorded: everything but the API key, which never
@@ -33,6 +34,63 @@ pub struct ModelSettings {
     pub context_stride: u32,
     /// Whether a key was given (the key itself is held by the secret store).
     pub has_api_key: bool,
+    /// Token-exact turns (issue 23): `return_tokens`, `token_in` and their settings.
+    /// Absent (and not written) when none is set, so such a run's events are
+    /// byte-identical to those of a build without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenSettings>,
+}
+
+/// The token-exact part of a ModelConfig. `return_tokens` records each turn's ids as
+/// the server sampled them (OpenAI-compatible chat with vLLM's `return_token_ids`);
+/// `token_in` makes rl-gym own the token sequence (rendered with `tokenizer`'s chat
+/// template, sent as ids to `/v1/completions`, tool calls read by `tool_call_parser`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSettings {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub return_tokens: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub token_in: bool,
+    /// A local directory with `tokenizer.json`, `tokenizer_config.json` and the template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// `hermes` or `llama3_json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_parser: Option<String>,
+    /// The trainer's weights version (free text), recorded with every turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+}
+
+impl TokenSettings {
+    /// Whether turns record their token ids.
+    pub fn records_tokens(&self) -> bool {
+        self.return_tokens || self.token_in
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One model turn's tokens, packed (see [`PackedTokens`]). The prompt is stored as
+/// what it adds: its first `prompt_reused` ids are the previous turn's prompt and
+/// completion (all of them when the sequence only grows, as with `token_in`), and
+/// `prompt` holds the ids after those. So the whole sequence of a rollout is rebuilt
+/// from its turns alone, and a long conversation is not stored once per turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnTokens {
+    #[serde(default)]
+    pub prompt_reused: u32,
+    /// The prompt's ids after the reused ones (no log-probabilities).
+    pub prompt: PackedTokens,
+    /// The sampled ids, with their log-probabilities when the server gave them.
+    pub completion: PackedTokens,
+    /// `stop`, `length`, `tool_calls`, … as the server said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +234,9 @@ pub struct ModelCalled {
     pub logprobs: Option<Value>,
     pub latency_ms: f64,
     pub called_at: DateTime<Utc>,
+    /// The turn's token ids (`return_tokens` / `token_in`); optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TurnTokens>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,8 @@ pub mod events;
 pub mod faults;
 pub mod ids;
 pub mod lease;
+pub mod packed;
 pub mod rollout;
 pub mod run;
+pub mod trace;
 pub mod verdict;

@@ -345,6 +345,7 @@ mod tests {
             logprobs: None,
             latency_ms: 1.0,
             called_at: t(),
+            tokens: None,
         })
     }
 

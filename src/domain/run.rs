@@ -176,6 +176,7 @@ mod tests {
                 summarize_every_n_turns: 0,
                 context_stride: 3,
                 has_api_key: false,
+                tokens: None,
             },
             user_model: None,
             judge_model: None,

@@ -180,6 +180,7 @@ pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
             }
         }),
         logprobs: None,
+        tokens: None,
     })
 }
 

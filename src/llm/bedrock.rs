@@ -305,6 +305,7 @@ pub fn decode(body: &[u8]) -> Result<ModelReply, ModelError> {
             total_tokens: u.total_tokens.max(u.input_tokens + u.output_tokens),
         }),
         logprobs: None,
+        tokens: None,
     })
 }
 

@@ -82,6 +82,7 @@ impl ModelClient for BuiltinAgent {
             message,
             usage: Some(TokenUsage::default()),
             logprobs: None,
+            tokens: None,
         })
     }
 

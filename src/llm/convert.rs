@@ -120,6 +120,7 @@ pub mod tests_support {
             summarize_every_n_turns: 0,
             context_stride: 3,
             has_api_key: true,
+            tokens: None,
         }
     }
 

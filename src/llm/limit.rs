@@ -68,6 +68,10 @@ impl ModelClient for Limited {
         })?;
         self.inner.complete(request).await
     }
+
+    fn restore_turns(&self, turns: &[crate::domain::events::TurnTokens]) -> Result<(), ModelError> {
+        self.inner.restore_turns(turns)
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +103,7 @@ mod tests {
                 message: Message::assistant(Some("ok".into()), vec![]),
                 usage: None,
                 logprobs: None,
+                tokens: None,
             })
         }
     }
@@ -116,6 +121,7 @@ mod tests {
             summarize_every_n_turns: 0,
             context_stride: 0,
             has_api_key: true,
+            tokens: None,
         }
     }
 

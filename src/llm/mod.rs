@@ -20,6 +20,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod builtin;
+pub mod completions;
 pub mod convert;
 pub mod limit;
 pub mod openai;
@@ -32,7 +33,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::domain::chat::{Message, ToolSet};
-use crate::domain::events::{ModelSettings, TokenUsage};
+use crate::domain::events::{ModelSettings, TokenUsage, TurnTokens};
 
 pub use limit::{Limited, ProviderLimits};
 pub use retry::RetryPolicy;
@@ -79,6 +80,8 @@ pub struct ModelReply {
     pub message: Message,
     pub usage: Option<TokenUsage>,
     pub logprobs: Option<Value>,
+    /// The turn's token ids, from a token-exact client ([`completions`]).
+    pub tokens: Option<TurnTokens>,
 }
 
 /// Why a model call failed. HTTP answers carry the provider's own message, as the
@@ -143,6 +146,13 @@ pub trait ModelClient: Send + Sync {
     fn free_to_ask_again(&self) -> bool {
         false
     }
+
+    /// A resumed rollout's recorded turns, oldest first, given before its next call:
+    /// a token-exact client continues the same token sequence from them. Others keep
+    /// no state between turns and ignore them.
+    fn restore_turns(&self, _turns: &[TurnTokens]) -> Result<(), ModelError> {
+        Ok(())
+    }
 }
 
 /// The client for a run's (non-builtin) provider, behind the provider's concurrency
@@ -165,6 +175,10 @@ pub fn client_with_retry(
     retry: RetryPolicy,
 ) -> Result<Box<dyn ModelClient>, ModelError> {
     use openai::{Flavor, OpenAiClient};
+    if let Some(tokens) = settings.tokens.as_ref().filter(|t| t.records_tokens()) {
+        let client = completions::TokenClient::new(http.clone(), settings, tokens, api_key, retry)?;
+        return Ok(limits.wrap(&settings.provider, Box::new(client)));
+    }
     let http = http.clone();
     let base_url = settings.base_url.clone();
     let missing_key =

@@ -182,6 +182,7 @@ pub fn decode_after(body: &[u8], earlier: &[Message]) -> Result<ModelReply, Mode
             total_tokens: u.total_tokens.max(u.prompt_tokens + u.completion_tokens),
         }),
         logprobs: choice.logprobs.and_then(wire::logprobs),
+        tokens: None,
     })
 }
 
@@ -230,6 +231,7 @@ mod tests {
             summarize_every_n_turns: 0,
             context_stride: 3,
             has_api_key: true,
+            tokens: None,
         }
     }
 

@@ -355,6 +355,7 @@ pub fn decode(body: &[u8], calls_so_far: usize) -> Result<ModelReply, ModelError
                 .max(u.prompt_token_count + u.candidates_token_count),
         }),
         logprobs: None,
+        tokens: None,
     })
 }
 

@@ -108,6 +108,7 @@ impl Synth {
                     logprobs: None,
                     latency_ms: 850.0,
                     called_at: t0,
+                    tokens: None,
                 }));
                 let outcome =
                     replay::execute(&mut env, &call.function.name, &call.function.arguments);
@@ -149,6 +150,7 @@ impl Synth {
                 logprobs: None,
                 latency_ms: 850.0,
                 called_at: t0,
+                tokens: None,
             }));
             events.push(Event::RolloutVerified(RolloutVerified {
                 rollout_id: String::new(),
@@ -233,6 +235,7 @@ impl Synth {
                     summarize_every_n_turns: 0,
                     context_stride: 2,
                     has_api_key: false,
+                    tokens: None,
                 },
                 user_model: None,
                 judge_model: None,

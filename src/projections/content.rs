@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::{decode, ProjectionError, ToolCallView};
 use crate::domain::chat::Message;
-use crate::domain::events::{Event, NpcReplied};
+use crate::domain::events::{Event, NpcReplied, TurnTokens};
+use crate::domain::trace::{TokenTrace, TraceError};
 use crate::domain::ids::rollout_stream;
 use crate::store::EventStore;
 
@@ -18,6 +19,10 @@ pub struct RolloutContent {
     pub tool_calls: Vec<ToolCallView>,
     pub logprobs: Vec<Value>,
     pub npc_replies: Vec<NpcReplied>,
+    /// The model turns' token ids, still packed: decoded by [`Self::token_trace`] only
+    /// for a reader that wants them (the token export).
+    #[serde(skip)]
+    pub tokens: Vec<TurnTokens>,
 }
 
 impl RolloutContent {
@@ -28,6 +33,7 @@ impl RolloutContent {
             Event::ModelCalled(e) => {
                 self.trajectory.push(e.message);
                 self.logprobs.extend(e.logprobs);
+                self.tokens.extend(e.tokens);
             }
             Event::ToolCalled(e) => {
                 self.trajectory.push(Message::tool_result(
@@ -53,6 +59,11 @@ impl RolloutContent {
                 .push(crate::domain::rollout::summary_message(&e.summary)),
             _ => {}
         }
+    }
+
+    /// The rollout's whole token sequence, decoded from its turns.
+    pub fn token_trace(&self) -> Result<TokenTrace, TraceError> {
+        TokenTrace::rebuild(&self.tokens)
     }
 
     /// A rollout's content as its stream holds it now (empty for an unknown one).

@@ -44,6 +44,7 @@ fn model() -> ModelSettings {
         summarize_every_n_turns: 0,
         context_stride: 3,
         has_api_key: false,
+        tokens: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn golden_events() -> Vec<(String, Event)> {
                 logprobs: Some(json!({"content": [{"token": "{", "logprob": -0.01}]})),
                 latency_ms: 250.5,
                 called_at: at(2),
+                tokens: None,
             }),
         ),
         (
@@ -183,6 +185,7 @@ fn golden_events() -> Vec<(String, Event)> {
                 logprobs: None,
                 latency_ms: 180.0,
                 called_at: at(4),
+                tokens: None,
             }),
         ),
         (
@@ -340,6 +343,7 @@ fn golden_events() -> Vec<(String, Event)> {
                 logprobs: None,
                 latency_ms: 90.0,
                 called_at: at(42),
+                tokens: None,
             }),
         ),
         (

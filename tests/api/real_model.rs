@@ -293,7 +293,7 @@ async fn real_model_runs_hr_tasks_to_verdicts_and_its_tool_calls_reach_the_tool_
         .await;
     let rollouts = finished_rollouts(&app, launched["run_id"].as_str().unwrap()).await;
     assert_eq!(rollouts.len(), 3);
-    let mut calls = 0;
+    let (mut calls, mut continued) = (0, 0);
     for rollout in &rollouts {
         assert_completed_with_a_verdict(rollout);
         for call in rollout["tool_calls"].as_array().unwrap() {
@@ -304,13 +304,20 @@ async fn real_model_runs_hr_tasks_to_verdicts_and_its_tool_calls_reach_the_tool_
             let id = call["call_id"].as_str().unwrap_or_default();
             assert!(!id.is_empty(), "{call}");
         }
-        // Every assistant turn went back to the server: a turn that only called tools
-        // was sent as "" (the server 500s on null), or the second call would fail.
-        assert!(rollout["steps"].as_u64().unwrap() >= 1, "{rollout}");
+        let turns = rollout["trajectory"].as_array().unwrap();
+        let tools_first = turns
+            .iter()
+            .find(|m| m["role"] == "assistant")
+            .is_some_and(|m| m["tool_calls"].as_array().is_some_and(|c| !c.is_empty()));
+        if tools_first && rollout["steps"].as_u64().unwrap() >= 2 {
+            // The second call carried the first turn, which only called tools, back to
+            // the server: as "" (null and a missing content are 500s there).
+            continued += 1;
+        }
     }
     assert!(
-        calls >= 1,
-        "the model called at least one tool: {}",
+        calls >= 1 && continued >= 1,
+        "the model called a tool and a rollout went on after it: {}",
         json!(rollouts)
     );
     eprintln!(
@@ -368,7 +375,10 @@ async fn real_model_log_prob_records_per_token_log_probabilities() {
         assert!(token["top_logprobs"].is_array(), "{token}");
     }
     // The tokens spell the answer (the server may count the end-of-turn marker).
-    assert!(text.starts_with(answer.trim()), "{text:?} vs {answer:?}");
+    assert!(
+        text.trim_start().starts_with(answer.trim()),
+        "{text:?} vs {answer:?}"
+    );
     app.stop().await;
 }
 

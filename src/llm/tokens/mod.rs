@@ -14,7 +14,8 @@
 //! This is a leaf: it knows [`crate::domain::chat`] and nothing of actors, the store,
 //! projections or HTTP. Providers and the step loop call it.
 
-pub mod packed;
+/// Lives in the domain, because events carry it; re-exported here beside its users.
+pub use crate::domain::packed;
 pub mod parsers;
 pub mod sequence;
 pub mod template;
