@@ -830,7 +830,7 @@ enum Compatible {
     /// `usage` details beyond the three counts.
     Ollama,
     /// A proxy or server that gives a tool call no id at all (Ollama's native API
-    /// before v0.12.10; LiteLLM stream chunks after the first).
+    /// before v0.12.10; LiteLLM stream chunks after the first), and no usage.
     NoIds,
     /// TGI's Messages API: every tool call's id is `"0"` and its `arguments` a JSON
     /// object, not text.
@@ -966,10 +966,15 @@ impl Compatible {
                 Value::Null,
             ),
         };
-        completion(
+        let mut answer = completion(
             json!({"role": "assistant", "content": content, "tool_calls": calls}),
             logprobs,
-        )
+        );
+        if self == Compatible::NoIds {
+            // Nor any usage (a proxy that only counts tokens when streaming).
+            answer.as_object_mut().unwrap().remove("usage");
+        }
+        answer
     }
 
     /// The second turn: a text answer with log-probabilities in this server's shape.
@@ -1094,6 +1099,9 @@ async fn every_compatible_server_takes_our_tool_call_turns_back() {
             Some("Two."),
             "{server:?}"
         );
+        let usage = first.usage.map(|u| u.total_tokens);
+        let expected = (server != Compatible::NoIds).then_some(25);
+        assert_eq!(usage, expected, "{server:?}: no usage counts none");
 
         // The tool-call turn went back with text content and the call's id, and its
         // result with the same id and the tool's name.

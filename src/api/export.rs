@@ -44,6 +44,8 @@ enum Format {
     Sft,
     Rl,
     Preference,
+    /// Token ids, loss mask and log-probabilities (see [`super::token_export`]).
+    Tokens,
 }
 
 /// What every line of one task shares: its provenance and the tools offered.
@@ -68,7 +70,7 @@ impl Item {
     }
 }
 
-#[utoipa::path(get, path = "/runs/{run_id}/export", tag = "runs", summary = "A run's rollouts as JSON Lines for training", params(("run_id" = String, Path, description = "The run"), ("format" = String, Query, description = "sft, rl or preference"), ("min_score" = Option<f64>, Query, description = "sft: the lowest score kept, 0–1 (1)"), ("max_pairs_per_task" = Option<u32>, Query, description = "preference: pairs per task, 1–1,000 (the config's max_pairs_per_task, 16)")), responses((status = 200, description = "One JSON object a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
+#[utoipa::path(get, path = "/runs/{run_id}/export", tag = "runs", summary = "A run's rollouts as JSON Lines for training", params(("run_id" = String, Path, description = "The run"), ("format" = String, Query, description = "sft, rl, preference or tokens"), ("min_score" = Option<f64>, Query, description = "sft: the lowest score kept, 0–1 (1)"), ("max_pairs_per_task" = Option<u32>, Query, description = "preference: pairs per task, 1–1,000 (the config's max_pairs_per_task, 16)")), responses((status = 200, description = "One JSON object a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn export(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -86,11 +88,12 @@ async fn export(
                     "sft" => Some(Format::Sft),
                     "rl" => Some(Format::Rl),
                     "preference" => Some(Format::Preference),
+                    "tokens" => Some(Format::Tokens),
                     _ => {
                         c.push(
                             &["query"],
                             "format",
-                            "Input should be 'sft', 'rl' or 'preference'",
+                            "Input should be 'sft', 'rl', 'preference' or 'tokens'",
                             "enum",
                         );
                         None
@@ -158,6 +161,21 @@ async fn export(
                 .map(|r| Item::One(r.rollout_id.clone()))
                 .collect(),
             Format::Preference => pairs(&completed, max_pairs),
+            Format::Tokens if !super::token_export::recorded(&run.model) => {
+                let mut c = Checker::default();
+                c.push(
+                    &["query"],
+                    "format",
+                    "format=tokens needs a run launched with return_tokens or token_in",
+                    "value_error",
+                );
+                c.finish()?;
+                vec![]
+            }
+            Format::Tokens => completed
+                .iter()
+                .map(|r| Item::One(r.rollout_id.clone()))
+                .collect(),
         };
         let facts = task_facts(&state, run);
         Ok::<_, ApiError>((items, facts))
@@ -191,6 +209,7 @@ async fn export(
                     Format::Sft => "sft",
                     Format::Rl => "rl",
                     Format::Preference => "preference",
+                    Format::Tokens => "tokens",
                 }
             ),
         ))
@@ -336,6 +355,14 @@ fn line(
         Some((views.run(&r.run_id)?, r))
     };
     let value = match item {
+        Item::One(id) if format == Format::Tokens => {
+            return rollout(id)
+                .map(|(run, r)| {
+                    let task = facts.get(&r.task_id);
+                    super::token_export::line(&contents[0], r.score(), provenance(run, r, task))
+                })
+                .unwrap_or_default();
+        }
         Item::One(id) => rollout(id).map(|(run, r)| {
             let task = facts.get(&r.task_id);
             let tools = task.map(|f| f.tools.clone()).unwrap_or_default();

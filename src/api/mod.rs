@@ -18,6 +18,7 @@ mod rollouts;
 mod runs;
 mod scenarios;
 mod stats;
+mod token_export;
 mod validate;
 mod verifiers;
 mod views;

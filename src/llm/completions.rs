@@ -382,7 +382,7 @@ impl TokenClient {
                     logprobs: logprobs.as_deref(),
                     end_of_turn_omitted: false,
                 },
-                message.clone(),
+                for_template(&message),
             )
             .map_err(|e| ModelError::Malformed(e.to_string()))?;
         let tokens = turn_tokens(
@@ -472,7 +472,7 @@ fn next_prompt(
                     logprobs: logprobs.as_deref(),
                     end_of_turn_omitted: false,
                 },
-                reply.clone(),
+                for_template(reply),
             )
             .map_err(|e| fail(&e))?;
         let end = messages[at + 1..]
@@ -488,6 +488,16 @@ fn next_prompt(
     let prompt = sequence.prompt().to_vec();
     state.sequence = Some(sequence);
     Ok(prompt)
+}
+
+/// The assistant message as the chat template is given it: a turn that only called
+/// tools has `""` for content, not none, since many templates (SmolLM2's, Llama 2's)
+/// add `message['content']` to a string. Only what the template writes after the
+/// turn's end-of-turn becomes ids; the turn itself is the sampled ids, whatever this is.
+fn for_template(message: &crate::domain::chat::Message) -> crate::domain::chat::Message {
+    let mut message = message.clone();
+    message.content.get_or_insert_with(String::new);
+    message
 }
 
 /// The last prompt and completion of recorded turns.

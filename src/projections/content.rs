@@ -21,7 +21,7 @@ pub struct RolloutContent {
     pub npc_replies: Vec<NpcReplied>,
     /// The model turns' token ids, still packed: decoded by [`Self::token_trace`] only
     /// for a reader that wants them (the token export).
-    #[serde(skip)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TurnTokens>,
 }
 

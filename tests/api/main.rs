@@ -31,3 +31,4 @@ mod scoring;
 mod security;
 mod seeds;
 mod stats;
+mod tokens;

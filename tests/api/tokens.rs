@@ -1,0 +1,495 @@
+//! Token-exact rollouts (issue 23), through HTTP against fake model servers on loopback
+//! ports: token out (a vLLM-style chat server that returns `prompt_token_ids` and
+//! `token_ids`, and one that does not), token in with the real SmolLM2 tokenizer (a
+//! completions server that decodes what it gets and checks every prompt extends the
+//! last one), the `format=tokens` export, validation, and a resume after SIGKILL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use rl_gym::llm::tokens::ChatTokenizer;
+
+use crate::helpers::*;
+
+pub fn tokenizer_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizers/smollm2")
+}
+
+const TASK: &str = "hr__101_approve_leave_request";
+
+fn run_body(model_config: Value) -> Value {
+    json!({"scenario_id": "hr", "task_ids": [TASK], "model_config": model_config})
+}
+
+async fn export_lines(client: &reqwest::Client, address: &str, run_id: &str) -> Vec<Value> {
+    let response = client
+        .get(format!("{address}/runs/{run_id}/export?format=tokens"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn ids(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+// ---------------------------------------------------------------- validation
+
+#[actix_web::test]
+async fn token_settings_a_provider_or_config_cannot_honour_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let refused = |config: Value, field: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.post("/runs", &run_body(config.clone())).await;
+            assert_eq!(response.status(), 422, "{config}");
+            let body: Value = response.json().await.unwrap();
+            let named = body["detail"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["loc"] == json!(["body", "model_config", field]));
+            assert!(named, "{field} named for {config}: {body}");
+        }
+    };
+    refused(
+        json!({"model": "claude", "provider": "anthropic", "api_key": "k", "return_tokens": true}),
+        "return_tokens",
+    )
+    .await;
+    refused(
+        json!({"model": "m", "provider": "aws-bedrock", "api_key": "k", "token_in": true,
+               "tokenizer": tokenizer_dir(), "tool_call_parser": "hermes"}),
+        "token_in",
+    )
+    .await;
+    let custom = |extra: Value| {
+        let mut config = json!({"model": "m", "provider": "custom", "base_url": "http://127.0.0.1:9/v1"});
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        config
+    };
+    refused(custom(json!({"token_in": true, "tool_call_parser": "hermes"})), "tokenizer").await;
+    refused(
+        custom(json!({"token_in": true, "tokenizer": "/nonexistent/tok", "tool_call_parser": "hermes"})),
+        "tokenizer",
+    )
+    .await;
+    refused(custom(json!({"token_in": true, "tokenizer": tokenizer_dir()})), "tool_call_parser").await;
+    refused(
+        custom(json!({"token_in": true, "tokenizer": tokenizer_dir(), "tool_call_parser": "pythonic"})),
+        "tool_call_parser",
+    )
+    .await;
+    refused(custom(json!({"return_tokens": "yes"})), "return_tokens").await;
+    refused(custom(json!({"return_tokens": true, "summarize_every_n_turns": 2})), "summarize_every_n_turns").await;
+    refused(custom(json!({"tokenizer": tokenizer_dir()})), "tokenizer").await;
+
+    // A run without token settings cannot be exported as tokens.
+    let launched = app.launch(&builtin_run("oracle", &[TASK], 1)).await;
+    let run_id = launched["run_id"].as_str().unwrap();
+    app.wait_until_finished(run_id).await;
+    let response = app.get(&format!("/runs/{run_id}/export?format=tokens")).await;
+    assert_eq!(response.status(), 422);
+    // Nor does a run without them show them in its config.
+    let run = app.get_json(&format!("/runs/{run_id}")).await;
+    assert!(run["model_config"].get("return_tokens").is_none(), "{run}");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------- token out
+
+/// A vLLM-style chat server (`return_token_ids`): the i-th prompt is the previous
+/// prompt and completion plus `[7, 7, 7, i]`, the completion `[200 + i, 201 + i, 2]`.
+struct FakeChat {
+    address: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn start_fake_chat(return_ids: bool) -> FakeChat {
+    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sequence: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (seen, seq) = (bodies.clone(), sequence.clone());
+    let server = HttpServer::new(move || {
+        let (seen, seq) = (seen.clone(), seq.clone());
+        App::new().route(
+            "/v1/chat/completions",
+            web::post().to(move |body: web::Json<Value>| {
+                let (seen, seq) = (seen.clone(), seq.clone());
+                async move {
+                    let body = body.into_inner();
+                    let turn = {
+                        let mut seen = seen.lock();
+                        seen.push(body.clone());
+                        seen.len() as u32 - 1
+                    };
+                    let last_role = body["messages"].as_array().unwrap().last().unwrap()["role"].clone();
+                    let message = if last_role == "tool" {
+                        json!({"role": "assistant", "content": "Done."})
+                    } else {
+                        json!({"role": "assistant", "content": null, "tool_calls": [
+                            {"id": "call_a", "type": "function",
+                             "function": {"name": "list_leave_requests", "arguments": "{}"}}]})
+                    };
+                    let mut prompt = seq.lock().clone();
+                    if prompt.is_empty() {
+                        prompt = vec![1, 2, 3, 4, 5];
+                    } else {
+                        prompt.extend([7, 7, 7, turn]);
+                    }
+                    let completion = vec![200 + turn, 201 + turn, 2];
+                    let logprobs: Vec<Value> = (0..3)
+                        .map(|i| json!({"token": format!("t{i}"), "logprob": -0.125 * (i + 1) as f64, "top_logprobs": []}))
+                        .collect();
+                    let mut next = prompt.clone();
+                    next.extend(&completion);
+                    *seq.lock() = next;
+                    let mut answer = json!({
+                        "id": "chatcmpl-1", "object": "chat.completion",
+                        "choices": [{"index": 0, "message": message, "finish_reason": "stop",
+                                     "logprobs": {"content": logprobs}}],
+                        "usage": {"prompt_tokens": prompt.len(), "completion_tokens": 3,
+                                  "total_tokens": prompt.len() + 3}
+                    });
+                    if return_ids {
+                        answer["prompt_token_ids"] = json!(prompt);
+                        answer["choices"][0]["token_ids"] = json!(completion);
+                    }
+                    HttpResponse::Ok().json(answer)
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = format!("http://{}/v1", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+    FakeChat { address, bodies }
+}
+
+#[actix_web::test]
+async fn token_out_records_the_ids_a_vllm_style_server_returned_and_exports_them() {
+    let fake = start_fake_chat(true).await;
+    let app = spawn_app().await;
+    let launched = app
+        .launch(&run_body(json!({"model": "m", "provider": "custom", "base_url": fake.address,
+                                 "return_tokens": true, "policy_version": "v7", "max_steps": 5})))
+        .await;
+    let run_id = launched["run_id"].as_str().unwrap();
+    let detail = app.only_rollout(&launched).await;
+    assert_eq!(detail["status"], "completed", "{detail}");
+    // Asked for the ids and the log-probabilities they come with.
+    let bodies = fake.bodies.lock().clone();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0]["return_token_ids"], true);
+    assert_eq!(bodies[0]["logprobs"], true);
+    // The run did not ask for `log_prob`: the OpenAI-shaped log-probabilities are not
+    // recorded, only the per-token values beside the ids.
+    assert!(detail["logprobs"].as_array().is_none_or(|l| l.is_empty()), "{detail}");
+    let status = app.get_json(&format!("/runs/{run_id}")).await;
+    assert_eq!(status["model_config"]["return_tokens"], true, "{status}");
+    assert_eq!(status["model_config"]["policy_version"], "v7", "{status}");
+
+    let lines = export_lines(&app.client, &app.address, run_id).await;
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(ids(&line["prompt_ids"]), [1, 2, 3, 4, 5]);
+    assert_eq!(ids(&line["response_ids"]), [200, 201, 2, 7, 7, 7, 1, 201, 202, 2]);
+    assert_eq!(ids(&line["loss_mask"]), [1, 1, 1, 0, 0, 0, 0, 1, 1, 1]);
+    assert_eq!(
+        floats(&line["logprobs"]),
+        [-0.125, -0.25, -0.375, 0.0, 0.0, 0.0, 0.0, -0.125, -0.25, -0.375]
+    );
+    assert_eq!(line["policy_versions"], json!(["v7", "v7"]));
+    assert_eq!(line["turns"][1]["finish_reason"], "stop");
+    assert_eq!(line["turns"][1]["prompt_end"], 12);
+    assert_eq!(line["reward"], detail["score"]);
+    assert_eq!(line["provenance"]["rollout_id"], detail["rollout_id"]);
+    assert!(line.get("rewritten_turns").is_none(), "{line}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn token_out_against_a_server_that_returns_no_ids_fails_the_rollout_naming_what_is_missing() {
+    let fake = start_fake_chat(false).await;
+    let app = spawn_app().await;
+    let launched = app
+        .launch(&run_body(json!({"model": "m", "provider": "custom", "base_url": fake.address,
+                                 "return_tokens": true})))
+        .await;
+    let detail = app.only_rollout(&launched).await;
+    assert_eq!(detail["status"], "failed", "{detail}");
+    let error = detail["error"].as_str().unwrap();
+    assert!(
+        error.contains("prompt_token_ids") && error.contains("return_token_ids"),
+        "{error}"
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------- token in
+
+/// What the fake completions server saw and sent.
+#[derive(Default)]
+struct Seen {
+    prompts: Vec<Vec<u32>>,
+    /// (ids, log-probabilities) of each answered completion.
+    sent: Vec<(Vec<u32>, Vec<f32>)>,
+    /// The previous prompt and completion.
+    previous: Vec<u32>,
+    /// Every broken rule, as text (asserted empty by the test).
+    violations: Vec<String>,
+    /// Requests to hold (never answer in time): their index from 0.
+    hang: Vec<usize>,
+    /// The prompts of the held requests.
+    held: Vec<Vec<u32>>,
+    requests: usize,
+}
+
+struct FakeCompletions {
+    address: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// The texts the model "samples", turn by turn: a hermes tool call, a malformed one,
+/// then a final answer.
+const SAMPLED: &[&str] = &[
+    "<tool_call>\n{\"name\": \"list_leave_requests\", \"arguments\": {}}\n</tool_call>",
+    "<tool_call>\n{\"name\": \"list_leave_requests\", \"arguments\": {oops}\n</tool_call>",
+    "All done: the request is listed. 🌟",
+];
+
+/// A `/v1/completions` server taking `prompt: [ids]`, as vLLM does. It decodes every
+/// prompt with the same tokenizer and checks, turn by turn, that it starts with the
+/// previous prompt and completion exactly and ends with the generation prompt.
+async fn start_fake_completions(hang: Vec<usize>) -> FakeCompletions {
+    let tokenizer = Arc::new(ChatTokenizer::from_dir(tokenizer_dir()).unwrap());
+    let seen = Arc::new(Mutex::new(Seen {
+        hang,
+        ..Seen::default()
+    }));
+    let state = seen.clone();
+    let server = HttpServer::new(move || {
+        let (state, tokenizer) = (state.clone(), tokenizer.clone());
+        App::new().route(
+            "/v1/completions",
+            web::post().to(move |body: web::Json<Value>| {
+                let (state, tokenizer) = (state.clone(), tokenizer.clone());
+                async move {
+                    let body = body.into_inner();
+                    let index = {
+                        let mut s = state.lock();
+                        s.requests += 1;
+                        s.requests - 1
+                    };
+                    if state.lock().hang.contains(&index) {
+                        let prompt = body["prompt"].as_array().into_iter().flatten();
+                        let prompt = prompt.filter_map(|v| v.as_u64()).map(|v| v as u32).collect();
+                        state.lock().held.push(prompt);
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return HttpResponse::ServiceUnavailable().finish();
+                    }
+                    let prompt: Vec<u32> = match body["prompt"].as_array() {
+                        Some(list) => list.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+                        None => {
+                            state.lock().violations.push(format!("request {index}: the prompt is not ids: {body}"));
+                            return HttpResponse::BadRequest().finish();
+                        }
+                    };
+                    let mut s = state.lock();
+                    let turn = s.sent.len();
+                    if body["return_token_ids"] != true || body["logprobs"].is_null() {
+                        s.violations.push(format!("turn {turn}: return_token_ids/logprobs not asked: {body}"));
+                    }
+                    if !prompt.starts_with(&s.previous) {
+                        s.violations.push(format!(
+                            "turn {turn}: the prompt does not start with the previous prompt and completion"
+                        ));
+                    }
+                    let text = tokenizer.decode(&prompt, false).unwrap();
+                    if !text.ends_with("<|im_start|>assistant\n") {
+                        s.violations.push(format!("turn {turn}: no generation prompt at the end: {text:?}"));
+                    }
+                    if tokenizer.encode(&text).unwrap() != prompt {
+                        s.violations.push(format!("turn {turn}: the prompt is not the tokenization of its text"));
+                    }
+                    let sampled = SAMPLED[turn.min(SAMPLED.len() - 1)];
+                    let mut ids = tokenizer.encode(sampled).unwrap();
+                    ids.push(tokenizer.token_to_id("<|im_end|>").unwrap());
+                    let logprobs: Vec<f32> = (0..ids.len()).map(|i| -((i % 7) as f32 + 1.0) / 64.0).collect();
+                    s.prompts.push(prompt.clone());
+                    s.previous = prompt.clone();
+                    s.previous.extend(&ids);
+                    s.sent.push((ids.clone(), logprobs.clone()));
+                    HttpResponse::Ok().json(json!({
+                        "id": "cmpl-1", "object": "text_completion",
+                        "choices": [{"index": 0, "text": sampled, "token_ids": ids,
+                                     "logprobs": {"tokens": vec!["x"; ids.len()], "token_logprobs": logprobs},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": prompt.len(), "completion_tokens": ids.len(),
+                                  "total_tokens": prompt.len() + ids.len()}
+                    }))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = format!("http://{}/v1", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+    FakeCompletions { address, seen }
+}
+
+fn token_in_config(base_url: &str) -> Value {
+    json!({"model": "smollm2", "provider": "custom", "base_url": base_url, "temperature": 0.0,
+           "token_in": true, "tokenizer": tokenizer_dir(), "tool_call_parser": "hermes",
+           "policy_version": "step-3", "max_steps": 6})
+}
+
+/// The export's sampled spans, turn by turn, equal what the server sent, and the whole
+/// sequence is the last prompt plus the last completion.
+fn assert_export_matches(line: &Value, seen: &Seen) {
+    let mut input = ids(&line["prompt_ids"]);
+    let split = input.len();
+    input.extend(ids(&line["response_ids"]));
+    let mut mask = vec![0u32; split];
+    mask.extend(ids(&line["loss_mask"]));
+    let mut logprobs = vec![0.0f32; split];
+    logprobs.extend(floats(&line["logprobs"]));
+    let turns = line["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), seen.sent.len(), "{line}");
+    for (turn, (sent_ids, sent_logprobs)) in turns.iter().zip(&seen.sent) {
+        let (start, end) = (
+            turn["completion_start"].as_u64().unwrap() as usize,
+            turn["completion_end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(&input[start..end], &sent_ids[..]);
+        assert_eq!(&logprobs[start..end], &sent_logprobs[..]);
+        assert!(mask[start..end].iter().all(|&m| m == 1));
+        assert_eq!(turn["policy_version"], "step-3");
+    }
+    // Everything else was written by rl-gym: mask 0.
+    assert_eq!(
+        mask.iter().filter(|&&m| m == 1).count(),
+        seen.sent.iter().map(|(ids, _)| ids.len()).sum::<usize>()
+    );
+    let mut last = seen.prompts.last().unwrap().clone();
+    last.extend(&seen.sent.last().unwrap().0);
+    assert_eq!(input, last, "the export is the server's whole sequence");
+}
+
+#[actix_web::test]
+async fn token_in_with_the_real_tokenizer_never_drifts_answers_bad_calls_in_band_and_exports_what_was_sampled(
+) {
+    let fake = start_fake_completions(vec![]).await;
+    let app = spawn_app().await;
+    let launched = app.launch(&run_body(token_in_config(&fake.address))).await;
+    let run_id = launched["run_id"].as_str().unwrap();
+    let detail = app.only_rollout(&launched).await;
+    assert_eq!(detail["status"], "completed", "{detail}");
+    assert_eq!(detail["steps"], 3, "{detail}");
+
+    let seen = fake.seen.lock();
+    assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+    assert_eq!(seen.prompts.len(), 3);
+    // The tool call was read from the sampled text and run; the malformed one was
+    // answered in band, and the agent went on.
+    let calls = detail["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{detail}");
+    assert_eq!(calls[0]["tool_name"], "list_leave_requests");
+    assert_eq!(calls[0]["is_error"], false, "{detail}");
+    assert_eq!(calls[1]["tool_name"], "malformed_tool_call");
+    assert_eq!(calls[1]["is_error"], true);
+    assert!(
+        calls[1]["observation"].as_str().unwrap().contains("could not be read"),
+        "{detail}"
+    );
+    // The second prompt holds the tool's answer, rendered by the template.
+    let tokenizer = ChatTokenizer::from_dir(tokenizer_dir()).unwrap();
+    let second = tokenizer.decode(&seen.prompts[1], false).unwrap();
+    assert!(second.contains("<|im_start|>tool\n"), "{second}");
+    let last = detail["trajectory"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["content"], SAMPLED[2], "{last}");
+
+    let lines = export_lines(&app.client, &app.address, run_id).await;
+    assert_eq!(lines.len(), 1);
+    assert_export_matches(&lines[0], &seen);
+    drop(seen);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------- resume
+
+/// SIGKILL while the second model call is in flight: the resumed rollout sends the
+/// second prompt again, id for id, and the sequence goes on without drift.
+#[actix_web::test]
+async fn a_token_in_rollout_resumed_after_sigkill_keeps_an_identical_token_sequence() {
+    let fake = start_fake_completions(vec![1]).await;
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let log = temp.path().join("server.log");
+    let client = reqwest::Client::new();
+    let mut server = ServerProcess::start_logged(&data_dir, &log);
+    let launched: Value = client
+        .post(format!("{}/runs", server.address))
+        .json(&run_body(token_in_config(&fake.address)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = launched["run_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.seen.lock().requests < 2 {
+        assert!(Instant::now() < deadline, "the second turn was never asked for");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first turn and its tool call are durable before the second call is answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+
+    let server = ServerProcess::start_logged(&data_dir, &log);
+    let done = wait_until_finished(&client, &server.address, &run_id).await;
+    assert_eq!(done["completed"], 1, "{done}");
+    let seen = fake.seen.lock();
+    assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+    // Answered: turn 0, then (after the restart) turns 1 and 2; the held request was
+    // the second prompt, which the resumed rollout sent again unchanged.
+    assert_eq!(seen.sent.len(), 3, "{:?}", seen.prompts.len());
+    assert_eq!(seen.held.len(), 1);
+    assert_eq!(seen.held[0], seen.prompts[1], "the resumed prompt is the one sent before the kill");
+    let lines = export_lines(&client, &server.address, &run_id).await;
+    assert_export_matches(&lines[0], &seen);
+}
