@@ -327,16 +327,25 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .unwrap_or_default();
     driver.redactor = deps.redactor.with_keys(&keys);
     let model = deps.agents.agent(&run, task, keys.model).map_err(Failure)?;
-    if driver.state.steps > 0 && run.model.tokens.as_ref().is_some_and(|t| t.records_tokens()) {
+    if driver.state.steps > 0
+        && run
+            .model
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.records_tokens())
+    {
         // A resumed token-exact rollout continues the token sequence it recorded.
-        let turns: Vec<_> = Box::pin(journal::rollout_events(deps.store.as_ref(), &rollout.rollout_id))
-            .await?
-            .into_iter()
-            .filter_map(|(_, event)| match event {
-                Event::ModelCalled(called) => called.tokens,
-                _ => None,
-            })
-            .collect();
+        let turns: Vec<_> = Box::pin(journal::rollout_events(
+            deps.store.as_ref(),
+            &rollout.rollout_id,
+        ))
+        .await?
+        .into_iter()
+        .filter_map(|(_, event)| match event {
+            Event::ModelCalled(called) => called.tokens.map(|t| *t),
+            _ => None,
+        })
+        .collect();
         model
             .restore_turns(&turns)
             .map_err(|e| Failure(format!("the recorded tokens could not be restored: {e}")))?;

@@ -11,6 +11,8 @@
 //!   most `max_pairs_per_task` per task (see [`pairs`]):
 //!   `{"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "tools",
 //!   "provenance"}`, the prompt being the messages before the first model turn.
+//! - `tokens`: every completed rollout of a run with `return_tokens` / `token_in`, its
+//!   token ids, loss mask and log-probabilities (see [`super::token_export`]).
 //!
 //! Every line's `provenance` names the run, the rollout(s), the task, its version and
 //! the SHA-256 of its definition as run (overrides applied), the model config without

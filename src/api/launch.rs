@@ -627,7 +627,12 @@ fn token_settings(
     }
     if token_in {
         match &tokenizer {
-            None => c.push(prefix, "tokenizer", "token_in needs a tokenizer directory", "missing"),
+            None => c.push(
+                prefix,
+                "tokenizer",
+                "token_in needs a tokenizer directory",
+                "missing",
+            ),
             Some(dir) => {
                 if let Some(problem) = completions::tokenizer_dir_problem(dir) {
                     c.push(prefix, "tokenizer", problem, "value_error");
@@ -648,9 +653,17 @@ fn token_settings(
             }
         }
     } else {
-        for (given, field) in [(&tokenizer, "tokenizer"), (&tool_call_parser, "tool_call_parser")] {
+        for (given, field) in [
+            (&tokenizer, "tokenizer"),
+            (&tool_call_parser, "tool_call_parser"),
+        ] {
             if given.is_some() {
-                c.push(prefix, field, format!("{field} is only used with token_in"), "value_error");
+                c.push(
+                    prefix,
+                    field,
+                    format!("{field} is only used with token_in"),
+                    "value_error",
+                );
             }
         }
     }

@@ -234,9 +234,10 @@ pub struct ModelCalled {
     pub logprobs: Option<Value>,
     pub latency_ms: f64,
     pub called_at: DateTime<Utc>,
-    /// The turn's token ids (`return_tokens` / `token_in`); optional within v1.
+    /// The turn's token ids (`return_tokens` / `token_in`); optional within v1. Boxed:
+    /// every event is as big as its biggest variant, and most turns carry none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens: Option<TurnTokens>,
+    pub tokens: Option<Box<TurnTokens>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -164,7 +164,10 @@ mod tests {
             Some("v2".into()),
         )
         .unwrap();
-        assert_eq!((t2.prompt_reused, t2.prompt.ids().unwrap()), (5, vec![6, 7]));
+        assert_eq!(
+            (t2.prompt_reused, t2.prompt.ids().unwrap()),
+            (5, vec![6, 7])
+        );
         let trace = TokenTrace::rebuild([&t1, &t2]).unwrap();
         assert_eq!(trace.ids, [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(trace.mask, [0, 0, 0, 1, 1, 0, 0, 1]);

@@ -269,7 +269,7 @@ impl TokenClient {
             // Asked only for the ids: the turn records no JSON log-probabilities.
             reply.logprobs = None;
         }
-        reply.tokens = Some(tokens);
+        reply.tokens = Some(Box::new(tokens));
         Ok(reply)
     }
 
@@ -320,11 +320,10 @@ impl TokenClient {
         let bytes = self.post(&url, body).await?;
         let answer: IdsAnswer = retry::parse(&bytes)?;
         let usage = answer.usage.clone();
-        let choice = answer
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| ModelError::Malformed("the completion has no choices".to_string()))?;
+        let choice =
+            answer.choices.into_iter().next().ok_or_else(|| {
+                ModelError::Malformed("the completion has no choices".to_string())
+            })?;
         let completion = choice
             .token_ids
             .or(choice.sglext.and_then(|s| s.output_ids))
@@ -354,8 +353,8 @@ impl TokenClient {
             + 1;
         let parsed = parser.parse(&text, first_call);
         let mut message = parsed.message();
-        let mut next = first_call + message.tool_calls.len();
-        for bad in &parsed.malformed {
+        let first_bad = first_call + message.tool_calls.len();
+        for (next, bad) in (first_bad..).zip(&parsed.malformed) {
             message.tool_calls.push(ToolCall {
                 id: format!("call_{next}"),
                 kind: "function".to_string(),
@@ -372,7 +371,6 @@ impl TokenClient {
                     ),
                 },
             });
-            next += 1;
         }
         let prompt = sequence.prompt().to_vec();
         sequence
@@ -405,7 +403,7 @@ impl TokenClient {
             message,
             usage: Some(usage),
             logprobs: None,
-            tokens: Some(tokens),
+            tokens: Some(Box::new(tokens)),
         })
     }
 }
@@ -462,7 +460,9 @@ fn next_prompt(
             )));
         }
         let Some(reply) = messages.get(at).filter(|m| m.role == Role::Assistant) else {
-            return Err(fail(&"the conversation has fewer replies than recorded turns"));
+            return Err(fail(
+                &"the conversation has fewer replies than recorded turns",
+            ));
         };
         let (ids, logprobs) = recorded.completion.decode().map_err(|e| fail(&e))?;
         sequence
@@ -620,13 +620,17 @@ mod tests {
 
     #[test]
     fn both_logprob_shapes_give_one_value_per_sampled_id() {
-        let chat = json!({"content": [{"token": "a", "logprob": -0.5}, {"token": "b", "logprob": -1.0}]});
+        let chat =
+            json!({"content": [{"token": "a", "logprob": -0.5}, {"token": "b", "logprob": -1.0}]});
         assert_eq!(
             sampled_logprobs(Some(&chat), 2).unwrap(),
             Some(vec![-0.5, -1.0])
         );
         let legacy = json!({"tokens": ["a"], "token_logprobs": [-0.25]});
-        assert_eq!(sampled_logprobs(Some(&legacy), 1).unwrap(), Some(vec![-0.25]));
+        assert_eq!(
+            sampled_logprobs(Some(&legacy), 1).unwrap(),
+            Some(vec![-0.25])
+        );
         assert!(sampled_logprobs(Some(&legacy), 2).is_err());
         assert_eq!(sampled_logprobs(None, 2).unwrap(), None);
     }
@@ -634,6 +638,9 @@ mod tests {
     #[test]
     fn a_missing_id_field_is_named_in_the_error() {
         let e = missing("completion token ids (`choices[].token_ids`)").to_string();
-        assert!(e.contains("choices[].token_ids") && e.contains("return_token_ids"), "{e}");
+        assert!(
+            e.contains("choices[].token_ids") && e.contains("return_token_ids"),
+            "{e}"
+        );
     }
 }

@@ -81,7 +81,7 @@ pub struct ModelReply {
     pub usage: Option<TokenUsage>,
     pub logprobs: Option<Value>,
     /// The turn's token ids, from a token-exact client ([`completions`]).
-    pub tokens: Option<TurnTokens>,
+    pub tokens: Option<Box<TurnTokens>>,
 }
 
 /// Why a model call failed. HTTP answers carry the provider's own message, as the

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::{decode, ProjectionError, ToolCallView};
 use crate::domain::chat::Message;
 use crate::domain::events::{Event, NpcReplied, TurnTokens};
-use crate::domain::trace::{TokenTrace, TraceError};
 use crate::domain::ids::rollout_stream;
+use crate::domain::trace::{TokenTrace, TraceError};
 use crate::store::EventStore;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -33,7 +33,7 @@ impl RolloutContent {
             Event::ModelCalled(e) => {
                 self.trajectory.push(e.message);
                 self.logprobs.extend(e.logprobs);
-                self.tokens.extend(e.tokens);
+                self.tokens.extend(e.tokens.map(|t| *t));
             }
             Event::ToolCalled(e) => {
                 self.trajectory.push(Message::tool_result(

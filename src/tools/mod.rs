@@ -23,11 +23,13 @@ use crate::domain::chat::{Message, ToolCall, ToolDefinition, ToolSet};
 use crate::scenarios::{Scenario, Task};
 
 pub mod calendar;
+pub mod commerce;
 pub mod email;
 pub mod hrms;
 pub mod registry;
 pub mod remote;
 pub mod replay;
+pub mod ticketing;
 mod schema;
 
 pub use schema::validate as validate_parameters;
@@ -127,6 +129,8 @@ enum Kind {
     Email(email::EmailServer),
     Calendar(calendar::CalendarServer),
     Hrms(hrms::HrmsServer),
+    Commerce(commerce::CommerceServer),
+    Ticketing(ticketing::TicketingServer),
 }
 
 /// A server and, once asked for, its state as JSON. Environments share a seeded server
@@ -151,6 +155,8 @@ impl Server {
             Kind::Email(s) => s,
             Kind::Calendar(s) => s,
             Kind::Hrms(s) => s,
+            Kind::Commerce(s) => s,
+            Kind::Ticketing(s) => s,
         }
     }
 
@@ -159,6 +165,8 @@ impl Server {
             Kind::Email(s) => s,
             Kind::Calendar(s) => s,
             Kind::Hrms(s) => s,
+            Kind::Commerce(s) => s,
+            Kind::Ticketing(s) => s,
         }
     }
 
@@ -251,8 +259,16 @@ impl Environment {
                 "calendar" => {
                     Kind::Calendar(calendar::CalendarServer::from_seed(seed_state).map_err(bad)?)
                 }
+                "commerce" => Kind::Commerce(
+                    commerce::CommerceServer::from_seed(seed_state, &scenario.documents)
+                        .map_err(bad)?,
+                ),
                 "hrms" => Kind::Hrms(
                     hrms::HrmsServer::from_seed(seed_state, &scenario.documents).map_err(bad)?,
+                ),
+                "ticketing" => Kind::Ticketing(
+                    ticketing::TicketingServer::from_seed(seed_state, &scenario.documents)
+                        .map_err(bad)?,
                 ),
                 other => return Err(ToolError::UnknownServer(other.to_string())),
             };

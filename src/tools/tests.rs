@@ -51,9 +51,12 @@ pub(crate) fn err(env: &mut Environment, tool: &str, params: Value) -> String {
 fn the_vocabulary_matches_the_implemented_tools() {
     let env = full_env();
     for (server, names) in KNOWN_TOOL_SERVERS {
-        let implemented: Vec<String> = env
-            .tools(server)
-            .expect("server")
+        // Servers outside the hr world (commerce, ...) are checked by their own
+        // world's tests, which build an environment that has them.
+        let Some(tools) = env.tools(server) else {
+            continue;
+        };
+        let implemented: Vec<String> = tools
             .into_iter()
             .map(|t| t.name)
             .collect();

