@@ -284,10 +284,12 @@ impl Scenario {
         self.documents.keys().cloned().collect()
     }
 
-    /// The seed files a task's agent can read: the HRMS serves the scenario's documents
-    /// (`list_documents`, `read_document`), so a task without it has none.
+    /// The seed files a task's agent can read: the servers that serve the scenario's
+    /// documents (the HRMS's `read_document`, a knowledge base's articles) do, so a
+    /// task with none of them has none.
     pub fn task_seed_files(&self, task: &Task) -> Vec<String> {
-        if task.tool_servers.iter().any(|s| s == "hrms") {
+        let serves_documents = |s: &String| vocabulary::DOCUMENT_SERVERS.contains(&s.as_str());
+        if task.tool_servers.iter().any(serves_documents) {
             self.seed_files()
         } else {
             Vec::new()

@@ -2,6 +2,9 @@
 //! refer to. `tools` implements exactly these (a test there keeps the two in step);
 //! it lives here so that validating a task does not need the tool implementations.
 
+/// The servers that serve the scenario's seed documents to the agent.
+pub const DOCUMENT_SERVERS: &[&str] = &["hrms", "ticketing", "commerce"];
+
 /// Every tool server and its tools.
 pub const KNOWN_TOOL_SERVERS: &[(&str, &[&str])] = &[
     (

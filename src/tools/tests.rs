@@ -56,10 +56,7 @@ fn the_vocabulary_matches_the_implemented_tools() {
         let Some(tools) = env.tools(server) else {
             continue;
         };
-        let implemented: Vec<String> = tools
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
+        let implemented: Vec<String> = tools.into_iter().map(|t| t.name).collect();
         assert_eq!(
             implemented,
             names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),

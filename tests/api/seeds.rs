@@ -409,6 +409,13 @@ async fn each_listed_task_names_its_seed_data_files() {
         .find(|t| t["task_id"] == "hr-102")
         .unwrap();
     assert_eq!(screening["seed_data"], json!([]));
+    // A knowledge base serves them too.
+    let files = app.get_json("/scenarios/it_helpdesk/seed_data").await["files"].clone();
+    assert!(!files.as_array().unwrap().is_empty());
+    let tasks = app.get_json("/scenarios/it_helpdesk/tasks").await;
+    for task in tasks["tasks"].as_array().unwrap() {
+        assert_eq!(task["seed_data"], files, "{}", task["task_id"]);
+    }
     app.stop().await;
 }
 

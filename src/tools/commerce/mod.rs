@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -264,7 +264,10 @@ pub struct CommerceServer {
     pub store_credits: Vec<StoreCredit>,
     #[serde(default)]
     pub coupons: Vec<Coupon>,
-    #[serde(default)]
+    /// Read from the seed but never shown: the snapshot is public to an outside agent,
+    /// and an approval id must come from the supervisor, not from reading the state.
+    /// Refunds and credits record the approval they used.
+    #[serde(default, skip_serializing)]
     pub approvals: Vec<Approval>,
     #[serde(default)]
     pub notes: Vec<OrderNote>,
@@ -282,6 +285,8 @@ pub const ORDER_STATUSES: &[&str] = &[
     "cancelled",
     "returned",
 ];
+/// Reasons an agent may give. The server records two more of its own: `cancelled`
+/// (the refund of `cancel_order`) and `price_adjustment` (that of `apply_coupon`).
 pub const REFUND_REASONS: &[&str] = &[
     "damaged",
     "defective",
@@ -308,7 +313,7 @@ pub fn money(cents: i64) -> String {
     let dollars = (abs / 100).to_string();
     let mut grouped = String::new();
     for (i, c) in dollars.chars().enumerate() {
-        if i > 0 && (dollars.len() - i) % 3 == 0 {
+        if i > 0 && (dollars.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
@@ -320,7 +325,7 @@ pub fn money(cents: i64) -> String {
 /// delivery is day 0).
 pub fn return_deadline(delivered: NaiveDate, window_days: i64) -> NaiveDate {
     delivered
-        .checked_add_signed(Duration::days(window_days))
+        .checked_add_signed(Duration::try_days(window_days).unwrap_or(Duration::zero()))
         .unwrap_or(delivered)
 }
 
@@ -513,7 +518,7 @@ impl CommerceServer {
         next_id("RF-", 4, self.refunds.iter().map(|r| r.refund_id.as_str()))
     }
 
-    fn order_view(&self, o: &Order, now: NaiveDate) -> Value {
+    fn order_view(&self, o: &Order, now: DateTime<Utc>) -> Value {
         let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
         if let Some(events) = v.pointer_mut("/shipment/events") {
             *events = json!(visible_events(o, now));
@@ -551,14 +556,22 @@ impl CommerceServer {
     }
 }
 
-/// A shipment's events that have happened by `now` (the day of the simulated clock).
-fn visible_events(o: &Order, now: NaiveDate) -> Vec<TrackingEvent> {
+/// A shipment's events that have happened by `now` (the simulated clock); an event
+/// whose time cannot be read is shown rather than hidden.
+fn visible_events(o: &Order, now: DateTime<Utc>) -> Vec<TrackingEvent> {
     o.shipment
         .as_ref()
         .map(|s| {
             s.events
                 .iter()
-                .filter(|e| date_of(&e.at).is_some_and(|d| d <= now))
+                .filter(|e| {
+                    parse_datetime(&e.at)
+                        .or_else(|| {
+                            super::parse_date(&e.at)
+                                .map(|d| d.and_time(Default::default()).and_utc())
+                        })
+                        .is_none_or(|t| t <= now)
+                })
                 .cloned()
                 .collect()
         })
@@ -739,7 +752,7 @@ impl ToolServer for CommerceServer {
             }
             "get_order" => {
                 let i = self.order_index(p.str("order_id")?)?;
-                Ok(self.order_view(&self.orders[i], today))
+                Ok(self.order_view(&self.orders[i], ctx.now))
             }
             "track_shipment" => {
                 let o = match (p.opt_str("order_id"), p.opt_str("tracking_number")) {
@@ -761,7 +774,7 @@ impl ToolServer for CommerceServer {
                         o.order_id, o.status
                     ));
                 };
-                let events = visible_events(o, today);
+                let events = visible_events(o, ctx.now);
                 let latest = events.last().cloned();
                 let days_since = latest
                     .as_ref()
@@ -1261,7 +1274,7 @@ impl ToolServer for CommerceServer {
                         })
                     })
                     .collect();
-                hits.sort_by(|a, b| b.0.cmp(&a.0));
+                hits.sort_by_key(|h| std::cmp::Reverse(h.0));
                 let articles: Vec<Value> = hits.into_iter().map(|(_, v)| v).collect();
                 Ok(
                     json!({"total": articles.len(), "articles": articles, "all_articles": self.documents.keys().collect::<Vec<_>>()}),

@@ -398,3 +398,48 @@ fn every_task_gives_the_oracle_full_credit_and_noop_none() {
     }
     assert!(with_npc >= 4, "{with_npc} tasks rely on an NPC");
 }
+
+#[test]
+fn approval_ids_are_not_readable_from_the_state_until_used() {
+    let mut env = env();
+    let before = env.state()["commerce"].to_string();
+    assert!(
+        !before.contains("APR-2041"),
+        "approvals must come from Dana"
+    );
+    assert!(env.snapshot("commerce").is_some());
+    ok(
+        &mut env,
+        "issue_refund",
+        json!({"order_id": "ORD-50028", "amount_cents": 34_900, "reason": "defective", "approval_id": "APR-2041"}),
+    );
+    assert_eq!(refunds_of(&env, "ORD-50028")[0]["approval_id"], "APR-2041");
+}
+
+#[test]
+fn a_coupon_below_its_minimum_is_refused_and_a_bad_seed_is_named() {
+    let mut s = world();
+    let seed = s.environment.get_mut("commerce").expect("seed");
+    seed["coupons"][0]["min_subtotal_cents"] = json!(20_000);
+    let t = task(&s, "customer_support__417");
+    let mut env = Environment::new(&s, &t, 0).expect("env");
+    let e = err(
+        &mut env,
+        "apply_coupon",
+        json!({"order_id": "ORD-50039", "code": "SPRING20"}),
+    );
+    assert!(
+        e.contains("at least $200.00") && e.contains("$113.00"),
+        "{e}"
+    );
+
+    let mut bad = s.environment["commerce"].clone();
+    bad["orders"][0]["customer_id"] = json!("CUS-9999");
+    let e = super::CommerceServer::from_seed(&bad, &Default::default()).expect_err("bad");
+    assert!(e.contains("unknown customer CUS-9999"), "{e}");
+    let mut bad = s.environment["commerce"].clone();
+    bad["customers"][0]["tier"] = json!("gold");
+    let e = super::CommerceServer::from_seed(&bad, &Default::default()).expect_err("bad");
+    assert!(e.contains("gold"), "{e}");
+    assert!(super::CommerceServer::from_seed(&json!({}), &Default::default()).is_ok());
+}

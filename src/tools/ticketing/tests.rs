@@ -518,5 +518,13 @@ fn every_task_gives_the_oracle_full_credit_and_a_noop_agent_none() {
         let v = verify(task, &env.state(), &noop);
         assert_eq!(v.score, 0.0, "{}: {:#?}", task.task_id, v.checks);
         assert!(task.checks.iter().any(|c| c.required), "{}", task.task_id);
+
+        // A task that relies on a reply cannot be replayed without it: the reference
+        // solution reads the answer, which never arrives.
+        if !task.reference_npc_replies.is_empty() {
+            let mut env = Environment::new(&s, task, 0).expect("env");
+            let run = crate::npc::replay_reference_solution(&mut env, &s, task, false);
+            assert!(!run.errors.is_empty(), "{}: needs the reply", task.task_id);
+        }
     }
 }
