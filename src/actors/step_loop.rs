@@ -327,29 +327,11 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .unwrap_or_default();
     driver.redactor = deps.redactor.with_keys(&keys);
     let model = deps.agents.agent(&run, task, keys.model).map_err(Failure)?;
-    if driver.state.steps > 0
-        && run
-            .model
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.records_tokens())
-    {
-        // A resumed token-exact rollout continues the token sequence it recorded.
-        let turns: Vec<_> = Box::pin(journal::rollout_events(
-            deps.store.as_ref(),
-            &rollout.rollout_id,
-        ))
-        .await?
-        .into_iter()
-        .filter_map(|(_, event)| match event {
-            Event::ModelCalled(called) => called.tokens.map(|t| *t),
-            _ => None,
-        })
-        .collect();
-        model
-            .restore_turns(&turns)
-            .map_err(|e| Failure(format!("the recorded tokens could not be restored: {e}")))?;
-    }
+    let token_settings = run.model.tokens.as_ref();
+    // Token-exact turns continue the token sequence their rollout recorded: checked once,
+    // before the first model call (a resumed rollout, or a fork's copied turns).
+    let mut tokens_restored = !token_settings.is_some_and(|t| t.records_tokens());
+    let token_in = token_settings.is_some_and(|t| t.token_in);
     let npc_model = deps
         .agents
         .npc_agent(&run, keys.user_model.clone())
@@ -474,6 +456,10 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     driver.record(event).await?;
                     continue;
                 }
+                if !tokens_restored {
+                    Box::pin(restore_tokens(driver, model.as_ref())).await?;
+                    tokens_restored = true;
+                }
                 let request = ModelRequest {
                     messages: &driver.state.messages,
                     tools: &tool_definitions,
@@ -545,6 +531,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 }
                 let event = Box::pin(call_tool(
                     &mut tools,
+                    token_in,
                     &rollout.rollout_id,
                     step,
                     &call,
@@ -667,6 +654,25 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             .with_label_values(&[kind])
             .observe(elapsed.saturating_sub(model_wait).as_secs_f64());
     }
+}
+
+/// Gives a token-exact client the turns its rollout recorded (none on a fresh start).
+async fn restore_tokens(driver: &Driver, model: &dyn ModelClient) -> Result<(), StepError> {
+    if driver.state.steps == 0 {
+        return Ok(());
+    }
+    let turns: Vec<_> =
+        journal::rollout_events(driver.deps.store.as_ref(), &driver.job.rollout.rollout_id)
+            .await?
+            .into_iter()
+            .filter_map(|(_, event)| match event {
+                Event::ModelCalled(called) => called.tokens.map(|t| *t),
+                _ => None,
+            })
+            .collect();
+    model
+        .restore_turns(&turns)
+        .map_err(|e| Failure(format!("the recorded tokens could not be restored: {e}")).into())
 }
 
 /// A rollout's own environment: the seed plus its recorded calls and replies.
@@ -955,6 +961,7 @@ async fn npc_replies(
 /// latency counts from `started` (before any injected delay).
 async fn call_tool(
     tools: &mut Tools,
+    token_in: bool,
     rollout_id: &str,
     step: u32,
     call: &ToolCall,
@@ -972,7 +979,7 @@ async fn call_tool(
             }
         }
         // A call the token-in parser could not read: answered in band with why.
-        None if name == llm::completions::MALFORMED_TOOL_CALL => CallOutcome {
+        None if token_in && name == llm::completions::MALFORMED_TOOL_CALL => CallOutcome {
             server: None,
             observation: format!("Error: {}", call.function.arguments),
             is_error: true,

@@ -110,6 +110,9 @@ pub async fn runs(args: RunsArgs) -> ExitCode {
 /// `rl-gym scenarios …`
 pub async fn scenarios(args: ScenariosArgs) -> ExitCode {
     die_quietly_on_closed_stdout();
+    if let ScenariosCommand::Validate(validate) = &args.command {
+        return scenarios::validate(validate);
+    }
     let result = match Client::new(&args.server) {
         Ok(client) => scenarios::run(&client, args.server.json, args.command).await,
         Err(error) => Err(error),

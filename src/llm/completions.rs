@@ -447,6 +447,18 @@ fn next_prompt(
     )
     .map_err(|e| fail(&e))?;
     let restored = std::mem::take(&mut state.restored);
+    let replies = messages
+        .iter()
+        .filter(|m| m.role == Role::Assistant)
+        .count();
+    if replies != restored.len() {
+        // Turns whose ids were never recorded (a run launched without token_in and
+        // forked with it) cannot be sent as the ids the model saw.
+        return Err(fail(&format!(
+            "the conversation has {replies} model turns but {} recorded token turns",
+            restored.len()
+        )));
+    }
     let trace = TokenTrace::rebuild(&restored).map_err(|e| fail(&e))?;
     let mut at = first;
     for (turn, recorded) in restored.iter().enumerate() {

@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::verify::{Check, ScoringRule};
 
 pub mod overrides;
+pub mod validate;
 mod vocabulary;
 
 pub use vocabulary::{known_tool, server_tools, KNOWN_TOOL_SERVERS};
@@ -63,21 +64,8 @@ pub struct Catalog {
 impl Catalog {
     /// Loads every `<dir>/<scenario_id>/` folder and validates all of its tasks.
     pub fn load(dir: &Path) -> Result<Catalog, ScenarioError> {
-        let entries = fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
-        let mut folders = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err(dir, e))?;
-            if entry
-                .file_type()
-                .map_err(|e| io_err(&entry.path(), e))?
-                .is_dir()
-            {
-                folders.push(entry.path());
-            }
-        }
-        folders.sort();
         let mut scenarios = BTreeMap::new();
-        for folder in folders {
+        for folder in scenario_folders(dir)? {
             let scenario = Scenario::load(&folder)?;
             if scenarios.contains_key(&scenario.scenario_id) {
                 return Err(invalid(
@@ -91,6 +79,11 @@ impl Catalog {
     }
 
     /// A catalog of already-built scenarios (tests, embedding).
+    /// Whether `folder` is one scenario (it has a manifest) rather than a folder of them.
+    pub fn is_scenario_folder(folder: &Path) -> bool {
+        folder.join("scenario.toml").is_file() || folder.join("scenario.json").is_file()
+    }
+
     pub fn from_scenarios(list: impl IntoIterator<Item = Scenario>) -> Catalog {
         Catalog {
             scenarios: list
@@ -143,6 +136,22 @@ pub struct Scenario {
 impl Scenario {
     /// Loads one scenario folder.
     pub fn load(folder: &Path) -> Result<Scenario, ScenarioError> {
+        let mut problems = Vec::new();
+        let scenario = Scenario::load_reporting(folder, &mut problems)?;
+        match problems.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(scenario),
+        }
+    }
+
+    /// Loads one scenario folder, pushing every problem of its task files onto
+    /// `problems` (each bad task is left out) so that an author sees all of them at
+    /// once; a problem of the scenario itself (manifest, NPCs, seed state) is the `Err`,
+    /// since its tasks cannot be checked without it.
+    pub fn load_reporting(
+        folder: &Path,
+        problems: &mut Vec<ScenarioError>,
+    ) -> Result<Scenario, ScenarioError> {
         let manifest = read_manifest(folder)?;
         let folder_name = folder
             .file_name()
@@ -248,22 +257,30 @@ impl Scenario {
         let mut tasks = Vec::new();
         if tasks_dir.is_dir() {
             for path in sorted_files(&tasks_dir, "json")? {
-                let task: Task = read_json(&path)?;
+                let task: Task = match read_json(&path) {
+                    Ok(task) => task,
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
+                };
                 let stem = path
                     .file_stem()
                     .and_then(|s| s.to_str())
                     .unwrap_or_default();
+                let mut found = Vec::new();
                 if task.task_id != stem {
-                    return Err(invalid(
-                        &path,
-                        format!(
-                            "task_id `{}` must equal the file name `{stem}`",
-                            task.task_id
-                        ),
+                    found.push(format!(
+                        "`task_id`: `{}` must equal the file name `{stem}`",
+                        task.task_id
                     ));
                 }
-                task.validate(&scenario).map_err(|m| invalid(&path, m))?;
-                tasks.push(task);
+                found.extend(task.problems(&scenario));
+                if found.is_empty() {
+                    tasks.push(task);
+                } else {
+                    problems.extend(found.into_iter().map(|m| invalid(&path, m)));
+                }
             }
         }
         tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
@@ -492,13 +509,23 @@ impl Task {
     }
 
     pub fn validate(&self, scenario: &Scenario) -> Result<(), String> {
+        match self.problems(scenario).into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem [`Task::validate`] would report, in field order, each message
+    /// starting with the field's JSON path.
+    pub fn problems(&self, scenario: &Scenario) -> Vec<String> {
+        let mut out = Vec::new();
         let id_ok = !self.task_id.is_empty()
             && self
                 .task_id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
         if !id_ok {
-            return Err(format!(
+            out.push(format!(
                 "task_id `{}` must be non-empty [A-Za-z0-9_.-]",
                 self.task_id
             ));
@@ -510,53 +537,53 @@ impl Task {
             ("description", &self.description),
         ] {
             if value.trim().is_empty() {
-                return Err(format!("`{field}` is empty"));
+                out.push(format!("`{field}` is empty"));
             }
         }
         if !DIFFICULTIES.contains(&self.difficulty.as_str()) {
-            return Err(format!(
+            out.push(format!(
                 "`difficulty` is `{}`, expected one of {DIFFICULTIES:?}",
                 self.difficulty
             ));
         }
         if !VISIBILITIES.contains(&self.visibility.as_str()) {
-            return Err(format!(
+            out.push(format!(
                 "`visibility` is `{}`, expected one of {VISIBILITIES:?}",
                 self.visibility
             ));
         }
         if self.tool_servers.is_empty() {
-            return Err("`tool_servers` is empty".into());
+            out.push("`tool_servers` is empty".into());
         }
         let mut seen = BTreeSet::new();
         for s in &self.tool_servers {
             if !scenario.tool_servers.contains(s) {
-                return Err(format!(
+                out.push(format!(
                     "`tool_servers`: unknown tool server `{s}` (scenario `{}` has {:?})",
                     scenario.scenario_id, scenario.tool_servers
                 ));
             }
             if !seen.insert(s) {
-                return Err(format!("`tool_servers`: `{s}` listed twice"));
+                out.push(format!("`tool_servers`: `{s}` listed twice"));
             }
         }
         if self.rubric.task_id != self.task_id {
-            return Err(format!(
+            out.push(format!(
                 "`rubric.task_id` is `{}`, expected `{}`",
                 self.rubric.task_id, self.task_id
             ));
         }
         if self.rubric.title.trim().is_empty() || self.rubric.scoring.is_empty() {
-            return Err("`rubric` needs a title and scoring levels".into());
+            out.push("`rubric` needs a title and scoring levels".into());
         }
         for id in &self.npc_profile_ids {
             if scenario.npc(id).is_none() {
-                return Err(format!("`npc_profile_ids`: unknown NPC `{id}`"));
+                out.push(format!("`npc_profile_ids`: unknown NPC `{id}`"));
             }
         }
-        self.validate_npc_behaviour()?;
+        self.npc_behaviour_problems(&mut out);
         if chrono::DateTime::parse_from_rfc3339(&self.now).is_err() {
-            return Err(format!(
+            out.push(format!(
                 "`now` is `{}`, expected an RFC 3339 time like 2026-03-02T09:00:00Z",
                 self.now
             ));
@@ -568,36 +595,36 @@ impl Task {
         };
         for (i, step) in self.reference_solution.iter().enumerate() {
             if !on_task_servers(&step.tool_name) {
-                return Err(format!(
+                out.push(format!(
                     "`reference_solution[{i}]`: unknown tool `{}` on the task's tool servers {:?}",
                     step.tool_name, self.tool_servers
                 ));
             }
             if !step.parameters.is_object() {
-                return Err(format!(
+                out.push(format!(
                     "`reference_solution[{i}].parameters` must be a JSON object"
                 ));
             }
         }
         if self.checks.is_empty() {
-            return Err("`checks` is empty: a task needs at least one programmatic check".into());
+            out.push("`checks` is empty: a task needs at least one programmatic check".into());
         }
         let mut ids = BTreeSet::new();
         for (i, check) in self.checks.iter().enumerate() {
             if !ids.insert(check.id.as_str()) {
-                return Err(format!("`checks[{i}]`: duplicate check id `{}`", check.id));
+                out.push(format!("`checks[{i}]`: duplicate check id `{}`", check.id));
             }
-            check
-                .validate(&self.tool_servers, &on_task_servers)
-                .map_err(|m| format!("`checks[{i}]`: {m}"))?;
+            if let Err(m) = check.validate(&self.tool_servers, &on_task_servers) {
+                out.push(format!("`checks[{i}]`: {m}"));
+            }
         }
-        Ok(())
+        out
     }
 
-    fn validate_npc_behaviour(&self) -> Result<(), String> {
+    fn npc_behaviour_problems(&self, out: &mut Vec<String>) {
         for (id, behaviour) in &self.npc_behaviour {
             if !self.npc_profile_ids.contains(id) {
-                return Err(format!(
+                out.push(format!(
                     "`npc_behaviour`: `{id}` is not one of the task's `npc_profile_ids`"
                 ));
             }
@@ -606,12 +633,12 @@ impl Task {
                 if rule.when_any.is_empty() && rule.when_all.is_empty()
                     || keywords.clone().any(|k| k.trim().is_empty())
                 {
-                    return Err(format!(
+                    out.push(format!(
                         "`npc_behaviour.{id}.replies[{i}]` needs non-empty `when_any` or `when_all` keywords"
                     ));
                 }
                 if rule.reply.trim().is_empty() {
-                    return Err(format!("`npc_behaviour.{id}.replies[{i}].reply` is empty"));
+                    out.push(format!("`npc_behaviour.{id}.replies[{i}].reply` is empty"));
                 }
             }
             if behaviour
@@ -619,33 +646,30 @@ impl Task {
                 .as_ref()
                 .is_some_and(|r| r.trim().is_empty())
             {
-                return Err(format!("`npc_behaviour.{id}.default_reply` is empty"));
+                out.push(format!("`npc_behaviour.{id}.default_reply` is empty"));
             }
         }
         for (i, expected) in self.reference_npc_replies.iter().enumerate() {
-            let step = self
-                .reference_solution
-                .get(expected.after_step)
-                .ok_or_else(|| {
-                    format!(
-                        "`reference_npc_replies[{i}].after_step` {} is past the reference solution",
-                        expected.after_step
-                    )
-                })?;
+            let Some(step) = self.reference_solution.get(expected.after_step) else {
+                out.push(format!(
+                    "`reference_npc_replies[{i}].after_step` {} is past the reference solution",
+                    expected.after_step
+                ));
+                continue;
+            };
             if !matches!(step.tool_name.as_str(), "send_email" | "reply_to_email") {
-                return Err(format!(
+                out.push(format!(
                     "`reference_npc_replies[{i}]`: step {} is `{}`, which sends no email",
                     expected.after_step, step.tool_name
                 ));
             }
             if !self.npc_behaviour.contains_key(&expected.profile_id) {
-                return Err(format!(
+                out.push(format!(
                     "`reference_npc_replies[{i}]`: `{}` has no `npc_behaviour`",
                     expected.profile_id
                 ));
             }
         }
-        Ok(())
     }
 
     /// Parses a caller's task JSON (e.g. a `task_json` override) with a readable error.
@@ -670,13 +694,48 @@ fn invalid(path: &Path, message: String) -> ScenarioError {
     }
 }
 
+/// Reads a JSON file; an error names the JSON path of the bad field (`checks[2]`)
+/// besides serde's line and column, which alone point at a closing brace.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ScenarioError> {
     let text = fs::read_to_string(path).map_err(|e| io_err(path, e))?;
-    serde_json::from_str(&text).map_err(|e| ScenarioError::Parse {
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        ScenarioError::Parse {
+            path: path.to_path_buf(),
+            format: "JSON",
+            message: if at == "." {
+                inner.to_string()
+            } else {
+                format!("{at}: {inner}")
+            },
+        }
+    })?;
+    // Trailing characters after the value are an error, as with `serde_json::from_str`.
+    de.end().map_err(|e| ScenarioError::Parse {
         path: path.to_path_buf(),
         format: "JSON",
         message: e.to_string(),
-    })
+    })?;
+    Ok(value)
+}
+
+/// The sub-folders of a folder of scenarios, sorted.
+pub fn scenario_folders(dir: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
+    let mut folders = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        if entry
+            .file_type()
+            .map_err(|e| io_err(&entry.path(), e))?
+            .is_dir()
+        {
+            folders.push(entry.path());
+        }
+    }
+    folders.sort();
+    Ok(folders)
 }
 
 fn read_manifest(folder: &Path) -> Result<Manifest, ScenarioError> {

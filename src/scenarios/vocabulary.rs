@@ -3,7 +3,7 @@
 //! it lives here so that validating a task does not need the tool implementations.
 
 /// The servers that serve the scenario's seed documents to the agent.
-pub const DOCUMENT_SERVERS: &[&str] = &["hrms", "ticketing", "commerce"];
+pub const DOCUMENT_SERVERS: &[&str] = &["hrms", "ticketing", "commerce", "finance"];
 
 /// Every tool server and its tools.
 pub const KNOWN_TOOL_SERVERS: &[(&str, &[&str])] = &[
@@ -51,6 +51,35 @@ pub const KNOWN_TOOL_SERVERS: &[(&str, &[&str])] = &[
             "mark_read",
             "list_sent",
             "archive_email",
+        ],
+    ),
+    (
+        "finance",
+        &[
+            "search_vendors",
+            "get_vendor",
+            "update_vendor_bank",
+            "list_purchase_orders",
+            "get_purchase_order",
+            "list_invoices",
+            "get_invoice",
+            "match_invoice",
+            "approve_invoice",
+            "reject_invoice",
+            "hold_invoice",
+            "list_payment_runs",
+            "schedule_payment",
+            "list_expense_reports",
+            "get_expense_report",
+            "add_expense_receipt",
+            "reduce_expense_line",
+            "reject_expense_line",
+            "approve_expense",
+            "post_journal_entry",
+            "get_account_balance",
+            "list_accounts",
+            "search_kb",
+            "read_kb_article",
         ],
     ),
     (

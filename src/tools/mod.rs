@@ -25,6 +25,7 @@ use crate::scenarios::{Scenario, Task};
 pub mod calendar;
 pub mod commerce;
 pub mod email;
+pub mod finance;
 pub mod hrms;
 pub mod registry;
 pub mod remote;
@@ -131,6 +132,7 @@ enum Kind {
     Hrms(hrms::HrmsServer),
     Commerce(commerce::CommerceServer),
     Ticketing(ticketing::TicketingServer),
+    Finance(finance::FinanceServer),
 }
 
 /// A server and, once asked for, its state as JSON. Environments share a seeded server
@@ -157,6 +159,7 @@ impl Server {
             Kind::Hrms(s) => s,
             Kind::Commerce(s) => s,
             Kind::Ticketing(s) => s,
+            Kind::Finance(s) => s,
         }
     }
 
@@ -167,6 +170,7 @@ impl Server {
             Kind::Hrms(s) => s,
             Kind::Commerce(s) => s,
             Kind::Ticketing(s) => s,
+            Kind::Finance(s) => s,
         }
     }
 
@@ -268,6 +272,10 @@ impl Environment {
                 ),
                 "ticketing" => Kind::Ticketing(
                     ticketing::TicketingServer::from_seed(seed_state, &scenario.documents)
+                        .map_err(bad)?,
+                ),
+                "finance" => Kind::Finance(
+                    finance::FinanceServer::from_seed(seed_state, &scenario.documents)
                         .map_err(bad)?,
                 ),
                 other => return Err(ToolError::UnknownServer(other.to_string())),

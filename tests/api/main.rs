@@ -1,5 +1,6 @@
 //! The one black-box test binary: the service through HTTP and the CLI.
 
+mod authoring;
 mod budget;
 mod bundle;
 mod catalog;

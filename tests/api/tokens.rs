@@ -877,3 +877,37 @@ async fn real_model_token_in_through_a_vllm_shaped_shim_records_the_models_own_i
     }
     app.stop().await;
 }
+
+/// A fork of a token-in rollout goes on from the copied turns' ids: its first prompt is
+/// the source's prompt of the same turn, id for id.
+#[actix_web::test]
+async fn a_fork_of_a_token_in_rollout_continues_the_sources_token_sequence() {
+    let source = start_fake_completions(vec![]).await;
+    let app = spawn_app().await;
+    let launched = app
+        .launch(&run_body(token_in_config(&source.address)))
+        .await;
+    let run_id = launched["run_id"].as_str().unwrap();
+    let detail = app.only_rollout(&launched).await;
+    assert_eq!(detail["status"], "completed", "{detail}");
+    let rollout_id = detail["rollout_id"].as_str().unwrap();
+
+    let fork_server = start_fake_completions(vec![]).await;
+    let response = app
+        .post(
+            &format!("/runs/{run_id}/rollouts/{rollout_id}/fork"),
+            &json!({"at_step": 1, "model_config": token_in_config(&fork_server.address)}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let fork: Value = response.json().await.unwrap();
+    let child = app.only_rollout(&fork).await;
+    assert_eq!(child["status"], "completed", "{child}");
+    let (source, forked) = (
+        std::mem::take(&mut *source.seen.lock()),
+        std::mem::take(&mut *fork_server.seen.lock()),
+    );
+    assert!(forked.violations.is_empty(), "{:#?}", forked.violations);
+    assert_eq!(forked.prompts[0], source.prompts[1]);
+    app.stop().await;
+}
