@@ -24,14 +24,16 @@ use crate::scenarios::{Scenario, Task};
 
 pub mod calendar;
 pub mod commerce;
+pub mod documents;
 pub mod email;
 pub mod finance;
 pub mod hrms;
+pub mod money;
 pub mod registry;
 pub mod remote;
 pub mod replay;
-pub mod ticketing;
 mod schema;
+pub mod ticketing;
 
 pub use schema::validate as validate_parameters;
 

@@ -22,7 +22,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{next_id, parse_datetime, spec, Ctx, Params, ToolServer, ToolSpec};
+use super::{documents, next_id, parse_datetime, spec, Ctx, Params, ToolServer, ToolSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,17 +308,7 @@ pub const RETURN_REASONS: &[&str] = &[
 
 /// `$1,234.56` (negative amounts keep their sign).
 pub fn money(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let abs = cents.unsigned_abs();
-    let dollars = (abs / 100).to_string();
-    let mut grouped = String::new();
-    for (i, c) in dollars.chars().enumerate() {
-        if i > 0 && (dollars.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}${grouped}.{:02}", abs % 100)
+    super::money::amount(cents, "$")
 }
 
 /// The last day a return may be opened: the delivery date plus the window (the day of
@@ -1235,69 +1225,8 @@ impl ToolServer for CommerceServer {
                 self.notes.push(note.clone());
                 Ok(json!({"status": "noted", "note": note}))
             }
-            "search_kb" => {
-                let words: Vec<String> = p
-                    .str("query")?
-                    .to_lowercase()
-                    .split(|c: char| !c.is_alphanumeric())
-                    .filter(|w| w.len() > 2)
-                    .map(str::to_string)
-                    .collect();
-                let mut hits: Vec<(usize, Value)> = self
-                    .documents
-                    .iter()
-                    .filter_map(|(name, text)| {
-                        let lower = text.to_lowercase();
-                        let score = words.iter().filter(|w| lower.contains(w.as_str())).count();
-                        (score > 0 || words.is_empty()).then(|| {
-                            let title = text
-                                .lines()
-                                .find(|l| l.starts_with('#'))
-                                .map(|l| l.trim_start_matches('#').trim())
-                                .unwrap_or(name);
-                            let snippet: String = text
-                                .lines()
-                                .find(|l| {
-                                    !l.starts_with('#')
-                                        && words
-                                            .iter()
-                                            .any(|w| l.to_lowercase().contains(w.as_str()))
-                                })
-                                .unwrap_or_default()
-                                .chars()
-                                .take(240)
-                                .collect();
-                            (
-                                score,
-                                json!({"article_id": name, "title": title, "snippet": snippet}),
-                            )
-                        })
-                    })
-                    .collect();
-                hits.sort_by_key(|h| std::cmp::Reverse(h.0));
-                let articles: Vec<Value> = hits.into_iter().map(|(_, v)| v).collect();
-                Ok(
-                    json!({"total": articles.len(), "articles": articles, "all_articles": self.documents.keys().collect::<Vec<_>>()}),
-                )
-            }
-            "read_kb_article" => {
-                let name = p.str("article_id")?.trim();
-                let found = self
-                    .documents
-                    .get(name)
-                    .or_else(|| self.documents.get(&format!("{name}.md")));
-                match found {
-                    Some(text) => Ok(json!({"article_id": name, "content": text})),
-                    None => Err(format!(
-                        "no article `{name}`. Available: {}",
-                        self.documents
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                }
-            }
+            "search_kb" => Ok(documents::search(&self.documents, p.opt_str("query"))),
+            "read_kb_article" => documents::read_article(&self.documents, p.str("article_id")?),
             other => Err(format!("unknown tool `{other}` on the commerce server")),
         }
     }

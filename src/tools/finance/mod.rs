@@ -26,7 +26,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{next_id, parse_date, spec, Ctx, Params, ToolServer, ToolSpec};
+use super::{documents, next_id, parse_date, spec, Ctx, Params, ToolServer, ToolSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,17 +318,7 @@ pub const EXPENSE_CATEGORIES: &[&str] = &["meals", "lodging", "airfare", "ground
 
 /// `USD 1,234.56` (negative amounts keep their sign).
 pub fn money(cents: i64, currency: &str) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let abs = cents.unsigned_abs();
-    let units = (abs / 100).to_string();
-    let mut grouped = String::new();
-    for (i, c) in units.chars().enumerate() {
-        if i > 0 && (units.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}{currency} {grouped}.{:02}", abs % 100)
+    super::money::amount(cents, &format!("{currency} "))
 }
 
 /// `cents` of a currency in USD cents at `rate` ten-thousandths, rounded half up.
@@ -779,7 +769,8 @@ impl FinanceServer {
             "post_journal_entry" | "get_account_balance" | "list_accounts" => {
                 self.ledger_step(ctx, tool, p)
             }
-            "search_kb" | "read_kb_article" => self.kb_step(tool, p),
+            "search_kb" => Ok(documents::search(&self.documents, p.opt_str("query"))),
+            "read_kb_article" => documents::read_article(&self.documents, p.str("article_id")?),
             other => Err(format!("unknown tool `{other}` on the finance server")),
         }
     }
@@ -1317,61 +1308,6 @@ impl FinanceServer {
             "list_accounts" => Ok(
                 json!({"accounts": self.accounts.iter().map(|a| json!({"account_id": a.account_id, "name": a.name, "type": a.kind})).collect::<Vec<_>>(), "periods": self.periods}),
             ),
-            other => Err(format!("unknown tool `{other}` on the finance server")),
-        }
-    }
-
-    /// The knowledge base (the scenario's documents).
-    fn kb_step(&mut self, tool: &str, p: &Params) -> Result<Value, String> {
-        match tool {
-            "search_kb" => {
-                let words: Vec<String> = p
-                    .str("query")?
-                    .to_lowercase()
-                    .split(|c: char| !c.is_alphanumeric())
-                    .filter(|w| w.len() > 2)
-                    .map(str::to_string)
-                    .collect();
-                let mut hits: Vec<(usize, Value)> = self
-                    .documents
-                    .iter()
-                    .filter_map(|(name, text)| {
-                        let lower = text.to_lowercase();
-                        let score = words.iter().filter(|w| lower.contains(w.as_str())).count();
-                        (score > 0).then(|| {
-                            let title = text
-                                .lines()
-                                .find(|l| l.starts_with('#'))
-                                .map(|l| l.trim_start_matches('#').trim())
-                                .unwrap_or(name);
-                            (score, json!({"article_id": name, "title": title}))
-                        })
-                    })
-                    .collect();
-                hits.sort_by_key(|h| std::cmp::Reverse(h.0));
-                let articles: Vec<Value> = hits.into_iter().map(|(_, v)| v).collect();
-                Ok(
-                    json!({"total": articles.len(), "articles": articles, "all_articles": self.documents.keys().collect::<Vec<_>>()}),
-                )
-            }
-            "read_kb_article" => {
-                let name = p.str("article_id")?.trim();
-                match self
-                    .documents
-                    .get(name)
-                    .or_else(|| self.documents.get(&format!("{name}.md")))
-                {
-                    Some(text) => Ok(json!({"article_id": name, "content": text})),
-                    None => Err(format!(
-                        "no article `{name}`. Available: {}",
-                        self.documents
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                }
-            }
             other => Err(format!("unknown tool `{other}` on the finance server")),
         }
     }

@@ -12,7 +12,7 @@ use chrono::{Datelike, Duration, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{next_id, parse_date, spec, Ctx, Params, ToolServer, ToolSpec};
+use super::{documents, next_id, parse_date, spec, Ctx, Params, ToolServer, ToolSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -924,14 +924,7 @@ impl ToolServer for HrmsServer {
                 let docs: Vec<Value> = self
                     .documents
                     .iter()
-                    .map(|(name, text)| {
-                        let title = text
-                            .lines()
-                            .find(|l| l.starts_with('#'))
-                            .map(|l| l.trim_start_matches('#').trim())
-                            .unwrap_or(name);
-                        json!({"filename": name, "title": title})
-                    })
+                    .map(|(name, text)| json!({"filename": name, "title": documents::title(name, text)}))
                     .collect();
                 Ok(json!({"documents": docs}))
             }
@@ -939,14 +932,8 @@ impl ToolServer for HrmsServer {
                 let name = p.str("filename")?;
                 match self.documents.get(name) {
                     Some(text) => Ok(json!({"filename": name, "content": text})),
-                    None => Err(format!(
-                        "no document `{name}`. Available: {}",
-                        self.documents
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
+                    // Exact names only, as recorded runs were answered.
+                    None => Err(documents::missing(&self.documents, name, "document")),
                 }
             }
             other => Err(format!("unknown tool `{other}` on the hrms server")),

@@ -20,7 +20,9 @@ use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{fmt_datetime, next_id, parse_datetime, spec, Ctx, Params, ToolServer, ToolSpec};
+use super::{
+    documents, fmt_datetime, next_id, parse_datetime, spec, Ctx, Params, ToolServer, ToolSpec,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -497,13 +499,6 @@ impl TicketingServer {
             public,
             created_at: ctx.now_text(),
         }
-    }
-
-    fn article_title<'a>(name: &'a str, text: &'a str) -> &'a str {
-        text.lines()
-            .find(|l| l.starts_with('#'))
-            .map(|l| l.trim_start_matches('#').trim())
-            .unwrap_or(name)
     }
 
     fn update_ticket(&mut self, ctx: &Ctx, p: &Params) -> Result<Value, String> {
@@ -1224,51 +1219,8 @@ impl ToolServer for TicketingServer {
                     json!({"status": "reset", "user_id": u.user_id, "was": was, "account_status": "active", "note": "A one-time reset link was sent to the user's registered phone."}),
                 )
             }
-            "search_kb" => {
-                let words: Vec<String> = p
-                    .opt_str("query")
-                    .unwrap_or("")
-                    .split(|c: char| !c.is_alphanumeric())
-                    .filter(|w| w.len() > 1)
-                    .map(str::to_lowercase)
-                    .collect();
-                let mut hits: Vec<(usize, Value)> = self
-                    .documents
-                    .iter()
-                    .filter_map(|(name, text)| {
-                        let hay = format!("{name}\n{text}").to_lowercase();
-                        let score = words.iter().filter(|w| hay.contains(w.as_str())).count();
-                        (words.is_empty() || score > 0).then(|| (score, json!({"article_id": name, "title": Self::article_title(name, text)})))
-                    })
-                    .collect();
-                // Best matches first; the name breaks ties so the order is stable.
-                hits.sort_by(|a, b| {
-                    b.0.cmp(&a.0)
-                        .then(a.1["article_id"].as_str().cmp(&b.1["article_id"].as_str()))
-                });
-                let articles: Vec<Value> = hits.into_iter().map(|(_, v)| v).collect();
-                Ok(json!({"total": articles.len(), "articles": articles}))
-            }
-            "read_kb_article" => {
-                let name = p.str("article_id")?.trim();
-                let found = self
-                    .documents
-                    .get_key_value(name)
-                    .or_else(|| self.documents.get_key_value(&format!("{name}.md")));
-                match found {
-                    Some((name, text)) => Ok(
-                        json!({"article_id": name, "title": Self::article_title(name, text), "content": text}),
-                    ),
-                    None => Err(format!(
-                        "no article `{name}`. Available: {}",
-                        self.documents
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                }
-            }
+            "search_kb" => Ok(documents::search(&self.documents, p.opt_str("query"))),
+            "read_kb_article" => documents::read_article(&self.documents, p.str("article_id")?),
             other => Err(format!("unknown tool `{other}` on the ticketing server")),
         }
     }
