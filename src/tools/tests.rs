@@ -23,6 +23,25 @@ pub(crate) fn full_env() -> Environment {
     Environment::new(&s, &t, 0).expect("env")
 }
 
+/// A world's tasks as `rl-gym scenarios validate` checks them on seed 0 (the oracle
+/// earns 1.0, doing nothing 0.0, a seed rebuilds the same instance), plus the issue's
+/// floor for a world: at least 15 tasks, 4 of them needing a person's reply, each with
+/// a required check.
+pub(crate) fn assert_world_is_solvable(s: &Scenario) {
+    assert!(s.tasks.len() >= 15, "{} tasks", s.tasks.len());
+    for task in &s.tasks {
+        let report = crate::scenarios::validate::check_task(s, task, 1);
+        assert_eq!(report.failure, None, "{}", task.task_id);
+        assert!(task.checks.iter().any(|c| c.required), "{}", task.task_id);
+    }
+    let with_npc = s
+        .tasks
+        .iter()
+        .filter(|t| !t.reference_npc_replies.is_empty())
+        .count();
+    assert!(with_npc >= 4, "{with_npc} tasks rely on a person's reply");
+}
+
 pub(crate) fn ok(env: &mut Environment, tool: &str, params: Value) -> Value {
     let obs = env.call(tool, &params);
     assert!(!obs.is_error, "{tool} {params}: {}", obs.observation);
