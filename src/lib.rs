@@ -24,6 +24,12 @@
 //! Because rollouts decide their next step from their own events, a crashed
 //! rollout resumes where it stopped, and its environment is rebuilt by replaying its
 //! recorded tool calls over the scenario's seed.
+//!
+//! For training, a run may record each model turn's token ids ([`llm::completions`]:
+//! returned by a vLLM-style server, or owned by rl-gym and sent as ids, with the
+//! tokenizer, chat template and tool-call parsers of [`llm::tokens`]); they are packed
+//! in the events and decoded into a rollout's whole sequence ([`domain::trace`]) only
+//! when its content is read, for the `format=tokens` export.
 
 /// The allocator of the service, its tests and its benches alike: under load, glibc
 /// malloc took a third of the CPU (benches/README.md).
