@@ -62,6 +62,8 @@ fn rollout_events(run_id: &str, rollout_id: &str) -> Vec<Event> {
             latency_ms: 900.0,
             called_at: now,
             tokens: None,
+            policy_version: None,
+            policy_ordinal: 0,
         }),
         Event::RolloutVerified(RolloutVerified {
             rollout_id: rollout_id.into(),
@@ -137,6 +139,7 @@ fn main() {
                 launched_at: Utc::now(),
                 budget: None,
                 prices: None,
+                continuous: None,
             }));
             let stream = run_stream(run_id);
             store

@@ -138,6 +138,7 @@ impl Gym {
                 judge: run.prices.and_then(|p| p.judge),
             }
             .known(),
+            continuous: None,
         };
         self.launch(fork.clone(), keys).await?;
         Ok(fork)

@@ -26,6 +26,20 @@ pub async fn append(
     store.append(stream, expected, data).await
 }
 
+/// Appends `events` to `stream` whatever its revision: for records no decision rests
+/// on but their own (a continuous run's drawn group, a restart, an acknowledgement).
+/// Their ids come from their payloads, which name fresh rollouts or a time, so a
+/// retried append is still written once.
+pub async fn append_any(
+    store: &dyn EventStore,
+    stream: &str,
+    events: &[Event],
+) -> Result<AppendResult, StoreError> {
+    store
+        .append(stream, ExpectedState::Any, encode(stream, 0, events))
+        .await
+}
+
 /// `events` as an append to `stream` from revision `first` carries them, with their
 /// deterministic ids.
 pub fn encode(stream: &str, first: u64, events: &[Event]) -> Vec<EventData> {

@@ -24,14 +24,14 @@ use tokio::sync::Semaphore;
 
 use crate::config::secrets::{Redactor, RunKeys, SecretError, SecretStore};
 use crate::domain::budget::{Budget, PriceTable, Spend};
-use crate::domain::events::{Event, RunLaunched};
+use crate::domain::events::{Event, GroupConsumed, PolicyUpdated, RunLaunched};
 use crate::domain::ids::run_stream;
 use crate::domain::run::{decide, RunCommand, RunRefusal, RunState};
 use crate::metrics::Metrics;
 use crate::scenarios::Catalog;
 use crate::store::{EventStore, StoreError};
-use registry::{CancelRun, Registry, StartRun};
-use run::RunBudget;
+use registry::{CancelRun, FeedRecorded, Registry, StartRun};
+use run::{FeedChange, RunBudget};
 
 /// What the step loops need, shared by all of them.
 pub struct Deps {
@@ -163,11 +163,104 @@ impl Gym {
     }
 
     /// Reads the run's stream, lets the domain decide, records the outcome.
+    /// A continuous run's own records (its groups) may land between the read and the
+    /// append: the command is then decided again on the newer stream.
     async fn execute(&self, run_id: &str, command: RunCommand) -> Result<RunState, GymError> {
-        let state = self.load_run(run_id).await?;
-        let events = decide(&state, command)?;
-        self.record(run_id, &state, &events).await?;
-        Ok(state)
+        let mut attempts = 0;
+        loop {
+            let state = self.load_run(run_id).await?;
+            let events = decide(&state, command.clone())?;
+            if events.is_empty() {
+                return Ok(state);
+            }
+            match journal::append(
+                self.deps.store.as_ref(),
+                &run_stream(run_id),
+                state.revision,
+                &events,
+            )
+            .await
+            {
+                Ok(_) => return Ok(state),
+                Err(StoreError::WrongExpectedVersion { .. }) if attempts < 5 => attempts += 1,
+                Err(StoreError::WrongExpectedVersion { .. }) => {
+                    return Err(GymError::Refused(RunRefusal::Busy(run_id.to_string())))
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Records that `consumer` took `groups` of a run's feed (the caller checked they
+    /// are complete and new to it), and tells the run's actor: backpressure may lift.
+    pub async fn consume_groups(
+        &self,
+        run_id: &str,
+        consumer: &str,
+        groups: Vec<u32>,
+    ) -> Result<(), GymError> {
+        let count = groups.len() as u64;
+        let event = Event::GroupConsumed(GroupConsumed {
+            run_id: run_id.to_string(),
+            consumer: consumer.to_string(),
+            groups,
+            consumed_at: Utc::now(),
+        });
+        journal::append_any(
+            self.deps.store.as_ref(),
+            &run_stream(run_id),
+            std::slice::from_ref(&event),
+        )
+        .await?;
+        self.deps.metrics.groups_consumed.inc_by(count);
+        self.registry.do_send(FeedRecorded {
+            run_id: run_id.to_string(),
+            change: FeedChange(event),
+        });
+        Ok(())
+    }
+
+    /// Records that every later turn of the run is answered by `version` at
+    /// `base_url` (`None`: the endpoint in force); answers the update's ordinal.
+    pub async fn update_policy(
+        &self,
+        run_id: &str,
+        version: String,
+        base_url: Option<String>,
+    ) -> Result<u32, GymError> {
+        for _ in 0..5 {
+            let state = self.load_run(run_id).await?;
+            if state.launched.is_none() || state.deleted {
+                return Err(RunRefusal::NotFound.into());
+            }
+            let ordinal = state.feed.policy_ordinal() + 1;
+            let event = Event::PolicyUpdated(PolicyUpdated {
+                run_id: run_id.to_string(),
+                version: version.clone(),
+                base_url: base_url.clone(),
+                ordinal,
+                updated_at: Utc::now(),
+            });
+            match journal::append(
+                self.deps.store.as_ref(),
+                &run_stream(run_id),
+                state.revision,
+                std::slice::from_ref(&event),
+            )
+            .await
+            {
+                Ok(_) => {
+                    self.registry.do_send(FeedRecorded {
+                        run_id: run_id.to_string(),
+                        change: FeedChange(event),
+                    });
+                    return Ok(ordinal);
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(RunRefusal::Busy(run_id.to_string()).into())
     }
 
     /// Appends a decision's events to the run's stream, expecting it unchanged since
@@ -239,13 +332,7 @@ impl Gym {
         }
         self.deps.metrics.runs_launched.inc();
         let budget = RunBudget::new(run.budget, run.prices, Spend::default());
-        self.start_run(StartRun {
-            run,
-            rollouts,
-            cancelled: false,
-            budget,
-        })
-        .await?;
+        self.start_run(StartRun::new(run, rollouts, budget)).await?;
         Ok(())
     }
 
@@ -260,10 +347,8 @@ impl Gym {
             let (rollouts, _) = journal::run_progress(self.deps.store.as_ref(), &run).await?;
             let count = rollouts.len();
             self.start_run(StartRun {
-                run: Arc::new(run),
-                rollouts,
                 cancelled: true,
-                budget: RunBudget::unlimited(),
+                ..StartRun::new(Arc::new(run), rollouts, RunBudget::unlimited())
             })
             .await?;
             return Ok(count);
@@ -324,13 +409,9 @@ impl Gym {
         })?;
         let count = rollouts.len();
         tracing::info!(run_id, rollouts = count, "resuming a paused run");
-        self.start_run(StartRun {
-            budget: RunBudget::new(budget, run.prices, spent),
-            run: Arc::new(run),
-            rollouts,
-            cancelled: false,
-        })
-        .await?;
+        let budget = RunBudget::new(budget, run.prices, spent);
+        self.start_run(StartRun::new(Arc::new(run), rollouts, budget))
+            .await?;
         Ok(count)
     }
 
@@ -365,6 +446,7 @@ impl Gym {
         let rollouts = run
             .rollouts
             .iter()
+            .chain(&state.drawn)
             .filter(|r| ids.contains(&r.rollout_id))
             .cloned()
             .collect();
@@ -375,6 +457,8 @@ impl Gym {
             rollouts,
             cancelled: state.cancel_requested,
             budget,
+            feed: state.feed,
+            drawn: state.drawn,
         }))
     }
 }

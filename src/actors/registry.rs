@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::run::{CancelRollouts, Halt, RunActor, RunBudget};
+use super::run::{CancelRollouts, FeedChange, Halt, RunActor, RunBudget};
 use super::Deps;
 use crate::domain::events::{RunLaunched, ScheduledRollout};
+use crate::domain::feed::Feed;
 
 pub struct Registry {
     deps: Arc<Deps>,
@@ -39,13 +40,7 @@ impl Registry {
     fn start_run(&mut self, msg: StartRun, ctx: &mut Context<Self>) {
         let run_id = msg.run.run_id.clone();
         let cancelled = self.cancelled.remove(&run_id) || msg.cancelled;
-        let actor = RunActor::new(
-            self.deps.clone(),
-            msg.run,
-            msg.rollouts,
-            ctx.address(),
-            msg.budget,
-        );
+        let actor = RunActor::new(self.deps.clone(), msg, ctx.address());
         let addr = actor.start();
         if cancelled {
             addr.do_send(CancelRollouts);
@@ -69,13 +64,39 @@ pub struct StartRun {
     pub cancelled: bool,
     /// What it may spend and has spent.
     pub budget: Arc<RunBudget>,
+    /// Its groups, consumers and policies as recorded so far.
+    pub feed: Feed,
+    /// A continuous run's rollouts drawn so far (groups and restarts).
+    pub drawn: Vec<ScheduledRollout>,
+}
+
+impl StartRun {
+    /// A launch or a resume of `rollouts` with nothing drawn or consumed yet.
+    pub fn new(
+        run: Arc<RunLaunched>,
+        rollouts: Vec<ScheduledRollout>,
+        budget: Arc<RunBudget>,
+    ) -> StartRun {
+        let feed = Feed {
+            continuous: run.continuous,
+            ..Feed::default()
+        };
+        StartRun {
+            run,
+            rollouts,
+            cancelled: false,
+            budget,
+            feed,
+            drawn: vec![],
+        }
+    }
 }
 
 impl Handler<StartRun> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
-        if msg.rollouts.is_empty() {
+        if msg.rollouts.is_empty() && !msg.feed.open(msg.cancelled) {
             return;
         }
         let run_id = msg.run.run_id.clone();
@@ -121,6 +142,24 @@ impl Handler<CancelRun> for Registry {
                 None => 0,
             }
         })
+    }
+}
+
+/// Tell a run's actor, if it has one here, what its feed recorded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FeedRecorded {
+    pub run_id: String,
+    pub change: FeedChange,
+}
+
+impl Handler<FeedRecorded> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: FeedRecorded, _ctx: &mut Self::Context) {
+        if let Some(addr) = self.runs.get(&msg.run_id) {
+            addr.do_send(msg.change);
+        }
     }
 }
 

@@ -41,10 +41,12 @@ impl Actor for RolloutActor {
         let handle = tokio::spawn(step_loop::drive(deps.clone(), job));
         let supervise = async move {
             let mut finished = true;
+            let mut restart = None;
             let failure = match handle.await {
                 // Not terminal: stopped by the run's budget, resumable.
-                Ok(Ok(status)) => {
-                    finished = status.is_terminal();
+                Ok(Ok(ended)) => {
+                    finished = ended.status.is_terminal();
+                    restart = ended.restart;
                     None
                 }
                 Ok(Err(error)) => {
@@ -84,15 +86,16 @@ impl Actor for RolloutActor {
                     }
                 }
             }
-            (rollout_id, finished)
+            (rollout_id, finished, restart)
         };
         ctx.wait(
             supervise
                 .into_actor(self)
-                .map(|(rollout_id, finished), act, ctx| {
+                .map(|(rollout_id, finished, restart), act, ctx| {
                     act.run.do_send(RolloutEnded {
                         rollout_id,
                         finished,
+                        restart,
                     });
                     ctx.stop();
                 }),

@@ -5,7 +5,7 @@
 //! once spent, no rollout starts, the running ones stop before their next model call,
 //! and when none runs any more the run is recorded as paused and the actor ends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -14,15 +14,20 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::{Registry, RunEnded};
+use super::registry::{Registry, RunEnded, StartRun};
 use super::rollout::RolloutActor;
 use super::step_loop::RolloutJob;
 use super::{journal, Deps};
 use crate::domain::budget::{exhausted, Budget, RunPrices, Spend};
-use crate::domain::events::{Event, RolloutCancelled, RunLaunched, ScheduledRollout};
+use crate::domain::events::{
+    ContinuousSettings, Event, RolloutCancelled, RolloutRestarted, RunLaunched, ScheduledRollout,
+};
+use crate::domain::feed::{draw_group, Feed, Policy};
+use crate::domain::ids::new_rollout_id;
 use crate::domain::ids::run_stream;
 use crate::domain::run::{decide, RunCommand};
 use crate::store::StoreError;
+use uuid::Uuid;
 
 /// What a run may spend and has spent, shared by its actor and its step loops.
 #[derive(Debug)]
@@ -74,6 +79,54 @@ impl RunBudget {
 
     pub fn spent(&self) -> Spend {
         *self.spent.lock()
+    }
+}
+
+/// The policy a run's turns are answered by now, shared by its actor and its step
+/// loops: the launch's (ordinal 0), then each `PolicyUpdated`'s. An update that names
+/// no `base_url` keeps the endpoint in force.
+#[derive(Debug)]
+pub struct RunPolicy {
+    current: parking_lot::RwLock<(u32, Policy)>,
+}
+
+impl RunPolicy {
+    /// The policy in force after the run's recorded updates.
+    pub fn new(run: &RunLaunched, feed: &Feed) -> Arc<RunPolicy> {
+        let launch = Policy {
+            version: run
+                .model
+                .tokens
+                .as_ref()
+                .and_then(|t| t.policy_version.clone()),
+            base_url: run.model.base_url.clone(),
+        };
+        let policy = RunPolicy {
+            current: parking_lot::RwLock::new((0, launch)),
+        };
+        for (i, update) in feed.policies.iter().enumerate() {
+            policy.update(i as u32 + 1, update.clone());
+        }
+        Arc::new(policy)
+    }
+
+    pub fn current(&self) -> (u32, Policy) {
+        self.current.read().clone()
+    }
+
+    /// Takes update `ordinal` unless a later one is already in force.
+    pub fn update(&self, ordinal: u32, update: Policy) {
+        let mut current = self.current.write();
+        if ordinal > current.0 {
+            let base_url = update.base_url.or_else(|| current.1.base_url.clone());
+            *current = (
+                ordinal,
+                Policy {
+                    version: update.version,
+                    base_url,
+                },
+            );
+        }
     }
 }
 
@@ -152,20 +205,125 @@ pub struct RunActor {
     cancelled: bool,
     /// The pause is being recorded: nothing more is scheduled.
     pausing: bool,
+    /// Rollouts drawn after the launch (a continuous run's groups and restarts):
+    /// queue indexes past the launch's rollouts point here.
+    drawn: Vec<ScheduledRollout>,
+    /// The policy in force, shared with the step loops.
+    policy: Arc<RunPolicy>,
+    /// A continuous run's groups as this actor drives them.
+    groups: Option<GroupDriver>,
+}
+
+/// A continuous run's groups: which members are unfinished, how many complete groups
+/// wait for a consumer (the backpressure), and whether a draw is being recorded.
+struct GroupDriver {
+    settings: ContinuousSettings,
+    feed: Feed,
+    /// Unfinished rollout → its group.
+    member_of: HashMap<String, u32>,
+    /// Per group: its unfinished rollouts.
+    unfinished: Vec<u32>,
+    /// Complete groups no consumer acknowledged.
+    unconsumed: u32,
+    drawing: bool,
+}
+
+impl GroupDriver {
+    fn new(settings: ContinuousSettings, feed: Feed, unfinished_ids: &HashSet<&str>) -> Self {
+        let mut driver = GroupDriver {
+            settings,
+            member_of: HashMap::new(),
+            unfinished: Vec::new(),
+            unconsumed: 0,
+            drawing: false,
+            feed: Feed::default(),
+        };
+        for (index, group) in feed.groups.iter().enumerate() {
+            let ids = group
+                .rollout_ids
+                .iter()
+                .filter(|id| unfinished_ids.contains(id.as_str()));
+            driver.add(index as u32, ids);
+            if driver.unfinished[index] == 0 && !feed.consumed_by_any(index as u32) {
+                driver.unconsumed += 1;
+            }
+        }
+        driver.feed = feed;
+        driver
+    }
+
+    fn add<'a>(&mut self, group: u32, unfinished: impl IntoIterator<Item = &'a String>) {
+        let slot = group as usize;
+        if self.unfinished.len() <= slot {
+            self.unfinished.resize(slot + 1, 0);
+        }
+        for id in unfinished {
+            self.member_of.insert(id.clone(), group);
+            self.unfinished[slot] += 1;
+        }
+    }
+
+    /// A member ended (`replaced_by`: restarted as that rollout).
+    fn ended(&mut self, rollout_id: &str, replaced_by: Option<&str>) {
+        let Some(group) = self.member_of.remove(rollout_id) else {
+            return;
+        };
+        if let Some(new) = replaced_by {
+            self.member_of.insert(new.to_string(), group);
+            return;
+        }
+        let left = &mut self.unfinished[group as usize];
+        *left = left.saturating_sub(1);
+        if *left == 0 && !self.feed.consumed_by_any(group) {
+            self.unconsumed += 1;
+        }
+    }
+
+    fn consumed(&mut self, event: &Event) {
+        if let Event::GroupConsumed(e) = event {
+            for &group in &e.groups {
+                let complete = self.unfinished.get(group as usize) == Some(&0);
+                if complete && !self.feed.consumed_by_any(group) {
+                    self.unconsumed = self.unconsumed.saturating_sub(1);
+                }
+            }
+        }
+        self.feed.evolve(event);
+    }
+
+    /// Too many complete groups wait for a consumer: no rollout starts.
+    fn backpressured(&self) -> bool {
+        self.unconsumed >= self.settings.max_unconsumed_groups
+    }
+
+    fn group_of(&self, rollout_id: &str) -> Option<u32> {
+        self.member_of.get(rollout_id).copied()
+    }
 }
 
 impl RunActor {
-    pub fn new(
-        deps: Arc<Deps>,
-        run: Arc<RunLaunched>,
-        rollouts: Vec<ScheduledRollout>,
-        registry: Addr<Registry>,
-        budget: Arc<RunBudget>,
-    ) -> Self {
-        let max_parallel = run.max_parallel.map_or(usize::MAX, |n| n.max(1) as usize);
-        let pending = queue_of(&run.rollouts, rollouts);
+    pub fn new(deps: Arc<Deps>, start: StartRun, registry: Addr<Registry>) -> Self {
+        let StartRun {
+            run,
+            rollouts,
+            budget,
+            feed,
+            drawn,
+            ..
+        } = start;
+        // A continuous run without a cap on parallelism runs one group at a time.
+        let max_parallel = run
+            .max_parallel
+            .or(run.continuous.map(|_| run.rollout_count))
+            .map_or(usize::MAX, |n| n.max(1) as usize);
+        let unfinished: HashSet<&str> = rollouts.iter().map(|r| r.rollout_id.as_str()).collect();
+        let groups = run
+            .continuous
+            .map(|settings| GroupDriver::new(settings, feed.clone(), &unfinished));
+        let pending = queue_of(&run.rollouts, &drawn, rollouts);
         deps.pending.add(pending.len());
         RunActor {
+            policy: RunPolicy::new(&run, &feed),
             deps,
             run,
             pending,
@@ -176,7 +334,25 @@ impl RunActor {
             stopped_unfinished: Vec::new(),
             cancelled: false,
             pausing: false,
+            drawn,
+            groups,
         }
+    }
+
+    /// The rollout at queue index `index`: the launch's, then the drawn ones.
+    fn scheduled(&self, index: u32) -> &ScheduledRollout {
+        let index = index as usize;
+        match self.run.rollouts.get(index) {
+            Some(rollout) => rollout,
+            None => &self.drawn[index - self.run.rollouts.len()],
+        }
+    }
+
+    /// Whether this continuous run may draw more groups (or is drawing one).
+    fn may_draw(&self) -> bool {
+        self.groups
+            .as_ref()
+            .is_some_and(|g| g.drawing || g.feed.open(self.cancelled))
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -203,11 +379,14 @@ impl RunActor {
             }
             return;
         }
-        while self.running.len() < self.max_parallel {
+        // Too many complete groups wait for a consumer: nothing starts until one
+        // acknowledges (`FeedChange`).
+        let backpressured = self.groups.as_ref().is_some_and(GroupDriver::backpressured);
+        while self.running.len() < self.max_parallel && !backpressured {
             let Some(index) = self.pending.pop_front() else {
                 break;
             };
-            let rollout = self.run.rollouts[index as usize].clone();
+            let rollout = self.scheduled(index).clone();
             self.deps.pending.release(1);
             let cancel = CancellationToken::new();
             self.running
@@ -217,12 +396,154 @@ impl RunActor {
                 rollout,
                 cancel,
                 budget: self.budget.clone(),
+                policy: self.policy.clone(),
             };
             RolloutActor::new(self.deps.clone(), job, ctx.address()).start();
         }
-        if self.pending.is_empty() && self.running.is_empty() {
+        if self.pending.is_empty() && self.running.len() < self.max_parallel && !backpressured {
+            self.draw(ctx);
+        }
+        if self.pending.is_empty() && self.running.is_empty() && !self.may_draw() {
             self.end(ctx);
         }
+    }
+
+    /// Records a continuous run's next group, then queues its rollouts. The actor
+    /// handles nothing else meanwhile, so a cancel is carried out after it.
+    fn draw(&mut self, ctx: &mut Context<Self>) {
+        let cancelled = self.cancelled;
+        let Some(groups) = self
+            .groups
+            .as_mut()
+            .filter(|g| !g.drawing && g.feed.open(cancelled))
+        else {
+            return;
+        };
+        groups.drawing = true;
+        let scheduled = draw_group(
+            &self.run,
+            &groups.settings,
+            groups.feed.groups.len() as u32,
+            || new_rollout_id(Uuid::now_v7()),
+            Utc::now(),
+        );
+        let deps = self.deps.clone();
+        let run_id = self.run.run_id.clone();
+        let event = Event::GroupScheduled(scheduled);
+        let work = async move {
+            let recorded = journal::append_any(
+                deps.store.as_ref(),
+                &run_stream(&run_id),
+                std::slice::from_ref(&event),
+            )
+            .await;
+            (event, recorded)
+        };
+        ctx.wait(work.into_actor(self).map(|(event, recorded), act, ctx| {
+            let Some(groups) = act.groups.as_mut() else {
+                return;
+            };
+            groups.drawing = false;
+            match (recorded, &event) {
+                (Ok(_), Event::GroupScheduled(e)) => {
+                    act.deps.metrics.groups_scheduled.inc();
+                    groups.add(e.group, e.rollouts.iter().map(|r| &r.rollout_id));
+                    groups.feed.evolve(&event);
+                    let first = (act.run.rollouts.len() + act.drawn.len()) as u32;
+                    act.drawn.extend(e.rollouts.iter().cloned());
+                    act.pending.extend(first..first + e.rollouts.len() as u32);
+                    act.deps.pending.add(e.rollouts.len());
+                    act.schedule(ctx);
+                }
+                (Err(error), _) => {
+                    // Nothing drawn: try again shortly (a full disk may clear).
+                    tracing::error!(run_id = act.run.run_id, %error, "could not record a group");
+                    ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| {
+                        act.schedule(ctx)
+                    });
+                }
+                _ => {}
+            }
+        }));
+    }
+
+    /// A stale rollout stopped before its next model call: records its replacement
+    /// in its group (a fresh rollout of the same task and seed, queued first), then
+    /// cancels it with `reason`. Recorded in that order, the group is never complete
+    /// without a member; after a crash between the two the stale rollout, no longer a
+    /// member, is only cancelled.
+    fn restart(&mut self, rollout_id: String, reason: String, ctx: &mut Context<Self>) {
+        // A cancelled run replaces nothing: the rollout is only cancelled.
+        let group = (!self.cancelled)
+            .then(|| self.groups.as_ref().and_then(|g| g.group_of(&rollout_id)))
+            .flatten();
+        let old = self
+            .run
+            .rollouts
+            .iter()
+            .chain(&self.drawn)
+            .find(|r| r.rollout_id == rollout_id)
+            .cloned();
+        let replacement = group.zip(old).map(|(group, old)| {
+            Event::RolloutRestarted(RolloutRestarted {
+                run_id: self.run.run_id.clone(),
+                group,
+                replaced: rollout_id.clone(),
+                rollout: ScheduledRollout {
+                    rollout_id: new_rollout_id(Uuid::now_v7()),
+                    ..old
+                },
+                reason: reason.clone(),
+                restarted_at: Utc::now(),
+            })
+        });
+        let deps = self.deps.clone();
+        let run_id = self.run.run_id.clone();
+        let work = async move {
+            if let Some(event) = &replacement {
+                journal::append_any(
+                    deps.store.as_ref(),
+                    &run_stream(&run_id),
+                    std::slice::from_ref(event),
+                )
+                .await?;
+            }
+            let cancelled = Event::RolloutCancelled(RolloutCancelled {
+                rollout_id: rollout_id.clone(),
+                reason,
+                cancelled_at: Utc::now(),
+            });
+            if journal::finish_rollout(deps.store.as_ref(), &rollout_id, cancelled).await? {
+                deps.metrics
+                    .rollouts_finished
+                    .with_label_values(&["cancelled"])
+                    .inc();
+            }
+            Ok::<_, StoreError>(replacement)
+        };
+        ctx.wait(work.into_actor(self).map(move |recorded, act, ctx| {
+            match recorded {
+                Ok(Some(Event::RolloutRestarted(e))) => {
+                    act.deps.metrics.rollouts_restarted_stale.inc();
+                    if let Some(groups) = act.groups.as_mut() {
+                        groups.ended(&e.replaced, Some(&e.rollout.rollout_id));
+                        groups
+                            .feed
+                            .evolve(&Event::RolloutRestarted(RolloutRestarted::clone(&e)));
+                    }
+                    let index = (act.run.rollouts.len() + act.drawn.len()) as u32;
+                    act.drawn.push(e.rollout);
+                    act.pending.push_front(index);
+                    act.deps.pending.add(1);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    // Left as it was: it resumes with the run, and goes stale again.
+                    tracing::error!(run_id = act.run.run_id, %error, "could not record a restart");
+                }
+            }
+            act.schedule(ctx);
+        }));
     }
 
     fn end(&mut self, ctx: &mut Context<Self>) {
@@ -264,10 +585,10 @@ impl RunActor {
         }
         // Rollouts stopped unfinished are cancelled with the pending ones: nothing
         // else would ever end them.
-        let mut pending: Vec<_> = self
-            .pending
-            .drain(..)
-            .map(|index| self.run.rollouts[index as usize].clone())
+        let queued: Vec<u32> = self.pending.drain(..).collect();
+        let mut pending: Vec<_> = queued
+            .into_iter()
+            .map(|index| self.scheduled(index).clone())
             .collect();
         self.deps.pending.release(pending.len());
         pending.append(&mut self.stopped_unfinished);
@@ -275,13 +596,22 @@ impl RunActor {
     }
 }
 
-/// `rollouts` (the run's, or some of them in its order) as indexes into `all`.
-fn queue_of(all: &[ScheduledRollout], rollouts: Vec<ScheduledRollout>) -> VecDeque<u32> {
-    if rollouts.len() == all.len() && rollouts.iter().zip(all).all(|(a, b)| a == b) {
+/// `rollouts` (the run's, or some of them in its order) as indexes into the launch's
+/// rollouts followed by the drawn ones.
+fn queue_of(
+    all: &[ScheduledRollout],
+    drawn: &[ScheduledRollout],
+    rollouts: Vec<ScheduledRollout>,
+) -> VecDeque<u32> {
+    if drawn.is_empty()
+        && rollouts.len() == all.len()
+        && rollouts.iter().zip(all).all(|(a, b)| a == b)
+    {
         return (0..all.len() as u32).collect();
     }
     let index: HashMap<&str, u32> = all
         .iter()
+        .chain(drawn)
         .enumerate()
         .map(|(i, r)| (r.rollout_id.as_str(), i as u32))
         .collect();
@@ -310,6 +640,8 @@ pub struct RolloutEnded {
     pub rollout_id: String,
     /// Whether it reached a terminal state (not stopped by the budget or the log).
     pub finished: bool,
+    /// It was cancelled because it went stale and is to be restarted, with why.
+    pub restart: Option<String>,
 }
 
 impl Handler<RolloutEnded> for RunActor {
@@ -317,16 +649,54 @@ impl Handler<RolloutEnded> for RunActor {
 
     fn handle(&mut self, msg: RolloutEnded, ctx: &mut Self::Context) {
         self.running.remove(&msg.rollout_id);
-        if !msg.finished {
+        if let Some(reason) = msg.restart {
+            self.restart(msg.rollout_id, reason, ctx);
+            return;
+        }
+        if msg.finished {
+            if let Some(groups) = self.groups.as_mut() {
+                groups.ended(&msg.rollout_id, None);
+            }
+        } else {
             // Rare (a spent budget, a failing log): the run's list is searched only then.
             if let Some(rollout) = self
                 .run
                 .rollouts
                 .iter()
+                .chain(&self.drawn)
                 .find(|r| r.rollout_id == msg.rollout_id)
             {
                 self.stopped_unfinished.push(rollout.clone());
             }
+        }
+        self.schedule(ctx);
+    }
+}
+
+/// What a run's feed recorded, for its actor: an acknowledgement (backpressure may
+/// lift) or a policy update (every later turn uses it).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct FeedChange(pub Event);
+
+impl Handler<FeedChange> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FeedChange, ctx: &mut Self::Context) {
+        match &msg.0 {
+            Event::PolicyUpdated(e) => self.policy.update(
+                e.ordinal,
+                Policy {
+                    version: Some(e.version.clone()),
+                    base_url: e.base_url.clone(),
+                },
+            ),
+            Event::GroupConsumed(_) => {
+                if let Some(groups) = self.groups.as_mut() {
+                    groups.consumed(&msg.0);
+                }
+            }
+            _ => {}
         }
         self.schedule(ctx);
     }

@@ -16,16 +16,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::journal;
-use super::run::RunBudget;
+use super::run::{RunBudget, RunPolicy};
 use super::Deps;
 use crate::config::secrets::{ApiKey, Redactor};
 use crate::domain::chat::{Message, ToolCall, ToolSet};
 use crate::domain::events::{
-    ContextSummarized, Event, ModelCalled, ModelSettings, NpcEmail, NpcReplied, RolloutCancelled,
-    RolloutCompleted, RolloutFailed, RolloutStarted, RolloutVerified, RubricGraded, RunLaunched,
-    ScheduledRollout, TokenUsage, ToolCalled,
+    ContextSummarized, Event, ModelCalled, ModelSettings, NpcEmail, NpcReplied, OnStale,
+    RolloutCancelled, RolloutCompleted, RolloutFailed, RolloutStarted, RolloutVerified,
+    RubricGraded, RunLaunched, ScheduledRollout, TokenUsage, ToolCalled,
 };
 use crate::domain::faults::FaultKind;
+use crate::domain::feed::{is_stale, Policy};
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
 use crate::domain::verdict::{RubricStatus, RubricVerdict};
@@ -58,6 +59,16 @@ pub struct RolloutJob {
     pub cancel: CancellationToken,
     /// The run's budget, checked before each model call and charged after it.
     pub budget: Arc<RunBudget>,
+    /// The policy in force, read before each model call.
+    pub policy: Arc<RunPolicy>,
+}
+
+/// How a step loop ended: the rollout's status, and whether it went stale and is to
+/// be restarted (with why).
+#[derive(Debug)]
+pub struct Ended {
+    pub status: RolloutStatus,
+    pub restart: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,12 +194,16 @@ impl Driver {
 /// Thousands of these wait at once, so the steps taken rarely or only sometimes
 /// (a fork's start, a remote environment, tool calls, replies, summaries, the judge)
 /// are boxed: their state would otherwise be part of every rollout's future.
-pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, LoopError> {
+pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError> {
     let rollout_id = job.rollout.rollout_id.clone();
     let state = journal::load_rollout(deps.store.as_ref(), &rollout_id).await?;
     let mut driver = Driver::new(deps, job, state);
+    let ended = |status| Ended {
+        status,
+        restart: None,
+    };
     if driver.state.status().is_terminal() {
-        return Ok(driver.state.status());
+        return Ok(ended(driver.state.status()));
     }
     // Waiting for a slot under the server-wide cap is still "pending".
     let semaphore = driver.deps.global.clone();
@@ -197,13 +212,14 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
         _ = driver.job.cancel.cancelled() => None,
     };
     if driver.job.cancel.is_cancelled() {
-        cancel(&mut driver).await?;
+        cancel(&mut driver, "run cancelled").await?;
         driver.sync().await?;
-        return Ok(driver.state.status());
+        return Ok(ended(driver.state.status()));
     }
     driver.deps.metrics.rollouts_active.inc();
     let outcome = run_steps(&mut driver).await;
     driver.deps.metrics.rollouts_active.dec();
+    let mut restart = None;
     match outcome {
         Ok(()) => {}
         Err(StepError::Failed(Failure(message))) if driver.job.budget.is_halted() => {
@@ -221,7 +237,10 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
             });
             driver.record(event).await?;
         }
-        Err(StepError::Cancelled) => cancel(&mut driver).await?,
+        Err(StepError::Cancelled) => cancel(&mut driver, "run cancelled").await?,
+        // Nothing recorded here: the run records the replacement first, then cancels
+        // this rollout, so its group is never seen complete without it.
+        Err(StepError::Stale(reason)) => restart = Some(reason),
         // Nothing recorded: the rollout resumes from here when the run does.
         Err(StepError::Paused(reason)) => {
             tracing::info!(
@@ -243,17 +262,17 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<RolloutStatus, Lo
             .with_label_values(&[status.as_str()])
             .inc();
     }
-    Ok(status)
+    Ok(Ended { status, restart })
 }
 
-async fn cancel(driver: &mut Driver) -> Result<(), StoreError> {
+async fn cancel(driver: &mut Driver, reason: &str) -> Result<(), StoreError> {
     // Halted (the lease went to another node): stopped, not cancelled.
     if driver.state.status().is_terminal() || driver.job.budget.is_halted() {
         return Ok(());
     }
     let event = Event::RolloutCancelled(RolloutCancelled {
         rollout_id: driver.job.rollout.rollout_id.clone(),
-        reason: "run cancelled".to_string(),
+        reason: reason.to_string(),
         cancelled_at: Utc::now(),
     });
     driver.record(event).await
@@ -262,6 +281,8 @@ async fn cancel(driver: &mut Driver) -> Result<(), StoreError> {
 enum StepError {
     Failed(Failure),
     Cancelled,
+    /// More than `max_staleness` policy versions behind (`on_stale: restart`), why.
+    Stale(String),
     /// The run's budget is spent, with the reason.
     Paused(String),
     Store(StoreError),
@@ -326,7 +347,18 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         .map_err(|e| Failure(e.to_string()))?
         .unwrap_or_default();
     driver.redactor = deps.redactor.with_keys(&keys);
-    let model = deps.agents.agent(&run, task, keys.model).map_err(Failure)?;
+    // The policy in force answers each turn: a switch rebuilds the client with its
+    // endpoint and version before the next model call.
+    let (mut policy_ordinal, policy) = driver.job.policy.current();
+    let mut settings = with_policy(&run.model, &policy);
+    let mut model = deps
+        .agents
+        .agent(&settings, task, keys.model.clone())
+        .map_err(Failure)?;
+    let stale_restart = run
+        .continuous
+        .filter(|c| c.on_stale == OnStale::Restart)
+        .and_then(|c| c.max_staleness);
     let token_settings = run.model.tokens.as_ref();
     // Token-exact turns continue the token sequence their rollout recorded: checked once,
     // before the first model call (a resumed rollout, or a fork's copied turns).
@@ -456,6 +488,27 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     driver.record(event).await?;
                     continue;
                 }
+                let (ordinal, policy) = driver.job.policy.current();
+                if let Some(first) = driver.state.first_policy_ordinal {
+                    if is_stale(first, ordinal, stale_restart) {
+                        return Err(StepError::Stale(format!(
+                            "stale: its first turn was answered by policy {first} and policy \
+                             {ordinal} is in force now, more than max_staleness {} behind; \
+                             restarted from scratch",
+                            stale_restart.unwrap_or_default()
+                        )));
+                    }
+                }
+                if ordinal != policy_ordinal {
+                    settings = with_policy(&run.model, &policy);
+                    model = deps
+                        .agents
+                        .agent(&settings, task, keys.model.clone())
+                        .map_err(Failure)?;
+                    policy_ordinal = ordinal;
+                    // A token-in client holds the sequence: the new one rebuilds it.
+                    tokens_restored = !token_settings.is_some_and(|t| t.records_tokens());
+                }
                 if !tokens_restored {
                     Box::pin(restore_tokens(driver, model.as_ref())).await?;
                     tokens_restored = true;
@@ -463,7 +516,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 let request = ModelRequest {
                     messages: &driver.state.messages,
                     tools: &tool_definitions,
-                    settings: &run.model,
+                    settings: &settings,
                 };
                 let called = Instant::now();
                 let timeout = Duration::from_secs(deps.model_timeout_secs);
@@ -513,6 +566,11 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     latency_ms: latency.as_secs_f64() * 1000.0,
                     called_at: Utc::now(),
                     tokens: reply.tokens,
+                    policy_version: settings
+                        .tokens
+                        .as_ref()
+                        .and_then(|t| t.policy_version.clone()),
+                    policy_ordinal,
                 });
                 driver.record(event).await?;
                 "model"
@@ -1034,15 +1092,33 @@ fn redact_message(redactor: &Redactor, message: &mut Message) {
     }
 }
 
+/// The run's ModelConfig as policy `policy` answers it: its endpoint (when it names
+/// one) and its version.
+fn with_policy(model: &ModelSettings, policy: &Policy) -> ModelSettings {
+    let mut settings = model.clone();
+    if policy.base_url.is_some() {
+        settings.base_url = policy.base_url.clone();
+    }
+    if policy.version.is_some() || settings.tokens.is_some() {
+        settings
+            .tokens
+            .get_or_insert_with(Default::default)
+            .policy_version = policy.version.clone();
+    }
+    settings
+}
+
 /// A rubric judge and the settings it is called with.
 pub type Judge = (Box<dyn ModelClient>, ModelSettings);
 
 /// Builds the agent of a rollout. The default serves the builtin agents and the
 /// providers; tests substitute agents that fail or panic on purpose.
 pub trait AgentFactory: Send + Sync {
+    /// The agent answering as `model` (the run's ModelConfig, with the policy in force
+    /// applied: its endpoint and version).
     fn agent(
         &self,
-        run: &RunLaunched,
+        model: &ModelSettings,
         task: &Task,
         key: Option<ApiKey>,
     ) -> Result<Box<dyn ModelClient>, String>;
@@ -1104,11 +1180,10 @@ impl AgentFactory for DefaultAgents {
 
     fn agent(
         &self,
-        run: &RunLaunched,
+        settings: &ModelSettings,
         task: &Task,
         key: Option<ApiKey>,
     ) -> Result<Box<dyn ModelClient>, String> {
-        let settings = &run.model;
         if settings.provider == "builtin" {
             return match settings.model.as_str() {
                 "noop" => Ok(Box::new(BuiltinAgent::Noop)),

@@ -51,7 +51,7 @@ impl ModelClient for Planned {
 impl AgentFactory for Planned {
     fn agent(
         &self,
-        _: &RunLaunched,
+        _: &ModelSettings,
         _: &Task,
         _: Option<ApiKey>,
     ) -> Result<Box<dyn ModelClient>, String> {
@@ -81,12 +81,12 @@ impl ModelClient for CountingClient {
 impl AgentFactory for Counting {
     fn agent(
         &self,
-        run: &RunLaunched,
+        model: &ModelSettings,
         task: &Task,
         key: Option<ApiKey>,
     ) -> Result<Box<dyn ModelClient>, String> {
         Ok(Box::new(CountingClient {
-            inner: self.inner.agent(run, task, key)?,
+            inner: self.inner.agent(model, task, key)?,
             calls: self.calls.clone(),
         }))
     }
@@ -219,6 +219,7 @@ impl EventStore for Appends {
 fn job(run: RunLaunched) -> step_loop::RolloutJob {
     step_loop::RolloutJob {
         rollout: run.rollouts[0].clone(),
+        policy: run::RunPolicy::new(&run, &Default::default()),
         run: Arc::new(run),
         cancel: Default::default(),
         budget: RunBudget::unlimited(),
@@ -238,7 +239,8 @@ async fn appends_of_a_completed_rollout(
         job(run(run_id, "oracle", 1)),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .status;
     assert_eq!(status, RolloutStatus::Completed);
     // Everything is in the log when the loop says it is done.
     let events = events_of(store.as_ref(), &format!("rol_{run_id}_0")).await;
@@ -329,11 +331,11 @@ struct OracleWithPaidColleagues;
 impl AgentFactory for OracleWithPaidColleagues {
     fn agent(
         &self,
-        run: &RunLaunched,
+        model: &ModelSettings,
         task: &Task,
         key: Option<ApiKey>,
     ) -> Result<Box<dyn ModelClient>, String> {
-        oracle().agent(run, task, key)
+        oracle().agent(model, task, key)
     }
 
     fn npc_agent(
@@ -420,6 +422,7 @@ fn run(run_id: &str, model: &str, rollouts: usize) -> RunLaunched {
         launched_at: Utc::now(),
         budget: None,
         prices: None,
+        continuous: None,
     }
 }
 

@@ -51,7 +51,7 @@ enum Format {
 }
 
 /// What every line of one task shares: its provenance and the tools offered.
-struct TaskFacts {
+pub(super) struct TaskFacts {
     version: String,
     hash: String,
     tools: Vec<Value>,
@@ -283,7 +283,7 @@ fn pairs(completed: &[&RolloutView], cap: usize) -> Vec<Item> {
 }
 
 /// Each task of the run as it ran (overrides applied): version, definition hash, tools.
-fn task_facts(state: &AppState, run: &RunView) -> HashMap<String, TaskFacts> {
+pub(super) fn task_facts(state: &AppState, run: &RunView) -> HashMap<String, TaskFacts> {
     let Some(scenario) = state.catalog.get(&run.scenario_id) else {
         return HashMap::new();
     };
@@ -328,7 +328,7 @@ fn prompt_len(trajectory: &[Message]) -> usize {
         .unwrap_or(trajectory.len())
 }
 
-fn provenance(run: &RunView, r: &RolloutView, facts: Option<&TaskFacts>) -> Value {
+pub(super) fn provenance(run: &RunView, r: &RolloutView, facts: Option<&TaskFacts>) -> Value {
     json!({
         "run_id": run.run_id,
         "rollout_id": r.rollout_id,

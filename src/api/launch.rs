@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::validate::Checker;
 use crate::config::secrets::{ApiKey, RunKeys};
 use crate::domain::budget::{Budget, PriceTable};
-use crate::domain::events::{ModelSettings, TokenSettings};
+use crate::domain::events::{ContinuousSettings, ModelSettings, OnStale, TokenSettings};
 use crate::domain::faults::{ToolFaults, MAX_LATENCY_MS};
 use crate::domain::ids::valid_run_name;
 use crate::error::ApiError;
@@ -37,6 +37,7 @@ pub struct LaunchRequest {
     pub task_overrides: BTreeMap<String, Value>,
     pub tool_faults: Option<ToolFaults>,
     pub budget: Option<Budget>,
+    pub continuous: Option<ContinuousSettings>,
 }
 
 /// `POST /runs`: the body `parse` reads (documented in the OpenAPI schema).
@@ -68,6 +69,28 @@ pub struct LaunchBody {
     pub tool_faults: Option<ToolFaults>,
     /// A spending cap (an extension): once spent, the run pauses until resumed.
     pub budget: Option<BudgetBody>,
+    /// Keep drawing groups of `rollout_count` rollouts of one task (an extension,
+    /// for online training; see `GET /runs/{run_id}/groups`).
+    pub continuous: Option<ContinuousBody>,
+}
+
+/// A continuous run's settings.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct ContinuousBody {
+    /// Stop after this many groups (default: until cancelled).
+    pub max_groups: Option<u32>,
+    /// No rollout starts while this many complete groups wait for an
+    /// acknowledgement, 1–10,000 (default 8).
+    pub max_unconsumed_groups: Option<u32>,
+    /// A rollout whose first turn is more than this many policy versions behind the
+    /// current one is stale (default: no bound).
+    pub max_staleness: Option<u32>,
+    /// `finish` (default: delivered marked stale) or `restart` (replaced by a fresh
+    /// rollout of the same task and seed).
+    pub on_stale: Option<String>,
+    /// Draws the tasks and the rollouts' seeds (default: random).
+    pub seed: Option<u64>,
 }
 
 /// A run's budget as a launch or a resume takes it: at least one of the two.
@@ -356,6 +379,17 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         );
     }
     let budget = budget(&mut c, obj);
+    let continuous = c
+        .opt_object(obj, root, "continuous")
+        .and_then(|f| parse_continuous(&mut c, f));
+    if continuous.is_some() && budget.is_some() {
+        c.push(
+            root,
+            "budget",
+            "A continuous run cannot have a budget yet: cap it with continuous.max_groups",
+            "value_error",
+        );
+    }
     let task_overrides = parse_task_overrides(&mut c, obj, task_ids.as_deref());
     let tool_faults = c
         .opt_object(obj, root, "tool_faults")
@@ -385,7 +419,76 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         task_overrides,
         tool_faults,
         budget,
+        continuous,
     })
+}
+
+/// The most complete groups a continuous run may hold for its consumers.
+const MAX_UNCONSUMED_GROUPS: i64 = 10_000;
+
+fn parse_continuous(c: &mut Checker, f: &Map<String, Value>) -> Option<ContinuousSettings> {
+    let prefix: &[&str] = &["body", "continuous"];
+    let before = c.errors.len();
+    c.only_fields(
+        f,
+        prefix,
+        &[
+            "max_groups",
+            "max_unconsumed_groups",
+            "max_staleness",
+            "on_stale",
+            "seed",
+        ],
+    );
+    let max_groups = c.opt_int(f, prefix, "max_groups", 1, u32::MAX as i64);
+    let max_unconsumed = c
+        .opt_int(f, prefix, "max_unconsumed_groups", 1, MAX_UNCONSUMED_GROUPS)
+        .unwrap_or(8);
+    let max_staleness = c.opt_int(f, prefix, "max_staleness", 0, u32::MAX as i64);
+    let on_stale = match c.opt_string(f, prefix, "on_stale").as_deref() {
+        None | Some("finish") => OnStale::Finish,
+        Some("restart") => OnStale::Restart,
+        Some(_) => {
+            c.push(
+                prefix,
+                "on_stale",
+                "Input should be 'finish' or 'restart'",
+                "enum",
+            );
+            OnStale::Finish
+        }
+    };
+    let seed = match f.get("seed") {
+        None | Some(Value::Null) => Some(rand_seed()),
+        Some(v) => match v.as_u64() {
+            Some(seed) => Some(seed),
+            None => {
+                c.push(
+                    prefix,
+                    "seed",
+                    "Input should be a non-negative integer",
+                    "int_type",
+                );
+                None
+            }
+        },
+    };
+    if c.errors.len() > before {
+        return None;
+    }
+    Some(ContinuousSettings {
+        max_groups: max_groups.map(|n| n as u32),
+        max_unconsumed_groups: max_unconsumed as u32,
+        max_staleness: max_staleness.map(|n| n as u32),
+        on_stale,
+        seed: seed?,
+    })
+}
+
+/// A seed nobody chose: the random bits of a fresh UUID.
+fn rand_seed() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_be_bytes(bytes[..8].try_into().unwrap_or_default())
 }
 
 /// `task_overrides`: per task id (one of `task_ids` when known) an object of the

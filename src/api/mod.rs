@@ -7,6 +7,7 @@ mod auth;
 mod environments;
 mod events;
 mod export;
+mod feed;
 mod fork;
 mod health;
 mod launch;
@@ -121,6 +122,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     models::routes(cfg);
     events::routes(cfg);
     export::routes(cfg);
+    feed::routes(cfg);
     fork::routes(cfg);
     reverify::routes(cfg);
     runs::routes(cfg);

@@ -10,8 +10,8 @@ use utoipa::openapi::{OpenApi as Document, RefOr, Required};
 use utoipa::OpenApi;
 
 use super::{
-    environments, events, export, fork, health, models, reverify, rollouts, runs, scenarios, stats,
-    verifiers,
+    environments, events, export, feed, fork, health, models, reverify, rollouts, runs, scenarios,
+    stats, verifiers,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,9 @@ use super::{
         stats::run_stats,
         stats::compare_runs,
         export::export,
+        feed::groups,
+        feed::ack,
+        feed::policy,
         events::run_events,
         events::all_events,
         rollouts::list_rollouts,

@@ -51,6 +51,9 @@ impl From<GymError> for ApiError {
             GymError::Refused(RunRefusal::NotPaused(detail)) => {
                 ApiError::new(ErrorCode::RunNotPaused, detail)
             }
+            GymError::Refused(error @ RunRefusal::Busy(_)) => {
+                ApiError::new(ErrorCode::RunBusy, error.to_string())
+            }
             GymError::Refused(RunRefusal::BudgetExhausted(reason)) => ApiError::invalid_field(
                 &["body", "budget"],
                 format!("The new budget is already spent: {reason}"),
@@ -96,7 +99,12 @@ async fn launch_run(
         .clone()
         .unwrap_or_else(|| new_run_id(Uuid::now_v7()));
     let mut rollouts = Vec::with_capacity(request.task_ids.len() * request.rollout_count as usize);
-    for task_id in &request.task_ids {
+    // A continuous run draws its groups as it goes.
+    let fixed: &[String] = match request.continuous {
+        Some(_) => &[],
+        None => &request.task_ids,
+    };
+    for task_id in fixed {
         for _ in 0..request.rollout_count {
             let rollout_id = new_rollout_id(Uuid::now_v7());
             rollouts.push(ScheduledRollout {
@@ -132,6 +140,7 @@ async fn launch_run(
         launched_at: Utc::now(),
         budget: request.budget,
         prices: run_prices,
+        continuous: request.continuous,
     };
     state.gym.launch(launched, request.keys).await?;
     launch_answer(&state, run_id).await

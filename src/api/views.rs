@@ -78,6 +78,10 @@ pub struct RunStatus {
     /// The budget in force, if any.
     pub budget: Option<Budget>,
     pub spent: Spent,
+    /// Groups, consumers and the policy in force (`GET /runs/{run_id}/groups`); shown
+    /// with the breakdown, and always for a continuous run or one with a consumer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed: Option<super::feed::FeedStatus>,
 }
 
 /// What a run's rollouts have spent.
@@ -182,6 +186,8 @@ impl RunStatus {
                 tokens: run.spent.tokens,
                 cost_usd: run.prices.map(|_| run.spent.cost_usd),
             },
+            feed: (breakdown || !run.feed.is_empty())
+                .then(|| super::feed::FeedStatus::of(run, views)),
         }
     }
 }

@@ -143,6 +143,80 @@ pub struct RunLaunched {
     /// optional within v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prices: Option<RunPrices>,
+    /// A continuous run: its groups are drawn as it goes (`GroupScheduled`) and
+    /// `rollouts` is empty. Optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<ContinuousSettings>,
+}
+
+/// How a continuous run keeps producing (issue 24): a group of `rollout_count`
+/// rollouts of one task drawn by `seed`, at most `max_parallel` rollouts in flight,
+/// until cancelled or `max_groups` groups; no new group while `max_unconsumed_groups`
+/// complete groups wait for a consumer's acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContinuousSettings {
+    pub max_groups: Option<u32>,
+    pub max_unconsumed_groups: u32,
+    /// A rollout whose first turn is more than this many policy versions behind the
+    /// current one is stale.
+    pub max_staleness: Option<u32>,
+    pub on_stale: OnStale,
+    pub seed: u64,
+}
+
+/// What happens to a stale rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStale {
+    /// Cancelled before its next model call and replaced in its group by a fresh
+    /// rollout of the same task and seed (`RolloutRestarted`).
+    Restart,
+    /// Runs to its end and is delivered marked `stale` (counted in its group).
+    Finish,
+}
+
+/// A continuous run drew its next group: `rollouts` of `task_id`, all pending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupScheduled {
+    pub run_id: String,
+    pub group: u32,
+    pub task_id: String,
+    pub rollouts: Vec<ScheduledRollout>,
+    pub scheduled_at: DateTime<Utc>,
+}
+
+/// A consumer of the run's feed acknowledged these complete groups: they are never
+/// handed to it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupConsumed {
+    pub run_id: String,
+    pub consumer: String,
+    pub groups: Vec<u32>,
+    pub consumed_at: DateTime<Utc>,
+}
+
+/// Every model turn from now on is answered by this policy: `version` (free text) at
+/// `base_url` (`None`: the launch's endpoint). `ordinal` counts the updates from 1;
+/// the launch's policy is 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyUpdated {
+    pub run_id: String,
+    pub version: String,
+    pub base_url: Option<String>,
+    pub ordinal: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stale rollout (`on_stale: restart`) was cancelled and `rollout` takes its place
+/// in `group`: the same task and seed, from scratch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRestarted {
+    pub run_id: String,
+    pub group: u32,
+    pub replaced: String,
+    pub rollout: ScheduledRollout,
+    pub reason: String,
+    pub restarted_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +312,18 @@ pub struct ModelCalled {
     /// every event is as big as its biggest variant, and most turns carry none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Box<TurnTokens>>,
+    /// The policy (trainer's weights version) that answered: the launch's
+    /// `policy_version`, then each `PolicyUpdated`'s. Optional within v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Which policy update answered (0: the launch's), what staleness is measured in.
+    /// Optional within v1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub policy_ordinal: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -383,6 +469,10 @@ pub enum Event {
     RunLeaseAcquired(RunLeaseAcquired),
     RunLeaseRenewed(RunLeaseRenewed),
     RunLeaseReleased(RunLeaseReleased),
+    GroupScheduled(GroupScheduled),
+    GroupConsumed(GroupConsumed),
+    PolicyUpdated(PolicyUpdated),
+    RolloutRestarted(RolloutRestarted),
 }
 
 /// The schema version every event is written with today.
@@ -409,6 +499,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "RunLeaseAcquired",
     "RunLeaseRenewed",
     "RunLeaseReleased",
+    "GroupScheduled",
+    "GroupConsumed",
+    "PolicyUpdated",
+    "RolloutRestarted",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +541,10 @@ impl Event {
             Event::RunLeaseAcquired(_) => "RunLeaseAcquired",
             Event::RunLeaseRenewed(_) => "RunLeaseRenewed",
             Event::RunLeaseReleased(_) => "RunLeaseReleased",
+            Event::GroupScheduled(_) => "GroupScheduled",
+            Event::GroupConsumed(_) => "GroupConsumed",
+            Event::PolicyUpdated(_) => "PolicyUpdated",
+            Event::RolloutRestarted(_) => "RolloutRestarted",
         }
     }
 
@@ -472,6 +570,10 @@ impl Event {
             Event::RunLeaseAcquired(e) => e.acquired_at,
             Event::RunLeaseRenewed(e) => e.renewed_at,
             Event::RunLeaseReleased(e) => e.released_at,
+            Event::GroupScheduled(e) => e.scheduled_at,
+            Event::GroupConsumed(e) => e.consumed_at,
+            Event::PolicyUpdated(e) => e.updated_at,
+            Event::RolloutRestarted(e) => e.restarted_at,
         }
     }
 
@@ -498,6 +600,10 @@ impl Event {
             Event::RunLeaseAcquired(e) => serde_json::to_vec(e),
             Event::RunLeaseRenewed(e) => serde_json::to_vec(e),
             Event::RunLeaseReleased(e) => serde_json::to_vec(e),
+            Event::GroupScheduled(e) => serde_json::to_vec(e),
+            Event::GroupConsumed(e) => serde_json::to_vec(e),
+            Event::PolicyUpdated(e) => serde_json::to_vec(e),
+            Event::RolloutRestarted(e) => serde_json::to_vec(e),
         }
         .unwrap_or_default()
     }
@@ -553,6 +659,10 @@ fn decode_current(event_type: &str, data: &[u8]) -> Result<Event, serde_json::Er
         "RunLeaseAcquired" => Event::RunLeaseAcquired(de(data)?),
         "RunLeaseRenewed" => Event::RunLeaseRenewed(de(data)?),
         "RunLeaseReleased" => Event::RunLeaseReleased(de(data)?),
+        "GroupScheduled" => Event::GroupScheduled(de(data)?),
+        "GroupConsumed" => Event::GroupConsumed(de(data)?),
+        "PolicyUpdated" => Event::PolicyUpdated(de(data)?),
+        "RolloutRestarted" => Event::RolloutRestarted(de(data)?),
         other => {
             return Err(serde::de::Error::custom(format!(
                 "unknown event type {other}"

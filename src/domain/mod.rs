@@ -5,6 +5,7 @@ pub mod budget;
 pub mod chat;
 pub mod events;
 pub mod faults;
+pub mod feed;
 pub mod ids;
 pub mod lease;
 pub mod packed;

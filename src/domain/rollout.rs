@@ -86,6 +86,8 @@ pub struct RolloutState {
     summarized_before: u32,
     pub verdict: Option<Verdict>,
     pub rubric: Option<RubricVerdict>,
+    /// The policy that answered the first model turn (staleness is measured from it).
+    pub first_policy_ordinal: Option<u32>,
 }
 
 impl RolloutState {
@@ -113,6 +115,7 @@ impl RolloutState {
                 self.summarized_before = e.step;
             }
             Event::ModelCalled(e) => {
+                self.first_policy_ordinal.get_or_insert(e.policy_ordinal);
                 self.steps = self.steps.max(e.step);
                 self.unanswered = e.message.tool_calls.clone();
                 self.messages.push(e.message.clone());
@@ -143,6 +146,10 @@ impl RolloutState {
             Event::RunPaused(_) | Event::RunResumed(_) => {}
             Event::RunLeaseAcquired(_) | Event::RunLeaseRenewed(_) | Event::RunLeaseReleased(_) => {
             }
+            Event::GroupScheduled(_)
+            | Event::GroupConsumed(_)
+            | Event::PolicyUpdated(_)
+            | Event::RolloutRestarted(_) => {}
         }
     }
 
@@ -346,6 +353,8 @@ mod tests {
             latency_ms: 1.0,
             called_at: t(),
             tokens: None,
+            policy_version: None,
+            policy_ordinal: 0,
         })
     }
 

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 
 use super::budget::{exhausted, Budget, Spend};
-use super::events::{Event, RunCancelRequested, RunDeleted, RunLaunched, RunPaused, RunResumed};
+use super::events::{
+    Event, RunCancelRequested, RunDeleted, RunLaunched, RunPaused, RunResumed, ScheduledRollout,
+};
+use super::feed::Feed;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunState {
@@ -16,6 +19,11 @@ pub struct RunState {
     pub paused: bool,
     /// The budget in force: the launch's, then the latest resume's.
     pub budget: Option<Budget>,
+    /// Groups, consumers' acknowledgements and policy updates.
+    pub feed: Feed,
+    /// A continuous run's rollouts, drawn after the launch (groups and restarts), in
+    /// the order they were recorded.
+    pub drawn: Vec<ScheduledRollout>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,12 +60,17 @@ pub enum RunRefusal {
     NotPaused(String),
     #[error("the new budget is already spent: {0}")]
     BudgetExhausted(String),
+    #[error("run {0} kept changing while the command was recorded; try again")]
+    Busy(String),
 }
 
 impl RunState {
     pub fn evolve(&mut self, event: &Event, revision: u64) {
         self.revision = Some(revision);
+        self.feed.evolve(event);
         match event {
+            Event::GroupScheduled(e) => self.drawn.extend(e.rollouts.iter().cloned()),
+            Event::RolloutRestarted(e) => self.drawn.push(e.rollout.clone()),
             Event::RunLaunched(e) => {
                 self.budget = e.budget;
                 self.launched = Some(RunLaunched::clone(e));
@@ -190,6 +203,7 @@ mod tests {
                 max_cost_usd: None,
             }),
             prices: None,
+            continuous: None,
         }
     }
 

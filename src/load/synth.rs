@@ -109,6 +109,8 @@ impl Synth {
                     latency_ms: 850.0,
                     called_at: t0,
                     tokens: None,
+                    policy_version: None,
+                    policy_ordinal: 0,
                 }));
                 let outcome =
                     replay::execute(&mut env, &call.function.name, &call.function.arguments);
@@ -151,6 +153,8 @@ impl Synth {
                 latency_ms: 850.0,
                 called_at: t0,
                 tokens: None,
+                policy_version: None,
+                policy_ordinal: 0,
             }));
             events.push(Event::RolloutVerified(RolloutVerified {
                 rollout_id: String::new(),
@@ -246,6 +250,7 @@ impl Synth {
                 launched_at: at,
                 budget: None,
                 prices: None,
+                continuous: None,
             },
             rollouts: out,
         }

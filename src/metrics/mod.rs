@@ -21,6 +21,9 @@ pub struct Metrics {
     registry: Registry,
     pub runs_launched: IntCounter,
     pub runs_paused: IntCounter,
+    pub groups_scheduled: IntCounter,
+    pub groups_consumed: IntCounter,
+    pub rollouts_restarted_stale: IntCounter,
     pub rollouts_finished: IntCounterVec,
     pub rollouts_active: IntGauge,
     pub step_duration: HistogramVec,
@@ -119,6 +122,18 @@ impl Metrics {
             runs_paused: counter(
                 "rl_gym_runs_paused_total",
                 "Runs paused because their budget was spent.",
+            ),
+            groups_scheduled: counter(
+                "rl_gym_groups_scheduled_total",
+                "Groups drawn by continuous runs.",
+            ),
+            groups_consumed: counter(
+                "rl_gym_groups_consumed_total",
+                "Group acknowledgements recorded, one per consumer and group.",
+            ),
+            rollouts_restarted_stale: counter(
+                "rl_gym_rollouts_restarted_stale_total",
+                "Rollouts restarted because they fell more than max_staleness policy versions behind.",
             ),
             rollouts_finished: counter_vec(
                 "rl_gym_rollouts_finished_total",

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::budget::{Budget, RunPrices, Spend};
-use crate::domain::events::{CompletionReason, Event, ForkParent, ModelSettings, TokenUsage};
+use crate::domain::events::{
+    CompletionReason, Event, ForkParent, ModelSettings, ScheduledRollout, TokenUsage,
+};
 use crate::domain::faults::ToolFaults;
+use crate::domain::feed::{groups_of_launch, Feed, Group};
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::verdict::{RubricVerdict, Verdict};
 use crate::projections::rfc3339;
@@ -81,9 +84,18 @@ pub struct RunView {
     /// Stopped by its budget until resumed, and why.
     pub paused: bool,
     pub pause_reason: Option<String>,
+    /// Groups, consumers and policies (issue 24); absent from the serialised view
+    /// of a run that has none of them.
+    #[serde(skip_serializing_if = "Feed::is_empty")]
+    pub feed: Feed,
 }
 
 impl RunView {
+    /// A continuous run that may still draw groups.
+    pub fn open(&self) -> bool {
+        self.feed.open(self.cancel_requested)
+    }
+
     /// The caller's opaque `client_context` from a task's override, if it gave one.
     pub fn client_context(&self, task_id: &str) -> Option<&Value> {
         self.task_overrides.get(task_id)?.get("client_context")
@@ -92,7 +104,7 @@ impl RunView {
     /// One word for the whole run.
     pub fn state(&self) -> &'static str {
         let c = &self.counts;
-        if c.finished() == c.total {
+        if c.finished() == c.total && !self.open() {
             if self.cancel_requested {
                 "cancelled"
             } else if c.failed > 0 && c.completed == 0 {
@@ -185,6 +197,41 @@ pub struct RolloutView {
 }
 
 impl RolloutView {
+    /// A rollout scheduled at `at`, not started.
+    fn pending(
+        run_id: &str,
+        scenario_id: &str,
+        scheduled: &ScheduledRollout,
+        max_steps: u32,
+        at: DateTime<Utc>,
+    ) -> RolloutView {
+        RolloutView {
+            rollout_id: scheduled.rollout_id.clone(),
+            run_id: run_id.to_string(),
+            scenario_id: scenario_id.to_string(),
+            task_id: scheduled.task_id.clone(),
+            seed: scheduled.seed,
+            status: RolloutStatus::Pending,
+            max_steps,
+            steps: 0,
+            verdict: None,
+            rubric: None,
+            verdict_source: None,
+            earlier_verdicts: vec![],
+            completion_reason: None,
+            error: None,
+            usage: TokenUsage::default(),
+            model_latency_ms: 0.0,
+            created_at: at,
+            started_at: None,
+            finished_at: None,
+            status_events: vec![StatusChange {
+                status: RolloutStatus::Pending,
+                at,
+            }],
+        }
+    }
+
     /// The rollout's score: the checks' verdict combined with a graded rubric
     /// ([`crate::verify::combine`]).
     pub fn score(&self) -> Option<f64> {
@@ -436,14 +483,28 @@ impl Views {
             .collect()
     }
 
-    /// The run with the ids of its unfinished rollouts, if it has any.
+    /// The run with the ids of its unfinished rollouts, if it has any or is a
+    /// continuous run that still draws groups.
     fn with_unfinished_ids(&self, run_id: &str) -> Option<(String, Vec<String>)> {
         let ids: Vec<String> = self
             .unfinished_rollouts(run_id)
             .into_iter()
             .map(|r| r.rollout_id.clone())
             .collect();
-        (!ids.is_empty()).then(|| (run_id.to_string(), ids))
+        let open = self.runs.get(run_id).is_some_and(RunView::open);
+        (!ids.is_empty() || open).then(|| (run_id.to_string(), ids))
+    }
+
+    /// A run's groups: a continuous run's as drawn, an ordinary run's per task.
+    pub fn groups(&self, run: &RunView) -> Vec<Group> {
+        if run.feed.continuous.is_some() {
+            return run.feed.groups.clone();
+        }
+        groups_of_launch(run.rollout_ids.iter().filter_map(|id| {
+            self.rollouts
+                .get(id)
+                .map(|r| (r.rollout_id.as_str(), r.task_id.as_str()))
+        }))
     }
 
     /// Rollouts of a run that have not finished, in launch order.
@@ -474,31 +535,13 @@ impl Views {
                 for scheduled in &e.rollouts {
                     self.rollouts.insert(
                         scheduled.rollout_id.clone(),
-                        RolloutView {
-                            rollout_id: scheduled.rollout_id.clone(),
-                            run_id: e.run_id.clone(),
-                            scenario_id: e.scenario_id.clone(),
-                            task_id: scheduled.task_id.clone(),
-                            seed: scheduled.seed,
-                            status: RolloutStatus::Pending,
-                            max_steps: e.model.max_steps,
-                            steps: 0,
-                            verdict: None,
-                            rubric: None,
-                            verdict_source: None,
-                            earlier_verdicts: vec![],
-                            completion_reason: None,
-                            error: None,
-                            usage: TokenUsage::default(),
-                            model_latency_ms: 0.0,
-                            created_at: e.launched_at,
-                            started_at: None,
-                            finished_at: None,
-                            status_events: vec![StatusChange {
-                                status: RolloutStatus::Pending,
-                                at: e.launched_at,
-                            }],
-                        },
+                        RolloutView::pending(
+                            &e.run_id,
+                            &e.scenario_id,
+                            scheduled,
+                            e.model.max_steps,
+                            e.launched_at,
+                        ),
                     );
                 }
                 let counts = StatusCounts {
@@ -533,8 +576,31 @@ impl Views {
                         spent: Spend::default(),
                         paused: false,
                         pause_reason: None,
+                        feed: Feed::default(),
                     },
                 );
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.feed.evolve(event);
+                }
+            }
+            Event::GroupScheduled(e) => {
+                self.add_drawn(&e.run_id, &e.rollouts, e.scheduled_at, event)
+            }
+            Event::RolloutRestarted(e) => self.add_drawn(
+                &e.run_id,
+                std::slice::from_ref(&e.rollout),
+                e.restarted_at,
+                event,
+            ),
+            Event::GroupConsumed(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.feed.evolve(event);
+                }
+            }
+            Event::PolicyUpdated(e) => {
+                if let Some(run) = self.runs.get_mut(&e.run_id) {
+                    run.feed.evolve(event);
+                }
             }
             Event::RunCancelRequested(e) => {
                 if let Some(run) = self.runs.get_mut(&e.run_id) {
@@ -601,6 +667,39 @@ impl Views {
             | Event::RolloutCompleted(_)
             | Event::RolloutFailed(_)
             | Event::RolloutCancelled(_) => self.apply_rollout_event(event),
+        }
+    }
+
+    /// A continuous run's rollouts drawn after its launch: pending, counted in the run.
+    fn add_drawn(
+        &mut self,
+        run_id: &str,
+        rollouts: &[ScheduledRollout],
+        at: DateTime<Utc>,
+        event: &Event,
+    ) {
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return;
+        };
+        run.feed.evolve(event);
+        for scheduled in rollouts {
+            if self.rollouts.contains_key(&scheduled.rollout_id) {
+                continue;
+            }
+            run.rollout_ids.push(scheduled.rollout_id.clone());
+            run.counts.total += 1;
+            run.counts.pending += 1;
+            run.finished_at = None;
+            self.rollouts.insert(
+                scheduled.rollout_id.clone(),
+                RolloutView::pending(
+                    &run.run_id,
+                    &run.scenario_id,
+                    scheduled,
+                    run.model.max_steps,
+                    at,
+                ),
+            );
         }
     }
 
@@ -701,7 +800,7 @@ impl Views {
             if let Some((after, at)) = moved {
                 *run.counts.slot(before) -= 1;
                 *run.counts.slot(after) += 1;
-                if run.counts.finished() == run.counts.total {
+                if run.counts.finished() == run.counts.total && !run.open() {
                     run.finished_at = Some(at);
                 }
             }

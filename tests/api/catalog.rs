@@ -74,7 +74,118 @@ fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
         launched_at: at(time),
         budget: None,
         prices: None,
+        continuous: None,
     }))
+}
+
+/// A continuous run (issue 24): a drawn group, a policy update, a turn answered by it,
+/// a stale rollout restarted, and a consumer's acknowledgement.
+fn feed_golden_events() -> Vec<(String, Event)> {
+    let scheduled = |id: &str, seed: u64| ScheduledRollout {
+        rollout_id: id.into(),
+        task_id: "hr__101_approve_leave_request".into(),
+        seed,
+    };
+    let mut launch = match launched("run_f", &[], 0) {
+        Event::RunLaunched(launch) => launch,
+        _ => unreachable!(),
+    };
+    launch.rollout_count = 2;
+    launch.continuous = Some(ContinuousSettings {
+        max_groups: Some(1),
+        max_unconsumed_groups: 4,
+        max_staleness: Some(0),
+        on_stale: OnStale::Restart,
+        seed: 7,
+    });
+    let turn = |rollout_id: &str, ordinal: u32, time: i64| {
+        Event::ModelCalled(ModelCalled {
+            rollout_id: rollout_id.into(),
+            step: 1,
+            model: "oracle".into(),
+            message: Message::assistant(Some("Done.".into()), vec![]),
+            usage: None,
+            logprobs: None,
+            latency_ms: 1.0,
+            called_at: at(time),
+            tokens: None,
+            policy_version: Some(format!("step-{ordinal}")),
+            policy_ordinal: ordinal,
+        })
+    };
+    let run = "run-run_f".to_string();
+    vec![
+        (run.clone(), Event::RunLaunched(launch)),
+        (
+            run.clone(),
+            Event::GroupScheduled(GroupScheduled {
+                run_id: "run_f".into(),
+                group: 0,
+                task_id: "hr__101_approve_leave_request".into(),
+                rollouts: vec![scheduled("rol_f1", 11), scheduled("rol_f2", 12)],
+                scheduled_at: at(1),
+            }),
+        ),
+        ("rollout-rol_f1".into(), started("rol_f1", "run_f", 2)),
+        ("rollout-rol_f1".into(), turn("rol_f1", 0, 3)),
+        (
+            run.clone(),
+            Event::PolicyUpdated(PolicyUpdated {
+                run_id: "run_f".into(),
+                version: "step-1".into(),
+                base_url: Some("http://127.0.0.1:8000/v1".into()),
+                ordinal: 1,
+                updated_at: at(4),
+            }),
+        ),
+        (
+            "rollout-rol_f1".into(),
+            Event::RolloutCancelled(RolloutCancelled {
+                rollout_id: "rol_f1".into(),
+                reason: "stale: restarted from scratch".into(),
+                cancelled_at: at(5),
+            }),
+        ),
+        (
+            run.clone(),
+            Event::RolloutRestarted(RolloutRestarted {
+                run_id: "run_f".into(),
+                group: 0,
+                replaced: "rol_f1".into(),
+                rollout: scheduled("rol_f3", 11),
+                reason: "stale: restarted from scratch".into(),
+                restarted_at: at(5),
+            }),
+        ),
+        ("rollout-rol_f3".into(), started("rol_f3", "run_f", 6)),
+        ("rollout-rol_f3".into(), turn("rol_f3", 1, 7)),
+        (
+            "rollout-rol_f3".into(),
+            Event::RolloutCompleted(RolloutCompleted {
+                rollout_id: "rol_f3".into(),
+                reason: CompletionReason::FinalAnswer,
+                steps: 1,
+                completed_at: at(8),
+            }),
+        ),
+        (
+            "rollout-rol_f2".into(),
+            Event::RolloutCancelled(RolloutCancelled {
+                rollout_id: "rol_f2".into(),
+                reason: "run cancelled".into(),
+                cancelled_at: at(8),
+            }),
+        ),
+        (
+            run,
+            Event::GroupConsumed(GroupConsumed {
+                run_id: "run_f".into(),
+                consumer: "trainer".into(),
+                groups: vec![0],
+                consumed_at: at(9),
+            }),
+        ),
+    ]
 }
 
 fn started(rollout_id: &str, run_id: &str, time: i64) -> Event {
@@ -123,6 +234,8 @@ fn golden_events() -> Vec<(String, Event)> {
                 latency_ms: 250.5,
                 called_at: at(2),
                 tokens: None,
+                policy_version: None,
+                policy_ordinal: 0,
             }),
         ),
         (
@@ -186,6 +299,8 @@ fn golden_events() -> Vec<(String, Event)> {
                 latency_ms: 180.0,
                 called_at: at(4),
                 tokens: None,
+                policy_version: None,
+                policy_ordinal: 0,
             }),
         ),
         (
@@ -344,6 +459,8 @@ fn golden_events() -> Vec<(String, Event)> {
                 latency_ms: 90.0,
                 called_at: at(42),
                 tokens: None,
+                policy_version: None,
+                policy_ordinal: 0,
             }),
         ),
         (
@@ -516,16 +633,20 @@ async fn replay_summary(lines: &[Value]) -> Value {
     }
     let views = projections::rebuild(store.as_ref()).await.unwrap();
     // The views keep summaries; what each rollout did is read from its stream.
-    let mut rollout_ids: Vec<&str> = lines
+    let mut rollout_ids: Vec<String> = lines
         .iter()
-        .filter(|l| l["event_type"] == "RunLaunched")
-        .flat_map(|l| l["data"]["rollouts"].as_array().unwrap())
-        .map(|r| r["rollout_id"].as_str().unwrap())
+        .filter_map(|l| match l["event_type"].as_str() {
+            Some("RunLaunched" | "GroupScheduled") => l["data"]["rollouts"].as_array().cloned(),
+            Some("RolloutRestarted") => Some(std::slice::from_ref(&l["data"]["rollout"]).to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .map(|r| r["rollout_id"].as_str().unwrap().to_string())
         .collect();
     rollout_ids.sort_unstable();
     let mut contents = Sha256::new();
     for id in rollout_ids {
-        let content = projections::RolloutContent::load(store.as_ref(), id)
+        let content = projections::RolloutContent::load(store.as_ref(), &id)
             .await
             .unwrap();
         contents.update(serde_json::to_vec(&content).unwrap());
@@ -550,7 +671,20 @@ fn read_golden(name: &str) -> Vec<Value> {
 
 #[actix_web::test]
 async fn golden_logs_decode_unchanged_and_replay_to_the_same_views() {
-    if std::env::var("RL_GYM_BLESS").is_ok() {
+    if std::env::var("RL_GYM_BLESS").as_deref() == Ok("feed") {
+        let lines: Vec<Value> = feed_golden_events()
+            .iter()
+            .map(|(s, e)| envelope(s, e))
+            .collect();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(events_dir().join("golden/v1-feed.jsonl"), text).unwrap();
+        let summary = replay_summary(&lines).await;
+        std::fs::write(
+            events_dir().join("golden/v1-feed.views.json"),
+            serde_json::to_string_pretty(&summary).unwrap() + "\n",
+        )
+        .unwrap();
+    } else if std::env::var("RL_GYM_BLESS").is_ok() {
         let lines: Vec<Value> = golden_events()
             .iter()
             .map(|(s, e)| envelope(s, e))
@@ -607,7 +741,10 @@ async fn golden_logs_decode_unchanged_and_replay_to_the_same_views() {
 
 #[test]
 fn every_event_type_has_a_schema_matching_the_golden_payload() {
-    let lines = read_golden("v1.jsonl");
+    let lines: Vec<Value> = ["v1.jsonl", "v1-tokens.jsonl", "v1-feed.jsonl"]
+        .into_iter()
+        .flat_map(read_golden)
+        .collect();
     let covered: BTreeSet<&str> = lines
         .iter()
         .map(|l| l["event_type"].as_str().unwrap())

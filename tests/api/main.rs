@@ -10,6 +10,7 @@ mod durability;
 mod environments;
 mod events;
 mod faults;
+mod feed;
 mod fork;
 mod helpers;
 mod integrity;

@@ -1,0 +1,464 @@
+//! Online training (issue 24): a continuous run draws groups as it goes, a named
+//! consumer takes each complete group exactly once (`GET …/groups`, `POST …/groups/ack`)
+//! across its own restarts and the server's, complete groups nobody took hold the run
+//! back (backpressure), a policy update is recorded on every later turn, and a rollout
+//! that falls more than `max_staleness` versions behind is restarted or marked stale.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    builtin_run, first_hr_task, spawn_app, start_fake_model, Behaviour, ServerProcess, TestApp,
+};
+
+fn continuous(mut body: Value, settings: Value) -> Value {
+    body["continuous"] = settings;
+    body
+}
+
+/// One poll of the feed, as any HTTP client makes it.
+async fn poll(
+    client: &reqwest::Client,
+    address: &str,
+    run_id: &str,
+    consumer: &str,
+    limit: u32,
+) -> Value {
+    let response = client
+        .get(format!(
+            "{address}/runs/{run_id}/groups?consumer={consumer}&wait=10&limit={limit}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn ack(
+    client: &reqwest::Client,
+    address: &str,
+    run_id: &str,
+    consumer: &str,
+    ids: &[u64],
+) -> Value {
+    let response = client
+        .post(format!("{address}/runs/{run_id}/groups/ack"))
+        .json(&json!({"consumer": consumer, "group_ids": ids}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+fn group_ids(answer: &Value) -> Vec<u64> {
+    answer["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group_id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Consumes the whole feed, one group at a time, acknowledging each; asserts no group
+/// it acknowledged ever comes back. Answers the groups in the order taken.
+async fn consume_all(
+    client: &reqwest::Client,
+    address: &str,
+    run_id: &str,
+    consumer: &str,
+    acked: &mut BTreeSet<u64>,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut taken = Vec::new();
+    loop {
+        let answer = poll(client, address, run_id, consumer, 1).await;
+        for group in answer["groups"].as_array().unwrap() {
+            let id = group["group_id"].as_u64().unwrap();
+            assert!(
+                acked.insert(id),
+                "group {id} came to {consumer} again after its ack"
+            );
+            ack(client, address, run_id, consumer, &[id]).await;
+            taken.push(group.clone());
+        }
+        if answer["done"] == true {
+            return taken;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the feed did not finish: {answer}"
+        );
+    }
+}
+
+#[test]
+fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_sigkill() {
+    let temp = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let mut server = ServerProcess::start(temp.path());
+    let address = server.address.clone();
+    let mut acked = BTreeSet::new();
+    let run_id = runtime.block_on(async {
+        let tasks: Value = client
+            .get(format!("{address}/scenarios/hr/tasks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let task_ids: Vec<&str> = tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(3)
+            .map(|t| t["task_id"].as_str().unwrap())
+            .collect();
+        let body = continuous(
+            builtin_run("oracle", &task_ids, 2),
+            json!({"max_groups": 8, "max_unconsumed_groups": 2, "seed": 11}),
+        );
+        let launched: Value = client
+            .post(format!("{address}/runs"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let run_id = launched["run_id"].as_str().unwrap().to_string();
+
+        let first = poll(&client, &address, &run_id, "trainer", 1).await;
+        assert_eq!(group_ids(&first), [0]);
+        let group = &first["groups"][0];
+        assert_eq!(group["rollouts"].as_array().unwrap().len(), 2, "{group}");
+        for rollout in group["rollouts"].as_array().unwrap() {
+            assert_eq!(rollout["status"], "completed");
+            assert_eq!(rollout["reward"], 1.0);
+            assert!(!rollout["messages"].as_array().unwrap().is_empty());
+        }
+        let answer = ack(&client, &address, &run_id, "trainer", &[0]).await;
+        assert_eq!(answer["acknowledged"], json!([0]));
+        acked.insert(0);
+        // Acknowledged again (a retry): recorded once.
+        let again = ack(&client, &address, &run_id, "trainer", &[0]).await;
+        assert_eq!(again["acknowledged"], json!([]));
+        assert_eq!(again["already_acknowledged"], json!([0]));
+
+        // The consumer takes group 1 and dies before acknowledging it: its next
+        // incarnation gets group 1 again.
+        let taken = poll(&client, &address, &run_id, "trainer", 1).await;
+        assert_eq!(group_ids(&taken), [1]);
+        let restarted = poll(&client, &address, &run_id, "trainer", 1).await;
+        assert_eq!(group_ids(&restarted), [1]);
+        ack(&client, &address, &run_id, "trainer", &[1]).await;
+        acked.insert(1);
+        run_id
+    });
+    server.kill();
+
+    let restarted = ServerProcess::start(temp.path());
+    let address = restarted.address.clone();
+    runtime.block_on(async {
+        let rest = consume_all(&client, &address, &run_id, "trainer", &mut acked).await;
+        assert_eq!(acked, (0..8).collect::<BTreeSet<u64>>());
+        assert!(rest
+            .iter()
+            .all(|g| g["rollouts"].as_array().unwrap().len() == 2));
+        // Another consumer gets every group, whatever the first one took.
+        let mut evaluator = BTreeSet::new();
+        consume_all(&client, &address, &run_id, "evaluator", &mut evaluator).await;
+        assert_eq!(evaluator, (0..8).collect::<BTreeSet<u64>>());
+        let status: Value = client
+            .get(format!("{address}/runs/{run_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["status"], "completed", "{status}");
+        assert_eq!(status["total"], 16, "{status}");
+        assert_eq!(status["feed"]["groups_scheduled"], 8, "{status}");
+        assert_eq!(status["feed"]["groups_unconsumed"], 0, "{status}");
+        assert_eq!(status["feed"]["consumers"]["trainer"], 8, "{status}");
+    });
+}
+
+async fn status(app: &TestApp, run_id: &str) -> Value {
+    app.get_json(&format!("/runs/{run_id}?rollouts=false"))
+        .await
+}
+
+/// Polls the run's status until `done` says so.
+async fn status_until(app: &TestApp, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status(app, run_id).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowledges() {
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let body = continuous(
+        builtin_run("oracle", &[&task], 1),
+        json!({"max_unconsumed_groups": 2}),
+    );
+    let run_id = app.launch(&body).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held = status_until(&app, &run_id, |s| s["feed"]["waiting_for_consumer"] == true).await;
+    assert_eq!(held["feed"]["groups_unconsumed"], 2, "{held}");
+    assert_eq!(held["status"], "running", "{held}");
+    // Held back: nothing more starts however long the consumer takes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = status(&app, &run_id).await;
+    assert_eq!(still["total"], held["total"], "{still}");
+    assert_eq!(still["in_progress"], 0, "{still}");
+    assert_eq!(still["pending"], 0, "{still}");
+
+    let answer = ack(&app.client, &app.address, &run_id, "trainer", &[0]).await;
+    assert_eq!(answer["acknowledged"], json!([0]));
+    let after = status_until(&app, &run_id, |s| {
+        s["total"].as_u64() > held["total"].as_u64() && s["feed"]["waiting_for_consumer"] == true
+    })
+    .await;
+    assert_eq!(after["feed"]["groups_unconsumed"], 2, "{after}");
+    // An unknown or unfinished group is refused, naming it.
+    let response = app
+        .post(
+            &format!("/runs/{run_id}/groups/ack"),
+            &json!({"consumer": "trainer", "group_ids": [1, 9999]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["detail"][0]["loc"], json!(["body", "group_ids", "1"]));
+
+    let cancelled = app
+        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let end = status_until(&app, &run_id, |s| s["status"] == "cancelled").await;
+    assert_eq!(end["feed"]["waiting_for_consumer"], false, "{end}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_feed_requests_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let bad = continuous(
+        builtin_run("oracle", &[&task], 1),
+        json!({"max_unconsumed_groups": 0, "on_stale": "later", "extra": 1}),
+    );
+    let response = app.post("/runs", &bad).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = response.json().await.unwrap();
+    let fields: BTreeSet<String> = error["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["loc"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for field in ["max_unconsumed_groups", "on_stale", "extra"] {
+        assert!(fields.contains(field), "{error}");
+    }
+    let run_id = app.launch(&builtin_run("oracle", &[&task], 2)).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for query in [
+        "",
+        "consumer=a%20b",
+        "consumer=t&wait=61",
+        "consumer=t&limit=0",
+    ] {
+        let response = app.get(&format!("/runs/{run_id}/groups?{query}")).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}"
+        );
+    }
+    let missing = app.get("/runs/run_nope/groups?consumer=t&wait=0").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let policy = app
+        .post(&format!("/runs/{run_id}/policy"), &json!({"version": ""}))
+        .await;
+    assert_eq!(policy.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // An ordinary run feeds too: its groups are its tasks' rollouts.
+    app.wait_until_finished(&run_id).await;
+    let answer = poll(&app.client, &app.address, &run_id, "t", 16).await;
+    assert_eq!(group_ids(&answer), [0]);
+    assert_eq!(answer["groups"][0]["rollouts"].as_array().unwrap().len(), 2);
+    ack(&app.client, &app.address, &run_id, "t", &[0]).await;
+    let done = poll(&app.client, &app.address, &run_id, "t", 16).await;
+    assert_eq!(done["done"], true, "{done}");
+    app.stop().await;
+}
+
+/// A continuous run of one task at a time on a fake model server at `model` whose
+/// replies take `delay_ms`: a tool call, then an answer.
+fn fake_model_run(task: &str, model: &str, settings: Value) -> Value {
+    json!({
+        "scenario_id": "hr",
+        "task_ids": [task],
+        "rollout_count": 1,
+        "max_parallel": 1,
+        "model_config": {"model": "m", "provider": "custom", "base_url": model,
+                         "policy_version": "v0"},
+        "continuous": settings,
+    })
+}
+
+/// Waits until the fake model has been asked `n` times.
+async fn asked(requests: &crate::helpers::Recorded, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while requests.lock().len() < n {
+        assert!(Instant::now() < deadline, "the model was not asked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn rollout_turns(app: &TestApp, run_id: &str, rollout_id: &str) -> Vec<Value> {
+    let detail = app
+        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+        .await;
+    detail["trajectory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .cloned()
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_policy_switch_mid_rollout_is_recorded_on_every_later_turn_and_a_stale_rollout_is_marked()
+{
+    let old = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
+    let new = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 0 }).await;
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let body = fake_model_run(
+        &task,
+        &old.address,
+        json!({"max_groups": 2, "max_staleness": 0, "on_stale": "finish"}),
+    );
+    let run_id = app.launch(&body).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The first turn is with the old server: switch while it thinks.
+    asked(&old.requests, 1).await;
+    let switched = app
+        .post(
+            &format!("/runs/{run_id}/policy"),
+            &json!({"version": "v1", "base_url": new.address}),
+        )
+        .await;
+    assert_eq!(switched.status(), StatusCode::OK);
+    let switched: Value = switched.json().await.unwrap();
+    assert_eq!(switched["ordinal"], 1);
+
+    let mut taken = BTreeSet::new();
+    let groups = consume_all(&app.client, &app.address, &run_id, "trainer", &mut taken).await;
+    assert_eq!(groups.len(), 2);
+    // Group 0 began under v0 and ended under v1: delivered, marked stale.
+    let first = &groups[0]["rollouts"][0];
+    assert_eq!(first["policy_versions"], json!(["v0", "v1"]), "{first}");
+    assert_eq!(first["stale"], true);
+    assert_eq!(groups[0]["stale_count"], 1);
+    // Group 1 ran wholly under v1.
+    let second = &groups[1]["rollouts"][0];
+    assert_eq!(second["policy_versions"], json!(["v1", "v1"]), "{second}");
+    assert_eq!(second["stale"], false);
+    // The old server answered one turn; every later one went to the new server.
+    assert_eq!(old.requests.lock().len(), 1);
+    assert_eq!(new.requests.lock().len(), 3);
+    let turns = rollout_turns(&app, &run_id, first["rollout_id"].as_str().unwrap()).await;
+    assert_eq!(turns.len(), 2);
+    let status = status(&app, &run_id).await;
+    assert_eq!(status["feed"]["policy_version"], "v1", "{status}");
+    assert_eq!(status["status"], "completed", "{status}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_rollout_more_than_max_staleness_behind_is_restarted_from_scratch_under_the_new_policy() {
+    let old = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
+    let new = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 0 }).await;
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let body = fake_model_run(
+        &task,
+        &old.address,
+        json!({"max_groups": 1, "max_staleness": 0, "on_stale": "restart"}),
+    );
+    let run_id = app.launch(&body).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    asked(&old.requests, 1).await;
+    let switched = app
+        .post(
+            &format!("/runs/{run_id}/policy"),
+            &json!({"version": "v1", "base_url": new.address}),
+        )
+        .await;
+    assert_eq!(switched.status(), StatusCode::OK);
+
+    let mut taken = BTreeSet::new();
+    let groups = consume_all(&app.client, &app.address, &run_id, "trainer", &mut taken).await;
+    assert_eq!(groups.len(), 1);
+    let group = &groups[0];
+    assert_eq!(group["restarted_count"], 1, "{group}");
+    assert_eq!(group["stale_count"], 0, "{group}");
+    let rollout = &group["rollouts"][0];
+    assert_eq!(rollout["policy_versions"], json!(["v1", "v1"]), "{rollout}");
+    assert_eq!(rollout["reward"].as_f64().is_some(), true, "{rollout}");
+    // The stale rollout was cancelled with the reason; the run counts both.
+    let stale_id = group["restarted"][0].as_str().unwrap();
+    let stale = app
+        .get_json(&format!("/runs/{run_id}/rollouts/{stale_id}"))
+        .await;
+    assert_eq!(stale["status"], "cancelled", "{stale}");
+    assert!(
+        stale["error"].as_str().unwrap().contains("max_staleness"),
+        "{stale}"
+    );
+    let status = status(&app, &run_id).await;
+    assert_eq!(status["total"], 2, "{status}");
+    assert_eq!(status["status"], "completed", "{status}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("rl_gym_rollouts_restarted_stale_total 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
