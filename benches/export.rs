@@ -62,7 +62,6 @@ fn rollout_events(run_id: &str, rollout_id: &str) -> Vec<Event> {
             latency_ms: 900.0,
             called_at: now,
             tokens: None,
-            policy_version: None,
             policy_ordinal: 0,
         }),
         Event::RolloutVerified(RolloutVerified {

@@ -73,7 +73,6 @@ fn model_called(tokens: Option<TurnTokens>) -> Event {
         latency_ms: 950.0,
         called_at: Utc::now(),
         tokens: tokens.map(Box::new),
-        policy_version: None,
         policy_ordinal: 0,
     })
 }

@@ -566,10 +566,6 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     latency_ms: latency.as_secs_f64() * 1000.0,
                     called_at: Utc::now(),
                     tokens: reply.tokens,
-                    policy_version: settings
-                        .tokens
-                        .as_ref()
-                        .and_then(|t| t.policy_version.clone()),
                     policy_ordinal,
                 });
                 driver.record(event).await?;

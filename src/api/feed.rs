@@ -62,11 +62,6 @@ impl FeedStatus {
             }
         }
         let max = run.feed.continuous.map(|c| c.max_unconsumed_groups);
-        let launch_version = run
-            .model
-            .tokens
-            .as_ref()
-            .and_then(|t| t.policy_version.clone());
         FeedStatus {
             groups_scheduled: groups.len() as u32,
             groups_complete: complete,
@@ -74,10 +69,8 @@ impl FeedStatus {
             max_unconsumed_groups: max,
             waiting_for_consumer: run.open() && max.is_some_and(|m| unconsumed >= m),
             policy_version: run
-                .feed
-                .policies
-                .last()
-                .map_or(launch_version, |p| p.version.clone()),
+                .policy_version(run.feed.policy_ordinal())
+                .map(String::from),
             policy_ordinal: run.feed.policy_ordinal(),
             consumers: run
                 .feed
@@ -111,7 +104,8 @@ const CONSUMER_MSG: &str = "A consumer name is 1–100 letters, digits, '_', '.'
 pub struct GroupsAnswer {
     pub run_id: String,
     pub consumer: String,
-    /// Complete groups this consumer has not acknowledged, oldest first.
+    /// Complete groups this consumer has not acknowledged, by id (a later group that
+    /// completes first comes before an earlier one still running).
     pub groups: Vec<Value>,
     /// The run draws no more groups and the consumer acknowledged every one.
     pub done: bool,
@@ -124,13 +118,15 @@ struct Found {
     done: bool,
 }
 
-fn find(views: &Views, run: &RunView, consumer: &str, limit: usize) -> Found {
+fn find(views: &Views, run: &RunView, consumer: &str, after: Option<u32>, limit: usize) -> Found {
     let groups = views.groups(run);
     let acked = run.feed.consumed.get(consumer);
     let taken = |i: usize| acked.is_some_and(|a| a.contains(&(i as u32)));
+    let first = after.map_or(0, |a| a as usize + 1);
     let ready: Vec<(u32, Group)> = groups
         .iter()
         .enumerate()
+        .skip(first)
         .filter(|(i, g)| !taken(*i) && is_complete(views, g))
         .take(limit)
         .map(|(i, g)| (i as u32, g.clone()))
@@ -140,7 +136,7 @@ fn find(views: &Views, run: &RunView, consumer: &str, limit: usize) -> Found {
     Found { ready, done }
 }
 
-#[utoipa::path(get, path = "/runs/{run_id}/groups", tag = "feed", summary = "Complete groups a consumer has not acknowledged, waiting for one (long poll)", params(("run_id" = String, Path, description = "The run"), ("consumer" = String, Query, description = "The consumer's name: 1–100 letters, digits, '_', '.' or '-'"), ("wait" = Option<u32>, Query, description = "Seconds to wait for a group when none is ready, 0–60 (20)"), ("limit" = Option<u32>, Query, description = "Groups at most, 1–100 (16)")), responses((status = 200, body = GroupsAnswer), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
+#[utoipa::path(get, path = "/runs/{run_id}/groups", tag = "feed", summary = "Complete groups a consumer has not acknowledged, waiting for one (long poll)", params(("run_id" = String, Path, description = "The run"), ("consumer" = String, Query, description = "The consumer's name: 1–100 letters, digits, '_', '.' or '-'"), ("wait" = Option<u32>, Query, description = "Seconds to wait for a group when none is ready, 0–60 (20)"), ("limit" = Option<u32>, Query, description = "Groups at most, 1–100 (16)"), ("after" = Option<u32>, Query, description = "Only groups with a larger id: a consumer holding groups it has not acknowledged yet waits for new ones")), responses((status = 200, body = GroupsAnswer), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn groups(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -151,6 +147,7 @@ async fn groups(
     let mut consumer = None;
     let mut wait = 20;
     let mut limit = 16;
+    let mut after = None;
     for (key, value) in query.iter() {
         match key.as_str() {
             "consumer" if valid_consumer(value) => consumer = Some(value.clone()),
@@ -161,6 +158,11 @@ async fn groups(
                 "string_pattern_mismatch",
             ),
             "wait" => wait = c.query_int("wait", value, 0, MAX_WAIT_SECS).unwrap_or(wait),
+            "after" => {
+                after = c
+                    .query_int("after", value, 0, u32::MAX as i64)
+                    .map(|n| n as u32)
+            }
             "limit" => {
                 limit = c
                     .query_int("limit", value, 1, MAX_GROUPS_PER_ANSWER)
@@ -184,7 +186,7 @@ async fn groups(
                 .run(&run_id)
                 .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
             Ok::<_, ApiError>((
-                find(views, run, &consumer, limit as usize),
+                find(views, run, &consumer, after, limit as usize),
                 views.next_position(),
             ))
         })?;
@@ -246,9 +248,8 @@ fn group_body(
         .zip(contents)
         .filter_map(|(id, content)| {
             let r = views.rollout(id)?;
-            let ordinals = content.policies.iter().map(|(_, o)| *o);
-            let stale = match (ordinals.clone().next(), ordinals.max()) {
-                (Some(first), Some(last)) => is_stale(first, last, staleness),
+            let stale = match (content.policies.first(), content.policies.iter().max()) {
+                (Some(&first), Some(&last)) => is_stale(first, last, staleness),
                 _ => false,
             };
             stale_count += usize::from(stale);
@@ -263,7 +264,11 @@ fn group_body(
                 "reward": r.score(),
                 "seed": r.seed,
                 "stale": stale,
-                "policy_versions": content.policies.iter().map(|(v, _)| v).collect::<Vec<_>>(),
+                "policy_versions": content
+                    .policies
+                    .iter()
+                    .map(|&ordinal| run.policy_version(ordinal))
+                    .collect::<Vec<_>>(),
                 "tokens": tokens,
                 "messages": content.trajectory,
                 "provenance": provenance(run, r, task),

@@ -154,7 +154,6 @@ mod tests {
             latency_ms: 1.0,
             called_at: chrono::DateTime::UNIX_EPOCH,
             tokens: None,
-            policy_version: None,
             policy_ordinal: 0,
         })
     }

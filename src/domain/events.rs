@@ -312,12 +312,10 @@ pub struct ModelCalled {
     /// every event is as big as its biggest variant, and most turns carry none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Box<TurnTokens>>,
-    /// The policy (trainer's weights version) that answered: the launch's
-    /// `policy_version`, then each `PolicyUpdated`'s. Optional within v1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_version: Option<String>,
-    /// Which policy update answered (0: the launch's), what staleness is measured in.
-    /// Optional within v1.
+    /// Which policy answered: 0 the launch's (`policy_version`), n the n-th
+    /// `PolicyUpdated` of the run, whose `version` it names; staleness is measured in
+    /// it. A number, not the version's text, so that the most common event stays as
+    /// small as it was. Optional within v1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub policy_ordinal: u32,
 }

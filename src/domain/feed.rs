@@ -60,14 +60,13 @@ impl Feed {
     pub fn evolve(&mut self, event: &Event) {
         match event {
             Event::RunLaunched(e) => self.continuous = e.continuous,
-            Event::GroupScheduled(e) => {
-                if e.group as usize == self.groups.len() {
-                    self.groups.push(Group {
-                        task_id: e.task_id.clone(),
-                        rollout_ids: e.rollouts.iter().map(|r| r.rollout_id.clone()).collect(),
-                        restarted: vec![],
-                    });
-                }
+            // A group index recorded twice (never written so) is taken once.
+            Event::GroupScheduled(e) if e.group as usize == self.groups.len() => {
+                self.groups.push(Group {
+                    task_id: e.task_id.clone(),
+                    rollout_ids: e.rollouts.iter().map(|r| r.rollout_id.clone()).collect(),
+                    restarted: vec![],
+                });
             }
             Event::RolloutRestarted(e) => {
                 if let Some(group) = self.groups.get_mut(e.group as usize) {

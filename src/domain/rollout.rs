@@ -353,7 +353,6 @@ mod tests {
             latency_ms: 1.0,
             called_at: t(),
             tokens: None,
-            policy_version: None,
             policy_ordinal: 0,
         })
     }

@@ -6,6 +6,8 @@
 //!   `--fake-model-latency-ms`, waits for them, optionally drives `GET /runs/{id}` at
 //!   a fixed rate meanwhile, and prints rollouts/s, steps/s, the step overhead (from
 //!   the service's own step histogram) and the peak resident memory.
+//! - `feed` drains a continuous oracle run's groups as one consumer and prints
+//!   groups/s (with `--baseline`, beside the same rollouts as an ordinary run).
 //! - `environments` drives outside-agent tool calls (`POST …/step`) against one or
 //!   many hosted environments at once and prints steps/s and their latency.
 //! - `write-log` writes a large, realistic log (oracle rollouts of real tasks) for
@@ -20,6 +22,7 @@
 mod client;
 mod environments;
 mod fake_model;
+mod feed;
 mod rollouts;
 pub mod synth;
 mod write_log;
@@ -37,6 +40,8 @@ use crate::startup::Application;
 pub enum LoadCommand {
     /// Launch rollouts over HTTP and measure them.
     Rollouts(rollouts::RolloutsArgs),
+    /// Drain a continuous oracle run's feed as one consumer (groups/s).
+    Feed(feed::FeedArgs),
     /// Drive outside-agent tool calls against hosted environments.
     Environments(environments::EnvironmentsArgs),
     /// Write a large log of realistic oracle rollouts (for timing `rl-gym replay`).
@@ -66,6 +71,7 @@ pub struct Target {
 pub async fn run(command: LoadCommand) -> ExitCode {
     let result = match command {
         LoadCommand::Rollouts(args) => rollouts::run(args).await,
+        LoadCommand::Feed(args) => feed::run(args).await,
         LoadCommand::Environments(args) => environments::run(args).await,
         LoadCommand::WriteLog(args) => write_log::run(args).await,
         LoadCommand::FakeModel(args) => fake_model::serve(args).await,

@@ -109,7 +109,6 @@ impl Synth {
                     latency_ms: 850.0,
                     called_at: t0,
                     tokens: None,
-                    policy_version: None,
                     policy_ordinal: 0,
                 }));
                 let outcome =
@@ -153,7 +152,6 @@ impl Synth {
                 latency_ms: 850.0,
                 called_at: t0,
                 tokens: None,
-                policy_version: None,
                 policy_ordinal: 0,
             }));
             events.push(Event::RolloutVerified(RolloutVerified {

@@ -23,9 +23,9 @@ pub struct RolloutContent {
     /// for a reader that wants them (the token export).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TurnTokens>,
-    /// Each model turn's policy: its version and ordinal (0: the launch's).
+    /// Each model turn's policy ordinal (0: the launch's; n: the run's n-th update).
     #[serde(skip)]
-    pub policies: Vec<(Option<String>, u32)>,
+    pub policies: Vec<u32>,
 }
 
 impl RolloutContent {
@@ -34,7 +34,7 @@ impl RolloutContent {
         match event {
             Event::RolloutStarted(e) => self.trajectory = e.messages,
             Event::ModelCalled(e) => {
-                self.policies.push((e.policy_version, e.policy_ordinal));
+                self.policies.push(e.policy_ordinal);
                 self.trajectory.push(e.message);
                 self.logprobs.extend(e.logprobs);
                 self.tokens.extend(e.tokens.map(|t| *t));

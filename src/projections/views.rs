@@ -91,6 +91,15 @@ pub struct RunView {
 }
 
 impl RunView {
+    /// The version of policy `ordinal`: 0 the launch's `policy_version`, n the n-th
+    /// update's.
+    pub fn policy_version(&self, ordinal: u32) -> Option<&str> {
+        match ordinal {
+            0 => self.model.tokens.as_ref()?.policy_version.as_deref(),
+            n => self.feed.policies.get(n as usize - 1)?.version.as_deref(),
+        }
+    }
+
     /// A continuous run that may still draw groups.
     pub fn open(&self) -> bool {
         self.feed.open(self.cancel_requested)

@@ -109,7 +109,6 @@ fn feed_golden_events() -> Vec<(String, Event)> {
             latency_ms: 1.0,
             called_at: at(time),
             tokens: None,
-            policy_version: Some(format!("step-{ordinal}")),
             policy_ordinal: ordinal,
         })
     };
@@ -234,7 +233,6 @@ fn golden_events() -> Vec<(String, Event)> {
                 latency_ms: 250.5,
                 called_at: at(2),
                 tokens: None,
-                policy_version: None,
                 policy_ordinal: 0,
             }),
         ),
@@ -299,7 +297,6 @@ fn golden_events() -> Vec<(String, Event)> {
                 latency_ms: 180.0,
                 called_at: at(4),
                 tokens: None,
-                policy_version: None,
                 policy_ordinal: 0,
             }),
         ),
@@ -459,7 +456,6 @@ fn golden_events() -> Vec<(String, Event)> {
                 latency_ms: 90.0,
                 called_at: at(42),
                 tokens: None,
-                policy_version: None,
                 policy_ordinal: 0,
             }),
         ),

@@ -232,6 +232,13 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
     assert_eq!(still["in_progress"], 0, "{still}");
     assert_eq!(still["pending"], 0, "{still}");
 
+    // A consumer holding group 0 asks for newer groups only.
+    let newer = app
+        .get_json(&format!(
+            "/runs/{run_id}/groups?consumer=trainer&after=0&wait=0"
+        ))
+        .await;
+    assert_eq!(group_ids(&newer), [1], "{newer}");
     let answer = ack(&app.client, &app.address, &run_id, "trainer", &[0]).await;
     assert_eq!(answer["acknowledged"], json!([0]));
     let after = status_until(&app, &run_id, |s| {
@@ -441,7 +448,7 @@ async fn a_rollout_more_than_max_staleness_behind_is_restarted_from_scratch_unde
     assert_eq!(group["stale_count"], 0, "{group}");
     let rollout = &group["rollouts"][0];
     assert_eq!(rollout["policy_versions"], json!(["v1", "v1"]), "{rollout}");
-    assert_eq!(rollout["reward"].as_f64().is_some(), true, "{rollout}");
+    assert!(rollout["reward"].as_f64().is_some(), "{rollout}");
     // The stale rollout was cancelled with the reason; the run counts both.
     let stale_id = group["restarted"][0].as_str().unwrap();
     let stale = app

@@ -22,6 +22,7 @@ mod openapi;
 mod operations;
 mod overrides;
 mod providers;
+mod python_client;
 mod real_model;
 mod reexecute;
 mod results;

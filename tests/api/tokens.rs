@@ -2,7 +2,9 @@
 //! ports: token out (a vLLM-style chat server that returns `prompt_token_ids` and
 //! `token_ids`, and one that does not), token in with the real SmolLM2 tokenizer (a
 //! completions server that decodes what it gets and checks every prompt extends the
-//! last one), the `format=tokens` export, validation, and a resume after SIGKILL.
+//! last one), the `format=tokens` export, validation, a resume after SIGKILL, and the
+//! real SmolLM2 model (the stock llama-cpp-python server, and a vLLM-shaped shim around
+//! the same model for token in and token out).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use rl_gym::domain::events::TurnTokens;
 use rl_gym::llm::tokens::ChatTokenizer;
 
 use crate::helpers::*;
@@ -541,7 +544,8 @@ async fn a_token_in_rollout_resumed_after_sigkill_keeps_an_identical_token_seque
 /// The real SmolLM2-135M through llama-cpp-python, as in `real_model.rs` (whose
 /// prerequisites these are): the stock server, which cannot return ids, and
 /// `tests/fixtures/vllm_shim.py`, which serves the same model with vLLM's completions
-/// wire. Skipped loudly without the virtualenv, unless `RL_GYM_REAL_MODEL_TESTS=1`.
+/// wire (ids in) and chat wire (`return_token_ids`: ids out). Skipped loudly without
+/// the virtualenv, unless `RL_GYM_REAL_MODEL_TESTS=1`.
 mod real {
     use std::os::unix::process::CommandExt;
     use std::path::PathBuf;
@@ -769,9 +773,52 @@ async fn finished_rollout(app: &TestApp, launched: &Value) -> Value {
 /// The shim's record of a completion it served.
 #[derive(serde::Deserialize)]
 struct Served {
+    /// `completions` (token in) or `chat/completions` (token out).
+    endpoint: String,
     prompt: Vec<u32>,
+    /// Chat: the rendered template the prompt ids are the tokenization of.
+    #[serde(default)]
+    prompt_text: Option<String>,
     token_ids: Vec<u32>,
     logprobs: Vec<f64>,
+}
+
+/// What the shim served on `endpoint`, in order. The shim is shared by the tests of
+/// this binary, each of which uses its own endpoint.
+async fn served_by_shim(app: &TestApp, base: &str, endpoint: &str) -> Vec<Served> {
+    let served: Vec<Served> = app
+        .client
+        .get(format!("{base}/debug/log"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    served
+        .into_iter()
+        .filter(|s| s.endpoint == endpoint)
+        .collect()
+}
+
+/// The ids of `text` by the server's own tokenizer (`/extras/tokenize`).
+async fn server_tokenize(app: &TestApp, base: &str, text: &str) -> Vec<u32> {
+    let answer: Value = app
+        .client
+        .post(format!("{base}/extras/tokenize"))
+        .json(&json!({ "input": text }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ids(&answer["tokens"])
+}
+
+/// Whether a recorded log-probability is the served one, within 1e-5 relative.
+fn same_logprob(got: f32, want: f64) -> bool {
+    (got as f64 - want).abs() <= 1e-5 * want.abs().max(1.0)
 }
 
 #[actix_web::test]
@@ -811,15 +858,7 @@ async fn real_model_token_in_through_a_vllm_shaped_shim_records_the_models_own_i
     let detail = finished_rollout(&app, &launched).await;
     assert_eq!(detail["status"], "completed", "{detail}");
 
-    let served: Vec<Served> = app
-        .client
-        .get(format!("{base}/debug/log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = served_by_shim(&app, base, "completions").await;
     let served: Vec<&Served> = served.iter().collect();
     assert!(!served.is_empty());
     // No drift: every prompt starts with the previous prompt and completion, id for id.
@@ -837,21 +876,6 @@ async fn real_model_token_in_through_a_vllm_shaped_shim_records_the_models_own_i
     logprobs.extend(floats(&line["logprobs"]));
     let turns = line["turns"].as_array().unwrap();
     assert_eq!(turns.len(), served.len(), "{line}");
-    let tokenize = |text: String| {
-        let client = app.client.clone();
-        async move {
-            let answer: Value = client
-                .post(format!("{base}/extras/tokenize"))
-                .json(&json!({"input": text}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            ids(&answer["tokens"])
-        }
-    };
     let tokenizer = ChatTokenizer::from_dir(tokenizer_dir()).unwrap();
     let mut prompt_start = 0;
     for (turn, sent) in turns.iter().zip(&served) {
@@ -863,17 +887,169 @@ async fn real_model_token_in_through_a_vllm_shaped_shim_records_the_models_own_i
         // What rl-gym wrote is what the model's own tokenizer makes of its text.
         let written = &input[prompt_start..end];
         let text = tokenizer.decode(written, false).unwrap();
-        assert_eq!(tokenize(text.clone()).await, written, "{text:?}");
+        assert_eq!(
+            server_tokenize(&app, base, &text).await,
+            written,
+            "{text:?}"
+        );
         // What the model sampled is recorded as sent, with its log-probabilities.
         assert_eq!(&input[..end], &sent.prompt[..]);
         assert_eq!(&input[start..stop], &sent.token_ids[..]);
         for (got, want) in logprobs[start..stop].iter().zip(&sent.logprobs) {
-            assert!(
-                (*got as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
-                "{got} vs {want}"
-            );
+            assert!(same_logprob(*got, *want), "{got} vs {want}");
         }
         prompt_start = stop;
+    }
+    app.stop().await;
+}
+
+/// Token out against the real model: the shim answers `/v1/chat/completions` as vLLM
+/// does with `return_token_ids`, rendering each conversation with the model's own chat
+/// template and tokenizer. What rl-gym records is what the shim served, id for id, and
+/// the server's own tokenizer (`/extras/tokenize`) agrees with the recorded prompts.
+#[actix_web::test]
+async fn real_model_return_tokens_through_a_vllm_shaped_shim_match_the_models_own_tokenizer() {
+    let Some(base) = tokio::task::spawn_blocking(real::shim).await.unwrap() else {
+        return;
+    };
+    let (app, _dir) = spawn_with(|s| s.model_timeout_secs = 600).await;
+    // The system prompt asks for a short answer, so that the model stops on its own
+    // (greedy SmolLM2-135M otherwise writes until the shim's 64-token cap).
+    let launched = app
+        .launch(&run_body(
+            json!({"model": "smollm2-135m", "provider": "custom",
+                   "base_url": format!("{base}/v1"), "temperature": 0.0,
+                   "return_tokens": true, "log_prob": true, "max_steps": 2,
+                   "system_prompt": "Answer with one word."}),
+        ))
+        .await;
+    let run_id = launched["run_id"].as_str().unwrap();
+    let detail = finished_rollout(&app, &launched).await;
+    assert_eq!(detail["status"], "completed", "{detail}");
+    // Asked for `log_prob`: the OpenAI-shaped log-probabilities are kept too.
+    assert!(
+        detail["logprobs"].as_array().is_some_and(|l| !l.is_empty()),
+        "{detail}"
+    );
+    let served = served_by_shim(&app, base, "chat/completions").await;
+    assert!(!served.is_empty(), "the shim served no chat completion");
+
+    // Each turn as recorded (`ModelCalled.tokens`): its whole prompt is the first
+    // `prompt_reused` ids of the previous prompt and completion, then its own ids.
+    let events = Sse::open(&app, &format!("/runs/{run_id}/events"), None)
+        .await
+        .rest()
+        .await;
+    let mut before: Vec<u32> = Vec::new();
+    let mut recorded = Vec::new();
+    for event in events.iter().filter(|e| e.event == "ModelCalled") {
+        let tokens: TurnTokens = serde_json::from_value(event.data["data"]["tokens"].clone())
+            .unwrap_or_else(|e| panic!("a turn without token ids ({e}): {}", event.data));
+        let mut prompt = before[..tokens.prompt_reused as usize].to_vec();
+        prompt.extend(tokens.prompt.ids().unwrap());
+        let (completion, logprobs) = tokens.completion.decode().unwrap();
+        let logprobs = logprobs.expect("the turn's log-probabilities are recorded");
+        before = prompt.clone();
+        before.extend(&completion);
+        recorded.push((prompt, completion, logprobs));
+    }
+    assert_eq!(
+        recorded.len(),
+        served.len(),
+        "one recorded turn per completion"
+    );
+    let tokenizer = ChatTokenizer::from_dir(tokenizer_dir()).unwrap();
+    let eot = tokenizer.token_to_id("<|im_end|>").unwrap();
+    // The model stopped on its own: its last sampled id is the end-of-turn, which the
+    // answer's text never holds, so ids tokenized again from the text are not the
+    // sampled ones and could not pass the checks below.
+    let last_sampled = &served.last().unwrap().token_ids;
+    assert_eq!(
+        last_sampled.last(),
+        Some(&eot),
+        "the model did not stop: {detail}"
+    );
+    let trajectory = detail["trajectory"].as_array().unwrap();
+    let answer = trajectory.last().unwrap()["content"].as_str().unwrap();
+    assert_ne!(&tokenizer.encode(answer).unwrap(), last_sampled);
+    for (turn, ((prompt, completion, logprobs), sent)) in recorded.iter().zip(&served).enumerate() {
+        assert!(
+            !prompt.is_empty() && !completion.is_empty(),
+            "turn {turn}: no ids"
+        );
+        // The ids the server rendered and sampled, not their text tokenized again.
+        assert_eq!(prompt, &sent.prompt, "turn {turn}: the prompt ids");
+        assert_eq!(completion, &sent.token_ids, "turn {turn}: the sampled ids");
+        assert_eq!(logprobs.len(), sent.logprobs.len(), "turn {turn}");
+        for (got, want) in logprobs.iter().zip(&sent.logprobs) {
+            assert!(same_logprob(*got, *want), "turn {turn}: {got} vs {want}");
+        }
+        // The server's own tokenizer agrees: the prompt decoded with the fixture
+        // tokenizer is the template the shim rendered, and `/extras/tokenize` gives
+        // back exactly the recorded ids.
+        let text = tokenizer.decode(prompt, false).unwrap();
+        assert_eq!(Some(&text), sent.prompt_text.as_ref(), "turn {turn}");
+        assert_eq!(
+            &server_tokenize(&app, base, &text).await,
+            prompt,
+            "turn {turn}: {text:?}"
+        );
+    }
+
+    let lines = export_lines(&app.client, &app.address, run_id).await;
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    let mut input = ids(&line["prompt_ids"]);
+    let split = input.len();
+    input.extend(ids(&line["response_ids"]));
+    let mut mask = vec![0u32; split];
+    mask.extend(ids(&line["loss_mask"]));
+    let mut logprobs = vec![0.0f32; split];
+    logprobs.extend(floats(&line["logprobs"]));
+    let turns = line["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), served.len(), "{line}");
+    let prompt_and_completion = |sent: &Served| {
+        let mut ids = sent.prompt.clone();
+        ids.extend(&sent.token_ids);
+        ids
+    };
+    // The sequence is the last prompt and completion, as the server rendered them.
+    assert_eq!(input, prompt_and_completion(served.last().unwrap()));
+    // A turn is listed as rewritten exactly when the server's prompt did not extend
+    // the previous prompt and completion (SmolLM2's template writes a turn that only
+    // called tools as empty content).
+    let rewritten: Vec<u32> = (1..served.len())
+        .filter(|&i| {
+            !served[i]
+                .prompt
+                .starts_with(&prompt_and_completion(&served[i - 1]))
+        })
+        .map(|i| i as u32)
+        .collect();
+    let listed = line.get("rewritten_turns").map(ids).unwrap_or_default();
+    assert_eq!(listed, rewritten, "{line}");
+    for (i, (turn, sent)) in turns.iter().zip(&served).enumerate() {
+        // A turn no later prompt rewrote is in the sequence at its offsets.
+        let whole = prompt_and_completion(sent);
+        if !served[i + 1..].iter().all(|s| s.prompt.starts_with(&whole)) {
+            continue;
+        }
+        let (end, start, stop) = (
+            turn["prompt_end"].as_u64().unwrap() as usize,
+            turn["completion_start"].as_u64().unwrap() as usize,
+            turn["completion_end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(&input[..end], &sent.prompt[..], "turn {i}");
+        assert_eq!(&input[start..stop], &sent.token_ids[..], "turn {i}");
+        assert!(mask[start..stop].iter().all(|&m| m == 1), "turn {i}");
+        for (got, want) in logprobs[start..stop].iter().zip(&sent.logprobs) {
+            assert!(same_logprob(*got, *want), "turn {i}: {got} vs {want}");
+        }
+        // Stopped by the model: its end-of-turn id is recorded, which the answer's
+        // text never holds.
+        if turn["finish_reason"] == "stop" {
+            assert_eq!(sent.token_ids.last(), Some(&eot), "turn {i}");
+        }
     }
     app.stop().await;
 }
