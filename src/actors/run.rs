@@ -185,6 +185,9 @@ impl PendingRollouts {
     }
 }
 
+/// The most groups a continuous run draws in one append.
+const MAX_GROUPS_PER_DRAW: usize = 64;
+
 /// Cancellations of pending rollouts written at once.
 const CANCEL_CONCURRENCY: usize = 256;
 
@@ -400,7 +403,9 @@ impl RunActor {
             };
             RolloutActor::new(self.deps.clone(), job, ctx.address()).start();
         }
-        if self.pending.is_empty() && self.running.len() < self.max_parallel && !backpressured {
+        // A continuous run keeps `max_parallel` rollouts queued ahead, so a slot never
+        // waits for a group to be recorded.
+        if self.pending.len() < self.max_parallel && !backpressured {
             self.draw(ctx);
         }
         if self.pending.is_empty() && self.running.is_empty() && !self.may_draw() {
@@ -408,10 +413,13 @@ impl RunActor {
         }
     }
 
-    /// Records a continuous run's next group, then queues its rollouts. The actor
-    /// handles nothing else meanwhile, so a cancel is carried out after it.
+    /// Records a continuous run's next groups, enough to queue `max_parallel`
+    /// rollouts ahead (one append for them all), then queues their rollouts. The
+    /// actor goes on meanwhile (rollouts end and start); groups whose run was
+    /// cancelled while they were recorded are cancelled at once.
     fn draw(&mut self, ctx: &mut Context<Self>) {
         let cancelled = self.cancelled;
+        let free = self.max_parallel.saturating_sub(self.pending.len());
         let Some(groups) = self
             .groups
             .as_mut()
@@ -419,51 +427,65 @@ impl RunActor {
         else {
             return;
         };
+        let drawn = groups.feed.groups.len() as u32;
+        let left = groups
+            .settings
+            .max_groups
+            .map_or(u32::MAX, |max| max - drawn);
+        let wanted = free.div_ceil(self.run.rollout_count.max(1) as usize);
+        let count = (wanted.clamp(1, MAX_GROUPS_PER_DRAW) as u32).min(left);
         groups.drawing = true;
-        let scheduled = draw_group(
-            &self.run,
-            &groups.settings,
-            groups.feed.groups.len() as u32,
-            || new_rollout_id(Uuid::now_v7()),
-            Utc::now(),
-        );
+        let now = Utc::now();
+        let events: Vec<Event> = (drawn..drawn + count)
+            .map(|index| {
+                Event::GroupScheduled(draw_group(
+                    &self.run,
+                    &groups.settings,
+                    index,
+                    || new_rollout_id(Uuid::now_v7()),
+                    now,
+                ))
+            })
+            .collect();
         let deps = self.deps.clone();
         let run_id = self.run.run_id.clone();
-        let event = Event::GroupScheduled(scheduled);
         let work = async move {
-            let recorded = journal::append_any(
-                deps.store.as_ref(),
-                &run_stream(&run_id),
-                std::slice::from_ref(&event),
-            )
-            .await;
-            (event, recorded)
+            let recorded =
+                journal::append_any(deps.store.as_ref(), &run_stream(&run_id), &events).await;
+            (events, recorded)
         };
-        ctx.wait(work.into_actor(self).map(|(event, recorded), act, ctx| {
+        ctx.spawn(work.into_actor(self).map(|(events, recorded), act, ctx| {
             let Some(groups) = act.groups.as_mut() else {
                 return;
             };
             groups.drawing = false;
-            match (recorded, &event) {
-                (Ok(_), Event::GroupScheduled(e)) => {
-                    act.deps.metrics.groups_scheduled.inc();
-                    groups.add(e.group, e.rollouts.iter().map(|r| &r.rollout_id));
-                    groups.feed.evolve(&event);
-                    let first = (act.run.rollouts.len() + act.drawn.len()) as u32;
-                    act.drawn.extend(e.rollouts.iter().cloned());
-                    act.pending.extend(first..first + e.rollouts.len() as u32);
-                    act.deps.pending.add(e.rollouts.len());
-                    act.schedule(ctx);
-                }
-                (Err(error), _) => {
-                    // Nothing drawn: try again shortly (a full disk may clear).
-                    tracing::error!(run_id = act.run.run_id, %error, "could not record a group");
-                    ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| {
-                        act.schedule(ctx)
-                    });
-                }
-                _ => {}
+            if let Err(error) = recorded {
+                // Nothing drawn: try again shortly (a full disk may clear).
+                tracing::error!(run_id = act.run.run_id, %error, "could not record a group");
+                ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| {
+                    act.schedule(ctx)
+                });
+                return;
             }
+            for event in &events {
+                let Event::GroupScheduled(e) = event else {
+                    continue;
+                };
+                act.deps.metrics.groups_scheduled.inc();
+                groups.add(e.group, e.rollouts.iter().map(|r| &r.rollout_id));
+                groups.feed.evolve(event);
+                let first = (act.run.rollouts.len() + act.drawn.len()) as u32;
+                act.drawn.extend(e.rollouts.iter().cloned());
+                act.pending.extend(first..first + e.rollouts.len() as u32);
+                act.deps.pending.add(e.rollouts.len());
+            }
+            if act.cancelled {
+                let (_, unstarted) = act.cancel_all();
+                let work = cancel_unstarted(act.deps.clone(), unstarted);
+                ctx.wait(work.into_actor(act).map(|(), act, ctx| act.schedule(ctx)));
+                return;
+            }
+            act.schedule(ctx);
         }));
     }
 
@@ -739,31 +761,7 @@ impl Handler<CancelRollouts> for RunActor {
         let (active, pending) = self.cancel_all();
         let deps = self.deps.clone();
         let work = async move {
-            // Concurrent appends share the log's fsyncs (group commit); one by one,
-            // cancelling a large run would cost one fsync per pending rollout.
-            futures::stream::iter(pending)
-                .for_each_concurrent(CANCEL_CONCURRENCY, |rollout| {
-                    let deps = deps.clone();
-                    async move {
-                        let event = Event::RolloutCancelled(RolloutCancelled {
-                            rollout_id: rollout.rollout_id.clone(),
-                            reason: "run cancelled before the rollout started".to_string(),
-                            cancelled_at: Utc::now(),
-                        });
-                        match journal::finish_rollout(deps.store.as_ref(), &rollout.rollout_id, event).await {
-                            Ok(true) => deps
-                                .metrics
-                                .rollouts_finished
-                                .with_label_values(&["cancelled"])
-                                .inc(),
-                            Ok(false) => {}
-                            Err(error) => {
-                                tracing::error!(rollout_id = rollout.rollout_id, %error, "could not record a cancellation")
-                            }
-                        }
-                    }
-                })
-                .await;
+            cancel_unstarted(deps, pending).await;
             active
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|active, act, ctx| {
@@ -771,6 +769,37 @@ impl Handler<CancelRollouts> for RunActor {
             active
         })))
     }
+}
+
+/// Records rollouts that never started as cancelled with their run.
+async fn cancel_unstarted(deps: Arc<Deps>, rollouts: Vec<ScheduledRollout>) {
+    // Concurrent appends share the log's fsyncs (group commit); one by one,
+    // cancelling a large run would cost one fsync per pending rollout.
+    futures::stream::iter(rollouts)
+        .for_each_concurrent(CANCEL_CONCURRENCY, |rollout| {
+            let deps = deps.clone();
+            async move {
+                let event = Event::RolloutCancelled(RolloutCancelled {
+                    rollout_id: rollout.rollout_id.clone(),
+                    reason: "run cancelled before the rollout started".to_string(),
+                    cancelled_at: Utc::now(),
+                });
+                match journal::finish_rollout(deps.store.as_ref(), &rollout.rollout_id, event)
+                    .await
+                {
+                    Ok(true) => deps
+                        .metrics
+                        .rollouts_finished
+                        .with_label_values(&["cancelled"])
+                        .inc(),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::error!(rollout_id = rollout.rollout_id, %error, "could not record a cancellation")
+                    }
+                }
+            }
+        })
+        .await;
 }
 
 /// Records that the run paused, unless it was cancelled (or paused) meanwhile.

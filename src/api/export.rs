@@ -284,10 +284,19 @@ fn pairs(completed: &[&RolloutView], cap: usize) -> Vec<Item> {
 
 /// Each task of the run as it ran (overrides applied): version, definition hash, tools.
 pub(super) fn task_facts(state: &AppState, run: &RunView) -> HashMap<String, TaskFacts> {
+    task_facts_of(state, run, &run.task_ids)
+}
+
+/// [`task_facts`] of some of the run's tasks only (each builds its environment once).
+pub(super) fn task_facts_of(
+    state: &AppState,
+    run: &RunView,
+    task_ids: &[String],
+) -> HashMap<String, TaskFacts> {
     let Some(scenario) = state.catalog.get(&run.scenario_id) else {
         return HashMap::new();
     };
-    run.task_ids
+    task_ids
         .iter()
         .filter_map(|task_id| {
             let task = crate::scenarios::overrides::apply(

@@ -5,14 +5,15 @@
 //! consumer and of the server; `POST /runs/{run_id}/policy` switches the model
 //! endpoint and version for every later turn (`PolicyUpdated`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
-use super::export::{provenance, task_facts};
+use super::export::{provenance, task_facts_of, TaskFacts};
 use super::validate::Checker;
 use super::AppState;
 use crate::domain::feed::{is_stale, Group};
@@ -28,6 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The longest a consumer may wait for a group in one request.
 const MAX_WAIT_SECS: i64 = 60;
 const MAX_GROUPS_PER_ANSWER: i64 = 100;
+/// How long a waiting consumer lets events gather before it looks again.
+const POLL_SETTLE: Duration = Duration::from_millis(10);
 
 /// The feed's part of a run's status.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -106,7 +109,8 @@ pub struct GroupsAnswer {
     pub consumer: String,
     /// Complete groups this consumer has not acknowledged, by id (a later group that
     /// completes first comes before an earlier one still running).
-    pub groups: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub groups: Vec<Box<RawValue>>,
     /// The run draws no more groups and the consumer acknowledged every one.
     pub done: bool,
 }
@@ -193,11 +197,16 @@ async fn groups(
         if !found.ready.is_empty() || found.done {
             break found;
         }
-        // Wake on the next event the views take in, or give up at the deadline.
+        // Wake on the next event the views take in, or give up at the deadline; then
+        // let more events in before looking again: a busy log would otherwise have
+        // every waiting consumer scan its groups thousands of times a second (the
+        // feed cost the oracle a third of its throughput so).
         let next = state.projections.wait_for(seen);
         if tokio::time::timeout_at(deadline, next).await.is_err() {
             break found;
         }
+        let settle = tokio::time::Instant::now() + POLL_SETTLE;
+        tokio::time::sleep_until(settle.min(deadline)).await;
     };
     let groups = group_bodies(&state, &run_id, found.ready).await?;
     Ok(HttpResponse::Ok().json(GroupsAnswer {
@@ -214,7 +223,18 @@ async fn group_bodies(
     state: &AppState,
     run_id: &str,
     ready: Vec<(u32, Group)>,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Box<RawValue>>, ApiError> {
+    let mut task_ids: Vec<String> = ready.iter().map(|(_, g)| g.task_id.clone()).collect();
+    task_ids.sort_unstable();
+    task_ids.dedup();
+    let facts = state
+        .projections
+        .read(|views| {
+            views
+                .run(run_id)
+                .map(|run| task_facts_of(state, run, &task_ids))
+        })
+        .unwrap_or_default();
     let mut bodies = Vec::with_capacity(ready.len());
     for (index, group) in ready {
         let mut contents = Vec::with_capacity(group.rollout_ids.len());
@@ -223,26 +243,51 @@ async fn group_bodies(
         }
         let body = state.projections.read(|views| {
             let run = views.run(run_id)?;
-            Some(group_body(state, views, run, index, &group, &contents))
+            group_body(views, run, index, &group, &contents, &facts)
         });
         bodies.extend(body);
     }
     Ok(bodies)
 }
 
+/// One group as a consumer receives it: written straight from the rollouts' content,
+/// the `tokens` line spliced in as written (no JSON tree on the way: a busy feed
+/// otherwise spends its time building and dropping them).
+#[derive(Serialize)]
+struct GroupBody<'a> {
+    group_id: u32,
+    task_id: &'a str,
+    rollouts: Vec<RolloutBody<'a>>,
+    stale_count: usize,
+    restarted_count: usize,
+    restarted: &'a [String],
+}
+
+#[derive(Serialize)]
+struct RolloutBody<'a> {
+    rollout_id: &'a str,
+    status: crate::domain::rollout::RolloutStatus,
+    reward: Option<f64>,
+    seed: u64,
+    stale: bool,
+    policy_versions: Vec<Option<&'a str>>,
+    tokens: Option<Box<RawValue>>,
+    messages: &'a [crate::domain::chat::Message],
+    provenance: Value,
+}
+
 fn group_body(
-    state: &AppState,
     views: &Views,
     run: &RunView,
     index: u32,
     group: &Group,
     contents: &[RolloutContent],
-) -> Value {
-    let facts = task_facts(state, run);
+    facts: &HashMap<String, TaskFacts>,
+) -> Option<Box<RawValue>> {
     let recorded = super::token_export::recorded(&run.model);
     let staleness = run.feed.continuous.and_then(|c| c.max_staleness);
     let mut stale_count = 0;
-    let rollouts: Vec<Value> = group
+    let rollouts: Vec<RolloutBody> = group
         .rollout_ids
         .iter()
         .zip(contents)
@@ -254,35 +299,39 @@ fn group_body(
             };
             stale_count += usize::from(stale);
             let task = facts.get(&r.task_id);
-            let tokens = recorded.then(|| {
-                let line = super::token_export::line(content, r.score(), provenance(run, r, task));
-                serde_json::from_str::<Value>(&line).unwrap_or(Value::Null)
-            });
-            Some(json!({
-                "rollout_id": r.rollout_id,
-                "status": r.status,
-                "reward": r.score(),
-                "seed": r.seed,
-                "stale": stale,
-                "policy_versions": content
+            let tokens = recorded
+                .then(|| {
+                    let line =
+                        super::token_export::line(content, r.score(), provenance(run, r, task));
+                    RawValue::from_string(line.trim_end().to_string()).ok()
+                })
+                .flatten();
+            Some(RolloutBody {
+                rollout_id: &r.rollout_id,
+                status: r.status,
+                reward: r.score(),
+                seed: r.seed,
+                stale,
+                policy_versions: content
                     .policies
                     .iter()
                     .map(|&ordinal| run.policy_version(ordinal))
-                    .collect::<Vec<_>>(),
-                "tokens": tokens,
-                "messages": content.trajectory,
-                "provenance": provenance(run, r, task),
-            }))
+                    .collect(),
+                tokens,
+                messages: &content.trajectory,
+                provenance: provenance(run, r, task),
+            })
         })
         .collect();
-    json!({
-        "group_id": index,
-        "task_id": group.task_id,
-        "rollouts": rollouts,
-        "stale_count": stale_count,
-        "restarted_count": group.restarted.len(),
-        "restarted": group.restarted,
-    })
+    let body = GroupBody {
+        group_id: index,
+        task_id: &group.task_id,
+        rollouts,
+        stale_count,
+        restarted_count: group.restarted.len(),
+        restarted: &group.restarted,
+    };
+    serde_json::value::to_raw_value(&body).ok()
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -505,15 +505,15 @@ impl Views {
     }
 
     /// A run's groups: a continuous run's as drawn, an ordinary run's per task.
-    pub fn groups(&self, run: &RunView) -> Vec<Group> {
+    pub fn groups<'a>(&self, run: &'a RunView) -> std::borrow::Cow<'a, [Group]> {
         if run.feed.continuous.is_some() {
-            return run.feed.groups.clone();
+            return std::borrow::Cow::Borrowed(&run.feed.groups);
         }
-        groups_of_launch(run.rollout_ids.iter().filter_map(|id| {
+        std::borrow::Cow::Owned(groups_of_launch(run.rollout_ids.iter().filter_map(|id| {
             self.rollouts
                 .get(id)
                 .map(|r| (r.rollout_id.as_str(), r.task_id.as_str()))
-        }))
+        })))
     }
 
     /// Rollouts of a run that have not finished, in launch order.
