@@ -124,19 +124,26 @@ struct Found {
 
 fn find(views: &Views, run: &RunView, consumer: &str, after: Option<u32>, limit: usize) -> Found {
     let groups = views.groups(run);
-    let acked = run.feed.consumed.get(consumer);
-    let taken = |i: usize| acked.is_some_and(|a| a.contains(&(i as u32)));
-    let first = after.map_or(0, |a| a as usize + 1);
+    let empty = BTreeSet::new();
+    let acked = run.feed.consumed.get(consumer).unwrap_or(&empty);
+    // A consumer usually acknowledges in order: when it has taken groups 0..n, the
+    // search starts at n, so a long run's poll does not walk its whole history.
+    let prefix = match acked.last() {
+        Some(&last) if last as usize + 1 == acked.len() => acked.len(),
+        _ => 0,
+    };
+    let first = prefix.max(after.map_or(0, |a| a as usize + 1));
     let ready: Vec<(u32, Group)> = groups
         .iter()
         .enumerate()
         .skip(first)
-        .filter(|(i, g)| !taken(*i) && is_complete(views, g))
+        .filter(|(i, g)| !acked.contains(&(*i as u32)) && is_complete(views, g))
         .take(limit)
         .map(|(i, g)| (i as u32, g.clone()))
         .collect();
     let finished = run.counts.finished() == run.counts.total && !run.open();
-    let done = finished && (0..groups.len()).all(taken);
+    // Only existing groups can be acknowledged (the ack checks), so this is "all".
+    let done = finished && acked.len() >= groups.len();
     Found { ready, done }
 }
 
