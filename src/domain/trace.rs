@@ -8,7 +8,9 @@
 //! extend the whole previous sequence (a chat server that re-rendered the conversation
 //! differently, "retokenization drift"), the sequence is cut back to what the new
 //! prompt kept and the turn is listed in [`TokenTrace::rewritten`]: the ids are then
-//! what the last prompt saw, and the sampled ids cut away are reported, not hidden.
+//! what the last prompt saw, and the sampled ids cut away are reported, not hidden;
+//! earlier turns' offsets are cut back with them (a turn wholly cut away has empty
+//! ranges at the cut).
 //!
 //! Decoding happens here, when a rollout's content is read; the views' fold never
 //! calls it.
@@ -87,6 +89,13 @@ impl TokenTrace {
             self.ids.truncate(reused);
             self.mask.truncate(reused);
             self.logprobs.truncate(reused);
+            // Earlier turns keep only what is left of them: their offsets always
+            // point into the sequence as rebuilt, never past what the new prompt kept.
+            for earlier in &mut self.turns {
+                earlier.prompt = earlier.prompt.start.min(reused)..earlier.prompt.end.min(reused);
+                earlier.completion =
+                    earlier.completion.start.min(reused)..earlier.completion.end.min(reused);
+            }
         }
         let prompt = tokens.prompt.ids().map_err(packed)?;
         let (completion, logprobs) = tokens.completion.decode().map_err(packed)?;
@@ -187,5 +196,15 @@ mod tests {
         assert_eq!(trace.mask, [0, 0, 0, 0, 1]);
         assert_eq!(trace.rewritten, [1]);
         assert!(!trace.has_logprobs);
+        // The first turn's prompt lost its last id and its completion all of its ids
+        // to the rewrite: its offsets say so instead of pointing at the new prompt.
+        assert_eq!(trace.turns[0].prompt, 0..2);
+        assert_eq!(trace.turns[0].completion, 2..2);
+        assert_eq!(trace.turns[1].prompt, 2..4);
+        assert_eq!(trace.turns[1].completion, 4..5);
+        for turn in &trace.turns {
+            assert!(turn.completion.end <= trace.ids.len());
+            assert!(trace.mask[turn.completion.clone()].iter().all(|&m| m == 1));
+        }
     }
 }
