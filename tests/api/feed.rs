@@ -368,23 +368,26 @@ async fn rollout_turns(app: &TestApp, run_id: &str, rollout_id: &str) -> Vec<Val
         .collect()
 }
 
-#[actix_web::test]
-async fn a_policy_switch_mid_rollout_is_recorded_on_every_later_turn_and_a_stale_rollout_is_marked()
-{
+/// Two model servers (the old one slow, so that its first turn is in flight) and a
+/// continuous run of one rollout per group on the old one, switched to the new one
+/// (`v1`) while that first turn runs.
+struct Switched {
+    app: TestApp,
+    run_id: String,
+    old: crate::helpers::FakeModel,
+    new: crate::helpers::FakeModel,
+}
+
+async fn switch_during_the_first_turn(continuous: Value) -> Switched {
     let old = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
     let new = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 0 }).await;
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
-    let body = fake_model_run(
-        &task,
-        &old.address,
-        json!({"max_groups": 2, "max_staleness": 0, "on_stale": "finish"}),
-    );
+    let body = fake_model_run(&task, &old.address, continuous);
     let run_id = app.launch(&body).await["run_id"]
         .as_str()
         .unwrap()
         .to_string();
-    // The first turn is with the old server: switch while it thinks.
     asked(&old.requests, 1).await;
     let switched = app
         .post(
@@ -395,7 +398,26 @@ async fn a_policy_switch_mid_rollout_is_recorded_on_every_later_turn_and_a_stale
     assert_eq!(switched.status(), StatusCode::OK);
     let switched: Value = switched.json().await.unwrap();
     assert_eq!(switched["ordinal"], 1);
+    Switched {
+        app,
+        run_id,
+        old,
+        new,
+    }
+}
 
+#[actix_web::test]
+async fn a_policy_switch_mid_rollout_is_recorded_on_every_later_turn_and_a_stale_rollout_is_marked()
+{
+    let Switched {
+        app,
+        run_id,
+        old,
+        new,
+    } = switch_during_the_first_turn(
+        json!({"max_groups": 2, "max_staleness": 0, "on_stale": "finish"}),
+    )
+    .await;
     let mut taken = BTreeSet::new();
     let groups = consume_all(&app.client, &app.address, &run_id, "trainer", &mut taken).await;
     assert_eq!(groups.len(), 2);
@@ -421,28 +443,10 @@ async fn a_policy_switch_mid_rollout_is_recorded_on_every_later_turn_and_a_stale
 
 #[actix_web::test]
 async fn a_rollout_more_than_max_staleness_behind_is_restarted_from_scratch_under_the_new_policy() {
-    let old = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 300 }).await;
-    let new = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 0 }).await;
-    let app = spawn_app().await;
-    let task = first_hr_task(&app).await;
-    let body = fake_model_run(
-        &task,
-        &old.address,
+    let Switched { app, run_id, .. } = switch_during_the_first_turn(
         json!({"max_groups": 1, "max_staleness": 0, "on_stale": "restart"}),
-    );
-    let run_id = app.launch(&body).await["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    asked(&old.requests, 1).await;
-    let switched = app
-        .post(
-            &format!("/runs/{run_id}/policy"),
-            &json!({"version": "v1", "base_url": new.address}),
-        )
-        .await;
-    assert_eq!(switched.status(), StatusCode::OK);
-
+    )
+    .await;
     let mut taken = BTreeSet::new();
     let groups = consume_all(&app.client, &app.address, &run_id, "trainer", &mut taken).await;
     assert_eq!(groups.len(), 1);
