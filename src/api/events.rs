@@ -135,7 +135,7 @@ async fn run_events(
             .collect();
         streams.insert(run_stream(&run_id));
         // A finished run's events all lie before what the views have applied.
-        let finished = run.counts.finished() == run.counts.total;
+        let finished = run.counts.finished() == run.counts.total && !run.open();
         let end = finished.then(|| views.next_position());
         Ok::<_, ApiError>((streams, run.position, end))
     })?;
@@ -208,6 +208,18 @@ impl Feed {
                     return None;
                 }
             };
+            // A continuous run's rollouts are drawn as it goes: follow them too.
+            if let Scope::Run { streams, .. } = &mut self.scope {
+                match &event {
+                    Event::GroupScheduled(e) => {
+                        streams.extend(e.rollouts.iter().map(|r| rollout_stream(&r.rollout_id)))
+                    }
+                    Event::RolloutRestarted(e) => {
+                        streams.insert(rollout_stream(&e.rollout.rollout_id));
+                    }
+                    _ => {}
+                }
+            }
             self.check_end(&recorded, &event).await;
             self.last_sent = tokio::time::Instant::now();
             return Some(frame(&recorded, &event));
@@ -236,7 +248,7 @@ impl Feed {
         self.end = self.projections.read(|views| {
             let over = views
                 .run(run_id)
-                .is_none_or(|run| run.counts.finished() == run.counts.total);
+                .is_none_or(|run| run.counts.finished() == run.counts.total && !run.open());
             over.then(|| views.next_position())
         });
     }

@@ -476,3 +476,34 @@ async fn a_rollout_more_than_max_staleness_behind_is_restarted_from_scratch_unde
     );
     app.stop().await;
 }
+
+/// A continuous run's live events follow the rollouts it draws after the stream
+/// opened, and end with the run, not when the rollouts drawn so far have ended.
+#[actix_web::test]
+async fn a_continuous_runs_event_stream_follows_its_drawn_rollouts_to_the_end() {
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let body = continuous(
+        builtin_run("oracle", &[&task], 1),
+        json!({"max_groups": 3, "max_unconsumed_groups": 1}),
+    );
+    let run_id = app.launch(&body).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut events = crate::helpers::Sse::open(&app, &format!("/runs/{run_id}/events"), None).await;
+    // The run holds back after one complete group until it is acknowledged.
+    let mut acked = BTreeSet::new();
+    let consumer = async {
+        consume_all(&app.client, &app.address, &run_id, "trainer", &mut acked).await;
+    };
+    let (all, ()) = tokio::join!(events.rest(), consumer);
+    let count = |kind: &str| all.iter().filter(|e| e.event == kind).count();
+    assert_eq!(count("GroupScheduled"), 3);
+    assert_eq!(count("RolloutCompleted"), 3);
+    // Groups 0 and 1 had to be acknowledged before the next could start; the last
+    // acknowledgement comes after the run's end, where the stream ends.
+    assert_eq!(count("GroupConsumed"), 2);
+    assert_eq!(acked.len(), 3);
+    app.stop().await;
+}
