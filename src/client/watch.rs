@@ -72,11 +72,16 @@ pub async fn watch(client: &Client, run_id: &str, quiet: bool) -> Result<Value, 
     Ok(status)
 }
 
-/// Every rollout has ended, or the run is paused (nothing runs until a resume).
+/// Every rollout has ended and no more will be drawn (a continuous run's state says
+/// so), or the run is paused (nothing runs until a resume).
 pub fn finished(status: &Value) -> bool {
     let count = |field: &str| status[field].as_u64().unwrap_or(0);
+    let drawing = status["feed"].is_object()
+        && !["completed", "failed", "cancelled"]
+            .iter()
+            .any(|s| status["status"] == *s);
     status["paused"] == true
-        || count("completed") + count("failed") + count("cancelled") >= count("total")
+        || (!drawing && count("completed") + count("failed") + count("cancelled") >= count("total"))
 }
 
 /// Reads the run's event stream until the server ends it, refreshing the counts
@@ -296,5 +301,17 @@ mod tests {
             error.to_string().contains("max_total_tokens 300"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_continuous_run_between_groups_is_not_finished() {
+        let between = json!({"run_id": "run_c", "status": "running", "total": 8,
+                             "completed": 8, "failed": 0, "cancelled": 0, "paused": false,
+                             "feed": {"groups_scheduled": 1}});
+        assert!(!finished(&between));
+        let over = json!({"run_id": "run_c", "status": "completed", "total": 16,
+                          "completed": 16, "failed": 0, "cancelled": 0, "paused": false,
+                          "feed": {"groups_scheduled": 2}});
+        assert!(finished(&over));
     }
 }
