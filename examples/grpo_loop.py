@@ -52,6 +52,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--agent", choices=["oracle", "noop"], default="oracle",
                         help="the builtin agent that plays the policy (default: oracle)")
+    parser.add_argument("--model-url", default=None,
+                        help="an OpenAI-compatible server that plays the policy instead "
+                             "(provider custom, e.g. vLLM); each published version is "
+                             "served there too")
     parser.add_argument("--scenario", default="hr", help="scenario (default: hr)")
     parser.add_argument("--tasks", default="",
                         help="comma-separated task ids to draw from (default: the "
@@ -127,19 +131,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     client = Client(args.url, token=args.token)
     tasks = [t for t in args.tasks.split(",") if t] or default_tasks(client, args.scenario)
 
+    if args.model_url:
+        model_config = {"model": "policy", "provider": "custom",
+                        "base_url": args.model_url, "policy_version": "step-0"}
+    else:
+        model_config = {"model": args.agent, "provider": "builtin"}
     run = client.launch(
         scenario_id=args.scenario,
         task_ids=tasks,
         rollout_count=args.group_size,
         max_parallel=args.max_parallel,
-        model_config={"model": args.agent, "provider": "builtin"},
+        model_config=model_config,
         continuous=Continuous(
             max_groups=args.groups,
             max_unconsumed_groups=args.max_unconsumed,
             seed=args.seed,
         ),
     )
-    print(f"launched {run.run_id}: {args.agent} on {len(tasks)} tasks, "
+    agent = args.model_url or args.agent
+    print(f"launched {run.run_id}: {agent} on {len(tasks)} tasks, "
           f"groups of {args.group_size}", flush=True)
 
     trainer = Trainer()
@@ -154,7 +164,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             consumed += 1
             if consumed % args.policy_every == 0:
                 # New weights: every later model turn of the run is written by them.
-                policy = run.set_policy(trainer.publish()).version
+                # (A real trainer names the server now holding them: with vLLM,
+                # the same endpoint after a weight update.)
+                policy = run.set_policy(trainer.publish(), args.model_url).version
                 policy_updates += 1
             # The update is done (and, in a real trainer, checkpointed): only now is
             # the group acknowledged, so a crash before this line redelivers it.

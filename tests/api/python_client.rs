@@ -173,3 +173,98 @@ async fn grpo_loop_example_trains_on_six_groups_and_prints_its_summary() {
     assert_eq!(feed["policy_version"], "step-6", "{status}");
     app.stop().await;
 }
+
+/// `rl-gym load fake-model`: an OpenAI-compatible server answering after `latency_ms`
+/// (one tool call, then a final answer); killed on drop.
+struct FakeModelProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl FakeModelProcess {
+    fn start() -> FakeModelProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rl-gym"))
+            .args([
+                "load",
+                "fake-model",
+                "--latency-ms",
+                "5",
+                "--tool-turns",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the fake model starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("fake model listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        FakeModelProcess { child, url }
+    }
+}
+
+impl Drop for FakeModelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn grpo_loop_example_drives_a_model_server_and_switches_its_policy() {
+    let model = FakeModelProcess::start();
+    let app = spawn_app().await;
+    let run = python(
+        &app.address,
+        &[
+            "examples/grpo_loop.py",
+            "--url",
+            &app.address,
+            "--model-url",
+            &model.url,
+            "--groups",
+            "4",
+            "--group-size",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.report());
+    let summary = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .unwrap_or_else(|| panic!("no summary line: {}", run.report()));
+    for part in ["groups=4", "acked=4", "rollouts=8", "policy=step-4"] {
+        assert!(
+            summary.contains(part),
+            "{part} in {summary:?}: {}",
+            run.report()
+        );
+    }
+    let run_id = summary
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("run="))
+        .unwrap_or_else(|| panic!("no run id in {summary:?}"));
+    // The model server answered every turn: each rollout called a tool, then answered,
+    // and the policy in force at the end is the last one the example published.
+    let status = app
+        .get_json(&format!("/runs/{run_id}?rollouts=false"))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["completed"], 8, "{status}");
+    assert_eq!(status["feed"]["policy_version"], "step-4", "{status}");
+    assert_eq!(status["feed"]["policy_ordinal"], 2, "{status}");
+    assert!(
+        status["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    app.stop().await;
+}
