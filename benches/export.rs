@@ -133,6 +133,7 @@ fn main() {
                         rollout_id: id.clone(),
                         task_id: TASK.into(),
                         seed: i as u64,
+                        instance_seed: 0,
                     })
                     .collect(),
                 launched_at: Utc::now(),

@@ -105,6 +105,7 @@ impl Gym {
                 task_id: scheduled.task_id.clone(),
                 // The source's seed: the copied calls rebuild the source's environment.
                 seed: scheduled.seed,
+                instance_seed: scheduled.instance_seed,
             })
             .collect();
         let fork = RunLaunched {

@@ -78,13 +78,23 @@ impl Gym {
             .catalog
             .get(&run.scenario_id)
             .ok_or_else(|| ReverifyRefusal::ScenarioGone(run.scenario_id.clone()))?;
+        // Each task instance the run's rollouts played, with the overrides.
         let mut tasks = BTreeMap::new();
-        for task_id in &run.task_ids {
+        for scheduled in &run.rollouts {
+            let key = (scheduled.task_id.clone(), scheduled.instance_seed);
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            let task_id = &scheduled.task_id;
             let task_override = merged(run.task_overrides.get(task_id), overrides.get(task_id));
-            let task =
-                crate::scenarios::overrides::apply(scenario, task_id, task_override.as_ref())
-                    .map_err(|e| ReverifyRefusal::BadOverride(task_id.clone(), e))?;
-            tasks.insert(task_id.clone(), task);
+            let task = crate::scenarios::overrides::apply(
+                scenario,
+                task_id,
+                task_override.as_ref(),
+                scheduled.instance_seed,
+            )
+            .map_err(|e| ReverifyRefusal::BadOverride(task_id.clone(), e))?;
+            tasks.insert(key, task);
         }
         let keys = self
             .deps
@@ -96,7 +106,7 @@ impl Gym {
         let (tasks, overrides, keys) = (&tasks, &overrides, &keys);
         let rescored: Vec<Option<Rescored>> = futures::stream::iter(&run.rollouts)
             .map(|scheduled| async move {
-                let task = &tasks[&scheduled.task_id];
+                let task = &tasks[&(scheduled.task_id.clone(), scheduled.instance_seed)];
                 let judge_key = keys.judge_model.clone();
                 self.reverify_one(
                     run,

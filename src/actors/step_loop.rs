@@ -314,6 +314,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
         scenario,
         &rollout.task_id,
         run.task_overrides.get(&rollout.task_id),
+        rollout.instance_seed,
     )
     .map_err(Failure)?;
     let mut tools = match &run.model.tool_server_url {

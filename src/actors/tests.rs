@@ -417,6 +417,7 @@ fn run(run_id: &str, model: &str, rollouts: usize) -> RunLaunched {
                 rollout_id: format!("rol_{run_id}_{i}"),
                 task_id: task_id.clone(),
                 seed: 7 + i as u64,
+                instance_seed: 0,
             })
             .collect(),
         launched_at: Utc::now(),

@@ -179,7 +179,7 @@ async fn export(
                 .map(|r| Item::One(r.rollout_id.clone()))
                 .collect(),
         };
-        let facts = task_facts(&state, run);
+        let facts = task_facts(&state, views, run);
         Ok::<_, ApiError>((items, facts))
     })?;
 
@@ -282,27 +282,42 @@ fn pairs(completed: &[&RolloutView], cap: usize) -> Vec<Item> {
     items
 }
 
-/// Each task of the run as it ran (overrides applied): version, definition hash, tools.
-pub(super) fn task_facts(state: &AppState, run: &RunView) -> HashMap<String, TaskFacts> {
-    task_facts_of(state, run, &run.task_ids)
+/// A task as one of the run's rollouts ran it: its id and its family instance.
+pub(super) type TaskKey = (String, u64);
+
+/// Each task instance of the run as it ran (overrides applied): version, definition
+/// hash, tools.
+pub(super) fn task_facts(
+    state: &AppState,
+    views: &crate::projections::Views,
+    run: &RunView,
+) -> HashMap<TaskKey, TaskFacts> {
+    let keys: std::collections::BTreeSet<TaskKey> = run
+        .rollout_ids
+        .iter()
+        .filter_map(|id| views.rollout(id))
+        .map(|r| (r.task_id.clone(), r.instance_seed))
+        .collect();
+    task_facts_of(state, run, &keys.into_iter().collect::<Vec<_>>())
 }
 
-/// [`task_facts`] of some of the run's tasks only (each builds its environment once).
+/// [`task_facts`] of some of the run's task instances only (each builds its
+/// environment once).
 pub(super) fn task_facts_of(
     state: &AppState,
     run: &RunView,
-    task_ids: &[String],
-) -> HashMap<String, TaskFacts> {
+    keys: &[TaskKey],
+) -> HashMap<TaskKey, TaskFacts> {
     let Some(scenario) = state.catalog.get(&run.scenario_id) else {
         return HashMap::new();
     };
-    task_ids
-        .iter()
-        .filter_map(|task_id| {
+    keys.iter()
+        .filter_map(|(task_id, instance_seed)| {
             let task = crate::scenarios::overrides::apply(
                 scenario,
                 task_id,
                 run.task_overrides.get(task_id),
+                *instance_seed,
             )
             .ok()?;
             let definition = serde_json::to_vec(&task).unwrap_or_default();
@@ -318,7 +333,7 @@ pub(super) fn task_facts_of(
                     .unwrap_or_default(),
             };
             Some((
-                task_id.clone(),
+                (task_id.clone(), *instance_seed),
                 TaskFacts {
                     version: task.version.clone(),
                     hash: format!("sha256:{}", hex::encode(Sha256::digest(&definition))),
@@ -347,6 +362,7 @@ pub(super) fn provenance(run: &RunView, r: &RolloutView, facts: Option<&TaskFact
         "task_sha256": facts.map(|f| f.hash.as_str()),
         "model_config": ModelConfigView::of(&run.model),
         "seed": r.seed,
+        "instance_seed": r.instance_seed,
         "client_context": run.client_context(&r.task_id),
         "rl_gym_version": env!("CARGO_PKG_VERSION"),
     })
@@ -359,7 +375,7 @@ fn line(
     item: &Item,
     contents: &[RolloutContent],
     format: Format,
-    facts: &HashMap<String, TaskFacts>,
+    facts: &HashMap<TaskKey, TaskFacts>,
 ) -> String {
     let rollout = |id: &str| {
         let r = views.rollout(id)?;
@@ -369,13 +385,13 @@ fn line(
         Item::One(id) if format == Format::Tokens => {
             return rollout(id)
                 .map(|(run, r)| {
-                    let task = facts.get(&r.task_id);
+                    let task = facts.get(&(r.task_id.clone(), r.instance_seed));
                     super::token_export::line(&contents[0], r.score(), provenance(run, r, task))
                 })
                 .unwrap_or_default();
         }
         Item::One(id) => rollout(id).map(|(run, r)| {
-            let task = facts.get(&r.task_id);
+            let task = facts.get(&(r.task_id.clone(), r.instance_seed));
             let tools = task.map(|f| f.tools.clone()).unwrap_or_default();
             let mut line = json!({
                 "messages": contents[0].trajectory,
@@ -397,7 +413,7 @@ fn line(
             rollout(chosen)
                 .zip(rollout(rejected))
                 .map(|((run, c), (_, r))| {
-                    let task = facts.get(&c.task_id);
+                    let task = facts.get(&(c.task_id.clone(), c.instance_seed));
                     let (c_content, r_content) = (&contents[0], &contents[1]);
                     let (prompt, chosen) = c_content
                         .trajectory

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::export::{provenance, task_facts_of, TaskFacts};
+use super::export::{provenance, task_facts_of, TaskFacts, TaskKey};
 use super::validate::Checker;
 use super::AppState;
 use crate::domain::feed::{is_stale, Group};
@@ -231,15 +231,18 @@ async fn group_bodies(
     run_id: &str,
     ready: Vec<(u32, Group)>,
 ) -> Result<Vec<Box<RawValue>>, ApiError> {
-    let mut task_ids: Vec<String> = ready.iter().map(|(_, g)| g.task_id.clone()).collect();
-    task_ids.sort_unstable();
-    task_ids.dedup();
+    let mut keys: Vec<TaskKey> = ready
+        .iter()
+        .map(|(_, g)| (g.task_id.clone(), g.instance_seed))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
     let facts = state
         .projections
         .read(|views| {
             views
                 .run(run_id)
-                .map(|run| task_facts_of(state, run, &task_ids))
+                .map(|run| task_facts_of(state, run, &keys))
         })
         .unwrap_or_default();
     let mut bodies = Vec::with_capacity(ready.len());
@@ -264,6 +267,7 @@ async fn group_bodies(
 struct GroupBody<'a> {
     group_id: u32,
     task_id: &'a str,
+    instance_seed: u64,
     rollouts: Vec<RolloutBody<'a>>,
     stale_count: usize,
     restarted_count: usize,
@@ -289,7 +293,7 @@ fn group_body(
     index: u32,
     group: &Group,
     contents: &[RolloutContent],
-    facts: &HashMap<String, TaskFacts>,
+    facts: &HashMap<TaskKey, TaskFacts>,
 ) -> Option<Box<RawValue>> {
     let recorded = super::token_export::recorded(&run.model);
     let staleness = run.feed.continuous.and_then(|c| c.max_staleness);
@@ -305,7 +309,7 @@ fn group_body(
                 _ => false,
             };
             stale_count += usize::from(stale);
-            let task = facts.get(&r.task_id);
+            let task = facts.get(&(r.task_id.clone(), r.instance_seed));
             let tokens = recorded
                 .then(|| {
                     let line =
@@ -333,6 +337,7 @@ fn group_body(
     let body = GroupBody {
         group_id: index,
         task_id: &group.task_id,
+        instance_seed: group.instance_seed,
         rollouts,
         stale_count,
         restarted_count: group.restarted.len(),

@@ -38,6 +38,8 @@ pub struct LaunchRequest {
     pub tool_faults: Option<ToolFaults>,
     pub budget: Option<Budget>,
     pub continuous: Option<ContinuousSettings>,
+    /// The task-family instances each task runs (`[0]`: the tasks as written).
+    pub instance_seeds: Vec<u64>,
 }
 
 /// `POST /runs`: the body `parse` reads (documented in the OpenAPI schema).
@@ -72,6 +74,11 @@ pub struct LaunchBody {
     /// Keep drawing groups of `rollout_count` rollouts of one task (an extension,
     /// for online training; see `GET /runs/{run_id}/groups`).
     pub continuous: Option<ContinuousBody>,
+    /// Instances of each task family to run, seeds 0..n, 1–1,000 (default 1: instance
+    /// 0, the task as written); `rollout_count` rollouts of each form a group.
+    pub instances_per_task: Option<u32>,
+    /// Or exactly these instance seeds (at most 1,000).
+    pub instance_seeds: Option<Vec<u64>>,
 }
 
 /// A continuous run's settings.
@@ -390,6 +397,20 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
             "value_error",
         );
     }
+    let instance_seeds = parse_instances(&mut c, obj);
+    if let (Some(ids), Some(seeds)) = (&task_ids, &instance_seeds) {
+        let total = (ids.len() as i64)
+            .saturating_mul(seeds.len() as i64)
+            .saturating_mul(rollout_count);
+        if continuous.is_none() && total > MAX_ROLLOUTS_PER_RUN {
+            c.push(
+                root,
+                "rollout_count",
+                format!("A run may have at most {MAX_ROLLOUTS_PER_RUN} rollouts (task_ids × instances × rollout_count)"),
+                "less_than_equal",
+            );
+        }
+    }
     let task_overrides = parse_task_overrides(&mut c, obj, task_ids.as_deref());
     let tool_faults = c
         .opt_object(obj, root, "tool_faults")
@@ -420,7 +441,62 @@ pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
         tool_faults,
         budget,
         continuous,
+        instance_seeds: instance_seeds.unwrap_or_else(|| vec![0]),
     })
+}
+
+/// The most instances of each task one launch may run.
+const MAX_INSTANCES: i64 = 1_000;
+
+/// `instances_per_task` (seeds 0..n) or `instance_seeds`, not both; `None` when either
+/// is wrong (reported) or neither is given.
+fn parse_instances(c: &mut Checker, obj: &Map<String, Value>) -> Option<Vec<u64>> {
+    let root: &[&str] = &["body"];
+    let per_task = c.opt_int(obj, root, "instances_per_task", 1, MAX_INSTANCES);
+    let explicit = match obj.get("instance_seeds") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let seeds: Option<Vec<u64>> = items.iter().map(Value::as_u64).collect();
+            match seeds {
+                Some(seeds) if !seeds.is_empty() && seeds.len() as i64 <= MAX_INSTANCES => {
+                    Some(seeds)
+                }
+                _ => {
+                    c.push(
+                        root,
+                        "instance_seeds",
+                        format!(
+                            "Input should be a list of 1–{MAX_INSTANCES} non-negative integers"
+                        ),
+                        "list_type",
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(_) => {
+            c.push(
+                root,
+                "instance_seeds",
+                "Input should be a valid list",
+                "list_type",
+            );
+            return None;
+        }
+    };
+    match (per_task, explicit) {
+        (Some(_), Some(_)) => {
+            c.push(
+                root,
+                "instance_seeds",
+                "Give instances_per_task or instance_seeds, not both",
+                "value_error",
+            );
+            None
+        }
+        (Some(n), None) => Some((0..n as u64).collect()),
+        (None, explicit) => explicit,
+    }
 }
 
 /// The most complete groups a continuous run may hold for its consumers.

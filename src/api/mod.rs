@@ -92,11 +92,13 @@ impl AppState {
         scenario_id: &str,
         task_id: &str,
         task_override: Option<&serde_json::Value>,
-        seed: u64,
+        (seed, instance_seed): (u64, u64),
         recorded: Option<(&[ToolCallView], &[NpcReplied])>,
     ) -> Option<serde_json::Value> {
         let scenario = self.catalog.get(scenario_id)?;
-        let task = &crate::scenarios::overrides::apply(scenario, task_id, task_override).ok()?;
+        let task =
+            &crate::scenarios::overrides::apply(scenario, task_id, task_override, instance_seed)
+                .ok()?;
         let (calls, replies) = recorded.unwrap_or((&[], &[]));
         let calls = calls.iter().map(|c| {
             crate::tools::replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref())

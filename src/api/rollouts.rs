@@ -183,7 +183,7 @@ async fn artifacts(
                 artifacts,
                 r.scenario_id.clone(),
                 task_override,
-                r.seed,
+                (r.seed, r.instance_seed),
                 remote,
             ))
         })?;

@@ -104,14 +104,18 @@ async fn launch_run(
         Some(_) => &[],
         None => &request.task_ids,
     };
+    // Per task, `rollout_count` rollouts of each instance (a group each).
     for task_id in fixed {
-        for _ in 0..request.rollout_count {
-            let rollout_id = new_rollout_id(Uuid::now_v7());
-            rollouts.push(ScheduledRollout {
-                seed: rollout_seed(&rollout_id),
-                rollout_id,
-                task_id: task_id.clone(),
-            });
+        for &instance_seed in &request.instance_seeds {
+            for _ in 0..request.rollout_count {
+                let rollout_id = new_rollout_id(Uuid::now_v7());
+                rollouts.push(ScheduledRollout {
+                    seed: rollout_seed(&rollout_id),
+                    rollout_id,
+                    task_id: task_id.clone(),
+                    instance_seed,
+                });
+            }
         }
     }
     let prices = state.gym.prices();
@@ -195,7 +199,8 @@ fn validate_launch(state: &AppState, body: &Value) -> Result<LaunchRequest, ApiE
     }
     let mut problems = Vec::new();
     for (task_id, value) in &request.task_overrides {
-        if let Err(message) = crate::scenarios::overrides::apply(scenario, task_id, Some(value)) {
+        if let Err(message) = crate::scenarios::overrides::apply(scenario, task_id, Some(value), 0)
+        {
             problems.push(crate::error::FieldError {
                 loc: vec![
                     json!("body"),
@@ -460,7 +465,7 @@ async fn get_rollout(
             &detail.scenario_id,
             &detail.task_id,
             detail.task_override.as_ref(),
-            detail.seed,
+            (detail.seed, detail.instance_seed),
             Some((&detail.tool_calls, &detail.npc_replies)),
         );
     }

@@ -200,6 +200,8 @@ pub struct RolloutDetail {
     pub task_id: String,
     pub status: RolloutStatus,
     pub seed: u64,
+    /// Which instance of the task family it played (0: the task as written).
+    pub instance_seed: u64,
     pub steps: u32,
     pub max_steps: u32,
     pub score: Option<f64>,
@@ -375,6 +377,7 @@ impl RolloutDetail {
             task_id: r.task_id.clone(),
             status: r.status,
             seed: r.seed,
+            instance_seed: r.instance_seed,
             steps: r.steps,
             max_steps: r.max_steps,
             score: r.score(),

@@ -141,9 +141,13 @@ async fn step_states(
     let catalog = state.catalog.clone();
     let states = web::block(move || {
         let scenario = catalog.get(&rollout.scenario_id)?;
-        let task =
-            crate::scenarios::overrides::apply(scenario, &rollout.task_id, task_override.as_ref())
-                .ok()?;
+        let task = crate::scenarios::overrides::apply(
+            scenario,
+            &rollout.task_id,
+            task_override.as_ref(),
+            rollout.instance_seed,
+        )
+        .ok()?;
         let mut env = crate::tools::Environment::new(scenario, &task, rollout.seed).ok()?;
         let initial = env.state();
         let mut previous = initial.clone();

@@ -99,6 +99,14 @@ pub struct ScheduledRollout {
     pub task_id: String,
     /// Seeds the rollout's environment (simulated ids and clock).
     pub seed: u64,
+    /// Which instance of a task family it plays (0: the task as written). Optional
+    /// within v1.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub instance_seed: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where a forked run branches off: the source rollout and the step after which its

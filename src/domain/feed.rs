@@ -17,6 +17,8 @@ use super::events::{ContinuousSettings, Event, GroupScheduled, RunLaunched, Sche
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
     pub task_id: String,
+    /// The task family's instance all its rollouts play (0: the task as written).
+    pub instance_seed: u64,
     pub rollout_ids: Vec<String>,
     /// Rollouts replaced because they went stale (`on_stale: restart`).
     pub restarted: Vec<String>,
@@ -64,6 +66,7 @@ impl Feed {
             Event::GroupScheduled(e) if e.group as usize == self.groups.len() => {
                 self.groups.push(Group {
                     task_id: e.task_id.clone(),
+                    instance_seed: e.rollouts.first().map_or(0, |r| r.instance_seed),
                     rollout_ids: e.rollouts.iter().map(|r| r.rollout_id.clone()).collect(),
                     restarted: vec![],
                 });
@@ -111,15 +114,18 @@ impl Feed {
     }
 }
 
-/// The groups of an ordinary run: each task's rollouts, tasks in the order they first
-/// appear in the launch.
-pub fn groups_of_launch<'a>(rollouts: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Group> {
+/// The groups of an ordinary run: the rollouts of each task instance, in the order
+/// they first appear in the launch.
+pub fn groups_of_launch<'a>(
+    rollouts: impl IntoIterator<Item = (&'a str, &'a str, u64)>,
+) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    for (rollout_id, task_id) in rollouts {
-        let at = *index.entry(task_id).or_insert_with(|| {
+    let mut index: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+    for (rollout_id, task_id, instance_seed) in rollouts {
+        let at = *index.entry((task_id, instance_seed)).or_insert_with(|| {
             groups.push(Group {
                 task_id: task_id.to_string(),
+                instance_seed,
                 rollout_ids: vec![],
                 restarted: vec![],
             });
@@ -142,11 +148,14 @@ pub fn draw_group(
 ) -> GroupScheduled {
     let pick = draw(settings.seed, group, u32::MAX);
     let task_id = run.task_ids[(pick % run.task_ids.len().max(1) as u64) as usize].clone();
+    // A family's instance, drawn too (a task without parameters has only one).
+    let instance_seed = draw(settings.seed, group, u32::MAX - 1);
     let rollouts = (0..run.rollout_count)
         .map(|i| ScheduledRollout {
             rollout_id: new_id(),
             task_id: task_id.clone(),
             seed: draw(settings.seed, group, i),
+            instance_seed,
         })
         .collect();
     GroupScheduled {
@@ -245,6 +254,7 @@ mod tests {
                         rollout_id: id.to_string(),
                         task_id: "t".into(),
                         seed: 1,
+                        instance_seed: 0,
                     })
                     .collect(),
                 scheduled_at: now,
@@ -263,6 +273,7 @@ mod tests {
                     rollout_id: "b2".into(),
                     task_id: "t".into(),
                     seed: 1,
+                    instance_seed: 0,
                 },
                 reason: "stale".into(),
                 restarted_at: now,

@@ -198,6 +198,7 @@ impl Synth {
                 seed: rollout_seed(&rollout_id),
                 rollout_id: rollout_id.clone(),
                 task_id: template.task_id.clone(),
+                instance_seed: 0,
             });
             let events = template
                 .events

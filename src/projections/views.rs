@@ -182,6 +182,10 @@ pub struct RolloutView {
     pub scenario_id: String,
     pub task_id: String,
     pub seed: u64,
+    /// Which instance of a task family (0: the task as written); not serialised when
+    /// 0, so the views of logs from before families keep their checksum.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub instance_seed: u64,
     pub status: RolloutStatus,
     pub max_steps: u32,
     pub steps: u32,
@@ -220,6 +224,7 @@ impl RolloutView {
             scenario_id: scenario_id.to_string(),
             task_id: scheduled.task_id.clone(),
             seed: scheduled.seed,
+            instance_seed: scheduled.instance_seed,
             status: RolloutStatus::Pending,
             max_steps,
             steps: 0,
@@ -388,6 +393,10 @@ impl From<Event> for Fact {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What an event does to a rollout besides its own fields: a new status (and when), and tokens
 /// spent (with whether they are charged to the run's spend, and as the judge's).
 #[derive(Default)]
@@ -512,7 +521,7 @@ impl Views {
         std::borrow::Cow::Owned(groups_of_launch(run.rollout_ids.iter().filter_map(|id| {
             self.rollouts
                 .get(id)
-                .map(|r| (r.rollout_id.as_str(), r.task_id.as_str()))
+                .map(|r| (r.rollout_id.as_str(), r.task_id.as_str(), r.instance_seed))
         })))
     }
 

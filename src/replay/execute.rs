@@ -96,6 +96,7 @@ async fn execute_in(
             scenario,
             &scheduled.task_id,
             run.task_overrides.get(&scheduled.task_id),
+            scheduled.instance_seed,
         )
         .map_err(|e| ReplayError::Execute(format!("task {}: {e}", scheduled.task_id)))?;
         let events: Vec<Event> = journal::rollout_events(store, &scheduled.rollout_id)

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::verify::{Check, ScoringRule};
 
+mod family;
 pub mod overrides;
 pub mod validate;
 mod vocabulary;
@@ -441,6 +442,10 @@ pub struct Task {
     /// with scripted replies must produce exactly these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reference_npc_replies: Vec<ExpectedNpcReply>,
+    /// A family's parameters: name → the values an instance seed picks from (see
+    /// `family`). Empty for a task of one instance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, Vec<Value>>,
 }
 
 /// One NPC's behaviour in one task: private facts (for model-driven replies and the
@@ -518,6 +523,14 @@ impl Task {
     /// Every problem [`Task::validate`] would report, in field order, each message
     /// starting with the field's JSON path.
     pub fn problems(&self, scenario: &Scenario) -> Vec<String> {
+        // A family is checked as its instance 0 (`rl-gym scenarios validate` plays
+        // many more).
+        if self.is_family() {
+            return match self.instance(0) {
+                Ok(instance) => instance.problems(scenario),
+                Err(e) => vec![format!("parameters: {e}")],
+            };
+        }
         let mut out = Vec::new();
         let id_ok = !self.task_id.is_empty()
             && self

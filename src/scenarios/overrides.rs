@@ -15,6 +15,7 @@ pub fn apply<'a>(
     scenario: &'a Scenario,
     task_id: &str,
     overrides: Option<&Value>,
+    instance_seed: u64,
 ) -> Result<Cow<'a, Task>, String> {
     let text = |key: &str| overrides.and_then(|o| o.get(key)).and_then(Value::as_str);
     let mut task = match overrides
@@ -33,6 +34,10 @@ pub fn apply<'a>(
             format!("task {task_id} is not in scenario {}", scenario.scenario_id)
         })?),
     };
+    // A family's instance first: a text override replaces what the instance says.
+    if task.is_family() {
+        task = Cow::Owned(task.instance(instance_seed)?.into_owned());
+    }
     if let Some(name) = text("name") {
         task.to_mut().name = name.to_string();
     }

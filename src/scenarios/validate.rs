@@ -60,6 +60,9 @@ pub struct TaskReport {
     pub oracle_steps: usize,
     /// How many instances were played.
     pub instances: usize,
+    /// A family's distinct (description, reference solution) pairs among the instances
+    /// played; `None` for a task of one instance.
+    pub distinct: Option<usize>,
     /// The first instance that failed, if any.
     pub failure: Option<InstanceFailure>,
 }
@@ -101,6 +104,9 @@ impl Report {
                 "{status:<6} {}/{}  oracle {} steps, {} seeds",
                 t.scenario_id, t.task_id, t.oracle_steps, t.instances
             ));
+            if let Some(distinct) = t.distinct {
+                out.push_str(&format!(", family: {distinct} distinct instances"));
+            }
             if let Some(f) = &t.failure {
                 out.push_str(&format!("\n       first failing seed {}", f.instance.seed));
                 if f.instance.instance_seed != 0 {
@@ -168,11 +174,13 @@ pub fn load(dir: &Path) -> (Vec<Scenario>, Vec<ScenarioError>) {
     (scenarios, problems)
 }
 
-/// The instances of `task` to play for `seeds` environment seeds. Task families will
-/// add their instance seeds here; every other step already takes an [`Instance`].
-pub fn instances(_task: &Task, seeds: u64) -> impl Iterator<Item = Instance> {
-    (0..seeds).map(|seed| Instance {
-        instance_seed: 0,
+/// The instances of `task` to play for `seeds` seeds: a family's instance seeds 0..n
+/// (each on the environment seed of the same number), a plain task's environment
+/// seeds.
+pub fn instances(task: &Task, seeds: u64) -> impl Iterator<Item = Instance> {
+    let family = task.is_family();
+    (0..seeds).map(move |seed| Instance {
+        instance_seed: if family { seed } else { 0 },
         seed,
     })
 }
@@ -184,13 +192,20 @@ pub fn check_task(scenario: &Scenario, task: &Task, seeds: u64) -> TaskReport {
     let mut uncached = scenario.clone();
     let mut played = 0;
     let mut failure = None;
+    let mut distinct = std::collections::HashSet::new();
     for instance in instances(task, seeds) {
         played += 1;
         uncached.environments = Default::default();
         // A tool server that panics on an author's data is that task's failure, not
         // the end of the report (the panic's message still goes to stderr).
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_instance(scenario, &uncached, task, instance)
+            let played = render(task, instance.instance_seed)?;
+            if task.is_family() {
+                let solution =
+                    serde_json::to_string(&played.reference_solution).map_err(|e| e.to_string())?;
+                distinct.insert((played.description.clone(), solution));
+            }
+            check_instance(scenario, &uncached, &played, instance)
         }))
         .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
         if let Err(reason) = outcome {
@@ -203,8 +218,20 @@ pub fn check_task(scenario: &Scenario, task: &Task, seeds: u64) -> TaskReport {
         task_id: task.task_id.clone(),
         oracle_steps: task.reference_solution.len(),
         instances: played,
+        distinct: task.is_family().then_some(distinct.len()),
         failure,
     }
+}
+
+/// A family's instance, rendered twice alike.
+fn render(task: &Task, instance_seed: u64) -> Result<Task, String> {
+    let first = task.instance(instance_seed)?.into_owned();
+    if *task.instance(instance_seed)? != first {
+        return Err(format!(
+            "instance {instance_seed} rendered twice differs: it must depend on its seed only"
+        ));
+    }
+    Ok(first)
 }
 
 /// One instance: seeded state built twice alike, oracle 1.0, noop 0.0, and two replays

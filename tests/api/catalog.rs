@@ -69,6 +69,7 @@ fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
                 rollout_id: id.to_string(),
                 task_id: "hr__101_approve_leave_request".into(),
                 seed: 1000 + i as u64,
+                instance_seed: 0,
             })
             .collect(),
         launched_at: at(time),
@@ -85,6 +86,7 @@ fn feed_golden_events() -> Vec<(String, Event)> {
         rollout_id: id.into(),
         task_id: "hr__101_approve_leave_request".into(),
         seed,
+        instance_seed: 3,
     };
     let mut launch = match launched("run_f", &[], 0) {
         Event::RunLaunched(launch) => launch,

@@ -9,6 +9,7 @@ mod dashboard;
 mod durability;
 mod environments;
 mod events;
+mod families;
 mod faults;
 mod feed;
 mod fork;

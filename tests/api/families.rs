@@ -1,0 +1,142 @@
+//! Task families (issue 25): a task with `parameters` is a family of instances; a
+//! launch runs `instances_per_task` of them (or exactly `instance_seeds`), each
+//! rollout shows its instance, each instance's rollouts form a group, and the oracle
+//! solves every instance.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{builtin_run, run_cli, spawn_app};
+
+const FAMILY: &str = "hr__105_reporting_line_question";
+
+#[actix_web::test]
+async fn a_launch_runs_several_instances_of_a_family_each_solved_and_shown() {
+    let app = spawn_app().await;
+    let mut body = builtin_run("oracle", &[FAMILY], 2);
+    body["instances_per_task"] = json!(4);
+    let run_id = app.launch(&body).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = app.wait_until_finished(&run_id).await;
+    assert_eq!(status["total"], 8, "{status}");
+    assert_eq!(status["completed"], 8, "{status}");
+    let mut instances = BTreeSet::new();
+    let mut tasks_told = BTreeSet::new();
+    for id in status["rollout_ids"].as_array().unwrap() {
+        let detail = app
+            .get_json(&format!("/runs/{run_id}/rollouts/{}", id.as_str().unwrap()))
+            .await;
+        assert_eq!(detail["score"], 1.0, "{detail}");
+        let instance = detail["instance_seed"].as_u64().unwrap();
+        instances.insert(instance);
+        let told = detail["trajectory"][1]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(!told.contains("{{"), "{told}");
+        if instance == 0 {
+            // Instance 0 is the task as it was written before it became a family.
+            assert!(
+                told.starts_with("A new finance analyst asks: who does Ravi Patel"),
+                "{told}"
+            );
+        }
+        tasks_told.insert(told);
+    }
+    assert_eq!(instances, (0..4).collect::<BTreeSet<u64>>());
+    assert!(tasks_told.len() >= 2, "{tasks_told:?}");
+
+    // Exports and the feed name the instance; each instance's rollouts are a group.
+    let export = app
+        .get(&format!("/runs/{run_id}/export?format=rl"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let seen: BTreeSet<u64> = export
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["provenance"]["instance_seed"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seen, instances);
+    let groups = app
+        .get_json(&format!("/runs/{run_id}/groups?consumer=t&wait=0&limit=16"))
+        .await;
+    let groups = groups["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 4);
+    for group in groups {
+        assert_eq!(group["rollouts"].as_array().unwrap().len(), 2, "{group}");
+        let instance = group["instance_seed"].as_u64().unwrap();
+        for rollout in group["rollouts"].as_array().unwrap() {
+            assert_eq!(rollout["provenance"]["instance_seed"], instance);
+        }
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn explicit_instance_seeds_are_run_and_bad_ones_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let mut body = builtin_run("oracle", &[FAMILY], 1);
+    body["instance_seeds"] = json!([7, 123456789]);
+    let run_id = app.launch(&body).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = app.wait_until_finished(&run_id).await;
+    assert_eq!(status["completed"], 2, "{status}");
+    for (bad, field) in [
+        (
+            json!({"instance_seeds": [], "instances_per_task": null}),
+            "instance_seeds",
+        ),
+        (json!({"instance_seeds": [-1]}), "instance_seeds"),
+        (json!({"instances_per_task": 0}), "instances_per_task"),
+        (
+            json!({"instances_per_task": 2, "instance_seeds": [1]}),
+            "instance_seeds",
+        ),
+    ] {
+        let mut body = builtin_run("oracle", &[FAMILY], 1);
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let response = app.post("/runs", &body).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["detail"][0]["loc"], json!(["body", field]), "{error}");
+    }
+    app.stop().await;
+}
+
+#[test]
+fn validate_plays_a_familys_instances_and_reports_how_many_differ() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios/hr");
+    let (code, out, err) = run_cli(&[
+        "scenarios",
+        "validate",
+        dir.to_str().unwrap(),
+        "--seeds",
+        "60",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(FAMILY))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.starts_with("ok"), "{line}");
+    let distinct: usize = line
+        .split("family: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(distinct >= 30, "{line}");
+}
