@@ -20,6 +20,8 @@ pub struct RolloutSummary {
     pub rollout_id: String,
     pub scenario_id: String,
     pub task_id: String,
+    /// The task family's instance (0: the task as written).
+    pub instance_seed: u64,
     pub run_id: String,
     pub status: RolloutStatus,
     pub steps: u32,
@@ -33,6 +35,7 @@ impl RolloutSummary {
             rollout_id: r.rollout_id.clone(),
             scenario_id: r.scenario_id.clone(),
             task_id: r.task_id.clone(),
+            instance_seed: r.instance_seed,
             run_id: r.run_id.clone(),
             status: r.status,
             steps: r.steps,
@@ -263,6 +266,8 @@ pub struct RolloutRecord {
     pub run_id: String,
     pub scenario_id: String,
     pub task_id: String,
+    /// The task family's instance (0: the task as written).
+    pub instance_seed: u64,
     pub status: RolloutStatus,
     /// Finer than `status`: `queued`, `agent_running`, `verifying` or `finished`.
     pub phase: &'static str,
@@ -332,6 +337,7 @@ impl RolloutRecord {
             run_id: r.run_id.clone(),
             scenario_id: r.scenario_id.clone(),
             task_id: r.task_id.clone(),
+            instance_seed: r.instance_seed,
             status: r.status,
             phase,
             current_step: r.steps,

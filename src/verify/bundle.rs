@@ -9,6 +9,7 @@
 //! is deterministic (fixed order, timestamps and permissions): the same scenario and
 //! server version always give the same bytes.
 
+use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
 
 use serde::Serialize;
@@ -24,6 +25,7 @@ const PYTHON_SOURCES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("python/__init__.py")),
     ("__main__.py", include_str!("python/__main__.py")),
     ("checks.py", include_str!("python/checks.py")),
+    ("family.py", include_str!("python/family.py")),
     ("paths.py", include_str!("python/paths.py")),
     ("text.py", include_str!("python/text.py")),
 ];
@@ -70,6 +72,10 @@ struct TaskEntry<'a> {
     name: &'a str,
     checks: &'a [Check],
     scoring: &'a ScoringRule,
+    /// A family's parameters: the package renders a rollout's instance from them
+    /// (`family.py`), as the server does.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    parameters: &'a BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 /// The Python package name for a scenario: `<scenario_id>_verifiers`, with every
@@ -111,6 +117,7 @@ pub fn build(scenario: &Scenario) -> Result<Bundle, BundleError> {
                 name: &t.name,
                 checks: &t.checks,
                 scoring: &t.scoring,
+                parameters: &t.parameters,
             })
             .collect(),
     })?;

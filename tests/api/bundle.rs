@@ -174,14 +174,42 @@ async fn scenario_ids(app: &TestApp) -> Vec<String> {
     ids
 }
 
-/// One builtin run over every task of the scenario; the finished rollout views.
+/// Instances of each task family the bundle is checked on.
+const FAMILY_INSTANCES: usize = 6;
+
+/// One builtin run over every task of the scenario, then one over several instances
+/// of each of its task families; the finished rollout views.
 async fn rollouts(app: &TestApp, scenario: &Scenario, model: &str) -> Vec<Value> {
     let task_ids: Vec<&str> = scenario.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    let mut views = run_views(app, scenario, model, &task_ids, 1).await;
+    assert_eq!(views.len(), scenario.tasks.len());
+    let families: Vec<&str> = scenario
+        .tasks
+        .iter()
+        .filter(|t| t.is_family())
+        .map(|t| t.task_id.as_str())
+        .collect();
+    if !families.is_empty() {
+        let instances = run_views(app, scenario, model, &families, FAMILY_INSTANCES).await;
+        assert_eq!(instances.len(), families.len() * FAMILY_INSTANCES);
+        views.extend(instances);
+    }
+    views
+}
+
+async fn run_views(
+    app: &TestApp,
+    scenario: &Scenario,
+    model: &str,
+    task_ids: &[&str],
+    instances: usize,
+) -> Vec<Value> {
     let launched = app
         .launch(&json!({
             "scenario_id": scenario.scenario_id,
             "task_ids": task_ids,
             "rollout_count": 1,
+            "instances_per_task": instances,
             "model_config": { "model": model, "provider": "builtin" }
         }))
         .await;
@@ -199,7 +227,6 @@ async fn rollouts(app: &TestApp, scenario: &Scenario, model: &str) -> Vec<Value>
         assert!(view["verdict"].is_object(), "{model} rollout has a verdict");
         views.push(view);
     }
-    assert_eq!(views.len(), scenario.tasks.len());
     views
 }
 
@@ -286,7 +313,13 @@ async fn the_bundle_scores_damaged_oracle_rollouts_as_the_server_does() {
         let mut cases = Vec::new();
         let mut expected = Vec::new();
         for view in rollouts(&app, scenario, "oracle").await {
-            let task = scenario.task(view["task_id"].as_str().unwrap()).unwrap();
+            // The instance the rollout played, as the server scored it.
+            let task = scenario
+                .task(view["task_id"].as_str().unwrap())
+                .unwrap()
+                .instance(view["instance_seed"].as_u64().unwrap())
+                .unwrap();
+            let task = task.as_ref();
             for (what, state, trajectory) in damaged(task, &view) {
                 expected.push((
                     format!("{scenario_id} {} {what}", task.task_id),

@@ -16,6 +16,7 @@ import json
 import pkgutil
 
 from .checks import FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT, combine, verify_task
+from .family import instance
 
 __all__ = [
     "FULL_CREDIT",
@@ -62,4 +63,5 @@ def verify(task_id, rollout):
                 task_id, SCENARIO_ID, ", ".join(task_ids())
             )
         )
+    task = instance(task, rollout.get("instance_seed") or 0)
     return verify_task(task, rollout.get("environment_state"), rollout.get("trajectory") or [])
