@@ -13,10 +13,17 @@ fn catalog() -> Catalog {
         .expect("bundled scenarios load")
 }
 
-fn every_task(catalog: &Catalog) -> Vec<(&Scenario, &Task)> {
+/// Every bundled task as it is played: a task of one instance as written, a family as
+/// its first few instances.
+fn every_task(catalog: &Catalog) -> Vec<(&Scenario, Task)> {
     catalog
         .scenarios()
-        .flat_map(|s| s.tasks.iter().map(move |t| (s, t)))
+        .flat_map(|s| {
+            s.tasks.iter().flat_map(move |t| {
+                let instances = if t.is_family() { 0..5 } else { 0..1 };
+                instances.map(move |seed| (s, t.instance(seed).expect("instance").into_owned()))
+            })
+        })
         .collect()
 }
 
@@ -29,7 +36,7 @@ fn the_hr_scenario_has_at_least_ten_tasks() {
 #[test]
 fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
     let c = catalog();
-    for (scenario, task) in every_task(&c) {
+    for (scenario, task) in &every_task(&c) {
         let mut env = Environment::new(scenario, task, 7).expect("environment");
         let trajectory = rl_gym::npc::run_reference_solution(&mut env, scenario, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
@@ -48,7 +55,7 @@ fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
 #[test]
 fn doing_nothing_earns_no_credit_on_every_task() {
     let c = catalog();
-    for (scenario, task) in every_task(&c) {
+    for (scenario, task) in &every_task(&c) {
         let env = Environment::new(scenario, task, 7).expect("environment");
         let trajectory = vec![
             Message::user(task.description.clone()),
@@ -80,7 +87,7 @@ fn doing_nothing_earns_no_credit_on_every_task() {
 #[test]
 fn the_same_calls_on_the_same_task_and_seed_give_byte_identical_state() {
     let c = catalog();
-    for (scenario, task) in every_task(&c) {
+    for (scenario, task) in &every_task(&c) {
         let run = || {
             let mut env = Environment::new(scenario, task, 42).expect("environment");
             // The reference solution plus a few calls that fail, to show errors change nothing.
