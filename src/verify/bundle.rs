@@ -239,6 +239,7 @@ mod tests {
                 "hr_verifiers/__init__.py",
                 "hr_verifiers/__main__.py",
                 "hr_verifiers/checks.py",
+                "hr_verifiers/family.py",
                 "hr_verifiers/paths.py",
                 "hr_verifiers/tasks.json",
                 "hr_verifiers/text.py",
