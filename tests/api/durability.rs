@@ -11,37 +11,16 @@ use crate::helpers::*;
 async fn snapshot(client: &reqwest::Client, address: &str, run_ids: &[String]) -> Value {
     let mut runs = Vec::new();
     for run_id in run_ids {
-        let run: Value = client
-            .get(format!("{address}/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run = get_json_at(client, address, &format!("/runs/{run_id}")).await;
         let mut rollouts = Vec::new();
         for id in run["rollout_ids"].as_array().unwrap() {
             let id = id.as_str().unwrap();
-            let r: Value = client
-                .get(format!("{address}/runs/{run_id}/rollouts/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let r = get_json_at(client, address, &format!("/runs/{run_id}/rollouts/{id}")).await;
             rollouts.push(r);
         }
         runs.push(json!({ "run": run, "rollouts": rollouts }));
     }
-    let list: Value = client
-        .get(format!("{address}/runs?source=all&expand=rollouts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json_at(client, address, "/runs?source=all&expand=rollouts").await;
     json!({ "runs": runs, "list": list })
 }
 
@@ -91,14 +70,7 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
     let address = server.address.clone();
 
     let (run_ids, acknowledged) = runtime.block_on(async {
-        let tasks: Value = client
-            .get(format!("{address}/scenarios/hr/tasks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tasks = get_json_at(&client, &address, "/scenarios/hr/tasks").await;
         let task = tasks["tasks"][0]["task_id"].as_str().unwrap().to_string();
         let mut run_ids = Vec::new();
         for _ in 0..4 {
@@ -119,14 +91,7 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
         // Everything acknowledged so far: the state of each rollout as last read.
         let mut acknowledged = Vec::new();
         for run_id in &run_ids {
-            let run: Value = client
-                .get(format!("{address}/runs/{run_id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let run = get_json_at(&client, &address, &format!("/runs/{run_id}")).await;
             acknowledged.push(run);
         }
         (run_ids, acknowledged)
@@ -137,14 +102,7 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
     let address = restarted.address.clone();
     runtime.block_on(async {
         for (run_id, before) in run_ids.iter().zip(&acknowledged) {
-            let after: Value = client
-                .get(format!("{address}/runs/{run_id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let after = get_json_at(&client, &address, &format!("/runs/{run_id}")).await;
             assert_eq!(after["total"], before["total"]);
             // Every rollout that had finished before the kill is still finished with
             // the same state; nothing acknowledged went back.
@@ -259,14 +217,7 @@ fn sigterm_shuts_down_gracefully_and_the_log_reopens_clean() {
     let address = server.address.clone();
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let health: Value = client
-            .get(format!("{address}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = get_json_at(&client, &address, "/healthz").await;
         assert_eq!(health["status"], "ok");
     });
     let status = server.terminate();

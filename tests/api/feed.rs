@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    builtin_run, first_hr_task, spawn_app, start_fake_model, Behaviour, ServerProcess, TestApp,
+    builtin_run, first_hr_task, get_json_at, spawn_app, start_fake_model, Behaviour, ServerProcess,
+    TestApp,
 };
 
 fn continuous(mut body: Value, settings: Value) -> Value {
@@ -105,14 +106,7 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
     let address = server.address.clone();
     let mut acked = BTreeSet::new();
     let run_id = runtime.block_on(async {
-        let tasks: Value = client
-            .get(format!("{address}/scenarios/hr/tasks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tasks = get_json_at(&client, &address, "/scenarios/hr/tasks").await;
         let task_ids: Vec<&str> = tasks["tasks"]
             .as_array()
             .unwrap()
@@ -176,14 +170,7 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
         let mut evaluator = BTreeSet::new();
         consume_all(&client, &address, &run_id, "evaluator", &mut evaluator).await;
         assert_eq!(evaluator, (0..8).collect::<BTreeSet<u64>>());
-        let status: Value = client
-            .get(format!("{address}/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = get_json_at(&client, &address, &format!("/runs/{run_id}")).await;
         assert_eq!(status["status"], "completed", "{status}");
         assert_eq!(status["total"], 16, "{status}");
         assert_eq!(status["feed"]["groups_scheduled"], 8, "{status}");

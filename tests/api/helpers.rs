@@ -173,6 +173,18 @@ pub async fn wait_until_finished(client: &reqwest::Client, address: &str, run_id
     }
 }
 
+/// `GET address+path` as JSON, for tests that talk to a server process.
+pub async fn get_json_at(client: &reqwest::Client, address: &str, path: &str) -> Value {
+    client
+        .get(format!("{address}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A launch body for the builtin provider.
 pub fn builtin_run(model: &str, task_ids: &[&str], rollout_count: u32) -> Value {
     json!({

@@ -135,14 +135,7 @@ async fn finished_run(client: &reqwest::Client, address: &str, rollouts: u32) ->
 }
 
 async fn healthy(client: &reqwest::Client, address: &str) {
-    let health: Value = client
-        .get(format!("{address}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json_at(client, address, "/healthz").await;
     assert_eq!(health["status"], "ok", "{health}");
 }
 
@@ -352,14 +345,7 @@ async fn assert_kept(client: &reqwest::Client, address: &str, acked: &Acknowledg
     let held: usize = acked.completed.len();
     let mut found = 0;
     for run_id in &acked.runs {
-        let run: Value = client
-            .get(format!("{address}/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run = get_json_at(client, address, &format!("/runs/{run_id}")).await;
         found += run["rollouts"]
             .as_array()
             .unwrap()
