@@ -66,10 +66,12 @@ impl Gym {
         overrides: BTreeMap<String, Value>,
     ) -> Result<Vec<Rescored>, ReverifyRefusal> {
         let state = self.load_run(run_id).await.map_err(GymError::from)?;
-        let run = match state.launched {
+        let mut run = match state.launched {
             Some(run) if !state.deleted => run,
             _ => return Err(GymError::Refused(RunRefusal::NotFound).into()),
         };
+        // A continuous run's rollouts were drawn after its launch.
+        run.rollouts.extend(state.drawn);
         if run.model.tool_server_url.is_some() {
             return Err(ReverifyRefusal::RemoteEnvironment);
         }

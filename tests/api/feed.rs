@@ -465,9 +465,10 @@ async fn a_rollout_more_than_max_staleness_behind_is_restarted_from_scratch_unde
 }
 
 /// A continuous run's live events follow the rollouts it draws after the stream
-/// opened, and end with the run, not when the rollouts drawn so far have ended.
+/// opened, and end with the run, not when the rollouts drawn so far have ended; a
+/// re-verification covers them too.
 #[actix_web::test]
-async fn a_continuous_runs_event_stream_follows_its_drawn_rollouts_to_the_end() {
+async fn a_continuous_runs_event_stream_and_reverification_cover_its_drawn_rollouts() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let body = continuous(
@@ -492,5 +493,14 @@ async fn a_continuous_runs_event_stream_follows_its_drawn_rollouts_to_the_end() 
     // acknowledgement comes after the run's end, where the stream ends.
     assert_eq!(count("GroupConsumed"), 2);
     assert_eq!(acked.len(), 3);
+    // Re-verifying covers the rollouts drawn after the launch.
+    let response = app
+        .post(&format!("/runs/{run_id}/reverify"), &json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rescored: Value = response.json().await.unwrap();
+    let rollouts = rescored["rollouts"].as_array().unwrap();
+    assert_eq!(rollouts.len(), 3, "{rescored}");
+    assert!(rollouts.iter().all(|r| r["new_score"] == 1.0), "{rescored}");
     app.stop().await;
 }
