@@ -56,9 +56,11 @@ impl Gym {
             (Some(run), false) => run,
             _ => return Err(GymError::Refused(RunRefusal::NotFound).into()),
         };
+        // A continuous run's rollouts were drawn after its launch.
         let scheduled = run
             .rollouts
             .iter()
+            .chain(&source.drawn)
             .find(|r| r.rollout_id == request.rollout_id)
             .ok_or(ForkRefusal::RolloutNotFound)?;
         if run.model.tool_server_url.is_some() {

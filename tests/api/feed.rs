@@ -466,9 +466,9 @@ async fn a_rollout_more_than_max_staleness_behind_is_restarted_from_scratch_unde
 
 /// A continuous run's live events follow the rollouts it draws after the stream
 /// opened, and end with the run, not when the rollouts drawn so far have ended; a
-/// re-verification covers them too.
+/// re-verification covers them too, and each can be forked.
 #[actix_web::test]
-async fn a_continuous_runs_event_stream_and_reverification_cover_its_drawn_rollouts() {
+async fn a_continuous_runs_event_stream_reverification_and_forks_cover_its_drawn_rollouts() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let body = continuous(
@@ -502,5 +502,18 @@ async fn a_continuous_runs_event_stream_and_reverification_cover_its_drawn_rollo
     let rollouts = rescored["rollouts"].as_array().unwrap();
     assert_eq!(rollouts.len(), 3, "{rescored}");
     assert!(rollouts.iter().all(|r| r["new_score"] == 1.0), "{rescored}");
+    // And one of them can be forked.
+    let drawn = rollouts[2]["rollout_id"].as_str().unwrap();
+    let fork = app
+        .post(
+            &format!("/runs/{run_id}/rollouts/{drawn}/fork"),
+            &json!({"at_step": 1}),
+        )
+        .await;
+    assert_eq!(fork.status(), StatusCode::OK);
+    let fork: Value = fork.json().await.unwrap();
+    let child = app.only_rollout(&fork).await;
+    assert_eq!(child["status"], "completed", "{child}");
+    assert_eq!(child["score"], 1.0, "{child}");
     app.stop().await;
 }
