@@ -375,7 +375,7 @@ impl Gym {
                 run_id: run_id.to_string(),
             })
             .await;
-        Ok(state.launched.map_or(0, |r| r.rollouts.len()))
+        Ok(state.launched.map_or(0, |r| r.rollouts.len()) + state.drawn.len())
     }
 
     /// Resumes a paused run under `budget` (`None`: unlimited): records it, then

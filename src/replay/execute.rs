@@ -73,10 +73,12 @@ async fn execute_in(
     catalog: &Catalog,
     run_id: &str,
 ) -> Result<Executed, ReplayError> {
-    let run = journal::load_run(store, run_id)
-        .await?
+    let state = journal::load_run(store, run_id).await?;
+    let mut run = state
         .launched
         .ok_or_else(|| ReplayError::Execute(format!("no run {run_id} in the log")))?;
+    // A continuous run's rollouts were drawn after its launch.
+    run.rollouts.extend(state.drawn);
     if run.model.tool_server_url.is_some() {
         return Err(ReplayError::Execute(
             "the run's tools were a remote environment (tool_server_url): its behaviour \
