@@ -114,6 +114,11 @@ impl RunPolicy {
         self.current.read().clone()
     }
 
+    /// The ordinal in force, without copying the policy: what each model call checks.
+    pub fn ordinal(&self) -> u32 {
+        self.current.read().0
+    }
+
     /// Takes update `ordinal` unless a later one is already in force.
     pub fn update(&self, ordinal: u32, update: Policy) {
         let mut current = self.current.write();
@@ -319,14 +324,16 @@ impl RunActor {
             .max_parallel
             .or(run.continuous.map(|_| run.rollout_count))
             .map_or(usize::MAX, |n| n.max(1) as usize);
-        let unfinished: HashSet<&str> = rollouts.iter().map(|r| r.rollout_id.as_str()).collect();
-        let groups = run
-            .continuous
-            .map(|settings| GroupDriver::new(settings, feed.clone(), &unfinished));
+        let policy = RunPolicy::new(&run, &feed);
+        let groups = run.continuous.map(|settings| {
+            let unfinished: HashSet<&str> =
+                rollouts.iter().map(|r| r.rollout_id.as_str()).collect();
+            GroupDriver::new(settings, feed, &unfinished)
+        });
         let pending = queue_of(&run.rollouts, &drawn, rollouts);
         deps.pending.add(pending.len());
         RunActor {
-            policy: RunPolicy::new(&run, &feed),
+            policy,
             deps,
             run,
             pending,
@@ -706,13 +713,7 @@ impl Handler<FeedChange> for RunActor {
 
     fn handle(&mut self, msg: FeedChange, ctx: &mut Self::Context) {
         match &msg.0 {
-            Event::PolicyUpdated(e) => self.policy.update(
-                e.ordinal,
-                Policy {
-                    version: Some(e.version.clone()),
-                    base_url: e.base_url.clone(),
-                },
-            ),
+            Event::PolicyUpdated(e) => self.policy.update(e.ordinal, Policy::from(e)),
             Event::GroupConsumed(_) => {
                 if let Some(groups) = self.groups.as_mut() {
                     groups.consumed(&msg.0);

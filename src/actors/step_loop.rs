@@ -7,6 +7,7 @@
 //! recorded step. The environment is rebuilt the same way: the seed plus the recorded
 //! tool calls, replayed through the same function that made them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -350,8 +351,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
     driver.redactor = deps.redactor.with_keys(&keys);
     // The policy in force answers each turn: a switch rebuilds the client with its
     // endpoint and version before the next model call.
-    let (mut policy_ordinal, policy) = driver.job.policy.current();
-    let mut settings = with_policy(&run.model, &policy);
+    let (mut policy_ordinal, mut settings) = policy_settings(&run.model, &driver.job.policy);
     let mut model = deps
         .agents
         .agent(&settings, task, keys.model.clone())
@@ -489,7 +489,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     driver.record(event).await?;
                     continue;
                 }
-                let (ordinal, policy) = driver.job.policy.current();
+                let ordinal = driver.job.policy.ordinal();
                 if let Some(first) = driver.state.first_policy_ordinal {
                     if is_stale(first, ordinal, stale_restart) {
                         return Err(StepError::Stale(format!(
@@ -501,12 +501,11 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                     }
                 }
                 if ordinal != policy_ordinal {
-                    settings = with_policy(&run.model, &policy);
+                    (policy_ordinal, settings) = policy_settings(&run.model, &driver.job.policy);
                     model = deps
                         .agents
                         .agent(&settings, task, keys.model.clone())
                         .map_err(Failure)?;
-                    policy_ordinal = ordinal;
                     // A token-in client holds the sequence: the new one rebuilds it.
                     tokens_restored = !token_settings.is_some_and(|t| t.records_tokens());
                 }
@@ -1089,8 +1088,20 @@ fn redact_message(redactor: &Redactor, message: &mut Message) {
     }
 }
 
-/// The run's ModelConfig as policy `policy` answers it: its endpoint (when it names
-/// one) and its version.
+/// The run's ModelConfig as the policy in force answers it, with that policy's
+/// ordinal: the launch's as it is (ordinal 0), an update's with its endpoint (when it
+/// names one) and its version.
+fn policy_settings<'a>(
+    model: &'a ModelSettings,
+    policy: &RunPolicy,
+) -> (u32, Cow<'a, ModelSettings>) {
+    let (ordinal, policy) = policy.current();
+    if ordinal == 0 {
+        return (0, Cow::Borrowed(model));
+    }
+    (ordinal, Cow::Owned(with_policy(model, &policy)))
+}
+
 fn with_policy(model: &ModelSettings, policy: &Policy) -> ModelSettings {
     let mut settings = model.clone();
     if policy.base_url.is_some() {

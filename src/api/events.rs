@@ -135,8 +135,7 @@ async fn run_events(
             .collect();
         streams.insert(run_stream(&run_id));
         // A finished run's events all lie before what the views have applied.
-        let finished = run.counts.finished() == run.counts.total && !run.open();
-        let end = finished.then(|| views.next_position());
+        let end = run.over().then(|| views.next_position());
         Ok::<_, ApiError>((streams, run.position, end))
     })?;
     let scope = Scope::Run { run_id, streams };
@@ -248,7 +247,7 @@ impl Feed {
         self.end = self.projections.read(|views| {
             let over = views
                 .run(run_id)
-                .is_none_or(|run| run.counts.finished() == run.counts.total && !run.open());
+                .is_none_or(crate::projections::RunView::over);
             over.then(|| views.next_position())
         });
     }

@@ -141,9 +141,8 @@ fn find(views: &Views, run: &RunView, consumer: &str, after: Option<u32>, limit:
         .take(limit)
         .map(|(i, g)| (i as u32, g.clone()))
         .collect();
-    let finished = run.counts.finished() == run.counts.total && !run.open();
     // Only existing groups can be acknowledged (the ack checks), so this is "all".
-    let done = finished && acked.len() >= groups.len();
+    let done = run.over() && acked.len() >= groups.len();
     Found { ready, done }
 }
 

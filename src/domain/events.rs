@@ -101,12 +101,13 @@ pub struct ScheduledRollout {
     pub seed: u64,
     /// Which instance of a task family it plays (0: the task as written). Optional
     /// within v1.
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub instance_seed: u64,
 }
 
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
+/// A field left out of the payload while it has its default: a number that is 0.
+pub(crate) fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// Where a forked run branches off: the source rollout and the step after which its
@@ -326,10 +327,6 @@ pub struct ModelCalled {
     /// small as it was. Optional within v1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub policy_ordinal: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

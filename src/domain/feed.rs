@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::events::{ContinuousSettings, Event, GroupScheduled, RunLaunched, ScheduledRollout};
+use super::events::{
+    ContinuousSettings, Event, GroupScheduled, PolicyUpdated, RunLaunched, ScheduledRollout,
+};
 
 /// One group: its task and its rollouts, in order. A rollout restarted because it
 /// went stale leaves the group and its replacement takes its place.
@@ -29,6 +31,15 @@ pub struct Group {
 pub struct Policy {
     pub version: Option<String>,
     pub base_url: Option<String>,
+}
+
+impl From<&PolicyUpdated> for Policy {
+    fn from(e: &PolicyUpdated) -> Policy {
+        Policy {
+            version: Some(e.version.clone()),
+            base_url: e.base_url.clone(),
+        }
+    }
 }
 
 /// What the run's stream says of its feed. Empty (and not serialised into the
@@ -85,10 +96,7 @@ impl Feed {
                     .or_default()
                     .extend(e.groups.iter().copied());
             }
-            Event::PolicyUpdated(e) => self.policies.push(Policy {
-                version: Some(e.version.clone()),
-                base_url: e.base_url.clone(),
-            }),
+            Event::PolicyUpdated(e) => self.policies.push(Policy::from(e)),
             _ => {}
         }
     }

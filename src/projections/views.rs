@@ -105,6 +105,11 @@ impl RunView {
         self.feed.open(self.cancel_requested)
     }
 
+    /// Every rollout has ended and none will be drawn any more.
+    pub fn over(&self) -> bool {
+        self.counts.finished() == self.counts.total && !self.open()
+    }
+
     /// The caller's opaque `client_context` from a task's override, if it gave one.
     pub fn client_context(&self, task_id: &str) -> Option<&Value> {
         self.task_overrides.get(task_id)?.get("client_context")
@@ -113,7 +118,7 @@ impl RunView {
     /// One word for the whole run.
     pub fn state(&self) -> &'static str {
         let c = &self.counts;
-        if c.finished() == c.total && !self.open() {
+        if self.over() {
             if self.cancel_requested {
                 "cancelled"
             } else if c.failed > 0 && c.completed == 0 {
@@ -184,7 +189,7 @@ pub struct RolloutView {
     pub seed: u64,
     /// Which instance of a task family (0: the task as written); not serialised when
     /// 0, so the views of logs from before families keep their checksum.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::domain::events::is_zero")]
     pub instance_seed: u64,
     pub status: RolloutStatus,
     pub max_steps: u32,
@@ -391,10 +396,6 @@ impl From<Event> for Fact {
             _ => FactKind::Event(event),
         })
     }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// What an event does to a rollout besides its own fields: a new status (and when), and tokens
@@ -818,7 +819,7 @@ impl Views {
             if let Some((after, at)) = moved {
                 *run.counts.slot(before) -= 1;
                 *run.counts.slot(after) += 1;
-                if run.counts.finished() == run.counts.total && !run.open() {
+                if run.over() {
                     run.finished_at = Some(at);
                 }
             }

@@ -94,6 +94,27 @@ async fn python(url: &str, args: &[&str]) -> PythonRun {
     .unwrap()
 }
 
+/// The example's `summary:` line holds each of `parts`; answers its run id.
+fn example_run(run: &PythonRun, parts: &[&str]) -> String {
+    let summary = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .unwrap_or_else(|| panic!("no summary line: {}", run.report()));
+    for part in parts {
+        assert!(
+            summary.contains(part),
+            "{part} in {summary:?}: {}",
+            run.report()
+        );
+    }
+    summary
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("run="))
+        .unwrap_or_else(|| panic!("no run id in {summary:?}"))
+        .to_string()
+}
+
 #[actix_web::test]
 async fn python_client_unittests_pass_against_a_live_server() {
     let app = spawn_app().await;
@@ -136,31 +157,19 @@ async fn grpo_loop_example_trains_on_six_groups_and_prints_its_summary() {
     )
     .await;
     assert_eq!(run.code, Some(0), "{}", run.report());
-    let summary = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("summary:"))
-        .unwrap_or_else(|| panic!("no summary line: {}", run.report()));
-    for part in [
-        "groups=6",
-        "acked=6",
-        "rollouts=24",
-        "mean_reward=1.000",
-        "policy=step-6",
-        "policy_updates=3",
-    ] {
-        assert!(
-            summary.contains(part),
-            "{part} in {summary:?}: {}",
-            run.report()
-        );
-    }
+    let run_id = example_run(
+        &run,
+        &[
+            "groups=6",
+            "acked=6",
+            "rollouts=24",
+            "mean_reward=1.000",
+            "policy=step-6",
+            "policy_updates=3",
+        ],
+    );
     // The server saw the same: six groups of four, each acknowledged by the example's
     // consumer, the third policy update in force, the run over.
-    let run_id = summary
-        .split_whitespace()
-        .find_map(|part| part.strip_prefix("run="))
-        .unwrap_or_else(|| panic!("no run id in {summary:?}"));
     let status = app
         .get_json(&format!("/runs/{run_id}?rollouts=false"))
         .await;
@@ -237,22 +246,10 @@ async fn grpo_loop_example_drives_a_model_server_and_switches_its_policy() {
     )
     .await;
     assert_eq!(run.code, Some(0), "{}", run.report());
-    let summary = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("summary:"))
-        .unwrap_or_else(|| panic!("no summary line: {}", run.report()));
-    for part in ["groups=4", "acked=4", "rollouts=8", "policy=step-4"] {
-        assert!(
-            summary.contains(part),
-            "{part} in {summary:?}: {}",
-            run.report()
-        );
-    }
-    let run_id = summary
-        .split_whitespace()
-        .find_map(|part| part.strip_prefix("run="))
-        .unwrap_or_else(|| panic!("no run id in {summary:?}"));
+    let run_id = example_run(
+        &run,
+        &["groups=4", "acked=4", "rollouts=8", "policy=step-4"],
+    );
     // The model server answered every turn: each rollout called a tool, then answered,
     // and the policy in force at the end is the last one the example published.
     let status = app
