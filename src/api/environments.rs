@@ -48,6 +48,8 @@ pub(crate) struct CreateEnvironment {
     task_id: String,
     /// Seeds the simulated ids and clock (default 0).
     seed: Option<u64>,
+    /// Which instance of a task family (default 0, the task as written).
+    instance_seed: Option<u64>,
 }
 
 /// `POST /environments/{environment_id}/{server}/step`: the original tool-server
@@ -120,13 +122,16 @@ async fn create(
     let scenario_id = c.string(obj, root, "scenario_id");
     let task_id = c.string(obj, root, "task_id");
     let seed = c.opt_int(obj, root, "seed", 0, i64::MAX).unwrap_or(0) as u64;
+    let instance_seed = c
+        .opt_int(obj, root, "instance_seed", 0, i64::MAX)
+        .unwrap_or(0) as u64;
     c.finish()?;
     let (Some(scenario_id), Some(task_id)) = (scenario_id, task_id) else {
         return Err(ApiError::validation(vec![]));
     };
-    let (id, servers) = state
+    let (id, servers, description) = state
         .environments
-        .create(&state.catalog, &scenario_id, &task_id, seed)
+        .create(&state.catalog, &scenario_id, &task_id, seed, instance_seed)
         .map_err(|e| match e {
             RegistryError::UnknownScenario(_) => {
                 ApiError::new(ErrorCode::ScenarioNotFound, e.to_string())
@@ -135,7 +140,9 @@ async fn create(
                 ApiError::new(ErrorCode::TaskNotFound, e.to_string())
             }
             RegistryError::Full(_) => ApiError::new(ErrorCode::TooManyEnvironments, e.to_string()),
-            RegistryError::Build(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
+            RegistryError::Build(_) | RegistryError::Instance(_) => {
+                ApiError::new(ErrorCode::Internal, e.to_string())
+            }
         })?;
     let base = format!("{}/{id}", environments_url(&state));
     Ok(HttpResponse::Created().json(EnvironmentCreated {
@@ -151,6 +158,8 @@ async fn create(
         scenario_id,
         task_id,
         seed,
+        instance_seed,
+        description,
     }))
 }
 

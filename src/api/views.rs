@@ -497,6 +497,10 @@ pub struct EnvironmentCreated {
     pub scenario_id: String,
     pub task_id: String,
     pub seed: u64,
+    /// The instance of a task family (0: the task as written).
+    pub instance_seed: u64,
+    /// The instance's instructions, as an agent of a run is told them.
+    pub description: String,
     pub tool_servers: Vec<ToolServerLink>,
 }
 

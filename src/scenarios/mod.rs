@@ -446,6 +446,12 @@ pub struct Task {
     /// `family`). Empty for a task of one instance.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, Vec<Value>>,
+    /// What this task adds to the scenario's seed state, per tool server: lists are
+    /// extended (a request's record, distractors), objects merged, other values
+    /// replaced. A family's instances name their parameters in it, so each instance
+    /// plays in its own world.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, Value>,
 }
 
 /// One NPC's behaviour in one task: private facts (for model-driven replies and the
@@ -595,6 +601,16 @@ impl Task {
             }
         }
         self.npc_behaviour_problems(&mut out);
+        for (server, added) in &self.environment {
+            if !self.tool_servers.contains(server) {
+                out.push(format!(
+                    "`environment.{server}`: not one of the task's `tool_servers`"
+                ));
+            }
+            if !added.is_object() {
+                out.push(format!("`environment.{server}` must be a JSON object"));
+            }
+        }
         if chrono::DateTime::parse_from_rfc3339(&self.now).is_err() {
             out.push(format!(
                 "`now` is `{}`, expected an RFC 3339 time like 2026-03-02T09:00:00Z",

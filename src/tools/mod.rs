@@ -12,6 +12,7 @@
 //! A bad call is never a panic or a transport error: it is an [`Observation`] whose
 //! text starts with `Error:` and says what was wrong and how to fix it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
@@ -232,9 +233,50 @@ pub struct Environment {
     steps: u64,
 }
 
+/// A scenario's seed state of one server with a task's additions: lists are extended,
+/// objects merged key by key, anything else replaced.
+fn seed_with(base: &Value, added: &Value) -> Result<Value, String> {
+    fn merge(base: &mut Value, added: &Value, path: &str) -> Result<(), String> {
+        match (base, added) {
+            (Value::Object(base), Value::Object(added)) => {
+                for (key, value) in added {
+                    let here = format!("{path}.{key}");
+                    match base.get_mut(key) {
+                        Some(existing) => merge(existing, value, &here)?,
+                        None => {
+                            base.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            (Value::Array(base), Value::Array(added)) => {
+                base.extend(added.iter().cloned());
+                Ok(())
+            }
+            (Value::Array(_) | Value::Object(_), _) => Err(format!(
+                "the task's environment{path} must be a {} like the scenario's",
+                if path.is_empty() { "an object" } else { "list or object" }
+            )),
+            (base, added) => {
+                *base = added.clone();
+                Ok(())
+            }
+        }
+    }
+    let mut seed = base.clone();
+    merge(&mut seed, added, "")?;
+    Ok(seed)
+}
+
 impl Environment {
     /// The task's tool servers in the scenario's seed state.
     pub fn new(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
+        // A task that adds to the seed state (a family's instance, usually) has a world
+        // of its own: cached, every instance seed ever played would stay in memory.
+        if !task.environment.is_empty() {
+            return Self::build(scenario, task, seed);
+        }
         let key = (task.now.clone(), task.tool_servers.clone());
         if let Some(env) = scenario.environments.0.lock().get(&key) {
             return Ok(Environment {
@@ -255,11 +297,16 @@ impl Environment {
         let empty = Value::Object(Map::new());
         let mut servers = Vec::new();
         for name in &task.tool_servers {
-            let seed_state = scenario.environment.get(name).unwrap_or(&empty);
             let bad = |message: String| ToolError::BadSeed {
                 server: name.clone(),
                 message,
             };
+            let scenario_seed = scenario.environment.get(name).unwrap_or(&empty);
+            let seed_state = match task.environment.get(name) {
+                Some(added) => Cow::Owned(seed_with(scenario_seed, added).map_err(bad)?),
+                None => Cow::Borrowed(scenario_seed),
+            };
+            let seed_state = &*seed_state;
             let server = match name.as_str() {
                 "email" => Kind::Email(email::EmailServer::from_seed(seed_state).map_err(bad)?),
                 "calendar" => {

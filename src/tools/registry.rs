@@ -108,6 +108,8 @@ pub enum RegistryError {
     Full(usize),
     #[error("the environment could not be built: {0}")]
     Build(#[from] ToolError),
+    #[error("instance_seed: {0}")]
+    Instance(String),
 }
 
 pub struct EnvironmentRegistry {
@@ -143,7 +145,8 @@ impl EnvironmentRegistry {
         scenario_id: &str,
         task_id: &str,
         seed: u64,
-    ) -> Result<(String, Vec<String>), RegistryError> {
+        instance_seed: u64,
+    ) -> Result<(String, Vec<String>, String), RegistryError> {
         let scenario = catalog
             .get(scenario_id)
             .ok_or_else(|| RegistryError::UnknownScenario(scenario_id.to_string()))?;
@@ -153,7 +156,8 @@ impl EnvironmentRegistry {
                 scenario: scenario_id.to_string(),
                 task: task_id.to_string(),
             })?;
-        let env = Environment::new(scenario, task, seed)?;
+        let task = task.instance(instance_seed).map_err(RegistryError::Instance)?;
+        let env = Environment::new(scenario, &task, seed)?;
         let servers = env.server_names();
         let mutating = env
             .all_tools()
@@ -180,7 +184,7 @@ impl EnvironmentRegistry {
             }),
         );
         self.metrics.environments_open.set(hosted.len() as i64);
-        Ok((id, servers))
+        Ok((id, servers, task.description.clone()))
     }
 
     /// The environment, which this use keeps alive; `None` when unknown or idle too

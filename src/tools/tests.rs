@@ -293,3 +293,46 @@ fn helpers_parse_times_and_ids() {
         is_email("a.b@c.io") && !is_email("a@b") && !is_email("a b@c.io") && !is_email("@c.io")
     );
 }
+
+#[test]
+fn a_task_adds_to_the_scenarios_seed_state_and_keeps_its_world_to_itself() {
+    let s = hr();
+    let mut t = s
+        .task("hr__104_schedule_phone_screen")
+        .expect("task")
+        .clone();
+    t.environment.insert(
+        "hrms".into(),
+        json!({
+            "company": "Northwind Robotics",
+            "employees": [{
+                "employee_id": "E900", "first_name": "Ada", "last_name": "Quill",
+                "email": "ada.quill@northwindlabs.io", "title": "Analyst",
+                "department": "Finance", "manager_id": "E001", "location": "Austin",
+                "start_date": "2026-01-05", "status": "active",
+                "leave_balance": {"vacation": 10, "sick": 5, "personal": 2}
+            }]
+        }),
+    );
+    let mut env = Environment::new(&s, &t, 0).expect("env");
+    let state = env.state();
+    let employees = state["hrms"]["employees"].as_array().expect("employees");
+    // Lists are extended, scalars replaced, the scenario's records kept.
+    assert!(employees.iter().any(|e| e["employee_id"] == "E001"));
+    assert!(employees.iter().any(|e| e["employee_id"] == "E900"));
+    assert_eq!(state["hrms"]["company"], "Northwind Robotics");
+    let found = ok(&mut env, "search_employees", json!({"query": "Quill"}));
+    assert!(found.to_string().contains("E900"), "{found}");
+
+    // The scenario's own seed (and every other task's environment) is untouched.
+    let plain = Environment::new(&s, s.task("hr__104_schedule_phone_screen").unwrap(), 0)
+        .expect("env")
+        .state();
+    assert!(!plain.to_string().contains("E900"));
+
+    // A list met with anything but a list is refused, naming the path.
+    t.environment
+        .insert("hrms".into(), json!({"employees": {"E900": {}}}));
+    let err = Environment::new(&s, &t, 0).expect_err("a list is extended by a list");
+    assert!(err.to_string().contains("environment.employees"), "{err}");
+}
