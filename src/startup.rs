@@ -159,6 +159,7 @@ impl Application {
             environments,
             public_url: public_url.clone(),
             max_pairs_per_task: settings.max_pairs_per_task,
+            task_facts: Default::default(),
             agents,
             model_timeout: Duration::from_secs(settings.model_timeout_secs),
         });

@@ -51,11 +51,21 @@ enum Format {
 }
 
 /// What every line of one task shares: its provenance and the tools offered.
+#[derive(Clone)]
 pub(super) struct TaskFacts {
     version: String,
     hash: String,
-    tools: Vec<Value>,
+    tools: Arc<Vec<Value>>,
 }
+
+/// Task facts already worked out, by run (its launch's log position: a run name is
+/// free again once deleted) and task instance: a run's tasks, overrides and scenario
+/// never change, and a feed asks for the same few on every poll.
+#[derive(Default)]
+pub struct FactsCache(parking_lot::Mutex<HashMap<(u64, TaskKey), TaskFacts>>);
+
+/// Entries the cache holds before it starts over.
+const FACTS_CACHED: usize = 4096;
 
 /// One line to write: a rollout, or a (chosen, rejected) pair.
 enum Item {
@@ -312,36 +322,52 @@ pub(super) fn task_facts_of(
         return HashMap::new();
     };
     keys.iter()
-        .filter_map(|(task_id, instance_seed)| {
-            let task = crate::scenarios::overrides::apply(
-                scenario,
-                task_id,
-                run.task_overrides.get(task_id),
-                *instance_seed,
-            )
-            .ok()?;
-            let definition = serde_json::to_vec(&task).unwrap_or_default();
-            let tools = match run.model.tool_server_url {
-                Some(_) => vec![],
-                None => crate::tools::replay::rebuild(scenario, &task, 0, std::iter::empty(), &[])
-                    .map(|env| {
-                        env.tool_definitions()
-                            .iter()
-                            .map(|t| t.openai_json())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            };
-            Some((
-                (task_id.clone(), *instance_seed),
-                TaskFacts {
-                    version: task.version.clone(),
-                    hash: format!("sha256:{}", hex::encode(Sha256::digest(&definition))),
-                    tools,
-                },
-            ))
+        .filter_map(|key| {
+            let cache_key = (run.position, key.clone());
+            if let Some(facts) = state.task_facts.0.lock().get(&cache_key) {
+                return Some((key.clone(), facts.clone()));
+            }
+            let facts = facts_of(scenario, run, key)?;
+            let mut cache = state.task_facts.0.lock();
+            if cache.len() >= FACTS_CACHED {
+                cache.clear();
+            }
+            cache.insert(cache_key, facts.clone());
+            Some((key.clone(), facts))
         })
         .collect()
+}
+
+/// One task instance's facts, its environment built once.
+fn facts_of(
+    scenario: &crate::scenarios::Scenario,
+    run: &RunView,
+    (task_id, instance_seed): &TaskKey,
+) -> Option<TaskFacts> {
+    let task = crate::scenarios::overrides::apply(
+        scenario,
+        task_id,
+        run.task_overrides.get(task_id),
+        *instance_seed,
+    )
+    .ok()?;
+    let definition = serde_json::to_vec(&task).unwrap_or_default();
+    let tools = match run.model.tool_server_url {
+        Some(_) => vec![],
+        None => crate::tools::replay::rebuild(scenario, &task, 0, std::iter::empty(), &[])
+            .map(|env| {
+                env.tool_definitions()
+                    .iter()
+                    .map(|t| t.openai_json())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    Some(TaskFacts {
+        version: task.version.clone(),
+        hash: format!("sha256:{}", hex::encode(Sha256::digest(&definition))),
+        tools: Arc::new(tools),
+    })
 }
 
 /// The messages before the first model turn: what both sides of a pair were given.
@@ -392,7 +418,7 @@ fn line(
         }
         Item::One(id) => rollout(id).map(|(run, r)| {
             let task = facts.get(&(r.task_id.clone(), r.instance_seed));
-            let tools = task.map(|f| f.tools.clone()).unwrap_or_default();
+            let tools: &[Value] = task.map(|f| f.tools.as_slice()).unwrap_or_default();
             let mut line = json!({
                 "messages": contents[0].trajectory,
                 "tools": tools,
@@ -429,7 +455,7 @@ fn line(
                         "rejected": rejected,
                         "chosen_score": c.score(),
                         "rejected_score": r.score(),
-                        "tools": task.map(|f| f.tools.clone()).unwrap_or_default(),
+                        "tools": task.map(|f| f.tools.as_slice()).unwrap_or_default(),
                         "provenance": provenance,
                     })
                 })

@@ -309,10 +309,10 @@ fn group_body(
             };
             stale_count += usize::from(stale);
             let task = facts.get(&(r.task_id.clone(), r.instance_seed));
+            let provenance = provenance(run, r, task);
             let tokens = recorded
                 .then(|| {
-                    let line =
-                        super::token_export::line(content, r.score(), provenance(run, r, task));
+                    let line = super::token_export::line(content, r.score(), provenance.clone());
                     RawValue::from_string(line.trim_end().to_string()).ok()
                 })
                 .flatten();
@@ -329,7 +329,7 @@ fn group_body(
                     .collect(),
                 tokens,
                 messages: &content.trajectory,
-                provenance: provenance(run, r, task),
+                provenance,
             })
         })
         .collect();

@@ -64,6 +64,8 @@ pub struct AppState {
     pub public_url: Arc<std::sync::OnceLock<String>>,
     /// `format=preference` export: pairs per task by default.
     pub max_pairs_per_task: usize,
+    /// Version, hash and tools of the task instances runs ran (exports, the feed).
+    pub task_facts: export::FactsCache,
 }
 
 impl AppState {

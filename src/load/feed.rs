@@ -1,8 +1,10 @@
 //! `rl-gym load feed`: a continuous run of the builtin oracle drained by one consumer
 //! through `GET /runs/{id}/groups` and `POST …/groups/ack`, as a trainer would; prints
 //! groups per second to the consumer and the run's rollouts per second (by the
-//! service's clock, launch to last finish). With `--baseline`, the same rollouts as an
-//! ordinary run (same tasks and `max_parallel`) before and after, and the ratio.
+//! service's clock, launch to last finish) and the process's CPU per rollout. With
+//! `--baseline`, `--rounds` feed runs alternate with ordinary runs of the same rollouts
+//! (same tasks and `max_parallel`), and the medians of each pair's ratios are printed:
+//! on a shared machine CPU per rollout is the steadier of the two.
 
 use std::time::{Duration, Instant};
 
@@ -32,9 +34,12 @@ pub struct FeedArgs {
     pub batch: u32,
     #[arg(long, default_value = "hr")]
     pub scenario: String,
-    /// Also time the same rollouts as an ordinary run, before and after.
+    /// Also time the same rollouts as ordinary runs, alternating with the feed's.
     #[arg(long)]
     pub baseline: bool,
+    /// With `--baseline`: feed runs, each beside an ordinary run.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
 }
 
 pub async fn run(args: FeedArgs) -> Result<(), String> {
@@ -52,11 +57,133 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
         return Err(format!("scenario {} has no tasks", args.scenario));
     }
     let rollouts = u64::from(args.groups) * u64::from(args.group_size);
+    let rounds = if args.baseline { args.rounds.max(1) } else { 1 };
+    let mut fed = Vec::new();
+    let mut plain = Vec::new();
+    for round in 0..rounds {
+        // The order alternates, so a growing log and a warming machine favour neither.
+        if args.baseline && round % 2 == 0 {
+            plain.push(ordinary(&client, &args, &tasks).await?);
+        }
+        fed.push(feed_once(&client, &args, &tasks, round).await?);
+        if args.baseline && round % 2 == 1 {
+            plain.push(ordinary(&client, &args, &tasks).await?);
+        }
+    }
     let mut out = Vec::new();
-    let before = match args.baseline {
-        true => Some(ordinary(&client, &args, &tasks).await?),
-        false => None,
+    let mut line = |k: &str, v: String| out.push(format!("{k}: {v}"));
+    let last = fed.last().ok_or("no feed run")?;
+    line("groups", last.groups.to_string());
+    line("rollouts", rollouts.to_string());
+    line("completed", last.completed.to_string());
+    line("polls", last.polls.to_string());
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        super::quantile(&v, 0.5)
     };
+    let list = |v: &[f64], digits: usize| {
+        v.iter()
+            .map(|x| format!("{x:.digits$}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let per_sec: Vec<f64> = fed.iter().map(|f| f.groups as f64 / f.secs).collect();
+    line(
+        "groups_per_sec",
+        format!(
+            "{:.0} median of {rounds} ({}) (to the consumer, launch to its last ack)",
+            median(per_sec.clone()),
+            list(&per_sec, 0)
+        ),
+    );
+    let rates: Vec<f64> = fed.iter().map(|f| f.timing.rate).collect();
+    line(
+        "rollouts_per_sec",
+        format!(
+            "{:.0} median ({}) (the run's created_at to finished_at)",
+            median(rates.clone()),
+            list(&rates, 0)
+        ),
+    );
+    let cpu: Vec<f64> = fed.iter().map(|f| f.timing.cpu_us).collect();
+    line(
+        "cpu_us_per_rollout",
+        format!(
+            "{:.0} median ({}) (this process: service and consumer)",
+            median(cpu.clone()),
+            list(&cpu, 0)
+        ),
+    );
+    if args.baseline {
+        let base_rates: Vec<f64> = plain.iter().map(|t| t.rate).collect();
+        let base_cpu: Vec<f64> = plain.iter().map(|t| t.cpu_us).collect();
+        line(
+            "baseline_rollouts_per_sec",
+            format!(
+                "{:.0} median ({}) (ordinary runs, alternating with the feed's)",
+                median(base_rates.clone()),
+                list(&base_rates, 0)
+            ),
+        );
+        line(
+            "baseline_cpu_us_per_rollout",
+            format!("{:.0} median ({})", median(base_cpu.clone()), list(&base_cpu, 0)),
+        );
+        // Each feed run against the ordinary run beside it: positive is a cost.
+        let slower: Vec<f64> = rates
+            .iter()
+            .zip(&base_rates)
+            .map(|(f, b)| (1.0 - f / b) * 100.0)
+            .collect();
+        let dearer: Vec<f64> = cpu
+            .iter()
+            .zip(&base_cpu)
+            .map(|(f, b)| (f / b - 1.0) * 100.0)
+            .collect();
+        line(
+            "feed_overhead_throughput",
+            format!(
+                "{:+.1}% median ({}) (1 - feed / ordinary rollouts per second)",
+                median(slower.clone()),
+                list(&slower, 1)
+            ),
+        );
+        line(
+            "feed_overhead_cpu",
+            format!(
+                "{:+.1}% median ({}) (feed / ordinary CPU per rollout - 1)",
+                median(dearer.clone()),
+                list(&dearer, 1)
+            ),
+        );
+    }
+    Ok(out.join("\n"))
+}
+
+/// One run's rollouts per second (by the service's clock) and this process's CPU
+/// microseconds per rollout.
+struct Timing {
+    rate: f64,
+    cpu_us: f64,
+}
+
+struct FeedRun {
+    groups: u64,
+    completed: Value,
+    polls: u64,
+    /// Launch to the consumer's last ack.
+    secs: f64,
+    timing: Timing,
+}
+
+/// A continuous run drained by one consumer.
+async fn feed_once(
+    client: &Client,
+    args: &FeedArgs,
+    tasks: &[String],
+    round: u32,
+) -> Result<FeedRun, String> {
+    let rollouts = u64::from(args.groups) * u64::from(args.group_size);
     let body = json!({
         "scenario_id": args.scenario,
         "task_ids": tasks,
@@ -64,12 +191,13 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
         "max_parallel": args.max_parallel,
         "model_config": {"provider": "builtin", "model": "oracle"},
         "continuous": {"max_groups": args.groups,
-                       "max_unconsumed_groups": args.max_unconsumed_groups, "seed": 1},
+                       "max_unconsumed_groups": args.max_unconsumed_groups, "seed": round + 1},
     });
     let started = Instant::now();
+    let cpu = super::cpu_secs();
     let answer = client.post("/runs", &body).await?;
     let run_id = answer["run_id"].as_str().ok_or("no run_id")?.to_string();
-    let mut taken = 0u64;
+    let mut groups = 0u64;
     let mut polls = 0u64;
     loop {
         let text = client
@@ -84,7 +212,7 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
         let page: Page = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
         let ids: Vec<u64> = page.groups.iter().map(|g| g.group_id).collect();
         if !ids.is_empty() {
-            taken += ids.len() as u64;
+            groups += ids.len() as u64;
             client
                 .post(
                     &format!("/runs/{run_id}/groups/ack"),
@@ -99,46 +227,22 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
             return Err("the feed did not finish in an hour".to_string());
         }
     }
+    let cpu = super::cpu_secs() - cpu;
     let secs = started.elapsed().as_secs_f64();
     let status: Value = client
         .get(&format!("/runs/{run_id}?rollouts=false"))
         .await?;
     let run_secs = server_secs(&status).unwrap_or(secs);
-    // The ordinary run again after: the mean of the two cancels the drift of a
-    // growing log and a warming machine.
-    let baseline = match before {
-        Some(before) => Some((before + ordinary(&client, &args, &tasks).await?) / 2.0),
-        None => None,
-    };
-    let mut line = |k: &str, v: String| out.push(format!("{k}: {v}"));
-    line("groups", taken.to_string());
-    line("rollouts", rollouts.to_string());
-    line("completed", status["completed"].to_string());
-    line("polls", polls.to_string());
-    line(
-        "elapsed_secs",
-        format!("{secs:.3} (launch to the consumer's last ack)"),
-    );
-    line(
-        "groups_per_sec",
-        format!("{:.0} (to the consumer)", taken as f64 / secs),
-    );
-    let rate = rollouts as f64 / run_secs;
-    line(
-        "rollouts_per_sec",
-        format!("{rate:.0} (the run's created_at to finished_at)"),
-    );
-    if let Some(base) = baseline {
-        line(
-            "baseline_rollouts_per_sec",
-            format!("{base:.0} (an ordinary run before and one after, mean)"),
-        );
-        line(
-            "feed_overhead",
-            format!("{:+.1}% (1 - feed / baseline)", (1.0 - rate / base) * 100.0),
-        );
-    }
-    Ok(out.join("\n"))
+    Ok(FeedRun {
+        groups,
+        completed: status["completed"].clone(),
+        polls,
+        secs,
+        timing: Timing {
+            rate: rollouts as f64 / run_secs,
+            cpu_us: cpu * 1e6 / rollouts as f64,
+        },
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -152,8 +256,8 @@ struct GroupId {
     group_id: u64,
 }
 
-/// Rollouts per second of the same work as an ordinary run.
-async fn ordinary(client: &Client, args: &FeedArgs, tasks: &[String]) -> Result<f64, String> {
+/// The same work as an ordinary run.
+async fn ordinary(client: &Client, args: &FeedArgs, tasks: &[String]) -> Result<Timing, String> {
     // As many rollouts, spread over the tasks as evenly as a launch allows.
     let per_task = (args.groups * args.group_size).div_ceil(tasks.len() as u32);
     let body = json!({
@@ -163,6 +267,7 @@ async fn ordinary(client: &Client, args: &FeedArgs, tasks: &[String]) -> Result<
         "max_parallel": args.max_parallel,
         "model_config": {"provider": "builtin", "model": "oracle"},
     });
+    let cpu = super::cpu_secs();
     let answer = client.post("/runs", &body).await?;
     let run_id = answer["run_id"].as_str().ok_or("no run_id")?.to_string();
     let total = answer["run_status"]["total"].as_u64().unwrap_or(0);
@@ -171,7 +276,11 @@ async fn ordinary(client: &Client, args: &FeedArgs, tasks: &[String]) -> Result<
             .get(&format!("/runs/{run_id}?rollouts=false"))
             .await?;
         if let Some(secs) = server_secs(&status) {
-            return Ok(total as f64 / secs);
+            let cpu = super::cpu_secs() - cpu;
+            return Ok(Timing {
+                rate: total as f64 / secs,
+                cpu_us: cpu * 1e6 / total.max(1) as f64,
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

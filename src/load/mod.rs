@@ -170,6 +170,18 @@ pub(crate) fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU seconds this process has used so far, user and system (`getrusage`).
+pub(crate) fn cpu_secs() -> f64 {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// Runs the client on a thread of its own with a single-threaded runtime, so that it
 /// never shares the service's runtime (it still shares the machine's cores).
 pub(crate) async fn on_client_thread<F, Fut, T>(work: F) -> Result<T, String>

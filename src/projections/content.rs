@@ -28,6 +28,15 @@ pub struct RolloutContent {
     pub policies: Vec<u32>,
 }
 
+/// The events [`RolloutContent::apply`] folds in.
+const FOLDED: [&str; 5] = [
+    "RolloutStarted",
+    "ModelCalled",
+    "ToolCalled",
+    "NpcReplied",
+    "ContextSummarized",
+];
+
 impl RolloutContent {
     /// Folds one of the rollout's events in; the others add nothing to it.
     pub fn apply(&mut self, event: Event) {
@@ -77,7 +86,11 @@ impl RolloutContent {
     ) -> Result<RolloutContent, ProjectionError> {
         let mut content = RolloutContent::default();
         for recorded in store.read_stream(&rollout_stream(rollout_id), 0).await? {
-            content.apply(decode(&recorded)?);
+            // The verdicts and the ends are most of a stream's bytes and fold nothing
+            // in: a feed reads every finished rollout, so they are not decoded.
+            if FOLDED.contains(&recorded.event_type.as_str()) {
+                content.apply(decode(&recorded)?);
+            }
         }
         Ok(content)
     }

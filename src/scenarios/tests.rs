@@ -274,3 +274,26 @@ fn task_tool_servers_accept_the_wire_object_form() {
     assert_eq!(t.tool_servers, ["hrms"]);
     t.validate(&s).expect("valid");
 }
+
+/// A task that became a family keeps its old form as instance 0, so old runs replay
+/// unchanged: whatever its instances add to the world, instance 0 adds nothing.
+#[test]
+fn instance_zero_of_every_bundled_family_plays_in_the_scenarios_own_world() {
+    let catalog = Catalog::load(&config_dir()).expect("catalog loads");
+    let mut families = 0;
+    for scenario in catalog.scenarios() {
+        for task in scenario.tasks.iter().filter(|t| t.is_family()) {
+            families += 1;
+            let zero = task.instance(0).expect("instance 0").into_owned();
+            let mut plain = zero.clone();
+            plain.environment.clear();
+            let state = |t: &Task| {
+                crate::tools::Environment::new(scenario, t, 0)
+                    .expect("environment")
+                    .state()
+            };
+            assert_eq!(state(&zero), state(&plain), "{}", task.task_id);
+        }
+    }
+    assert!(families >= 60, "{families} families");
+}

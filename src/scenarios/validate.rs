@@ -56,6 +56,8 @@ pub struct InstanceFailure {
 pub struct TaskReport {
     pub scenario_id: String,
     pub task_id: String,
+    /// The author's `difficulty` (easy, medium, hard).
+    pub difficulty: String,
     /// The oracle's tool calls (the reference solution's steps).
     pub oracle_steps: usize,
     /// How many instances were played.
@@ -101,8 +103,8 @@ impl Report {
         for t in &self.tasks {
             let status = if t.failure.is_none() { "ok" } else { "FAILED" };
             out.push_str(&format!(
-                "{status:<6} {}/{}  oracle {} steps, {} seeds",
-                t.scenario_id, t.task_id, t.oracle_steps, t.instances
+                "{status:<6} {}/{}  {}, oracle {} steps, {} seeds",
+                t.scenario_id, t.task_id, t.difficulty, t.oracle_steps, t.instances
             ));
             if let Some(distinct) = t.distinct {
                 out.push_str(&format!(", family: {distinct} distinct instances"));
@@ -216,6 +218,7 @@ pub fn check_task(scenario: &Scenario, task: &Task, seeds: u64) -> TaskReport {
     TaskReport {
         scenario_id: scenario.scenario_id.clone(),
         task_id: task.task_id.clone(),
+        difficulty: task.difficulty.clone(),
         oracle_steps: task.reference_solution.len(),
         instances: played,
         distinct: task.is_family().then_some(distinct.len()),

@@ -41,7 +41,7 @@ fn the_bundled_scenarios_validate() {
     assert!(passed >= 40, "{stdout}");
     assert_eq!(failed, 0, "{stdout}");
     assert!(
-        stdout.contains("ok     hr/hr__105_reporting_line_question  oracle 3 steps, 3 seeds"),
+        stdout.contains("ok     hr/hr__105_reporting_line_question  easy, oracle 3 steps, 3 seeds"),
         "{stdout}"
     );
 }
@@ -162,12 +162,12 @@ fn a_broken_scenario_reports_every_problem_and_fails() {
                 "error: {}: `checks[2]`: check `state`: path `foo.records` starts at `foo`",
                 file("two_problems.json")
             ),
-            "ok     hr/good  oracle 3 steps, 2 seeds".to_string(),
-            "FAILED hr/weak_oracle  oracle 3 steps, 1 seeds".to_string(),
+            "ok     hr/good  easy, oracle 3 steps, 2 seeds".to_string(),
+            "FAILED hr/weak_oracle  easy, oracle 3 steps, 1 seeds".to_string(),
             "first failing seed 0: the reference solution scores 0.6666666666666666 \
              (Partial Credit), expected 1.0: failed check `peers`"
                 .to_string(),
-            "FAILED hr/noop_passes  oracle 3 steps, 1 seeds".to_string(),
+            "FAILED hr/noop_passes  easy, oracle 3 steps, 1 seeds".to_string(),
             "first failing seed 0: noop (no calls, a final answer only) scores 0.25 \
              (Partial Credit), expected 0.0: passed check `no_leave_filed`"
                 .to_string(),
