@@ -67,7 +67,8 @@ impl Synth {
     pub fn new(scenario: &Scenario) -> Result<Synth, String> {
         let t0 = DateTime::UNIX_EPOCH;
         let mut templates = Vec::new();
-        for task in &scenario.tasks {
+        for family in &scenario.tasks {
+            let task = &*family.instance(0)?;
             let mut env = Environment::new(scenario, task, 0).map_err(|e| e.to_string())?;
             let mut messages = vec![
                 Message::system(default_system_prompt(scenario)),

@@ -107,9 +107,11 @@ fn a_reply_goes_back_to_the_sender_copies_the_others_and_keeps_the_thread() {
 #[test]
 fn the_reply_prompt_keeps_the_person_in_character_and_carries_the_thread() {
     let s = recruiting();
-    let task = s
+    let task = &*s
         .task("hr_recruiting__202_schedule_screen_with_candidate")
-        .expect("task");
+        .expect("task")
+        .instance(0)
+        .expect("instance 0");
     let npc = s.npc("tomas-herrera").expect("npc");
     let facts = private_facts(task, "tomas-herrera");
     assert!(!facts.is_empty());

@@ -233,6 +233,18 @@ pub struct Environment {
     steps: u64,
 }
 
+/// Whether a task's additions to a server's seed leave it as it is (a family's
+/// instance 0, typically: empty lists).
+fn adds_nothing(base: &Value, added: &Value) -> bool {
+    match (base, added) {
+        (Value::Object(base), Value::Object(added)) => added
+            .iter()
+            .all(|(key, value)| base.get(key).is_some_and(|b| adds_nothing(b, value))),
+        (Value::Array(_), Value::Array(items)) => items.is_empty(),
+        _ => false,
+    }
+}
+
 /// A scenario's seed state of one server with a task's additions: lists are extended,
 /// objects merged key by key, anything else replaced.
 fn seed_with(base: &Value, added: &Value) -> Result<Value, String> {
@@ -274,7 +286,11 @@ impl Environment {
     pub fn new(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
         // A task that adds to the seed state (a family's instance, usually) has a world
         // of its own: cached, every instance seed ever played would stay in memory.
-        if !task.environment.is_empty() {
+        let empty = Value::Object(Map::new());
+        let unchanged = task.environment.iter().all(|(server, added)| {
+            adds_nothing(scenario.environment.get(server).unwrap_or(&empty), added)
+        });
+        if !unchanged {
             return Self::build(scenario, task, seed);
         }
         let key = (task.now.clone(), task.tool_servers.clone());

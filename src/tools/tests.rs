@@ -13,13 +13,19 @@ pub(crate) fn hr() -> Scenario {
         .expect("hr loads")
 }
 
+/// Instance 0 of a bundled task: the task as written, placeholders filled.
+pub(crate) fn task0(s: &Scenario, task_id: &str) -> Task {
+    s.task(task_id)
+        .expect("task")
+        .instance(0)
+        .expect("instance 0")
+        .into_owned()
+}
+
 /// An environment with all three servers (task 104 uses them all).
 pub(crate) fn full_env() -> Environment {
     let s = hr();
-    let t = s
-        .task("hr__104_schedule_phone_screen")
-        .expect("task")
-        .clone();
+    let t = task0(&s, "hr__104_schedule_phone_screen");
     Environment::new(&s, &t, 0).expect("env")
 }
 
@@ -226,7 +232,7 @@ fn a_clone_is_independent() {
 fn checks_read_the_seed_json_until_a_call_changes_a_server() {
     use crate::verify::StateRoot;
     let s = hr();
-    let t = s.task("hr__104_schedule_phone_screen").expect("task");
+    let t = &task0(&s, "hr__104_schedule_phone_screen");
     let mut a = Environment::new(&s, t, 0).expect("env");
     let b = Environment::new(&s, t, 1).expect("env");
     let (va, vb) = (a.state_view(), b.state_view());
@@ -297,10 +303,7 @@ fn helpers_parse_times_and_ids() {
 #[test]
 fn a_task_adds_to_the_scenarios_seed_state_and_keeps_its_world_to_itself() {
     let s = hr();
-    let mut t = s
-        .task("hr__104_schedule_phone_screen")
-        .expect("task")
-        .clone();
+    let mut t = task0(&s, "hr__104_schedule_phone_screen");
     t.environment.insert(
         "hrms".into(),
         json!({
@@ -325,7 +328,7 @@ fn a_task_adds_to_the_scenarios_seed_state_and_keeps_its_world_to_itself() {
     assert!(found.to_string().contains("E900"), "{found}");
 
     // The scenario's own seed (and every other task's environment) is untouched.
-    let plain = Environment::new(&s, s.task("hr__104_schedule_phone_screen").unwrap(), 0)
+    let plain = Environment::new(&s, &task0(&s, "hr__104_schedule_phone_screen"), 0)
         .expect("env")
         .state();
     assert!(!plain.to_string().contains("E900"));

@@ -862,7 +862,8 @@ fn write_scenario_without_tasks(dir: &Path) {
 async fn the_bundle_cli_reads_standard_input_and_refuses_an_unknown_task() {
     let hr = catalog().get("hr").unwrap().clone();
     let unpacked = unpack(&bundle::build(&hr).unwrap().bytes);
-    let task = &hr.tasks[0];
+    // A rollout without an instance seed is instance 0.
+    let task = &*hr.tasks[0].instance(0).unwrap();
     let rollout = json!({ "task_id": task.task_id, "trajectory": [], "environment_state": null });
     let run = |args: &[&str]| {
         use std::io::Write;

@@ -64,7 +64,12 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let task = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped before the server's keep-alive (5 s) closes
+        // them: a request sent on one the server is closing fails mid-flight.
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .unwrap(),
         data_dir,
         handle,
         shutdown,

@@ -48,9 +48,11 @@ async fn task_json_replaces_the_whole_task_and_is_validated() {
     body["task_overrides"] = json!({a.clone(): {"task_json": replacement}});
     let rollout = app.only_rollout(&app.launch(&body).await).await;
     assert_eq!(rollout["task_id"], a.as_str());
+    // The replacement is a family too: its instance 0 is what the agent was told.
+    let family: rl_gym::scenarios::Task = serde_json::from_value(replacement.clone()).unwrap();
     assert_eq!(
         rollout["trajectory"][1]["content"],
-        replacement["description"]
+        family.instance(0).unwrap().description
     );
     assert_eq!(
         rollout["score"], 1.0,

@@ -125,7 +125,11 @@ async fn a_finished_rollout_replayed_from_the_log_gives_the_same_state_and_verdi
             }
             state.evolve(&event, r.revision);
         }
-        let task = scenario.task(view["task_id"].as_str().unwrap()).unwrap();
+        let task = &*scenario
+            .task(view["task_id"].as_str().unwrap())
+            .unwrap()
+            .instance(view["instance_seed"].as_u64().unwrap())
+            .unwrap();
         let calls = state
             .tool_calls
             .iter()

@@ -21,7 +21,9 @@ fn task(s: &Scenario, prefix: &str) -> Task {
         .iter()
         .find(|t| t.task_id.starts_with(prefix))
         .expect("task")
-        .clone()
+        .instance(0)
+        .expect("instance 0")
+        .into_owned()
 }
 
 /// A fresh environment of the world (every task shares the seed and the clock).

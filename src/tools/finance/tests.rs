@@ -19,7 +19,7 @@ fn world() -> Scenario {
 /// A fresh environment of the world (every task shares the seed and the clock).
 fn env() -> Environment {
     let s = world();
-    let t = s.tasks.first().expect("a task").clone();
+    let t = s.tasks[0].instance(0).expect("instance 0").into_owned();
     Environment::new(&s, &t, 0).expect("env")
 }
 
@@ -354,7 +354,7 @@ fn extreme_seed_numbers_are_errors_or_results_never_panics() {
     seed["price_tolerance_bp"] = json!(i64::MAX);
     seed["expense_reports"][1]["lines"][0]["amount_cents"] = json!(i64::MAX);
     seed["accounts"][2]["opening_balance_cents"] = json!(i64::MIN);
-    let t = s.tasks.first().expect("task").clone();
+    let t = s.tasks[0].instance(0).expect("instance 0").into_owned();
     let mut env = Environment::new(&s, &t, 0).expect("env");
     assert!(
         env.call("approve_expense", &json!({"report_id": "EXP-0002"}))

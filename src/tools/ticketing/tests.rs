@@ -20,7 +20,7 @@ fn helpdesk() -> Scenario {
 /// An environment with email and ticketing at Tuesday 10 March 2026, 10:00 UTC.
 fn env() -> Environment {
     let s = helpdesk();
-    let t = s.tasks.first().expect("a task").clone();
+    let t = s.tasks[0].instance(0).expect("instance 0").into_owned();
     Environment::new(&s, &t, 0).expect("env")
 }
 
@@ -499,6 +499,7 @@ fn every_task_gives_the_oracle_full_credit_and_a_noop_agent_none() {
         // A task that relies on a reply cannot be replayed without it: the reference
         // solution reads the answer, which never arrives.
         if !task.reference_npc_replies.is_empty() {
+            let task = &*task.instance(0).expect("instance 0");
             let mut env = Environment::new(&s, task, 0).expect("env");
             let run = crate::npc::replay_reference_solution(&mut env, &s, task, false);
             assert!(!run.errors.is_empty(), "{}: needs the reply", task.task_id);
