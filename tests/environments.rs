@@ -105,7 +105,12 @@ fn the_same_calls_on_the_same_task_and_seed_give_byte_identical_state() {
 fn a_failed_call_leaves_the_state_untouched() {
     let c = catalog();
     let hr = c.get("hr").expect("hr");
-    let task = hr.task("hr__103_process_leave_queue").expect("task");
+    let task = &hr
+        .task("hr__103_process_leave_queue")
+        .expect("task")
+        .instance(0)
+        .expect("instance 0")
+        .into_owned();
     let mut env = Environment::new(hr, task, 1).expect("environment");
     let before = env.state();
     let obs = env
@@ -126,7 +131,12 @@ fn the_environment_offers_only_the_task_servers_and_is_send_and_clone() {
     assert_send::<Environment>();
     let c = catalog();
     let hr = c.get("hr").expect("hr");
-    let task = hr.task("hr__105_reporting_line_question").expect("task");
+    let task = &hr
+        .task("hr__105_reporting_line_question")
+        .expect("task")
+        .instance(0)
+        .expect("instance 0")
+        .into_owned();
     let env = Environment::new(hr, task, 0).expect("environment");
     assert_eq!(env.server_names(), ["hrms"]);
     assert!(env.tools("email").is_none());

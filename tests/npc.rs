@@ -31,11 +31,28 @@ const NPC_DEPENDENT: &[&str] = &[
     "hr_recruiting__206_hiring_manager_decision",
 ];
 
-fn npc_dependent(s: &Scenario) -> Vec<&Task> {
+fn npc_dependent(s: &Scenario) -> Vec<Task> {
     NPC_DEPENDENT
         .iter()
-        .map(|id| s.task(id).expect("task"))
+        .map(|id| instance0(s, id))
         .inspect(|t| assert!(!t.reference_npc_replies.is_empty(), "{}", t.task_id))
+        .collect()
+}
+
+/// A task as written: instance 0 of its family.
+fn instance0(s: &Scenario, task_id: &str) -> Task {
+    s.task(task_id)
+        .expect("task")
+        .instance(0)
+        .expect("instance 0")
+        .into_owned()
+}
+
+/// Every task of a scenario as it is played: a family's first few instances.
+fn played(s: &Scenario) -> Vec<Task> {
+    s.tasks
+        .iter()
+        .flat_map(|t| (0..3).map(move |seed| t.instance(seed).expect("instance").into_owned()))
         .collect()
 }
 
@@ -59,7 +76,7 @@ fn the_scenario_has_twelve_tasks_ten_npcs_and_three_seed_documents() {
 fn every_reference_solution_with_scripted_replies_earns_full_credit() {
     let c = catalog();
     let s = recruiting(&c);
-    for task in &s.tasks {
+    for task in &played(s) {
         let mut env = Environment::new(s, task, 7).expect("environment");
         let trajectory = npc::run_reference_solution(&mut env, s, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
@@ -74,7 +91,7 @@ fn every_reference_solution_with_scripted_replies_earns_full_credit() {
 fn doing_nothing_earns_no_credit_on_every_task() {
     let c = catalog();
     let s = recruiting(&c);
-    for task in &s.tasks {
+    for task in &played(s) {
         let env = Environment::new(s, task, 7).expect("environment");
         let trajectory = vec![
             Message::user(task.description.clone()),
@@ -90,7 +107,7 @@ fn doing_nothing_earns_no_credit_on_every_task() {
 fn without_the_npc_replies_the_npc_dependent_reference_solutions_fall_short() {
     let c = catalog();
     let s = recruiting(&c);
-    for task in npc_dependent(s) {
+    for task in &npc_dependent(s) {
         let mut env = Environment::new(s, task, 7).expect("environment");
         let run = npc::replay_reference_solution(&mut env, s, task, false);
         assert!(run.replies.is_empty());
@@ -108,7 +125,7 @@ fn without_the_npc_replies_the_npc_dependent_reference_solutions_fall_short() {
 fn the_same_calls_and_replies_give_byte_identical_state() {
     let c = catalog();
     let s = recruiting(&c);
-    for task in &s.tasks {
+    for task in &played(s) {
         let run = || {
             let mut env = Environment::new(s, task, 42).expect("environment");
             let r = npc::replay_reference_solution(&mut env, s, task, true);
@@ -131,9 +148,7 @@ fn observe(env: &mut Environment, tool: &str, params: Value) -> Value {
 fn an_npc_answers_an_email_in_the_same_rollout_and_the_agent_reads_it() {
     let c = catalog();
     let s = recruiting(&c);
-    let task = s
-        .task("hr_recruiting__202_schedule_screen_with_candidate")
-        .expect("task");
+    let task = &instance0(s, "hr_recruiting__202_schedule_screen_with_candidate");
     let mut env = Environment::new(s, task, 1).expect("environment");
     let before = env.sent_count();
     observe(
@@ -185,9 +200,7 @@ fn an_npc_answers_an_email_in_the_same_rollout_and_the_agent_reads_it() {
 fn mail_to_people_who_are_not_npcs_gets_no_reply() {
     let c = catalog();
     let s = recruiting(&c);
-    let task = s
-        .task("hr_recruiting__205_offer_acceptance_handover")
-        .expect("task");
+    let task = &instance0(s, "hr_recruiting__205_offer_acceptance_handover");
     let mut env = Environment::new(s, task, 1).expect("environment");
     observe(
         &mut env,
@@ -205,9 +218,10 @@ fn mail_to_people_who_are_not_npcs_gets_no_reply() {
 fn npc_replies_never_trigger_more_replies() {
     let c = catalog();
     let s = recruiting(&c);
-    let task = s
-        .task("hr_recruiting__203_book_panel_with_travelling_interviewer")
-        .expect("task");
+    let task = &instance0(
+        s,
+        "hr_recruiting__203_book_panel_with_travelling_interviewer",
+    );
     let mut env = Environment::new(s, task, 1).expect("environment");
     observe(
         &mut env,
@@ -235,9 +249,7 @@ fn npc_replies_never_trigger_more_replies() {
 fn a_delivered_reply_replays_from_its_recorded_text() {
     let c = catalog();
     let s = recruiting(&c);
-    let task = s
-        .task("hr_recruiting__204_offer_above_midpoint_needs_chro")
-        .expect("task");
+    let task = &instance0(s, "hr_recruiting__204_offer_above_midpoint_needs_chro");
     let mut live = Environment::new(s, task, 3).expect("environment");
     observe(
         &mut live,

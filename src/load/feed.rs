@@ -127,7 +127,11 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
         );
         line(
             "baseline_cpu_us_per_rollout",
-            format!("{:.0} median ({})", median(base_cpu.clone()), list(&base_cpu, 0)),
+            format!(
+                "{:.0} median ({})",
+                median(base_cpu.clone()),
+                list(&base_cpu, 0)
+            ),
         );
         // Each feed run against the ordinary run beside it: positive is a cost.
         let slower: Vec<f64> = rates

@@ -268,7 +268,11 @@ fn seed_with(base: &Value, added: &Value) -> Result<Value, String> {
             }
             (Value::Array(_) | Value::Object(_), _) => Err(format!(
                 "the task's environment{path} must be a {} like the scenario's",
-                if path.is_empty() { "an object" } else { "list or object" }
+                if path.is_empty() {
+                    "an object"
+                } else {
+                    "list or object"
+                }
             )),
             (base, added) => {
                 *base = added.clone();

@@ -156,7 +156,9 @@ impl EnvironmentRegistry {
                 scenario: scenario_id.to_string(),
                 task: task_id.to_string(),
             })?;
-        let task = task.instance(instance_seed).map_err(RegistryError::Instance)?;
+        let task = task
+            .instance(instance_seed)
+            .map_err(RegistryError::Instance)?;
         let env = Environment::new(scenario, &task, seed)?;
         let servers = env.server_names();
         let mutating = env
