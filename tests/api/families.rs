@@ -158,3 +158,85 @@ fn validate_plays_every_familys_instances_and_reports_how_many_differ() {
         assert!(distinct >= (seeds.min(1000) / 2), "{line}");
     }
 }
+
+/// A hosted environment plays one instance: its own records, told in its description.
+#[actix_web::test]
+async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
+    let app = spawn_app().await;
+    let task_id = "hr__101_approve_leave_request";
+    let catalog = rl_gym::scenarios::Catalog::load(
+        &rl_gym::config::Settings::defaults().resolved_scenarios_dir(),
+    )
+    .unwrap();
+    let family = catalog.get("hr").unwrap().task(task_id).unwrap().clone();
+    // An instance whose world differs from the scenario's (it adds records).
+    let seed = (1..50)
+        .find(|&s| {
+            let i = family.instance(s).unwrap();
+            i.environment
+                .values()
+                .any(|v| v.to_string().contains("LR-0"))
+        })
+        .expect("an instance that adds a leave request");
+    let instance = family.instance(seed).unwrap().into_owned();
+    let response = app
+        .post(
+            "/environments",
+            &json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": seed}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["instance_seed"], seed);
+    assert_eq!(created["description"], instance.description.as_str());
+    assert!(!instance.description.contains("{{"));
+
+    // Every call of the instance's reference solution succeeds on it, on the server
+    // that lists the tool.
+    let mut server_of = std::collections::HashMap::new();
+    for server in created["tool_servers"].as_array().unwrap() {
+        let url = server["tool_server_url"].as_str().unwrap().to_string();
+        let listed: Value = app
+            .client
+            .get(format!("{url}/tools"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for tool in listed["tools"].as_array().unwrap() {
+            server_of.insert(tool["name"].as_str().unwrap().to_string(), url.clone());
+        }
+    }
+    for step in &instance.reference_solution {
+        let url = &server_of[&step.tool_name];
+        let answer: Value = app
+            .client
+            .post(format!("{url}/step"))
+            .json(&json!({"action": {"tool_name": step.tool_name, "parameters": step.parameters}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.get("is_error"),
+            None,
+            "{} on instance {seed}: {answer}",
+            step.tool_name
+        );
+    }
+
+    let response = app
+        .post(
+            "/environments",
+            &json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": -1}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["detail"][0]["loc"], json!(["body", "instance_seed"]));
+    app.stop().await;
+}
