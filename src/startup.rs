@@ -103,8 +103,10 @@ impl Application {
             )
         });
         let shared_log = leases.is_some();
+        let contents = crate::projections::ContentCache::default();
         let gym = Gym::start(Deps {
             leases,
+            contents: contents.clone(),
             store: store.clone(),
             catalog: catalog.clone(),
             metrics: metrics.clone(),
@@ -160,6 +162,7 @@ impl Application {
             public_url: public_url.clone(),
             max_pairs_per_task: settings.max_pairs_per_task,
             task_facts: Default::default(),
+            contents,
             agents,
             model_timeout: Duration::from_secs(settings.model_timeout_secs),
         });

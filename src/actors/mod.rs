@@ -60,6 +60,8 @@ pub struct Deps {
     pub prices: Arc<PriceTable>,
     /// Run leases, when several nodes share the log; `None`: this node owns every run.
     pub leases: Option<Arc<lease::Leases>>,
+    /// Where a continuous run's finished rollouts leave their content for the feed.
+    pub contents: crate::projections::ContentCache,
 }
 
 #[derive(Debug, thiserror::Error)]

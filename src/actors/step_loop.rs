@@ -34,6 +34,7 @@ use crate::domain::verdict::{RubricStatus, RubricVerdict};
 use crate::llm::builtin::{BuiltinAgent, PlannedCall};
 use crate::llm::{self, ModelClient, ModelRequest};
 use crate::npc;
+use crate::projections::RolloutContent;
 use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
 use crate::tools::remote::RemoteEnvironment;
@@ -104,6 +105,9 @@ struct Driver {
     write_ahead: bool,
     /// The server's secrets, and the run's keys once they are read.
     redactor: Redactor,
+    /// A continuous run's rollout folds what it records into its content, left for
+    /// the feed once the rollout is over (the feed reads it instead of the log).
+    content: Option<RolloutContent>,
 }
 
 impl Driver {
@@ -118,6 +122,7 @@ impl Driver {
             state,
             unrecorded: Vec::new(),
             in_flight: None,
+            content: None,
         }
     }
 
@@ -130,6 +135,9 @@ impl Driver {
             let revision = self.state.revision.map_or(0, |r| r + 1);
             self.state.evolve(&event, revision);
             self.job.budget.add(&event);
+            if let Some(content) = &mut self.content {
+                content.apply(event.clone());
+            }
             self.unrecorded.push(event);
         }
         if self.write_ahead {
@@ -198,7 +206,16 @@ impl Driver {
 pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError> {
     let rollout_id = job.rollout.rollout_id.clone();
     let state = journal::load_rollout(deps.store.as_ref(), &rollout_id).await?;
+    let content = match job.run.continuous {
+        Some(_) => Some(
+            RolloutContent::load(deps.store.as_ref(), &rollout_id)
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?,
+        ),
+        None => None,
+    };
     let mut driver = Driver::new(deps, job, state);
+    driver.content = content;
     let ended = |status| Ended {
         status,
         restart: None,
@@ -255,6 +272,10 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError>
     // The rollout's end is reported only once it is durable.
     driver.sync().await?;
     let status = driver.state.status();
+    if let (true, Some(content)) = (status.is_terminal(), driver.content.take()) {
+        let id = driver.job.rollout.rollout_id.clone();
+        driver.deps.contents.put(id, content);
+    }
     if status.is_terminal() {
         driver
             .deps

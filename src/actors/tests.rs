@@ -125,6 +125,7 @@ fn deps(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Deps {
         model_timeout_secs: 30,
         prices: Default::default(),
         leases: None,
+        contents: Default::default(),
     }
 }
 

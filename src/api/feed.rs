@@ -248,7 +248,11 @@ async fn group_bodies(
     for (index, group) in ready {
         let mut contents = Vec::with_capacity(group.rollout_ids.len());
         for id in &group.rollout_ids {
-            contents.push(state.rollout_content(id).await?);
+            let content = match state.contents.take(id) {
+                Some(content) => content,
+                None => state.rollout_content(id).await?,
+            };
+            contents.push(content);
         }
         let body = state.projections.read(|views| {
             let run = views.run(run_id)?;

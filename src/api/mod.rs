@@ -66,6 +66,8 @@ pub struct AppState {
     pub max_pairs_per_task: usize,
     /// Version, hash and tools of the task instances runs ran (exports, the feed).
     pub task_facts: export::FactsCache,
+    /// Continuous runs' finished rollouts, left by their step loops for the feed.
+    pub contents: crate::projections::ContentCache,
 }
 
 impl AppState {

@@ -3,6 +3,10 @@
 //! not grow with every finished trajectory and a replay folds small facts; this is
 //! read from the rollout's own stream when a reader asks for it.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -96,6 +100,102 @@ impl RolloutContent {
     }
 }
 
+impl RolloutContent {
+    /// About how many bytes the content holds (its texts and packed tokens).
+    fn weight(&self) -> usize {
+        let messages: usize = self
+            .trajectory
+            .iter()
+            .map(|m| {
+                64 + m.content.as_ref().map_or(0, String::len)
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.function.arguments.len() + 64)
+                        .sum::<usize>()
+            })
+            .sum();
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| c.observation.len() + 128)
+            .sum();
+        let tokens: usize = self
+            .tokens
+            .iter()
+            .map(|t| {
+                t.prompt.ids.len()
+                    + t.completion.ids.len()
+                    + t.completion.logprobs.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        messages + calls + tokens + 64 * self.npc_replies.len()
+    }
+}
+
+/// Finished rollouts' content as their step loops folded it, held for a continuous
+/// run's feed: every rollout of such a run is read once, as soon as its group is
+/// complete, and reading it back from the log was most of what serving the feed cost.
+/// An entry is taken by its first reader (a second consumer, or a re-read, goes to the
+/// log); at most [`CACHED_BYTES`], the oldest dropped first.
+#[derive(Debug, Clone, Default)]
+pub struct ContentCache(Arc<Mutex<Cached>>);
+
+#[derive(Debug, Default)]
+struct Cached {
+    entries: HashMap<String, (RolloutContent, usize)>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+/// What the cache holds at most, by [`RolloutContent`]'s estimate.
+pub const CACHED_BYTES: usize = 64 << 20;
+
+impl ContentCache {
+    pub fn put(&self, rollout_id: String, content: RolloutContent) {
+        let weight = content.weight();
+        if weight > CACHED_BYTES {
+            return;
+        }
+        let mut cached = self.0.lock();
+        while cached.bytes + weight > CACHED_BYTES {
+            let Some(oldest) = cached.order.pop_front() else {
+                break;
+            };
+            if let Some((_, w)) = cached.entries.remove(&oldest) {
+                cached.bytes -= w;
+            }
+        }
+        if let Some((_, w)) = cached.entries.insert(rollout_id.clone(), (content, weight)) {
+            cached.bytes -= w;
+        }
+        cached.bytes += weight;
+        cached.order.push_back(rollout_id);
+        // Taken entries leave their ids behind: sweep them out now and then.
+        if cached.order.len() > 2 * cached.entries.len() + 1024 {
+            let Cached { entries, order, .. } = &mut *cached;
+            order.retain(|id| entries.contains_key(id));
+        }
+    }
+
+    /// The content put for a rollout, removed from the cache.
+    pub fn take(&self, rollout_id: &str) -> Option<RolloutContent> {
+        let mut cached = self.0.lock();
+        let (content, weight) = cached.entries.remove(rollout_id)?;
+        cached.bytes -= weight;
+        // Its id stays in `order` until swept or evicted; removing it would be a scan.
+        Some(content)
+    }
+
+    /// Rollouts held now.
+    pub fn len(&self) -> usize {
+        self.0.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +240,46 @@ mod tests {
                 .expect("load"),
             RolloutContent::default()
         );
+    }
+
+    fn sized(bytes: usize) -> RolloutContent {
+        RolloutContent {
+            trajectory: vec![Message::user("x".repeat(bytes))],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_cache_hands_a_content_out_once_and_drops_the_oldest_past_its_bytes() {
+        let cache = ContentCache::default();
+        cache.put("rol_a".into(), sized(10));
+        assert_eq!(cache.take("rol_a"), Some(sized(10)));
+        assert_eq!(cache.take("rol_a"), None, "taken once");
+
+        // Three that fill more than the cap: the oldest goes.
+        let third = CACHED_BYTES / 3;
+        for id in ["rol_1", "rol_2", "rol_3", "rol_4"] {
+            cache.put(id.into(), sized(third));
+        }
+        assert_eq!(cache.take("rol_1"), None);
+        assert!(cache.take("rol_4").is_some());
+        assert!(cache.0.lock().bytes <= CACHED_BYTES);
+
+        // Too big to hold at all: not held, nothing else dropped for it.
+        cache.put("rol_big".into(), sized(CACHED_BYTES + 1));
+        assert_eq!(cache.take("rol_big"), None);
+        assert!(cache.take("rol_3").is_some());
+    }
+
+    #[test]
+    fn taken_entries_do_not_pile_up_in_the_cache() {
+        let cache = ContentCache::default();
+        for i in 0..10_000 {
+            let id = format!("rol_{i}");
+            cache.put(id.clone(), sized(1));
+            cache.take(&id);
+        }
+        assert!(cache.is_empty());
+        assert!(cache.0.lock().order.len() <= 1024 + 1, "ids swept");
     }
 }

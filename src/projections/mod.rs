@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::domain::events::{DecodeError, Event, CURRENT_SCHEMA_VERSION};
 use crate::store::{subscribe_all, EventStore, RecordedEvent, StoreError};
 
-pub use content::RolloutContent;
+pub use content::{ContentCache, RolloutContent};
 pub use views::{
     Fact, RolloutView, RunOwner, RunPage, RunView, StatusChange, StatusCounts, ToolCallView,
     VerdictRecord, Views,

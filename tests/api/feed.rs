@@ -166,10 +166,19 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
         assert!(rest
             .iter()
             .all(|g| g["rollouts"].as_array().unwrap().len() == 2));
-        // Another consumer gets every group, whatever the first one took.
+        // Another consumer gets every group, whatever the first one took, and the
+        // same groups: the first reader of a rollout finished after the restart had
+        // the content its step loop left, this one reads the log.
         let mut evaluator = BTreeSet::new();
-        consume_all(&client, &address, &run_id, "evaluator", &mut evaluator).await;
+        let all = consume_all(&client, &address, &run_id, "evaluator", &mut evaluator).await;
         assert_eq!(evaluator, (0..8).collect::<BTreeSet<u64>>());
+        for group in &rest {
+            let again = all
+                .iter()
+                .find(|g| g["group_id"] == group["group_id"])
+                .unwrap();
+            assert_eq!(again, group);
+        }
         let status = get_json_at(&client, &address, &format!("/runs/{run_id}")).await;
         assert_eq!(status["status"], "completed", "{status}");
         assert_eq!(status["total"], 16, "{status}");
@@ -177,6 +186,39 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
         assert_eq!(status["feed"]["groups_unconsumed"], 0, "{status}");
         assert_eq!(status["feed"]["consumers"]["trainer"], 8, "{status}");
     });
+}
+
+/// The feed hands a group out from what the step loops left in memory to its first
+/// reader and from the log to the next: both the same.
+#[actix_web::test]
+async fn a_group_read_first_from_memory_then_from_the_log_is_the_same() {
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let body = continuous(
+        builtin_run("oracle", &[&task], 3),
+        json!({"max_groups": 4, "max_unconsumed_groups": 4}),
+    );
+    let run_id = app.launch(&body).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (client, address) = (app.client.clone(), app.address.clone());
+    let mut first = BTreeSet::new();
+    let trainer = consume_all(&client, &address, &run_id, "trainer", &mut first).await;
+    let mut second = BTreeSet::new();
+    let evaluator = consume_all(&client, &address, &run_id, "evaluator", &mut second).await;
+    assert_eq!(first, (0..4).collect::<BTreeSet<u64>>());
+    assert_eq!(first, second);
+    for group in &trainer {
+        let again = evaluator
+            .iter()
+            .find(|g| g["group_id"] == group["group_id"])
+            .unwrap();
+        assert_eq!(again, group);
+        let messages = group["rollouts"][0]["messages"].as_array().unwrap();
+        assert!(messages.len() > 2, "{group}");
+    }
+    app.stop().await;
 }
 
 async fn status(app: &TestApp, run_id: &str) -> Value {
