@@ -262,12 +262,14 @@ struct GroupId {
 
 /// The same work as an ordinary run.
 async fn ordinary(client: &Client, args: &FeedArgs, tasks: &[String]) -> Result<Timing, String> {
-    // As many rollouts, spread over the tasks as evenly as a launch allows.
-    let per_task = (args.groups * args.group_size).div_ceil(tasks.len() as u32);
+    // As many groups of as many rollouts, spread over the tasks' instances as evenly
+    // as a launch allows: the same work as the continuous run's draws.
+    let per_task = args.groups.div_ceil(tasks.len() as u32);
     let body = json!({
         "scenario_id": args.scenario,
         "task_ids": tasks,
-        "rollout_count": per_task,
+        "rollout_count": args.group_size,
+        "instances_per_task": per_task,
         "max_parallel": args.max_parallel,
         "model_config": {"provider": "builtin", "model": "oracle"},
     });

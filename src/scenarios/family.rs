@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -30,10 +31,13 @@ impl Task {
             return Ok(Cow::Borrowed(self));
         }
         let values = self.values(instance_seed)?;
-        let mut json = serde_json::to_value(self).map_err(|e| e.to_string())?;
-        if let Some(fields) = json.as_object_mut() {
-            fields.remove("parameters");
-        }
+        // The task without its parameters (a pointer copy), so that only the values
+        // drawn are copied in, not every value of every parameter.
+        let shell = Task {
+            parameters: Default::default(),
+            ..self.clone()
+        };
+        let mut json = serde_json::to_value(&shell).map_err(|e| e.to_string())?;
         for _ in 0..PASSES {
             if !substitute(&mut json, &values)? {
                 break;
@@ -65,6 +69,11 @@ impl Task {
             })
             .collect()
     }
+}
+
+/// Whether a task declares no parameters (it is not serialised then).
+pub(super) fn no_parameters(parameters: &Arc<BTreeMap<String, Vec<Value>>>) -> bool {
+    parameters.is_empty()
 }
 
 /// 64 bits from an instance seed and a parameter's name: parameters vary

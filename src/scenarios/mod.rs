@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -443,9 +444,10 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reference_npc_replies: Vec<ExpectedNpcReply>,
     /// A family's parameters: name → the values an instance seed picks from (see
-    /// `family`). Empty for a task of one instance.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub parameters: BTreeMap<String, Vec<Value>>,
+    /// `family`). Empty for a task of one instance. Shared: a family's values are most
+    /// of its bytes, and a task is cloned per rollout.
+    #[serde(default, skip_serializing_if = "family::no_parameters")]
+    pub parameters: Arc<BTreeMap<String, Vec<Value>>>,
     /// What this task adds to the scenario's seed state, per tool server: lists are
     /// extended (a request's record, distractors), objects merged, other values
     /// replaced. A family's instances name their parameters in it, so each instance
