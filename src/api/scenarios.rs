@@ -94,30 +94,12 @@ async fn list_tasks(
     let tasks: Vec<TaskSummary> = scenario
         .tasks
         .iter()
-        .map(|t| TaskSummary {
-            task_id: t.task_id.clone(),
-            name: t.name.clone(),
-            version: t.version.clone(),
-            category: t.category.clone(),
-            difficulty: t.difficulty.clone(),
-            visibility: t.visibility.clone(),
-            description: t.description.clone(),
-            tool_servers: t
-                .tool_servers
-                .iter()
-                .map(|name| ToolServerLink {
-                    name: name.clone(),
-                    tool_server_url: format!("{base}/{name}"),
-                })
-                .collect(),
-            rubric: json!(t.rubric),
-            npc_profiles: scenario
-                .npcs
-                .iter()
-                .filter(|n| t.npc_profile_ids.contains(&n.profile_id))
-                .map(|n| json!(n))
-                .collect(),
-            seed_data: scenario.task_seed_files(t),
+        .map(|family| {
+            // A family is shown as it was written: its instance 0.
+            let t = &*family
+                .instance(0)
+                .unwrap_or(std::borrow::Cow::Borrowed(family));
+            summary(scenario, t, &base, family)
         })
         .collect();
     Ok(HttpResponse::Ok().json(TaskList {
@@ -126,14 +108,62 @@ async fn list_tasks(
     }))
 }
 
-#[utoipa::path(get, path = "/scenarios/{scenario_id}/tasks/{task_id}/rubric", tag = "scenarios", summary = "A task's rubric", params(("scenario_id" = String, Path, description = "The scenario"),("task_id" = String, Path, description = "The task")), responses((status = 200, body = Object), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]
+/// One task as listed: `t` (a family's instance 0) with the family's parameters.
+fn summary(scenario: &Scenario, t: &Task, base: &str, family: &Task) -> TaskSummary {
+    TaskSummary {
+        task_id: t.task_id.clone(),
+        name: t.name.clone(),
+        version: t.version.clone(),
+        category: t.category.clone(),
+        difficulty: t.difficulty.clone(),
+        visibility: t.visibility.clone(),
+        description: t.description.clone(),
+        tool_servers: t
+            .tool_servers
+            .iter()
+            .map(|name| ToolServerLink {
+                name: name.clone(),
+                tool_server_url: format!("{base}/{name}"),
+            })
+            .collect(),
+        rubric: json!(t.rubric),
+        npc_profiles: scenario
+            .npcs
+            .iter()
+            .filter(|n| t.npc_profile_ids.contains(&n.profile_id))
+            .map(|n| json!(n))
+            .collect(),
+        seed_data: scenario.task_seed_files(t),
+        parameters: family
+            .parameters
+            .iter()
+            .map(|(name, values)| (name.clone(), values.len()))
+            .collect(),
+    }
+}
+
+#[utoipa::path(get, path = "/scenarios/{scenario_id}/tasks/{task_id}/rubric", tag = "scenarios", summary = "A task's rubric", params(("scenario_id" = String, Path, description = "The scenario"),("task_id" = String, Path, description = "The task"),("instance_seed" = Option<u64>, Query, description = "Which instance of a task family (0: the task as written)")), responses((status = 200, body = Object), (status = 404, description = "No such scenario (or task)", body = ErrorBody), (status = 422, description = "Invalid input, each bad field named", body = ErrorBody)))]
 async fn get_rubric(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let (scenario_id, task_id) = path.into_inner();
+    let mut c = super::validate::Checker::default();
+    let mut instance_seed = 0;
+    for (key, value) in query.iter() {
+        if key == "instance_seed" {
+            instance_seed = c
+                .query_int("instance_seed", value, 0, i64::MAX)
+                .unwrap_or(0) as u64;
+        }
+    }
+    c.finish()?;
     let scenario = scenario(&state, &scenario_id)?;
-    Ok(HttpResponse::Ok().json(&task(scenario, &task_id)?.rubric))
+    let instance = task(scenario, &task_id)?
+        .instance(instance_seed)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+    Ok(HttpResponse::Ok().json(&instance.rubric))
 }
 
 #[utoipa::path(get, path = "/scenarios/{scenario_id}/npcs", tag = "scenarios", summary = "A scenario's simulated people", params(("scenario_id" = String, Path, description = "The scenario")), responses((status = 200, body = NpcList), (status = 404, description = "No such scenario (or task)", body = ErrorBody)))]

@@ -556,6 +556,10 @@ pub struct TaskSummary {
     pub npc_profiles: Vec<Value>,
     /// The seed data files the task's agent can read (`/scenarios/{id}/seed_data/{file}`).
     pub seed_data: Vec<String>,
+    /// A task family's parameters and how many values each has (the task is shown as
+    /// its instance 0); empty for a task of one instance.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub parameters: std::collections::BTreeMap<String, usize>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -240,3 +240,45 @@ async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
     assert_eq!(answer["detail"][0]["loc"], json!(["body", "instance_seed"]));
     app.stop().await;
 }
+
+/// A scenario's task list shows each family as written (its instance 0) with its
+/// parameters' sizes; a rubric can be asked for any instance.
+#[actix_web::test]
+async fn the_task_list_shows_instance_zero_and_a_rubric_any_instance() {
+    let app = spawn_app().await;
+    let catalog = rl_gym::scenarios::Catalog::load(
+        &rl_gym::config::Settings::defaults().resolved_scenarios_dir(),
+    )
+    .unwrap();
+    let hr = catalog.get("hr").unwrap();
+    let listed = app.get_json("/scenarios/hr/tasks").await;
+    for task in listed["tasks"].as_array().unwrap() {
+        let id = task["task_id"].as_str().unwrap();
+        let family = hr.task(id).unwrap();
+        assert!(!task.to_string().contains("{{"), "{id}: {task}");
+        assert_eq!(
+            task["description"],
+            family.instance(0).unwrap().description.as_str()
+        );
+        assert_eq!(
+            task["parameters"].as_object().map_or(0, |p| p.len()),
+            family.parameters.len(),
+            "{id}"
+        );
+    }
+    let family = hr.task(FAMILY).unwrap();
+    let rubric = app
+        .get_json(&format!(
+            "/scenarios/hr/tasks/{FAMILY}/rubric?instance_seed=5"
+        ))
+        .await;
+    assert_eq!(rubric, json!(family.instance(5).unwrap().rubric));
+    assert!(!rubric.to_string().contains("{{"));
+    let bad = app
+        .get(&format!(
+            "/scenarios/hr/tasks/{FAMILY}/rubric?instance_seed=x"
+        ))
+        .await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    app.stop().await;
+}
