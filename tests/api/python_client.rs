@@ -265,3 +265,36 @@ async fn grpo_loop_example_drives_a_model_server_and_switches_its_policy() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn baseline_example_scores_the_oracle_full_and_doing_nothing_zero_on_every_world() {
+    let app = spawn_app().await;
+    for (agent, score, full) in [("oracle", "1.000", "10"), ("noop", "0.000", "0")] {
+        let run = python(
+            &app.address,
+            &[
+                "examples/baseline.py",
+                "--url",
+                &app.address,
+                "--agent",
+                agent,
+                "--tasks",
+                "2",
+            ],
+        )
+        .await;
+        assert_eq!(run.code, Some(0), "{}", run.report());
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        // One line per bundled scenario, then the summary.
+        assert_eq!(lines.len(), 6, "{}", run.report());
+        let summary = lines.last().unwrap();
+        assert!(
+            summary.contains(&format!(
+                "rollouts=10 mean_score={score} full_credit={full}"
+            )),
+            "{agent}: {}",
+            run.report()
+        );
+    }
+    app.stop().await;
+}
