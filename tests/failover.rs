@@ -75,7 +75,7 @@ impl Cluster {
             .collect();
         Cluster {
             nodes,
-            client: reqwest::Client::new(),
+            client: helpers::http_client(),
             _fake: fake,
             temp,
         }

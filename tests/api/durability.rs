@@ -65,7 +65,7 @@ async fn a_restart_on_the_same_data_directory_keeps_every_view() {
 fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_restart() {
     let temp = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut server = ServerProcess::start(temp.path());
     let address = server.address.clone();
 
@@ -216,7 +216,7 @@ fn sigterm_shuts_down_gracefully_and_the_log_reopens_clean() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let address = server.address.clone();
     runtime.block_on(async {
-        let client = reqwest::Client::new();
+        let client = crate::helpers::http_client();
         let health = get_json_at(&client, &address, "/healthz").await;
         assert_eq!(health["status"], "ok");
     });
@@ -249,7 +249,7 @@ async fn a_sigkill_mid_step_resumes_every_rollout_with_no_repeat_and_the_key_nev
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
     let log = temp.path().join("server.log");
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
 
     let mut server = ServerProcess::start_logged(&data_dir, &log);
     let tasks: Value = client

@@ -101,7 +101,7 @@ async fn consume_all(
 fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_sigkill() {
     let temp = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut server = ServerProcess::start(temp.path());
     let address = server.address.clone();
     let mut acked = BTreeSet::new();

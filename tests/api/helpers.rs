@@ -64,18 +64,23 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let task = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
-        // Idle connections are dropped before the server's keep-alive (5 s) closes
-        // them: a request sent on one the server is closing fails mid-flight.
-        client: reqwest::Client::builder()
-            .pool_idle_timeout(std::time::Duration::from_secs(2))
-            .build()
-            .unwrap(),
+        client: http_client(),
         data_dir,
         handle,
         shutdown,
         task: Some(task),
         _temp: None,
     }
+}
+
+/// The tests' HTTP client: it drops idle connections before the server's keep-alive
+/// (5 s) closes them, since a request sent on one the server is closing fails
+/// mid-flight (`IncompleteMessage`).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client")
 }
 
 impl TestApp {

@@ -145,7 +145,7 @@ fn replay_reports_a_torn_tail_and_changes_nothing_in_the_data_directory() {
     let data = temp.path();
     let dir = data.to_str().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut server = ServerProcess::start(data);
     let run_id = runtime.block_on(finished_run(&client, &server.address, 3));
     assert!(server.terminate().success());
@@ -203,7 +203,7 @@ fn a_second_server_or_a_replay_on_a_data_directory_in_use_is_refused_naming_the_
     let data = temp.path();
     let dir = data.to_str().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut server = ServerProcess::start(data);
     let pid = format!("pid {}", server.child.id());
     let run_id = runtime.block_on(finished_run(&client, &server.address, 1));
@@ -246,7 +246,7 @@ fn a_log_cut_short_on_a_record_boundary_stops_the_start_until_the_loss_is_accept
     let dir = data.to_str().unwrap();
     let log = temp.path().join("server.log");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut server = ServerProcess::start(&data);
     runtime.block_on(async {
         finished_run(&client, &server.address, 10).await;

@@ -549,7 +549,7 @@ async fn a_failing_fsync_is_a_503_that_acknowledges_nothing_and_the_service_reco
     let address = format!("http://{}", app.address());
     let handle = app.handle();
     let task = actix_rt::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let tasks: Value = client
         .get(format!("{address}/scenarios/hr/tasks"))
         .send()

@@ -497,7 +497,7 @@ async fn a_token_in_rollout_resumed_after_sigkill_keeps_an_identical_token_seque
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
     let log = temp.path().join("server.log");
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut server = ServerProcess::start_logged(&data_dir, &log);
     let launched: Value = client
         .post(format!("{}/runs", server.address))
