@@ -206,16 +206,7 @@ impl Driver {
 pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError> {
     let rollout_id = job.rollout.rollout_id.clone();
     let state = journal::load_rollout(deps.store.as_ref(), &rollout_id).await?;
-    let content = match job.run.continuous {
-        Some(_) => Some(
-            RolloutContent::load(deps.store.as_ref(), &rollout_id)
-                .await
-                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?,
-        ),
-        None => None,
-    };
     let mut driver = Driver::new(deps, job, state);
-    driver.content = content;
     let ended = |status| Ended {
         status,
         restart: None,
@@ -233,6 +224,14 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError>
         cancel(&mut driver, "run cancelled").await?;
         driver.sync().await?;
         return Ok(ended(driver.state.status()));
+    }
+    if driver.job.run.continuous.is_some() {
+        // What the stream already holds (a resumed rollout's steps), read only once the
+        // rollout has its slot: a queued one holds nothing.
+        let content = RolloutContent::load(driver.deps.store.as_ref(), &rollout_id)
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        driver.content = Some(content);
     }
     driver.deps.metrics.rollouts_active.inc();
     let outcome = run_steps(&mut driver).await;

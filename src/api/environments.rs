@@ -122,9 +122,7 @@ async fn create(
     let scenario_id = c.string(obj, root, "scenario_id");
     let task_id = c.string(obj, root, "task_id");
     let seed = c.opt_int(obj, root, "seed", 0, i64::MAX).unwrap_or(0) as u64;
-    let instance_seed = c
-        .opt_int(obj, root, "instance_seed", 0, i64::MAX)
-        .unwrap_or(0) as u64;
+    let instance_seed = c.opt_seed(obj, root, "instance_seed").unwrap_or(0);
     c.finish()?;
     let (Some(scenario_id), Some(task_id)) = (scenario_id, task_id) else {
         return Err(ApiError::validation(vec![]));

@@ -65,7 +65,7 @@ pub(super) struct TaskFacts {
 pub struct FactsCache(parking_lot::Mutex<HashMap<(u64, TaskKey), TaskFacts>>);
 
 /// Entries the cache holds before it starts over.
-const FACTS_CACHED: usize = 4096;
+const FACTS_CACHED: usize = 512;
 
 /// One line to write: a rollout, or a (chosen, rejected) pair.
 enum Item {

@@ -153,9 +153,7 @@ async fn get_rubric(
     let mut instance_seed = 0;
     for (key, value) in query.iter() {
         if key == "instance_seed" {
-            instance_seed = c
-                .query_int("instance_seed", value, 0, i64::MAX)
-                .unwrap_or(0) as u64;
+            instance_seed = c.query_seed("instance_seed", value).unwrap_or(0);
         }
     }
     c.finish()?;

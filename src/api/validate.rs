@@ -201,6 +201,32 @@ impl Checker {
         self.opt_bounded(obj, (prefix, field), Value::as_i64, (min, max), kind)
     }
 
+    /// An optional instance seed: any non-negative 64-bit integer (a continuous run
+    /// draws them from the whole range).
+    pub fn opt_seed(
+        &mut self,
+        obj: &Map<String, Value>,
+        prefix: &[&str],
+        field: &str,
+    ) -> Option<u64> {
+        let kind = ("Input should be a non-negative integer", "int_type");
+        self.opt_bounded(obj, (prefix, field), Value::as_u64, (0, u64::MAX), kind)
+    }
+
+    /// An instance seed in a query string (see [`Checker::opt_seed`]).
+    pub fn query_seed(&mut self, field: &str, text: &str) -> Option<u64> {
+        let seed = text.parse::<u64>().ok();
+        if seed.is_none() {
+            self.push(
+                &["query"],
+                field,
+                "Input should be a non-negative integer",
+                "int_parsing",
+            );
+        }
+        seed
+    }
+
     /// An optional number within `[min, max]`.
     pub fn opt_number(
         &mut self,

@@ -128,7 +128,9 @@ impl RolloutContent {
                     + t.completion.logprobs.as_ref().map_or(0, String::len)
             })
             .sum();
-        messages + calls + tokens + 64 * self.npc_replies.len()
+        let logprobs: usize = self.logprobs.iter().map(|v| v.to_string().len()).sum();
+        // Every entry costs something, so even an empty one is dropped in its turn.
+        256 + messages + calls + tokens + logprobs + 512 * self.npc_replies.len()
     }
 }
 

@@ -229,6 +229,17 @@ async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
         );
     }
 
+    // A continuous run draws instance seeds from the whole 64-bit range.
+    let response = app
+        .post(
+            "/environments",
+            &json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": u64::MAX}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["instance_seed"], u64::MAX);
+
     let response = app
         .post(
             "/environments",
@@ -280,5 +291,12 @@ async fn the_task_list_shows_instance_zero_and_a_rubric_any_instance() {
         ))
         .await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let last = app
+        .get_json(&format!(
+            "/scenarios/hr/tasks/{FAMILY}/rubric?instance_seed={}",
+            u64::MAX
+        ))
+        .await;
+    assert_eq!(last, json!(family.instance(u64::MAX).unwrap().rubric));
     app.stop().await;
 }
