@@ -77,61 +77,35 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
     line("rollouts", rollouts.to_string());
     line("completed", last.completed.to_string());
     line("polls", last.polls.to_string());
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        super::quantile(&v, 0.5)
-    };
-    let list = |v: &[f64], digits: usize| {
-        v.iter()
-            .map(|x| format!("{x:.digits$}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let per_sec: Vec<f64> = fed.iter().map(|f| f.groups as f64 / f.secs).collect();
-    line(
-        "groups_per_sec",
-        format!(
-            "{:.0} median of {rounds} ({}) (to the consumer, launch to its last ack)",
-            median(per_sec.clone()),
-            list(&per_sec, 0)
-        ),
-    );
     let rates: Vec<f64> = fed.iter().map(|f| f.timing.rate).collect();
-    line(
-        "rollouts_per_sec",
-        format!(
-            "{:.0} median ({}) (the run's created_at to finished_at)",
-            median(rates.clone()),
-            list(&rates, 0)
-        ),
-    );
     let cpu: Vec<f64> = fed.iter().map(|f| f.timing.cpu_us).collect();
     line(
+        "groups_per_sec",
+        spread(&per_sec, "", "to the consumer, launch to its last ack"),
+    );
+    line(
+        "rollouts_per_sec",
+        spread(&rates, "", "the run's created_at to finished_at"),
+    );
+    line(
         "cpu_us_per_rollout",
-        format!(
-            "{:.0} median ({}) (this process: service and consumer)",
-            median(cpu.clone()),
-            list(&cpu, 0)
-        ),
+        spread(&cpu, "", "this process: service and consumer"),
     );
     if args.baseline {
         let base_rates: Vec<f64> = plain.iter().map(|t| t.rate).collect();
         let base_cpu: Vec<f64> = plain.iter().map(|t| t.cpu_us).collect();
         line(
             "baseline_rollouts_per_sec",
-            format!(
-                "{:.0} median ({}) (ordinary runs, alternating with the feed's)",
-                median(base_rates.clone()),
-                list(&base_rates, 0)
+            spread(
+                &base_rates,
+                "",
+                "ordinary runs, alternating with the feed's",
             ),
         );
         line(
             "baseline_cpu_us_per_rollout",
-            format!(
-                "{:.0} median ({})",
-                median(base_cpu.clone()),
-                list(&base_cpu, 0)
-            ),
+            spread(&base_cpu, "", "ordinary runs"),
         );
         // Each feed run against the ordinary run beside it: positive is a cost.
         let slower: Vec<f64> = rates
@@ -146,22 +120,32 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
             .collect();
         line(
             "feed_overhead_throughput",
-            format!(
-                "{:+.1}% median ({}) (1 - feed / ordinary rollouts per second)",
-                median(slower.clone()),
-                list(&slower, 1)
-            ),
+            spread(&slower, "%", "1 - feed / ordinary rollouts per second"),
         );
         line(
             "feed_overhead_cpu",
-            format!(
-                "{:+.1}% median ({}) (feed / ordinary CPU per rollout - 1)",
-                median(dearer.clone()),
-                list(&dearer, 1)
-            ),
+            spread(&dearer, "%", "feed / ordinary CPU per rollout - 1"),
         );
     }
     Ok(out.join("\n"))
+}
+
+/// `median (each run's figure) (what it is)`: whole numbers, or signed percentages
+/// with one decimal when `unit` is `%`.
+fn spread(values: &[f64], unit: &str, what: &str) -> String {
+    let show = |x: f64| match unit {
+        "%" => format!("{x:+.1}%"),
+        _ => format!("{x:.0}"),
+    };
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let each: Vec<String> = values.iter().map(|&x| show(x)).collect();
+    format!(
+        "{} median of {} ({}) ({what})",
+        show(super::quantile(&sorted, 0.5)),
+        values.len(),
+        each.join(", ")
+    )
 }
 
 /// One run's rollouts per second (by the service's clock) and this process's CPU

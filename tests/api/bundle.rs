@@ -9,9 +9,8 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use rl_gym::config::Settings;
 use rl_gym::domain::chat::Message;
-use rl_gym::scenarios::{Catalog, Scenario, Task};
+use rl_gym::scenarios::{Scenario, Task};
 use rl_gym::verify::bundle;
 use rl_gym::verify::{verify, Check, ScoringRule};
 
@@ -157,11 +156,6 @@ fn assert_same_verdict(context: &str, bundle: &Value, server: &Value) {
     }
 }
 
-/// The catalog the test service loads, as `Task` structs for direct `verify` calls.
-fn catalog() -> Catalog {
-    Catalog::load(&Settings::defaults().resolved_scenarios_dir()).expect("the catalog loads")
-}
-
 async fn scenario_ids(app: &TestApp) -> Vec<String> {
     let list = app.get_json("/scenarios").await;
     let ids: Vec<String> = list
@@ -247,7 +241,7 @@ fn task_json(task: &Task) -> Value {
 #[actix_web::test]
 async fn for_every_scenario_the_bundle_scores_oracle_and_noop_rollouts_as_the_server_does() {
     let app = spawn_app().await;
-    let catalog = catalog();
+    let catalog = bundled_catalog();
     for scenario_id in scenario_ids(&app).await {
         let scenario = catalog.get(&scenario_id).unwrap();
         let unpacked = unpack(&download(&app, &scenario_id).await);
@@ -306,7 +300,7 @@ async fn for_every_scenario_the_bundle_scores_oracle_and_noop_rollouts_as_the_se
 #[actix_web::test]
 async fn the_bundle_scores_damaged_oracle_rollouts_as_the_server_does() {
     let app = spawn_app().await;
-    let catalog = catalog();
+    let catalog = bundled_catalog();
     for scenario_id in scenario_ids(&app).await {
         let scenario = catalog.get(&scenario_id).unwrap();
         let unpacked = unpack(&download(&app, &scenario_id).await);
@@ -480,7 +474,7 @@ fn damaged(task: &Task, view: &Value) -> Vec<(String, Value, Value)> {
 
 #[actix_web::test]
 async fn the_bundle_matches_the_server_on_every_corner_of_the_check_language() {
-    let hr = catalog().get("hr").unwrap().clone();
+    let hr = bundled_catalog().get("hr").unwrap().clone();
     let unpacked = unpack(&bundle::build(&hr).unwrap().bytes);
     let template = hr.tasks[0].clone();
     let task = |checks: Value, partial_credit: bool| {
@@ -860,7 +854,7 @@ fn write_scenario_without_tasks(dir: &Path) {
 
 #[actix_web::test]
 async fn the_bundle_cli_reads_standard_input_and_refuses_an_unknown_task() {
-    let hr = catalog().get("hr").unwrap().clone();
+    let hr = bundled_catalog().get("hr").unwrap().clone();
     let unpacked = unpack(&bundle::build(&hr).unwrap().bytes);
     // A rollout without an instance seed is instance 0.
     let task = &*hr.tasks[0].instance(0).unwrap();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{builtin_run, run_cli, spawn_app};
+use crate::helpers::{builtin_run, bundled_catalog, run_cli, spawn_app};
 
 const FAMILY: &str = "hr__105_reporting_line_question";
 
@@ -164,10 +164,7 @@ fn validate_plays_every_familys_instances_and_reports_how_many_differ() {
 async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
     let app = spawn_app().await;
     let task_id = "hr__101_approve_leave_request";
-    let catalog = rl_gym::scenarios::Catalog::load(
-        &rl_gym::config::Settings::defaults().resolved_scenarios_dir(),
-    )
-    .unwrap();
+    let catalog = bundled_catalog();
     let family = catalog.get("hr").unwrap().task(task_id).unwrap().clone();
     // An instance whose world differs from the scenario's (it adds records).
     let seed = (1..50)
@@ -195,29 +192,21 @@ async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
     // that lists the tool.
     let mut server_of = std::collections::HashMap::new();
     for server in created["tool_servers"].as_array().unwrap() {
-        let url = server["tool_server_url"].as_str().unwrap().to_string();
-        let listed: Value = app
-            .client
-            .get(format!("{url}/tools"))
-            .send()
-            .await
+        let url = server["tool_server_url"].as_str().unwrap();
+        let path = url.strip_prefix(&app.address).unwrap().to_string();
+        for tool in app.get_json(&format!("{path}/tools")).await["tools"]
+            .as_array()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for tool in listed["tools"].as_array().unwrap() {
-            server_of.insert(tool["name"].as_str().unwrap().to_string(), url.clone());
+        {
+            server_of.insert(tool["name"].as_str().unwrap().to_string(), path.clone());
         }
     }
     for step in &instance.reference_solution {
-        let url = &server_of[&step.tool_name];
+        let path = &server_of[&step.tool_name];
+        let call = json!({"action": {"tool_name": step.tool_name, "parameters": step.parameters}});
         let answer: Value = app
-            .client
-            .post(format!("{url}/step"))
-            .json(&json!({"action": {"tool_name": step.tool_name, "parameters": step.parameters}}))
-            .send()
+            .post(&format!("{path}/step"), &call)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -257,10 +246,7 @@ async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
 #[actix_web::test]
 async fn the_task_list_shows_instance_zero_and_a_rubric_any_instance() {
     let app = spawn_app().await;
-    let catalog = rl_gym::scenarios::Catalog::load(
-        &rl_gym::config::Settings::defaults().resolved_scenarios_dir(),
-    )
-    .unwrap();
+    let catalog = bundled_catalog();
     let hr = catalog.get("hr").unwrap();
     let listed = app.get_json("/scenarios/hr/tasks").await;
     for task in listed["tasks"].as_array().unwrap() {

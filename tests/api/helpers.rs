@@ -196,6 +196,12 @@ pub async fn get_json_at(client: &reqwest::Client, address: &str, path: &str) ->
 }
 
 /// A launch body for the builtin provider.
+/// The catalog the test service loads, for what a test needs of a task directly.
+pub fn bundled_catalog() -> rl_gym::scenarios::Catalog {
+    rl_gym::scenarios::Catalog::load(&Settings::defaults().resolved_scenarios_dir())
+        .expect("the catalog loads")
+}
+
 pub fn builtin_run(model: &str, task_ids: &[&str], rollout_count: u32) -> Value {
     json!({
         "scenario_id": "hr",
