@@ -268,13 +268,17 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError>
         }
         Err(StepError::Store(error)) => return Err(error.into()),
     }
-    // The rollout's end is reported only once it is durable.
-    driver.sync().await?;
-    let status = driver.state.status();
-    if let (true, Some(content)) = (status.is_terminal(), driver.content.take()) {
+    // Left before the end is durable: the feed takes a rollout's content once its
+    // group is complete in the views, which can be as soon as the end is written, and
+    // an end that fails to be written leaves the group incomplete (a resumed rollout
+    // puts its content again).
+    if let (true, Some(content)) = (driver.state.status().is_terminal(), driver.content.take()) {
         let id = driver.job.rollout.rollout_id.clone();
         driver.deps.contents.put(id, content);
     }
+    // The rollout's end is reported only once it is durable.
+    driver.sync().await?;
+    let status = driver.state.status();
     if status.is_terminal() {
         driver
             .deps

@@ -55,7 +55,27 @@ enum Format {
 pub(super) struct TaskFacts {
     version: String,
     hash: String,
-    tools: Arc<Vec<Value>>,
+    tools: Arc<OfferedTools>,
+}
+
+/// A task's tools (none against a remote tool server), as JSON values written only
+/// for a reader that ships them: the feed never does.
+struct OfferedTools {
+    set: Option<Arc<crate::domain::chat::ToolSet>>,
+    json: std::sync::OnceLock<Vec<Value>>,
+}
+
+impl TaskFacts {
+    fn tools(&self) -> &[Value] {
+        let tools = &self.tools;
+        tools.json.get_or_init(|| {
+            tools
+                .set
+                .iter()
+                .flat_map(|set| set.iter().map(|t| t.openai_json()))
+                .collect()
+        })
+    }
 }
 
 /// Task facts already worked out, by run (its launch's log position: a run name is
@@ -352,21 +372,17 @@ fn facts_of(
     )
     .ok()?;
     let definition = serde_json::to_vec(&task).unwrap_or_default();
-    let tools = match run.model.tool_server_url {
-        Some(_) => vec![],
-        None => crate::tools::replay::rebuild(scenario, &task, 0, std::iter::empty(), &[])
-            .map(|env| {
-                env.tool_definitions()
-                    .iter()
-                    .map(|t| t.openai_json())
-                    .collect()
-            })
-            .unwrap_or_default(),
+    let set = match run.model.tool_server_url {
+        Some(_) => None,
+        None => crate::tools::Environment::definitions_for(scenario, &task).ok(),
     };
     Some(TaskFacts {
         version: task.version.clone(),
         hash: format!("sha256:{}", hex::encode(Sha256::digest(&definition))),
-        tools: Arc::new(tools),
+        tools: Arc::new(OfferedTools {
+            set,
+            json: Default::default(),
+        }),
     })
 }
 
@@ -418,7 +434,7 @@ fn line(
         }
         Item::One(id) => rollout(id).map(|(run, r)| {
             let task = facts.get(&(r.task_id.clone(), r.instance_seed));
-            let tools: &[Value] = task.map(|f| f.tools.as_slice()).unwrap_or_default();
+            let tools: &[Value] = task.map(TaskFacts::tools).unwrap_or_default();
             let mut line = json!({
                 "messages": contents[0].trajectory,
                 "tools": tools,
@@ -455,7 +471,7 @@ fn line(
                         "rejected": rejected,
                         "chosen_score": c.score(),
                         "rejected_score": r.score(),
-                        "tools": task.map(|f| f.tools.as_slice()).unwrap_or_default(),
+                        "tools": task.map(TaskFacts::tools).unwrap_or_default(),
                         "provenance": provenance,
                     })
                 })

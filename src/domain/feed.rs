@@ -176,7 +176,7 @@ pub fn draw_group(
 }
 
 /// 64 bits from (seed, group, slot); `slot` `u32::MAX` picks the task.
-fn draw(seed: u64, group: u32, slot: u32) -> u64 {
+pub fn draw(seed: u64, group: u32, slot: u32) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(b"rl-gym group draw");
     hasher.update(seed.to_be_bytes());

@@ -1,10 +1,11 @@
 //! `rl-gym load feed`: a continuous run of the builtin oracle drained by one consumer
 //! through `GET /runs/{id}/groups` and `POST …/groups/ack`, as a trainer would; prints
 //! groups per second to the consumer and the run's rollouts per second (by the
-//! service's clock, launch to last finish) and the process's CPU per rollout. With
-//! `--baseline`, `--rounds` feed runs alternate with ordinary runs of the same rollouts
-//! (same tasks and `max_parallel`), and the medians of each pair's ratios are printed:
-//! on a shared machine CPU per rollout is the steadier of the two.
+//! service's clock, launch to last finish) and, for an in-process service, its CPU per
+//! rollout and the consumer's apart. With `--baseline`, `--rounds` feed runs alternate
+//! with ordinary runs of the same rollouts (same tasks, instances drawn alike, same
+//! `max_parallel`), and the medians of each pair's ratios are printed: on a shared
+//! machine CPU per rollout is the steadier of the two.
 
 use std::time::{Duration, Instant};
 
@@ -45,13 +46,14 @@ pub struct FeedArgs {
 pub async fn run(args: FeedArgs) -> Result<(), String> {
     let service = Service::start(&args.target).await?;
     let client = Client::new(&service.base, service.token.clone())?;
-    let report = on_client_thread(move || drive(client, args)).await;
+    let in_process = service.in_process();
+    let report = on_client_thread(move || drive(client, args, in_process)).await;
     service.stop().await;
     println!("{}", report?);
     Ok(())
 }
 
-async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
+async fn drive(client: Client, args: FeedArgs, in_process: bool) -> Result<String, String> {
     let tasks = client.task_ids(&args.scenario).await?;
     if tasks.is_empty() {
         return Err(format!("scenario {} has no tasks", args.scenario));
@@ -63,11 +65,11 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
     for round in 0..rounds {
         // The order alternates, so a growing log and a warming machine favour neither.
         if args.baseline && round % 2 == 0 {
-            plain.push(ordinary(&client, &args, &tasks).await?);
+            plain.push(ordinary(&client, &args, &tasks, round).await?);
         }
         fed.push(feed_once(&client, &args, &tasks, round).await?);
         if args.baseline && round % 2 == 1 {
-            plain.push(ordinary(&client, &args, &tasks).await?);
+            plain.push(ordinary(&client, &args, &tasks, round).await?);
         }
     }
     let mut out = Vec::new();
@@ -80,6 +82,7 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
     let per_sec: Vec<f64> = fed.iter().map(|f| f.groups as f64 / f.secs).collect();
     let rates: Vec<f64> = fed.iter().map(|f| f.timing.rate).collect();
     let cpu: Vec<f64> = fed.iter().map(|f| f.timing.cpu_us).collect();
+    let consumer: Vec<f64> = fed.iter().map(|f| f.timing.client_us).collect();
     line(
         "groups_per_sec",
         spread(&per_sec, "", "to the consumer, launch to its last ack"),
@@ -88,9 +91,15 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
         "rollouts_per_sec",
         spread(&rates, "", "the run's created_at to finished_at"),
     );
+    if in_process {
+        line(
+            "cpu_us_per_rollout",
+            spread(&cpu, "", "the service, the consumer's thread not counted"),
+        );
+    }
     line(
-        "cpu_us_per_rollout",
-        spread(&cpu, "", "this process: service and consumer"),
+        "consumer_cpu_us_per_rollout",
+        spread(&consumer, "", "the consumer's thread: polls, reads, acks"),
     );
     if args.baseline {
         let base_rates: Vec<f64> = plain.iter().map(|t| t.rate).collect();
@@ -103,10 +112,12 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
                 "ordinary runs, alternating with the feed's",
             ),
         );
-        line(
-            "baseline_cpu_us_per_rollout",
-            spread(&base_cpu, "", "ordinary runs"),
-        );
+        if in_process {
+            line(
+                "baseline_cpu_us_per_rollout",
+                spread(&base_cpu, "", "the service, ordinary runs"),
+            );
+        }
         // Each feed run against the ordinary run beside it: positive is a cost.
         let slower: Vec<f64> = rates
             .iter()
@@ -122,10 +133,16 @@ async fn drive(client: Client, args: FeedArgs) -> Result<String, String> {
             "feed_overhead_throughput",
             spread(&slower, "%", "1 - feed / ordinary rollouts per second"),
         );
-        line(
-            "feed_overhead_cpu",
-            spread(&dearer, "%", "feed / ordinary CPU per rollout - 1"),
-        );
+        if in_process {
+            line(
+                "feed_overhead_cpu",
+                spread(
+                    &dearer,
+                    "%",
+                    "the service's CPU per rollout: feed / ordinary - 1",
+                ),
+            );
+        }
     }
     Ok(out.join("\n"))
 }
@@ -148,11 +165,23 @@ fn spread(values: &[f64], unit: &str, what: &str) -> String {
     )
 }
 
-/// One run's rollouts per second (by the service's clock) and this process's CPU
-/// microseconds per rollout.
+/// One run's rollouts per second (by the service's clock), and CPU microseconds per
+/// rollout of an in-process service and of the client.
 struct Timing {
     rate: f64,
     cpu_us: f64,
+    client_us: f64,
+}
+
+impl Timing {
+    fn of(rollouts: u64, secs: f64, (service, client): (f64, f64)) -> Timing {
+        let per = |s: f64| s * 1e6 / rollouts.max(1) as f64;
+        Timing {
+            rate: rollouts as f64 / secs,
+            cpu_us: per(service),
+            client_us: per(client),
+        }
+    }
 }
 
 struct FeedRun {
@@ -182,7 +211,7 @@ async fn feed_once(
                        "max_unconsumed_groups": args.max_unconsumed_groups, "seed": round + 1},
     });
     let started = Instant::now();
-    let cpu = super::cpu_secs();
+    let cpu = super::CpuSplit::start();
     let answer = client.post("/runs", &body).await?;
     let run_id = answer["run_id"].as_str().ok_or("no run_id")?.to_string();
     let mut groups = 0u64;
@@ -215,7 +244,7 @@ async fn feed_once(
             return Err("the feed did not finish in an hour".to_string());
         }
     }
-    let cpu = super::cpu_secs() - cpu;
+    let cpu = cpu.split();
     let secs = started.elapsed().as_secs_f64();
     let status: Value = client
         .get(&format!("/runs/{run_id}?rollouts=false"))
@@ -226,10 +255,7 @@ async fn feed_once(
         completed: status["completed"].clone(),
         polls,
         secs,
-        timing: Timing {
-            rate: rollouts as f64 / run_secs,
-            cpu_us: cpu * 1e6 / rollouts as f64,
-        },
+        timing: Timing::of(rollouts, run_secs, cpu),
     })
 }
 
@@ -245,19 +271,27 @@ struct GroupId {
 }
 
 /// The same work as an ordinary run.
-async fn ordinary(client: &Client, args: &FeedArgs, tasks: &[String]) -> Result<Timing, String> {
-    // As many groups of as many rollouts, spread over the tasks' instances as evenly
-    // as a launch allows: the same work as the continuous run's draws.
+async fn ordinary(
+    client: &Client,
+    args: &FeedArgs,
+    tasks: &[String],
+    round: u32,
+) -> Result<Timing, String> {
+    // As many groups of as many rollouts, spread over the tasks as evenly as a launch
+    // allows, each instance drawn as a continuous run draws them: the same work.
     let per_task = args.groups.div_ceil(tasks.len() as u32);
+    let instances: Vec<u64> = (0..per_task)
+        .map(|i| crate::domain::feed::draw(u64::from(round) + 1, i, u32::MAX - 1))
+        .collect();
     let body = json!({
         "scenario_id": args.scenario,
         "task_ids": tasks,
         "rollout_count": args.group_size,
-        "instances_per_task": per_task,
+        "instance_seeds": instances,
         "max_parallel": args.max_parallel,
         "model_config": {"provider": "builtin", "model": "oracle"},
     });
-    let cpu = super::cpu_secs();
+    let cpu = super::CpuSplit::start();
     let answer = client.post("/runs", &body).await?;
     let run_id = answer["run_id"].as_str().ok_or("no run_id")?.to_string();
     let total = answer["run_status"]["total"].as_u64().unwrap_or(0);
@@ -266,11 +300,7 @@ async fn ordinary(client: &Client, args: &FeedArgs, tasks: &[String]) -> Result<
             .get(&format!("/runs/{run_id}?rollouts=false"))
             .await?;
         if let Some(secs) = server_secs(&status) {
-            let cpu = super::cpu_secs() - cpu;
-            return Ok(Timing {
-                rate: total as f64 / secs,
-                cpu_us: cpu * 1e6 / total.max(1) as f64,
-            });
+            return Ok(Timing::of(total, secs, cpu.split()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

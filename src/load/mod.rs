@@ -170,16 +170,48 @@ pub(crate) fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// CPU seconds this process has used so far, user and system (`getrusage`).
-pub(crate) fn cpu_secs() -> f64 {
+/// CPU seconds used so far, user and system (`getrusage`), by the whole process or by
+/// the calling thread alone.
+pub(crate) fn cpu_secs(thread_only: bool) -> f64 {
+    let who = if thread_only {
+        libc::RUSAGE_THREAD
+    } else {
+        libc::RUSAGE_SELF
+    };
     // SAFETY: getrusage writes only into the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU time spent from its start, split between an in-process service and the client
+/// driving it from its own single-threaded runtime ([`on_client_thread`]): a trainer
+/// reading the feed runs on its own machine, so the service's share is what a run
+/// costs the node.
+pub(crate) struct CpuSplit {
+    process: f64,
+    client: f64,
+}
+
+impl CpuSplit {
+    /// Starts counting; call on the client thread.
+    pub(crate) fn start() -> CpuSplit {
+        CpuSplit {
+            process: cpu_secs(false),
+            client: cpu_secs(true),
+        }
+    }
+
+    /// (service, client) CPU seconds since the start; call on the same thread.
+    pub(crate) fn split(&self) -> (f64, f64) {
+        let client = cpu_secs(true) - self.client;
+        let process = cpu_secs(false) - self.process;
+        ((process - client).max(0.0), client)
+    }
 }
 
 /// Runs the client on a thread of its own with a single-threaded runtime, so that it

@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::domain::chat::{Message, ToolCall, ToolDefinition, ToolSet};
+use crate::domain::chat::{Message, ToolCall, ToolSet};
 use crate::scenarios::{Scenario, Task};
 
 pub mod calendar;
@@ -224,13 +224,49 @@ type SeedKey = (String, Vec<String>);
 #[derive(Debug, Clone)]
 pub struct Environment {
     servers: Vec<(String, Arc<Server>)>,
-    /// Tool name → (server index, spec).
-    index: Arc<BTreeMap<String, (usize, ToolSpec)>>,
+    index: Arc<ToolIndex>,
     /// Every tool as the model is shown it, in server order.
     definitions: Arc<ToolSet>,
     now: DateTime<Utc>,
     seed: u64,
     steps: u64,
+}
+
+/// Tool name → (server index, spec).
+type ToolIndex = BTreeMap<String, (usize, ToolSpec)>;
+
+/// The tool index and definitions of a list of servers. A server's tools depend on its
+/// kind alone, never on its data, so every environment of the same servers shares
+/// one copy: building them is most of what building an environment costs. The lists
+/// are the catalog's tasks', so the map stays small.
+fn tool_set(names: &[String], servers: &[(String, Arc<Server>)]) -> (Arc<ToolIndex>, Arc<ToolSet>) {
+    if let Some(set) = cached_tool_set(names) {
+        return set;
+    }
+    let specs: Vec<(usize, ToolSpec)> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, server))| server.get().tools().into_iter().map(move |t| (i, t)))
+        .collect();
+    let definitions: ToolSet = specs.iter().map(|(_, t)| t.clone().definition()).collect();
+    let index: ToolIndex = specs
+        .into_iter()
+        .map(|(i, t)| (t.name.clone(), (i, t)))
+        .collect();
+    let set = (Arc::new(index), Arc::new(definitions));
+    tool_sets().write().insert(names.to_vec(), set.clone());
+    set
+}
+
+type SharedToolSets = HashMap<Vec<String>, (Arc<ToolIndex>, Arc<ToolSet>)>;
+
+fn tool_sets() -> &'static parking_lot::RwLock<SharedToolSets> {
+    static SETS: OnceLock<parking_lot::RwLock<SharedToolSets>> = OnceLock::new();
+    SETS.get_or_init(Default::default)
+}
+
+fn cached_tool_set(names: &[String]) -> Option<(Arc<ToolIndex>, Arc<ToolSet>)> {
+    tool_sets().read().get(names).cloned()
 }
 
 /// Whether a task's additions to a server's seed leave it as it is (a family's
@@ -309,6 +345,15 @@ impl Environment {
         Ok(env)
     }
 
+    /// The tools a task's environment offers, without building its servers once any
+    /// environment of the same servers has been built.
+    pub fn definitions_for(scenario: &Scenario, task: &Task) -> Result<Arc<ToolSet>, ToolError> {
+        if let Some((_, definitions)) = cached_tool_set(&task.tool_servers) {
+            return Ok(definitions);
+        }
+        Ok(Self::new(scenario, task, 0)?.definitions)
+    }
+
     /// Builds the task's tool servers from the scenario's seed state.
     fn build(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
         let now = DateTime::parse_from_rfc3339(&task.now)
@@ -351,25 +396,12 @@ impl Environment {
             };
             servers.push((name.clone(), Arc::new(Server::new(server))));
         }
-        let mut index = BTreeMap::new();
-        for (i, (_, server)) in servers.iter().enumerate() {
-            for spec in server.get().tools() {
-                index.insert(spec.name.clone(), (i, spec));
-            }
-        }
-        let definitions = servers
-            .iter()
-            .flat_map(|(_, s)| s.get().tools())
-            .map(|t| ToolDefinition {
-                name: t.name,
-                description: t.description,
-                parameters: t.input_schema,
-            })
-            .collect();
+        let names: Vec<String> = servers.iter().map(|(n, _)| n.clone()).collect();
+        let (index, definitions) = tool_set(&names, &servers);
         Ok(Environment {
             servers,
-            index: Arc::new(index),
-            definitions: Arc::new(definitions),
+            index,
+            definitions,
             now,
             seed,
             steps: 0,
