@@ -135,7 +135,11 @@ impl Driver {
             let revision = self.state.revision.map_or(0, |r| r + 1);
             self.state.evolve(&event, revision);
             self.job.budget.add(&event);
-            if let Some(content) = &mut self.content {
+            if let Some(content) = self
+                .content
+                .as_mut()
+                .filter(|_| RolloutContent::folds(&event))
+            {
                 content.apply(event.clone());
             }
             self.unrecorded.push(event);
@@ -227,10 +231,14 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError>
     }
     if driver.job.run.continuous.is_some() {
         // What the stream already holds (a resumed rollout's steps), read only once the
-        // rollout has its slot: a queued one holds nothing.
-        let content = RolloutContent::load(driver.deps.store.as_ref(), &rollout_id)
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        // rollout has its slot: a queued one holds nothing, and a new one's stream is
+        // empty.
+        let content = match driver.state.revision {
+            None => RolloutContent::default(),
+            Some(_) => RolloutContent::load(driver.deps.store.as_ref(), &rollout_id)
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?,
+        };
         driver.content = Some(content);
     }
     driver.deps.metrics.rollouts_active.inc();

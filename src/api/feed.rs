@@ -70,7 +70,9 @@ impl FeedStatus {
             groups_complete: complete,
             groups_unconsumed: unconsumed,
             max_unconsumed_groups: max,
-            waiting_for_consumer: run.open() && max.is_some_and(|m| unconsumed >= m),
+            // Rollouts are queued or groups still to be drawn, and none may start.
+            waiting_for_consumer: (run.counts.pending > 0 || run.open())
+                && max.is_some_and(|m| unconsumed >= m),
             policy_version: run
                 .policy_version(run.feed.policy_ordinal())
                 .map(String::from),

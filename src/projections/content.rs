@@ -42,6 +42,19 @@ const FOLDED: [&str; 5] = [
 ];
 
 impl RolloutContent {
+    /// Whether [`Self::apply`] takes anything from `event`: a caller holding it by
+    /// reference clones only these.
+    pub fn folds(event: &Event) -> bool {
+        matches!(
+            event,
+            Event::RolloutStarted(_)
+                | Event::ModelCalled(_)
+                | Event::ToolCalled(_)
+                | Event::NpcReplied(_)
+                | Event::ContextSummarized(_)
+        )
+    }
+
     /// Folds one of the rollout's events in; the others add nothing to it.
     pub fn apply(&mut self, event: Event) {
         match event {
