@@ -41,7 +41,6 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod llm;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use rl_gym::config::secrets::ApiKey;
 use rl_gym::domain::chat::{FunctionCall, Message, ToolCall, ToolDefinition, ToolSet};
 use rl_gym::domain::events::ModelSettings;
+use rl_gym::domain::secret::ApiKey;
 use rl_gym::llm::retry::RetryPolicy;
 use rl_gym::llm::{
     anthropic, bedrock, client_for, openai, sigv4, vertex, ModelClient, ModelError, ModelReply,

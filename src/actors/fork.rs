@@ -6,11 +6,12 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::{Gym, GymError};
-use crate::config::secrets::{ApiKey, RunKeys};
+use crate::config::secrets::RunKeys;
 use crate::domain::budget::RunPrices;
 use crate::domain::events::{ForkParent, ModelSettings, RunLaunched, ScheduledRollout};
 use crate::domain::ids::{new_rollout_id, new_run_id};
 use crate::domain::run::RunRefusal;
+use crate::domain::secret::ApiKey;
 
 /// What to fork and how.
 pub struct ForkRequest {

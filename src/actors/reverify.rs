@@ -10,11 +10,11 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::{journal, step_loop, Gym, GymError};
-use crate::config::secrets::ApiKey;
 use crate::domain::events::{Event, RolloutReverified, RunLaunched, ScheduledRollout};
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::run::RunRefusal;
+use crate::domain::secret::ApiKey;
 use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
 use crate::tools::replay;
@@ -150,7 +150,7 @@ impl Gym {
             if state.status() != RolloutStatus::Completed {
                 return Ok(None);
             }
-            let old_score = crate::verify::combine(old, state.rubric.as_ref()).0;
+            let old_score = crate::domain::verdict::combine(old, state.rubric.as_ref()).0;
             let calls = state
                 .tool_calls
                 .iter()
@@ -177,7 +177,7 @@ impl Gym {
                 }
                 None => (None, None),
             };
-            let new_score = crate::verify::combine(&verdict, rubric.as_ref()).0;
+            let new_score = crate::domain::verdict::combine(&verdict, rubric.as_ref()).0;
             let event = Event::RolloutReverified(RolloutReverified {
                 rollout_id: scheduled.rollout_id.clone(),
                 verdict,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::journal;
 use super::run::{RunBudget, RunPolicy};
 use super::Deps;
-use crate::config::secrets::{ApiKey, Redactor};
+use crate::config::secrets::Redactor;
 use crate::domain::chat::{Message, ToolCall, ToolSet};
 use crate::domain::events::{
     ContextSummarized, Event, ModelCalled, ModelSettings, NpcEmail, NpcReplied, OnStale,
@@ -30,6 +30,7 @@ use crate::domain::faults::FaultKind;
 use crate::domain::feed::{is_stale, Policy};
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::{NextAction, RolloutState, RolloutStatus};
+use crate::domain::secret::ApiKey;
 use crate::domain::verdict::{RubricStatus, RubricVerdict};
 use crate::llm::builtin::{BuiltinAgent, PlannedCall};
 use crate::llm::{self, ModelClient, ModelRequest};

@@ -13,10 +13,11 @@ use tokio::sync::Semaphore;
 
 use super::step_loop::{AgentFactory, DefaultAgents};
 use super::*;
-use crate::config::secrets::{ApiKey, RunKeys};
+use crate::config::secrets::RunKeys;
 use crate::domain::events::{Event, ModelSettings, RunLaunched, ScheduledRollout};
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::RolloutStatus;
+use crate::domain::secret::ApiKey;
 use crate::llm::{ModelClient, ModelError, ModelReply, ModelRequest};
 use crate::scenarios::Task;
 use crate::store::memory::MemoryStore;

@@ -18,7 +18,7 @@ pub struct AccessControl {
 
 impl AccessControl {
     fn exempt(&self, path: &str) -> bool {
-        if crate::dashboard::is_asset(path) {
+        if super::dashboard::is_asset(path) {
             return true;
         }
         let path = path.strip_prefix("/v1").unwrap_or(path);

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::validate::Checker;
-use crate::config::secrets::{ApiKey, RunKeys};
+use crate::config::secrets::RunKeys;
 use crate::domain::budget::{Budget, PriceTable};
+use crate::domain::events::PROVIDERS;
 use crate::domain::events::{ContinuousSettings, ModelSettings, OnStale, TokenSettings};
 use crate::domain::faults::{ToolFaults, MAX_LATENCY_MS};
 use crate::domain::ids::valid_run_name;
+use crate::domain::secret::ApiKey;
 use crate::error::ApiError;
 use crate::llm::completions;
 use crate::llm::tokens::ToolCallParser;
-use crate::llm::{builtin, provider_available, provider_needs_key, supports_logprobs, PROVIDERS};
+use crate::llm::{builtin, provider_available, provider_needs_key, supports_logprobs};
 
 pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
 /// Upper bound on rollouts per run: a run is held in memory by its views.

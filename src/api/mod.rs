@@ -4,6 +4,7 @@
 //! Every path is served at the root and under `/v1`.
 
 mod auth;
+mod dashboard;
 mod environments;
 mod events;
 mod export;
@@ -154,7 +155,7 @@ pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Cl
         }))
         .service(web::scope("/v1").configure(routes))
         .configure(routes)
-        .configure(crate::dashboard::routes);
+        .configure(dashboard::routes);
     }
 }
 

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::launch::ModelConfigBody;
 use super::{launch, AppState};
-use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, ToolSet};
+use crate::domain::secret::ApiKey;
 use crate::error::{ApiError, ErrorBody};
 use crate::llm::{self, ModelError, ModelRequest, RetryPolicy};
 

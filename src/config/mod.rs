@@ -6,6 +6,7 @@ pub mod secrets;
 
 use crate::domain::budget::{Price, PriceTable};
 use crate::domain::events::ModelSettings;
+use crate::domain::secret::ApiKey;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,10 +77,10 @@ fn check_prices(entries: &[PriceEntry]) -> Result<(), ConfigError> {
             origin: "prices".into(),
             message: format!("{}/{}: {message}", entry.provider, entry.model),
         };
-        if !crate::llm::PROVIDERS.contains(&entry.provider.as_str()) {
+        if !crate::domain::events::PROVIDERS.contains(&entry.provider.as_str()) {
             return Err(invalid(format!(
                 "unknown provider; use one of {}",
-                crate::llm::PROVIDERS.join(", ")
+                crate::domain::events::PROVIDERS.join(", ")
             )));
         }
         for value in [entry.prompt_usd_per_mtok, entry.completion_usd_per_mtok] {
@@ -106,7 +107,7 @@ pub struct JudgeSettings {
     #[serde(default)]
     pub temperature: f64,
     #[serde(skip)]
-    pub api_key: Option<secrets::ApiKey>,
+    pub api_key: Option<ApiKey>,
 }
 
 impl JudgeSettings {
@@ -120,7 +121,9 @@ impl JudgeSettings {
         match (&self.provider, &self.model) {
             (None, None) => Ok(()),
             (Some(provider), Some(_)) => {
-                if provider == "builtin" || !crate::llm::PROVIDERS.contains(&provider.as_str()) {
+                if provider == "builtin"
+                    || !crate::domain::events::PROVIDERS.contains(&provider.as_str())
+                {
                     return invalid(format!(
                         "`{provider}` cannot judge; use one of the providers"
                     ));
@@ -138,7 +141,7 @@ impl JudgeSettings {
     }
 
     /// The judge as a model config with its key, when one is configured.
-    pub fn model_settings(&self) -> Option<(ModelSettings, Option<secrets::ApiKey>)> {
+    pub fn model_settings(&self) -> Option<(ModelSettings, Option<ApiKey>)> {
         let (provider, model) = (self.provider.clone()?, self.model.clone()?);
         Some((
             ModelSettings {
@@ -214,7 +217,7 @@ impl Settings {
     /// The server's own secrets (its API tokens and the judge's key), to be hidden
     /// in every text from outside.
     pub fn redactor(&self) -> secrets::Redactor {
-        let judge = self.judge.api_key.as_ref().map(secrets::ApiKey::expose);
+        let judge = self.judge.api_key.as_ref().map(ApiKey::expose);
         secrets::Redactor::new(self.api_tokens.iter().map(String::as_str).chain(judge))
     }
 
@@ -286,7 +289,7 @@ impl Settings {
         settings.judge.api_key = std::env::var("RL_GYM_JUDGE_API_KEY")
             .ok()
             .filter(|k| !k.is_empty())
-            .map(secrets::ApiKey::new);
+            .map(ApiKey::new);
         settings.judge.check()?;
         check_prices(&settings.prices)?;
         if settings.api_tokens.is_empty()

@@ -18,31 +18,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-/// A secret string whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: String) -> ApiKey {
-        ApiKey(key)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
-
-impl fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+use crate::domain::secret::ApiKey;
 
 /// The keys a run was launched with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,17 @@ use super::faults::ToolFaults;
 use super::packed::PackedTokens;
 use super::verdict::{RubricVerdict, Verdict};
 
+/// Providers a run may name (`ModelSettings::provider`). `builtin` is rl-gym's own (no key, no network).
+pub const PROVIDERS: &[&str] = &[
+    "custom",
+    "openai",
+    "anthropic",
+    "aws-bedrock",
+    "azure-openai",
+    "gcp",
+    "builtin",
+];
+
 /// The model configuration as recorded: everything but the API key, which never
 /// enters the log in plain text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

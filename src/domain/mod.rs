@@ -11,5 +11,6 @@ pub mod lease;
 pub mod packed;
 pub mod rollout;
 pub mod run;
+pub mod secret;
 pub mod trace;
 pub mod verdict;

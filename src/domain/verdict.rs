@@ -54,3 +54,38 @@ pub struct CriterionGrade {
     pub score: f64,
     pub reason: String,
 }
+
+pub const FULL_CREDIT: &str = "Full Credit";
+pub const PARTIAL_CREDIT: &str = "Partial Credit";
+pub const NO_CREDIT: &str = "No Credit";
+
+/// The scoring label of a score in [0, 1].
+pub fn label_of(score: f64) -> &'static str {
+    if score >= 1.0 {
+        FULL_CREDIT
+    } else if score <= 0.0 {
+        NO_CREDIT
+    } else {
+        PARTIAL_CREDIT
+    }
+}
+
+/// A rollout's score and label from its checks' verdict and its rubric grade.
+///
+/// The checks are facts about the final state and gate the result; the judge grades
+/// how the work was done. Without a graded rubric (none, skipped, or the judge
+/// failed) the checks' verdict stands. A task with no checks is scored by the rubric
+/// alone. Otherwise a verdict of 0 stays 0 (a required check failed, or nothing was
+/// achieved) and any other score is the mean of the two.
+pub fn combine(verdict: &Verdict, rubric: Option<&RubricVerdict>) -> (f64, &'static str) {
+    let graded = rubric
+        .filter(|r| r.status == RubricStatus::Graded)
+        .and_then(|r| r.score);
+    let score = match graded {
+        None => verdict.score,
+        Some(rubric) if verdict.checks.is_empty() => rubric,
+        Some(_) if verdict.score <= 0.0 => 0.0,
+        Some(rubric) => (verdict.score + rubric) / 2.0,
+    };
+    (score, label_of(score))
+}

@@ -13,9 +13,9 @@ use super::convert::{
 };
 use super::retry::{self, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
-use crate::config::secrets::ApiKey;
 use crate::domain::chat::{FunctionCall, Message, Role, ToolCall};
 use crate::domain::events::TokenUsage;
+use crate::domain::secret::ApiKey;
 
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";

@@ -22,9 +22,9 @@ use super::convert::{
 use super::retry::{self, RetryPolicy};
 use super::sigv4::{self, Credentials};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
-use crate::config::secrets::ApiKey;
 use crate::domain::chat::{FunctionCall, Message, Role, ToolCall};
 use crate::domain::events::TokenUsage;
+use crate::domain::secret::ApiKey;
 
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const SERVICE: &str = "bedrock";

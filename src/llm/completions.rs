@@ -31,9 +31,9 @@ use super::openai::{self, Flavor};
 use super::retry::{self, RetryPolicy};
 use super::tokens::{ChatTemplate, ChatTokenizer, Completion, TokenSequence, ToolCallParser};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
-use crate::config::secrets::ApiKey;
 use crate::domain::chat::{FunctionCall, Role, ToolCall};
 use crate::domain::events::{ModelSettings, TokenSettings, TokenUsage, TurnTokens};
+use crate::domain::secret::ApiKey;
 use crate::domain::trace::{turn_tokens, TokenTrace};
 
 /// The tool name of a call the model wrote but the parser could not read; its

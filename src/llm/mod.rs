@@ -38,16 +38,7 @@ use crate::domain::events::{ModelSettings, TokenUsage, TurnTokens};
 pub use limit::{Limited, ProviderLimits};
 pub use retry::RetryPolicy;
 
-/// Providers a run may name. `builtin` is rl-gym's own (no key, no network).
-pub const PROVIDERS: &[&str] = &[
-    "custom",
-    "openai",
-    "anthropic",
-    "aws-bedrock",
-    "azure-openai",
-    "gcp",
-    "builtin",
-];
+use crate::domain::events::PROVIDERS;
 
 /// Whether this build can call the provider (checked at launch, so a run is refused
 /// rather than failing every rollout).
@@ -160,7 +151,7 @@ pub trait ModelClient: Send + Sync {
 pub fn client_for(
     http: &reqwest::Client,
     settings: &ModelSettings,
-    api_key: Option<crate::config::secrets::ApiKey>,
+    api_key: Option<crate::domain::secret::ApiKey>,
     limits: &ProviderLimits,
 ) -> Result<Box<dyn ModelClient>, ModelError> {
     client_with_retry(http, settings, api_key, limits, RetryPolicy::default())
@@ -170,7 +161,7 @@ pub fn client_for(
 pub fn client_with_retry(
     http: &reqwest::Client,
     settings: &ModelSettings,
-    api_key: Option<crate::config::secrets::ApiKey>,
+    api_key: Option<crate::domain::secret::ApiKey>,
     limits: &ProviderLimits,
     retry: RetryPolicy,
 ) -> Result<Box<dyn ModelClient>, ModelError> {

@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use super::retry::{self, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
-use crate::config::secrets::ApiKey;
 use crate::domain::chat::{Message, Role};
 use crate::domain::events::TokenUsage;
+use crate::domain::secret::ApiKey;
 
 mod wire;
 

@@ -23,9 +23,9 @@ use super::convert::{
 };
 use super::retry::{self, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
-use crate::config::secrets::ApiKey;
 use crate::domain::chat::{FunctionCall, Message, Role, ToolCall};
 use crate::domain::events::TokenUsage;
+use crate::domain::secret::ApiKey;
 
 pub struct VertexClient {
     http: reqwest::Client,

@@ -252,7 +252,7 @@ impl RolloutView {
     }
 
     /// The rollout's score: the checks' verdict combined with a graded rubric
-    /// ([`crate::verify::combine`]).
+    /// ([`crate::domain::verdict::combine`]).
     pub fn score(&self) -> Option<f64> {
         self.result().map(|(score, _)| score)
     }
@@ -263,7 +263,10 @@ impl RolloutView {
 
     fn result(&self) -> Option<(f64, &'static str)> {
         let verdict = self.verdict.as_ref()?;
-        Some(crate::verify::combine(verdict, self.rubric.as_ref()))
+        Some(crate::domain::verdict::combine(
+            verdict,
+            self.rubric.as_ref(),
+        ))
     }
 
     /// The current verdict as a record, if there is one.

@@ -9,10 +9,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{label_of, FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT};
 use crate::config::secrets::Redactor;
 use crate::domain::chat::{Message, Role, ToolSet};
 use crate::domain::events::{ModelSettings, TokenUsage};
+use crate::domain::verdict::{label_of, FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT};
 use crate::domain::verdict::{CriterionGrade, RubricStatus, RubricVerdict};
 use crate::llm::{ModelClient, ModelRequest};
 use crate::scenarios::Task;

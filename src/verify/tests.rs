@@ -2,6 +2,7 @@ use serde_json::json;
 
 use super::*;
 use crate::domain::chat::{FunctionCall, ToolCall};
+use crate::domain::verdict::{FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT};
 
 fn state() -> Value {
     json!({

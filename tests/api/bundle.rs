@@ -361,19 +361,19 @@ async fn the_bundle_combines_checks_and_rubric_as_the_server_does() {
         ] {
             let verdict = Verdict {
                 score: verdict_score,
-                label: rl_gym::verify::label_of(verdict_score).into(),
+                label: rl_gym::domain::verdict::label_of(verdict_score).into(),
                 checks: vec![check.clone(); checks],
             };
             let rubric = RubricVerdict {
                 status,
                 judge: Some("custom/j".into()),
                 score: rubric_score,
-                label: rubric_score.map(|s| rl_gym::verify::label_of(s).into()),
+                label: rubric_score.map(|s| rl_gym::domain::verdict::label_of(s).into()),
                 reason: "why".into(),
                 criteria: vec![],
             };
             for rubric in [Some(rubric), None] {
-                let (score, label) = rl_gym::verify::combine(&verdict, rubric.as_ref());
+                let (score, label) = rl_gym::domain::verdict::combine(&verdict, rubric.as_ref());
                 expected.push(json!({"score": score, "label": label}));
                 cases.push(json!({"verdict": verdict, "rubric": rubric}));
             }

@@ -964,9 +964,7 @@ async fn a_key_a_provider_echoes_is_recorded_and_served_nowhere() {
             provider: Some("custom".into()),
             model: Some("server-judge".into()),
             base_url: Some(format!("{provider}/judge/v1")),
-            api_key: Some(rl_gym::config::secrets::ApiKey::new(
-                SERVER_JUDGE_KEY.into(),
-            )),
+            api_key: Some(rl_gym::domain::secret::ApiKey::new(SERVER_JUDGE_KEY.into())),
             ..Default::default()
         };
     })

@@ -10,7 +10,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::api::AppState;
+use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::tools::replay;
 
