@@ -6,7 +6,6 @@ use std::path::Path;
 use rl_gym::domain::chat::Message;
 use rl_gym::scenarios::{Catalog, Scenario, Task};
 use rl_gym::tools::Environment;
-use rl_gym::verify::verify;
 
 fn catalog() -> Catalog {
     Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios"))
@@ -40,7 +39,7 @@ fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
         let mut env = Environment::new(scenario, task, 7).expect("environment");
         let trajectory = rl_gym::npc::run_reference_solution(&mut env, scenario, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
-        let verdict = verify(task, &env.state(), &trajectory);
+        let verdict = task.verify(&env.state(), &trajectory);
         let failed: Vec<_> = verdict.checks.iter().filter(|c| !c.passed).collect();
         assert_eq!(
             verdict.score, 1.0,
@@ -61,7 +60,7 @@ fn doing_nothing_earns_no_credit_on_every_task() {
             Message::user(task.description.clone()),
             Message::assistant(Some("I will not act.".into()), Vec::new()),
         ];
-        let verdict = verify(task, &env.state(), &trajectory);
+        let verdict = task.verify(&env.state(), &trajectory);
         let passed: Vec<_> = verdict
             .checks
             .iter()
@@ -76,7 +75,7 @@ fn doing_nothing_earns_no_credit_on_every_task() {
         assert_eq!(verdict.label, "No Credit", "{}", task.task_id);
         // And so does an empty trajectory.
         assert_eq!(
-            verify(task, &env.state(), &[]).score,
+            task.verify(&env.state(), &[]).score,
             0.0,
             "{}",
             task.task_id

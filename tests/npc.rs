@@ -10,7 +10,6 @@ use rl_gym::domain::chat::Message;
 use rl_gym::npc;
 use rl_gym::scenarios::{Catalog, Scenario, Task};
 use rl_gym::tools::Environment;
-use rl_gym::verify::verify;
 
 fn catalog() -> Catalog {
     Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios"))
@@ -80,7 +79,7 @@ fn every_reference_solution_with_scripted_replies_earns_full_credit() {
         let mut env = Environment::new(s, task, 7).expect("environment");
         let trajectory = npc::run_reference_solution(&mut env, s, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
-        let verdict = verify(task, &env.state(), &trajectory);
+        let verdict = task.verify(&env.state(), &trajectory);
         let failed: Vec<_> = verdict.checks.iter().filter(|c| !c.passed).collect();
         assert_eq!(verdict.score, 1.0, "{}: {failed:#?}", task.task_id);
         assert_eq!(verdict.label, "Full Credit", "{}", task.task_id);
@@ -97,7 +96,7 @@ fn doing_nothing_earns_no_credit_on_every_task() {
             Message::user(task.description.clone()),
             Message::assistant(Some("I will not act.".into()), Vec::new()),
         ];
-        let verdict = verify(task, &env.state(), &trajectory);
+        let verdict = task.verify(&env.state(), &trajectory);
         assert_eq!(verdict.score, 0.0, "{}", task.task_id);
         assert_eq!(verdict.label, "No Credit", "{}", task.task_id);
     }
@@ -116,7 +115,7 @@ fn without_the_npc_replies_the_npc_dependent_reference_solutions_fall_short() {
             "{}: steps need the reply",
             task.task_id
         );
-        let verdict = verify(task, &env.state(), &run.trajectory);
+        let verdict = task.verify(&env.state(), &run.trajectory);
         assert!(verdict.score < 1.0, "{}: {verdict:?}", task.task_id);
     }
 }

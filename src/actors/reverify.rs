@@ -161,7 +161,7 @@ impl Gym {
                 return Ok(None);
             };
             let environment = env.state();
-            let verdict = crate::verify::verify(task, &environment, &state.messages);
+            let verdict = task.verify(&environment, &state.messages);
             let (rubric, usage) = match task.judge_rubric() {
                 Some(_) => {
                     let graded = step_loop::grade_rubric(

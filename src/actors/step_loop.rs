@@ -676,7 +676,7 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
                 // The state is big: dropped before the append waits, not held across it.
                 let verdict = {
                     let state = tools.checked_state().await.map_err(Failure)?;
-                    crate::verify::verify(task, state.as_ref(), &driver.state.messages)
+                    task.verify(state.as_ref(), &driver.state.messages)
                 };
                 let event = Event::RolloutVerified(RolloutVerified {
                     rollout_id: rollout.rollout_id.clone(),
@@ -822,7 +822,8 @@ async fn ask_judge(
     };
     let (client, settings) = judge;
     let submission = rubric::Submission {
-        task,
+        task_name: &task.name,
+        task_description: &task.description,
         rubric_markdown: task.judge_rubric().unwrap_or_default(),
         trajectory,
         state,

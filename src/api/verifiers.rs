@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 use super::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
-use crate::verify::bundle::{self, BundleError};
+use crate::verify::bundle::BundleError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -43,7 +43,7 @@ async fn download_bundle(
             format!("Scenario '{scenario_id}' not found"),
         )
     })?;
-    let bundle = bundle::build(scenario)?;
+    let bundle = scenario.verifier_bundle()?;
     Ok(HttpResponse::Ok()
         .content_type("application/zip")
         .insert_header(ContentDisposition::attachment(bundle.file_name))

@@ -157,7 +157,7 @@ impl Synth {
             }));
             events.push(Event::RolloutVerified(RolloutVerified {
                 rollout_id: String::new(),
-                verdict: crate::verify::verify(task, &env.state_view(), &messages),
+                verdict: task.verify(&env.state_view(), &messages),
                 verified_at: t0,
             }));
             events.push(Event::RolloutCompleted(RolloutCompleted {

@@ -163,11 +163,9 @@ impl Rollout<'_> {
                     self.tool_call(recorded, &replies)?;
                 }
                 Event::RolloutVerified(recorded) => {
-                    let verdict = crate::verify::verify(
-                        self.task,
-                        &self.env.state_view(),
-                        &self.state.messages,
-                    );
+                    let verdict = self
+                        .task
+                        .verify(&self.env.state_view(), &self.state.messages);
                     self.executed.verdicts += 1;
                     if verdict != recorded.verdict {
                         return Err(verdict_difference(&recorded.verdict, &verdict));

@@ -511,9 +511,28 @@ fn server_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
         .collect())
 }
 
+impl Scenario {
+    /// The archive of the Python package that scores this scenario's tasks offline as
+    /// the server does.
+    pub fn verifier_bundle(
+        &self,
+    ) -> Result<crate::verify::bundle::Bundle, crate::verify::bundle::BundleError> {
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|t| crate::verify::bundle::TaskEntry {
+                task_id: &t.task_id,
+                name: &t.name,
+                checks: &t.checks,
+                scoring: &t.scoring,
+                parameters: &t.parameters,
+            })
+            .collect();
+        crate::verify::bundle::build(&self.scenario_id, &self.name, tasks)
+    }
+}
+
 impl Task {
-    /// Checks that the task fits `scenario`: its servers, NPCs, reference solution and
-    /// checks. The message names the offending field.
     /// The rubric the judge grades by, when the task has a non-blank one.
     pub fn judge_rubric(&self) -> Option<&str> {
         self.rubric_markdown
@@ -521,6 +540,18 @@ impl Task {
             .filter(|r| !r.trim().is_empty())
     }
 
+    /// The verdict of the task's checks on a rollout's final `state` and `trajectory`,
+    /// by its scoring rule.
+    pub fn verify(
+        &self,
+        state: &dyn crate::verify::StateRoot,
+        trajectory: &[crate::domain::chat::Message],
+    ) -> crate::domain::verdict::Verdict {
+        crate::verify::verify(&self.checks, self.scoring.partial_credit, state, trajectory)
+    }
+
+    /// Checks that the task fits `scenario`: its servers, NPCs, reference solution and
+    /// checks. The message names the offending field.
     pub fn validate(&self, scenario: &Scenario) -> Result<(), String> {
         match self.problems(scenario).into_iter().next() {
             Some(first) => Err(first),

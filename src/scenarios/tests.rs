@@ -1,4 +1,5 @@
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -296,4 +297,69 @@ fn instance_zero_of_every_bundled_family_plays_in_the_scenarios_own_world() {
         }
     }
     assert!(families >= 60, "{families} families");
+}
+
+// The verifier bundle of a scenario (crate::verify::bundle).
+
+#[test]
+fn given_a_scenario_when_built_twice_then_the_bytes_are_identical() {
+    let scenario = hr();
+    let a = scenario.verifier_bundle().unwrap();
+    let b = scenario.verifier_bundle().unwrap();
+    assert_eq!(a.bytes, b.bytes);
+    assert_eq!(a.file_name, "hr_verifiers.zip");
+    assert_eq!(a.package, "hr_verifiers");
+}
+
+#[test]
+fn given_a_scenario_when_built_then_tasks_json_holds_the_checks_the_server_uses() {
+    let scenario = hr();
+    let bundle = scenario.verifier_bundle().unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bundle.bytes)).unwrap();
+    let mut names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.unwrap().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "hr_verifiers/README.md",
+            "hr_verifiers/__init__.py",
+            "hr_verifiers/__main__.py",
+            "hr_verifiers/checks.py",
+            "hr_verifiers/family.py",
+            "hr_verifiers/paths.py",
+            "hr_verifiers/tasks.json",
+            "hr_verifiers/text.py",
+        ]
+    );
+    let mut text = String::new();
+    archive
+        .by_name("hr_verifiers/tasks.json")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(file["scenario_id"], "hr");
+    let tasks = file["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), scenario.tasks.len());
+    for (entry, task) in tasks.iter().zip(&scenario.tasks) {
+        assert_eq!(entry["task_id"], task.task_id.as_str());
+        let checks: Vec<crate::verify::Check> =
+            serde_json::from_value(entry["checks"].clone()).unwrap();
+        assert_eq!(checks, task.checks, "{}", task.task_id);
+        let scoring: crate::verify::ScoringRule =
+            serde_json::from_value(entry["scoring"].clone()).unwrap();
+        assert_eq!(scoring, task.scoring);
+    }
+}
+
+#[test]
+fn given_a_scenario_without_checks_when_built_then_it_is_refused() {
+    let mut scenario = hr();
+    scenario.tasks.clear();
+    assert!(
+        matches!(scenario.verifier_bundle(), Err(crate::verify::bundle::BundleError::NoChecks(id)) if id == "hr")
+    );
 }

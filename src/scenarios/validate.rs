@@ -11,7 +11,7 @@
 //!   has the same seeded state, and two replays of the reference solution end in the
 //!   same state with the same verdict.
 //!
-//! Scoring is [`crate::verify::verify`], the one the service uses; nothing is scored
+//! Scoring is [`Task::verify`], the one the service uses; nothing is scored
 //! here. Tasks run in parallel, one per core.
 //!
 //! Instances: what a rollout runs is `(task_id, instance_seed)` (DESIGN.md, "the
@@ -31,7 +31,7 @@ use crate::llm::builtin::BuiltinAgent;
 use crate::llm::{ModelClient, ModelRequest};
 use crate::scenarios::{scenario_folders, Catalog, Scenario, ScenarioError, Task};
 use crate::tools::{Environment, EnvironmentState};
-use crate::verify::{verify, StateRoot};
+use crate::verify::StateRoot;
 
 /// The default number of environment seeds per task.
 pub const DEFAULT_SEEDS: u64 = 200;
@@ -255,7 +255,7 @@ pub fn check_instance(
         return Err("the environment built twice from the same seed differs".into());
     }
 
-    let noop = verify(task, &first.state_view(), &noop_trajectory(task)?);
+    let noop = task.verify(&first.state_view(), &noop_trajectory(task)?);
     if noop.score != 0.0 {
         return Err(format!(
             "noop (no calls, a final answer only) scores {} ({}), expected 0.0: passed {}",
@@ -295,7 +295,7 @@ fn oracle(
     let trajectory = crate::npc::run_reference_solution(&mut env, scenario, task)
         .map_err(|e| format!("the reference solution does not replay: {e}"))?;
     let state = state_of(&env);
-    let verdict = verify(task, &state.1, &trajectory);
+    let verdict = task.verify(&state.1, &trajectory);
     Ok((verdict, state))
 }
 

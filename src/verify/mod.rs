@@ -55,7 +55,6 @@ use serde_json::Value;
 
 use crate::domain::chat::{Message, Role};
 use crate::domain::verdict::{label_of, CheckResult, Verdict};
-use crate::scenarios::Task;
 
 /// One programmatic check of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -450,12 +449,17 @@ impl Check {
     }
 }
 
-/// Scores a rollout: every check of `task` against the final `state` and the
-/// `trajectory`, combined by the task's scoring rule (see the module docs).
-pub fn verify(task: &Task, state: &dyn StateRoot, trajectory: &[Message]) -> Verdict {
-    let mut checks = Vec::with_capacity(task.checks.len());
+/// Scores a rollout: every check against the final `state` and the `trajectory`,
+/// combined by the scoring rule, with or without partial credit (see the module docs).
+pub fn verify(
+    task_checks: &[Check],
+    partial_credit: bool,
+    state: &dyn StateRoot,
+    trajectory: &[Message],
+) -> Verdict {
+    let mut checks = Vec::with_capacity(task_checks.len());
     let (mut total, mut passed_weight, mut required_failed) = (0.0, 0.0, false);
-    for check in &task.checks {
+    for check in task_checks {
         let (passed, reason) = check.evaluate(state, trajectory);
         total += check.weight;
         if passed {
@@ -473,7 +477,7 @@ pub fn verify(task: &Task, state: &dyn StateRoot, trajectory: &[Message]) -> Ver
     let all = checks.iter().all(|c| c.passed) && !checks.is_empty();
     let score = if all {
         1.0
-    } else if required_failed || total <= 0.0 || !task.scoring.partial_credit {
+    } else if required_failed || total <= 0.0 || !partial_credit {
         0.0
     } else {
         passed_weight / total

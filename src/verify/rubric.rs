@@ -15,7 +15,6 @@ use crate::domain::events::{ModelSettings, TokenUsage};
 use crate::domain::verdict::{label_of, FULL_CREDIT, NO_CREDIT, PARTIAL_CREDIT};
 use crate::domain::verdict::{CriterionGrade, RubricStatus, RubricVerdict};
 use crate::llm::{ModelClient, ModelRequest};
-use crate::scenarios::Task;
 
 /// Longest text of one message or observation shown to the judge.
 const MAX_MESSAGE_CHARS: usize = 4_000;
@@ -35,7 +34,8 @@ Answer with one JSON object and nothing else, in this shape:\n\
 
 /// What the judge is shown.
 pub struct Submission<'a> {
-    pub task: &'a Task,
+    pub task_name: &'a str,
+    pub task_description: &'a str,
     pub rubric_markdown: &'a str,
     pub trajectory: &'a [Message],
     pub state: &'a Value,
@@ -43,11 +43,10 @@ pub struct Submission<'a> {
 
 /// The judge's conversation: the grading instructions, then the submission.
 pub fn prompt(submission: &Submission) -> Vec<Message> {
-    let task = submission.task;
     let mut text = format!(
         "# Task: {}\n\n{}\n\n# Rubric\n\n{}\n\n# Trajectory\n\n",
-        task.name,
-        task.description,
+        submission.task_name,
+        submission.task_description,
         submission.rubric_markdown.trim()
     );
     for message in submission.trajectory {
@@ -307,14 +306,6 @@ mod tests {
 
     #[test]
     fn the_prompt_shows_task_rubric_trajectory_and_state_and_clips_long_text() {
-        let task: Task = serde_json::from_value(serde_json::json!({
-            "task_id": "t", "name": "Reply politely", "version": "1", "category": "c",
-            "difficulty": "easy", "visibility": "public", "description": "Answer Ana.",
-            "tool_servers": ["email"], "now": "2026-03-02T09:00:00Z",
-            "rubric": {"task_id": "t", "title": "t", "overview": "o", "scoring": []},
-            "checks": []
-        }))
-        .unwrap();
         let long = "x".repeat(MAX_MESSAGE_CHARS + 10);
         let trajectory = vec![
             Message::system("secret system prompt"),
@@ -323,7 +314,8 @@ mod tests {
         ];
         let state = serde_json::json!({"email": {"sent": [{"to": ["ana@x.com"]}]}});
         let messages = prompt(&Submission {
-            task: &task,
+            task_name: "Reply politely",
+            task_description: "Answer Ana.",
             rubric_markdown: "- Be polite",
             trajectory: &trajectory,
             state: &state,

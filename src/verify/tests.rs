@@ -225,19 +225,9 @@ fn tool_called_matches_names_and_argument_filters() {
     ));
 }
 
-fn task_with(checks: Vec<Check>, partial: bool) -> Task {
-    let mut t = crate::scenarios::Task::from_json(
-        &json!({
-            "task_id": "t", "name": "n", "version": "1", "category": "c", "difficulty": "easy", "visibility": "public",
-            "description": "d", "tool_servers": ["hrms"], "now": "2026-03-02T09:00:00Z",
-            "rubric": {"task_id": "t", "title": "t", "overview": "o", "scoring": []}, "checks": []
-        })
-        .to_string(),
-    )
-    .expect("task");
-    t.checks = checks;
-    t.scoring.partial_credit = partial;
-    t
+/// `checks` scored against `state`, with or without partial credit.
+fn scored(checks: Vec<Check>, partial_credit: bool, state: &Value) -> Verdict {
+    verify(&checks, partial_credit, state, &[])
 }
 
 fn named(id: &str, pass: bool, required: bool, weight: f64) -> Check {
@@ -253,31 +243,22 @@ fn named(id: &str, pass: bool, required: bool, weight: f64) -> Check {
 #[test]
 fn scoring_is_all_none_or_the_weighted_fraction() {
     let s = state();
-    let v = verify(
-        &task_with(
-            vec![named("a", true, false, 1.0), named("b", true, false, 1.0)],
-            true,
-        ),
+    let v = scored(
+        vec![named("a", true, false, 1.0), named("b", true, false, 1.0)],
+        true,
         &s,
-        &[],
     );
     assert_eq!((v.score, v.label.as_str()), (1.0, FULL_CREDIT));
-    let v = verify(
-        &task_with(
-            vec![named("a", false, false, 1.0), named("b", false, false, 1.0)],
-            true,
-        ),
+    let v = scored(
+        vec![named("a", false, false, 1.0), named("b", false, false, 1.0)],
+        true,
         &s,
-        &[],
     );
     assert_eq!((v.score, v.label.as_str()), (0.0, NO_CREDIT));
-    let v = verify(
-        &task_with(
-            vec![named("a", true, false, 3.0), named("b", false, false, 1.0)],
-            true,
-        ),
+    let v = scored(
+        vec![named("a", true, false, 3.0), named("b", false, false, 1.0)],
+        true,
         &s,
-        &[],
     );
     assert_eq!((v.score, v.label.as_str()), (0.75, PARTIAL_CREDIT));
     assert_eq!(v.checks.len(), 2);
@@ -291,28 +272,22 @@ fn scoring_is_all_none_or_the_weighted_fraction() {
 #[test]
 fn a_failed_required_check_or_no_partial_credit_scores_zero() {
     let s = state();
-    let v = verify(
-        &task_with(
-            vec![
-                named("gate", false, true, 1.0),
-                named("b", true, false, 5.0),
-            ],
-            true,
-        ),
+    let v = scored(
+        vec![
+            named("gate", false, true, 1.0),
+            named("b", true, false, 5.0),
+        ],
+        true,
         &s,
-        &[],
     );
     assert_eq!((v.score, v.label.as_str()), (0.0, NO_CREDIT));
-    let v = verify(
-        &task_with(
-            vec![named("a", true, false, 1.0), named("b", false, false, 1.0)],
-            false,
-        ),
+    let v = scored(
+        vec![named("a", true, false, 1.0), named("b", false, false, 1.0)],
+        false,
         &s,
-        &[],
     );
     assert_eq!(v.score, 0.0);
-    let v = verify(&task_with(Vec::new(), true), &s, &[]);
+    let v = scored(Vec::new(), true, &s);
     assert_eq!(v.score, 0.0, "a task without checks is never full credit");
 }
 

@@ -11,8 +11,7 @@ use serde_json::{json, Value};
 
 use rl_gym::domain::chat::Message;
 use rl_gym::scenarios::{Scenario, Task};
-use rl_gym::verify::bundle;
-use rl_gym::verify::{verify, Check, ScoringRule};
+use rl_gym::verify::{Check, ScoringRule};
 
 use crate::helpers::*;
 
@@ -227,7 +226,7 @@ async fn run_views(
 /// The server's `verify` on synthetic inputs, as JSON.
 fn server_verdict(task: &Task, state: &Value, trajectory: &Value) -> Value {
     let trajectory: Vec<Message> = serde_json::from_value(trajectory.clone()).unwrap();
-    serde_json::to_value(verify(task, state, &trajectory)).unwrap()
+    serde_json::to_value(task.verify(state, &trajectory)).unwrap()
 }
 
 /// A task as the bundle's `tasks.json` holds it.
@@ -475,7 +474,7 @@ fn damaged(task: &Task, view: &Value) -> Vec<(String, Value, Value)> {
 #[actix_web::test]
 async fn the_bundle_matches_the_server_on_every_corner_of_the_check_language() {
     let hr = bundled_catalog().get("hr").unwrap().clone();
-    let unpacked = unpack(&bundle::build(&hr).unwrap().bytes);
+    let unpacked = unpack(&hr.verifier_bundle().unwrap().bytes);
     let template = hr.tasks[0].clone();
     let task = |checks: Value, partial_credit: bool| {
         let mut task = template.clone();
@@ -855,7 +854,7 @@ fn write_scenario_without_tasks(dir: &Path) {
 #[actix_web::test]
 async fn the_bundle_cli_reads_standard_input_and_refuses_an_unknown_task() {
     let hr = bundled_catalog().get("hr").unwrap().clone();
-    let unpacked = unpack(&bundle::build(&hr).unwrap().bytes);
+    let unpacked = unpack(&hr.verifier_bundle().unwrap().bytes);
     // A rollout without an instance seed is instance 0.
     let task = &*hr.tasks[0].instance(0).unwrap();
     let rollout = json!({ "task_id": task.task_id, "trajectory": [], "environment_state": null });

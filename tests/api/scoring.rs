@@ -143,7 +143,7 @@ async fn a_finished_rollout_replayed_from_the_log_gives_the_same_state_and_verdi
         )
         .unwrap();
         assert_eq!(env.state(), view["environment_state"]);
-        let verdict = rl_gym::verify::verify(task, &env.state(), &state.messages);
+        let verdict = task.verify(&env.state(), &state.messages);
         assert_eq!(Some(verdict.clone()), recorded_verdict);
         assert_eq!(serde_json::to_value(&verdict).unwrap(), view["verdict"]);
     }
