@@ -75,7 +75,7 @@ fn step(c: &mut Criterion) {
                 store,
                 state,
                 views,
-                env: Environment::new(scenario, task, 0).expect("env"),
+                env: scenario.environment(task, 0).expect("env"),
             }
         })
     };
@@ -125,7 +125,7 @@ fn step(c: &mut Criterion) {
     });
     group.bench_function("environment_only", |b| {
         b.iter_batched(
-            || Environment::new(scenario, task, 0).expect("env"),
+            || scenario.environment(task, 0).expect("env"),
             |mut env| replay::execute(&mut env, &call.tool_name, &call.arguments),
             BatchSize::SmallInput,
         )
@@ -137,7 +137,7 @@ fn step(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(4));
     group.warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(1));
-    let hosted = Mutex::new(Environment::new(scenario, task, 0).expect("env"));
+    let hosted = Mutex::new(scenario.environment(task, 0).expect("env"));
     let parameters: serde_json::Value = serde_json::from_str(&call.arguments).expect("arguments");
     let server = call.server.clone().expect("server");
     group.bench_function("hosted", |b| {

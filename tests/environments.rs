@@ -36,7 +36,7 @@ fn the_hr_scenario_has_at_least_ten_tasks() {
 fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
     let c = catalog();
     for (scenario, task) in &every_task(&c) {
-        let mut env = Environment::new(scenario, task, 7).expect("environment");
+        let mut env = scenario.environment(task, 7).expect("environment");
         let trajectory = rl_gym::npc::run_reference_solution(&mut env, scenario, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
         let verdict = task.verify(&env.state(), &trajectory);
@@ -55,7 +55,7 @@ fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
 fn doing_nothing_earns_no_credit_on_every_task() {
     let c = catalog();
     for (scenario, task) in &every_task(&c) {
-        let env = Environment::new(scenario, task, 7).expect("environment");
+        let env = scenario.environment(task, 7).expect("environment");
         let trajectory = vec![
             Message::user(task.description.clone()),
             Message::assistant(Some("I will not act.".into()), Vec::new()),
@@ -88,7 +88,7 @@ fn the_same_calls_on_the_same_task_and_seed_give_byte_identical_state() {
     let c = catalog();
     for (scenario, task) in &every_task(&c) {
         let run = || {
-            let mut env = Environment::new(scenario, task, 42).expect("environment");
+            let mut env = scenario.environment(task, 42).expect("environment");
             // The reference solution plus a few calls that fail, to show errors change nothing.
             rl_gym::npc::run_reference_solution(&mut env, scenario, task).expect("solution");
             for server in env.server_names() {
@@ -110,7 +110,7 @@ fn a_failed_call_leaves_the_state_untouched() {
         .instance(0)
         .expect("instance 0")
         .into_owned();
-    let mut env = Environment::new(hr, task, 1).expect("environment");
+    let mut env = hr.environment(task, 1).expect("environment");
     let before = env.state();
     let obs = env
         .step(
@@ -136,7 +136,7 @@ fn the_environment_offers_only_the_task_servers_and_is_send_and_clone() {
         .instance(0)
         .expect("instance 0")
         .into_owned();
-    let env = Environment::new(hr, task, 0).expect("environment");
+    let env = hr.environment(task, 0).expect("environment");
     assert_eq!(env.server_names(), ["hrms"]);
     assert!(env.tools("email").is_none());
     assert!(env.snapshot("email").is_none());

@@ -17,8 +17,7 @@ use std::path::Path;
 
 /// (from, to) edges known to break a rule or to close a circle.
 const STILL_TANGLED: &[(&str, &str)] = &[
-    // `Environment::new(&Scenario, &Task, seed)`, the hosted environments' registry
-    // (it looks tasks up) and the worlds' tests, which load the bundled scenarios.
+    // Only the worlds' tests (`tools/*/tests.rs`), which load the bundled scenarios.
     ("tools", "scenarios"),
     // Simulated people read the scenario's profiles and call the ticketing tools.
     ("npc", "scenarios"),

@@ -76,7 +76,7 @@ fn every_reference_solution_with_scripted_replies_earns_full_credit() {
     let c = catalog();
     let s = recruiting(&c);
     for task in &played(s) {
-        let mut env = Environment::new(s, task, 7).expect("environment");
+        let mut env = s.environment(task, 7).expect("environment");
         let trajectory = npc::run_reference_solution(&mut env, s, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
         let verdict = task.verify(&env.state(), &trajectory);
@@ -91,7 +91,7 @@ fn doing_nothing_earns_no_credit_on_every_task() {
     let c = catalog();
     let s = recruiting(&c);
     for task in &played(s) {
-        let env = Environment::new(s, task, 7).expect("environment");
+        let env = s.environment(task, 7).expect("environment");
         let trajectory = vec![
             Message::user(task.description.clone()),
             Message::assistant(Some("I will not act.".into()), Vec::new()),
@@ -107,7 +107,7 @@ fn without_the_npc_replies_the_npc_dependent_reference_solutions_fall_short() {
     let c = catalog();
     let s = recruiting(&c);
     for task in &npc_dependent(s) {
-        let mut env = Environment::new(s, task, 7).expect("environment");
+        let mut env = s.environment(task, 7).expect("environment");
         let run = npc::replay_reference_solution(&mut env, s, task, false);
         assert!(run.replies.is_empty());
         assert!(
@@ -126,7 +126,7 @@ fn the_same_calls_and_replies_give_byte_identical_state() {
     let s = recruiting(&c);
     for task in &played(s) {
         let run = || {
-            let mut env = Environment::new(s, task, 42).expect("environment");
+            let mut env = s.environment(task, 42).expect("environment");
             let r = npc::replay_reference_solution(&mut env, s, task, true);
             (
                 serde_json::to_string(&env.state()).expect("json"),
@@ -148,7 +148,7 @@ fn an_npc_answers_an_email_in_the_same_rollout_and_the_agent_reads_it() {
     let c = catalog();
     let s = recruiting(&c);
     let task = &instance0(s, "hr_recruiting__202_schedule_screen_with_candidate");
-    let mut env = Environment::new(s, task, 1).expect("environment");
+    let mut env = s.environment(task, 1).expect("environment");
     let before = env.sent_count();
     observe(
         &mut env,
@@ -200,7 +200,7 @@ fn mail_to_people_who_are_not_npcs_gets_no_reply() {
     let c = catalog();
     let s = recruiting(&c);
     let task = &instance0(s, "hr_recruiting__205_offer_acceptance_handover");
-    let mut env = Environment::new(s, task, 1).expect("environment");
+    let mut env = s.environment(task, 1).expect("environment");
     observe(
         &mut env,
         "send_email",
@@ -221,7 +221,7 @@ fn npc_replies_never_trigger_more_replies() {
         s,
         "hr_recruiting__203_book_panel_with_travelling_interviewer",
     );
-    let mut env = Environment::new(s, task, 1).expect("environment");
+    let mut env = s.environment(task, 1).expect("environment");
     observe(
         &mut env,
         "send_email",
@@ -249,7 +249,7 @@ fn a_delivered_reply_replays_from_its_recorded_text() {
     let c = catalog();
     let s = recruiting(&c);
     let task = &instance0(s, "hr_recruiting__204_offer_above_midpoint_needs_chro");
-    let mut live = Environment::new(s, task, 3).expect("environment");
+    let mut live = s.environment(task, 3).expect("environment");
     observe(
         &mut live,
         "send_email",
@@ -261,7 +261,7 @@ fn a_delivered_reply_replays_from_its_recorded_text() {
         npc::deliver(&mut live, p).expect("deliver");
     }
     // Rebuild: the same call, then the recorded reply (not recomputed).
-    let mut rebuilt = Environment::new(s, task, 3).expect("environment");
+    let mut rebuilt = s.environment(task, 3).expect("environment");
     observe(
         &mut rebuilt,
         "send_email",

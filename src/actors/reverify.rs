@@ -155,9 +155,7 @@ impl Gym {
                 .tool_calls
                 .iter()
                 .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
-            let Ok(env) =
-                replay::rebuild(scenario, task, scheduled.seed, calls, &state.npc_replies)
-            else {
+            let Ok(env) = scenario.rebuild(task, scheduled.seed, calls, &state.npc_replies) else {
                 return Ok(None);
             };
             let environment = env.state();

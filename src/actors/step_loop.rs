@@ -773,7 +773,8 @@ fn rebuild_local(
         .tool_calls
         .iter()
         .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
-    replay::rebuild(scenario, task, seed, recorded, &state.npc_replies)
+    scenario
+        .rebuild(task, seed, recorded, &state.npc_replies)
         .map_err(|e| Failure(format!("environment could not be built: {e}")))
 }
 

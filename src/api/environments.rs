@@ -127,21 +127,34 @@ async fn create(
     let (Some(scenario_id), Some(task_id)) = (scenario_id, task_id) else {
         return Err(ApiError::validation(vec![]));
     };
-    let (id, servers, description) = state
+    let scenario = state.catalog.get(&scenario_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ScenarioNotFound,
+            format!("Scenario '{scenario_id}' not found"),
+        )
+    })?;
+    let task = scenario.task(&task_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TaskNotFound,
+            format!("Task '{task_id}' not found in scenario '{scenario_id}'"),
+        )
+    })?;
+    // A template that cannot render or a world that cannot be built is the catalog's
+    // fault, never the request's.
+    let internal = |e: String| ApiError::new(ErrorCode::Internal, e);
+    let task = task
+        .instance(instance_seed)
+        .map_err(|e| internal(format!("instance_seed: {e}")))?;
+    let env = scenario
+        .environment(&task, seed)
+        .map_err(|e| internal(format!("the environment could not be built: {e}")))?;
+    let (id, servers) = state
         .environments
-        .create(&state.catalog, &scenario_id, &task_id, seed, instance_seed)
+        .create(&scenario_id, &task_id, env)
         .map_err(|e| match e {
-            RegistryError::UnknownScenario(_) => {
-                ApiError::new(ErrorCode::ScenarioNotFound, e.to_string())
-            }
-            RegistryError::UnknownTask { .. } => {
-                ApiError::new(ErrorCode::TaskNotFound, e.to_string())
-            }
             RegistryError::Full(_) => ApiError::new(ErrorCode::TooManyEnvironments, e.to_string()),
-            RegistryError::Build(_) | RegistryError::Instance(_) => {
-                ApiError::new(ErrorCode::Internal, e.to_string())
-            }
         })?;
+    let description = task.description.clone();
     let base = format!("{}/{id}", environments_url(&state));
     Ok(HttpResponse::Created().json(EnvironmentCreated {
         tool_servers: servers

@@ -374,7 +374,7 @@ fn facts_of(
     let definition = serde_json::to_vec(&task).unwrap_or_default();
     let set = match run.model.tool_server_url {
         Some(_) => None,
-        None => crate::tools::Environment::definitions_for(scenario, &task).ok(),
+        None => scenario.tool_definitions(&task).ok(),
     };
     Some(TaskFacts {
         version: task.version.clone(),

@@ -108,7 +108,8 @@ impl AppState {
         let calls = calls.iter().map(|c| {
             crate::tools::replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref())
         });
-        crate::tools::replay::rebuild(scenario, task, seed, calls, replies)
+        scenario
+            .rebuild(task, seed, calls, replies)
             .ok()
             .map(|env| env.state())
     }

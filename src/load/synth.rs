@@ -15,7 +15,7 @@ use crate::domain::events::{
 use crate::domain::ids::{new_rollout_id, new_run_id, rollout_seed, rollout_stream, run_stream};
 use crate::scenarios::Scenario;
 use crate::store::EventData;
-use crate::tools::{replay, Environment};
+use crate::tools::replay;
 
 /// One task's oracle rollout, ids left blank.
 struct Template {
@@ -69,7 +69,7 @@ impl Synth {
         let mut templates = Vec::new();
         for family in &scenario.tasks {
             let task = &*family.instance(0)?;
-            let mut env = Environment::new(scenario, task, 0).map_err(|e| e.to_string())?;
+            let mut env = scenario.environment(task, 0).map_err(|e| e.to_string())?;
             let mut messages = vec![
                 Message::system(default_system_prompt(scenario)),
                 Message::user(&task.description),

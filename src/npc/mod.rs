@@ -306,7 +306,7 @@ pub fn replay_reference_solution(
     run
 }
 
-/// The oracle with scripted NPCs: like [`Environment::run_reference_solution`], but
+/// The oracle with scripted NPCs: the task's reference solution played step by step, but
 /// NPC replies arrive between steps, and the replies must be exactly the ones the task
 /// marks in `reference_npc_replies`. Fails on the first failed step.
 pub fn run_reference_solution(

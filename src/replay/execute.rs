@@ -111,7 +111,8 @@ async fn execute_in(
             continue;
         }
         executed.rollouts += 1;
-        let env = Environment::new(scenario, &task, scheduled.seed)
+        let env = scenario
+            .environment(&task, scheduled.seed)
             .map_err(|e| ReplayError::Execute(e.to_string()))?;
         let mut rollout = Rollout {
             run: &run,

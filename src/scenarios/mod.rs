@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::tools::{Environment, ToolError};
 use crate::verify::{Check, ScoringRule};
 
 mod family;
@@ -512,6 +513,43 @@ fn server_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 }
 
 impl Scenario {
+    /// What `task`'s environment is built from in this scenario.
+    pub fn world<'a>(&'a self, task: &'a Task) -> crate::tools::World<'a> {
+        crate::tools::World {
+            seed_state: &self.environment,
+            documents: &self.documents,
+            cache: &self.environments,
+            now: &task.now,
+            servers: &task.tool_servers,
+            additions: &task.environment,
+        }
+    }
+
+    /// `task`'s tool servers in their seed state, for a rollout with `seed`.
+    pub fn environment(&self, task: &Task, seed: u64) -> Result<Environment, ToolError> {
+        Environment::new(&self.world(task), seed)
+    }
+
+    /// A rollout's environment after its recorded calls and the replies of simulated
+    /// people (see [`crate::tools::replay::rebuild`]).
+    pub fn rebuild<'c>(
+        &self,
+        task: &Task,
+        seed: u64,
+        calls: impl IntoIterator<Item = crate::tools::replay::RecordedCall<'c>>,
+        replies: &[crate::domain::events::NpcReplied],
+    ) -> Result<Environment, ToolError> {
+        crate::tools::replay::rebuild(&self.world(task), seed, calls, replies)
+    }
+
+    /// The tools `task`'s environment offers.
+    pub fn tool_definitions(
+        &self,
+        task: &Task,
+    ) -> Result<std::sync::Arc<crate::domain::chat::ToolSet>, ToolError> {
+        Environment::definitions_for(&self.world(task))
+    }
+
     /// The archive of the Python package that scores this scenario's tasks offline as
     /// the server does.
     pub fn verifier_bundle(

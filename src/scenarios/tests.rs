@@ -288,11 +288,7 @@ fn instance_zero_of_every_bundled_family_plays_in_the_scenarios_own_world() {
             let zero = task.instance(0).expect("instance 0").into_owned();
             let mut plain = zero.clone();
             plain.environment.clear();
-            let state = |t: &Task| {
-                crate::tools::Environment::new(scenario, t, 0)
-                    .expect("environment")
-                    .state()
-            };
+            let state = |t: &Task| scenario.environment(t, 0).expect("environment").state();
             assert_eq!(state(&zero), state(&plain), "{}", task.task_id);
         }
     }

@@ -246,7 +246,7 @@ pub fn check_instance(
     instance: Instance,
 ) -> Result<(), String> {
     let build = |s: &Scenario| {
-        Environment::new(s, task, instance.seed)
+        s.environment(task, instance.seed)
             .map_err(|e| format!("cannot build the environment: {e}"))
     };
     let first = build(scenario)?;

@@ -20,8 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::domain::chat::{Message, ToolCall, ToolSet};
-use crate::scenarios::{Scenario, Task};
+use crate::domain::chat::ToolSet;
 
 pub mod calendar;
 pub mod commerce;
@@ -321,53 +320,66 @@ fn seed_with(base: &Value, added: &Value) -> Result<Value, String> {
     Ok(seed)
 }
 
+/// What an environment is built from: the scenario's seed state per server, its
+/// documents and its cache of seeded environments, and the task's clock, servers and
+/// additions to the seed state (a family's instance's own records).
+#[derive(Clone, Copy)]
+pub struct World<'a> {
+    pub seed_state: &'a BTreeMap<String, Value>,
+    pub documents: &'a BTreeMap<String, String>,
+    pub cache: &'a SeedCache,
+    pub now: &'a str,
+    pub servers: &'a [String],
+    pub additions: &'a BTreeMap<String, Value>,
+}
+
 impl Environment {
-    /// The task's tool servers in the scenario's seed state.
-    pub fn new(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
+    /// The world's tool servers in their seed state.
+    pub fn new(world: &World, seed: u64) -> Result<Environment, ToolError> {
         // A task that adds to the seed state (a family's instance, usually) has a world
         // of its own: cached, every instance seed ever played would stay in memory.
         let empty = Value::Object(Map::new());
-        let unchanged = task.environment.iter().all(|(server, added)| {
-            adds_nothing(scenario.environment.get(server).unwrap_or(&empty), added)
+        let unchanged = world.additions.iter().all(|(server, added)| {
+            adds_nothing(world.seed_state.get(server).unwrap_or(&empty), added)
         });
         if !unchanged {
-            return Self::build(scenario, task, seed);
+            return Self::build(world, seed);
         }
-        let key = (task.now.clone(), task.tool_servers.clone());
-        if let Some(env) = scenario.environments.0.lock().get(&key) {
+        let key = (world.now.to_string(), world.servers.to_vec());
+        if let Some(env) = world.cache.0.lock().get(&key) {
             return Ok(Environment {
                 seed,
                 ..env.clone()
             });
         }
-        let env = Self::build(scenario, task, seed)?;
-        scenario.environments.0.lock().insert(key, env.clone());
+        let env = Self::build(world, seed)?;
+        world.cache.0.lock().insert(key, env.clone());
         Ok(env)
     }
 
-    /// The tools a task's environment offers, without building its servers once any
-    /// environment of the same servers has been built.
-    pub fn definitions_for(scenario: &Scenario, task: &Task) -> Result<Arc<ToolSet>, ToolError> {
-        if let Some((_, definitions)) = cached_tool_set(&task.tool_servers) {
+    /// The tools the world's environment offers, without building its servers once
+    /// any environment of the same servers has been built.
+    pub fn definitions_for(world: &World) -> Result<Arc<ToolSet>, ToolError> {
+        if let Some((_, definitions)) = cached_tool_set(world.servers) {
             return Ok(definitions);
         }
-        Ok(Self::new(scenario, task, 0)?.definitions)
+        Ok(Self::new(world, 0)?.definitions)
     }
 
-    /// Builds the task's tool servers from the scenario's seed state.
-    fn build(scenario: &Scenario, task: &Task, seed: u64) -> Result<Environment, ToolError> {
-        let now = DateTime::parse_from_rfc3339(&task.now)
-            .map_err(|_| ToolError::BadClock(task.now.clone()))?
+    /// Builds the world's tool servers from the seed state.
+    fn build(world: &World, seed: u64) -> Result<Environment, ToolError> {
+        let now = DateTime::parse_from_rfc3339(world.now)
+            .map_err(|_| ToolError::BadClock(world.now.to_string()))?
             .with_timezone(&Utc);
         let empty = Value::Object(Map::new());
         let mut servers = Vec::new();
-        for name in &task.tool_servers {
+        for name in world.servers {
             let bad = |message: String| ToolError::BadSeed {
                 server: name.clone(),
                 message,
             };
-            let scenario_seed = scenario.environment.get(name).unwrap_or(&empty);
-            let seed_state = match task.environment.get(name) {
+            let scenario_seed = world.seed_state.get(name).unwrap_or(&empty);
+            let seed_state = match world.additions.get(name) {
                 Some(added) => Cow::Owned(seed_with(scenario_seed, added).map_err(bad)?),
                 None => Cow::Borrowed(scenario_seed),
             };
@@ -378,19 +390,18 @@ impl Environment {
                     Kind::Calendar(calendar::CalendarServer::from_seed(seed_state).map_err(bad)?)
                 }
                 "commerce" => Kind::Commerce(
-                    commerce::CommerceServer::from_seed(seed_state, &scenario.documents)
+                    commerce::CommerceServer::from_seed(seed_state, world.documents)
                         .map_err(bad)?,
                 ),
                 "hrms" => Kind::Hrms(
-                    hrms::HrmsServer::from_seed(seed_state, &scenario.documents).map_err(bad)?,
+                    hrms::HrmsServer::from_seed(seed_state, world.documents).map_err(bad)?,
                 ),
                 "ticketing" => Kind::Ticketing(
-                    ticketing::TicketingServer::from_seed(seed_state, &scenario.documents)
+                    ticketing::TicketingServer::from_seed(seed_state, world.documents)
                         .map_err(bad)?,
                 ),
                 "finance" => Kind::Finance(
-                    finance::FinanceServer::from_seed(seed_state, &scenario.documents)
-                        .map_err(bad)?,
+                    finance::FinanceServer::from_seed(seed_state, world.documents).map_err(bad)?,
                 ),
                 other => return Err(ToolError::UnknownServer(other.to_string())),
             };
@@ -549,41 +560,6 @@ impl Environment {
                 .map(|(n, s)| (n.clone(), s.data()))
                 .collect(),
         )
-    }
-
-    /// Plays the task's reference solution and returns the trajectory an oracle agent
-    /// would leave (tool calls, their results, then the final answer). Fails on the
-    /// first step that is an error.
-    pub fn run_reference_solution(&mut self, task: &Task) -> Result<Vec<Message>, String> {
-        let mut trajectory = vec![Message::user(task.description.clone())];
-        for (i, step) in task.reference_solution.iter().enumerate() {
-            let obs = self.call(&step.tool_name, &step.parameters);
-            if obs.is_error {
-                return Err(format!(
-                    "reference_solution[{i}] `{}` failed: {}",
-                    step.tool_name, obs.observation
-                ));
-            }
-            let id = format!("call_{i:03}");
-            trajectory.push(Message::assistant(
-                None,
-                vec![ToolCall {
-                    id: id.clone(),
-                    kind: "function".into(),
-                    function: crate::domain::chat::FunctionCall {
-                        name: step.tool_name.clone(),
-                        arguments: step.parameters.to_string(),
-                    },
-                }],
-            ));
-            trajectory.push(Message::tool_result(id, &step.tool_name, obs.observation));
-        }
-        let answer = task
-            .final_answer
-            .clone()
-            .unwrap_or_else(|| "Done.".to_string());
-        trajectory.push(Message::assistant(Some(answer), Vec::new()));
-        Ok(trajectory)
     }
 
     fn server(&self, name: &str) -> Option<&Server> {

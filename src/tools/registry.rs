@@ -15,9 +15,8 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Environment, Observation, ToolError};
+use super::{Environment, Observation};
 use crate::metrics::Metrics;
-use crate::scenarios::Catalog;
 
 /// What one hosted environment may hold and how long it lives unused.
 #[derive(Debug, Clone, Copy)]
@@ -100,16 +99,8 @@ fn json_len(value: &Value) -> usize {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("Scenario '{0}' not found")]
-    UnknownScenario(String),
-    #[error("Task '{task}' not found in scenario '{scenario}'")]
-    UnknownTask { scenario: String, task: String },
     #[error("at most {0} environments may be open at once; delete some first")]
     Full(usize),
-    #[error("the environment could not be built: {0}")]
-    Build(#[from] ToolError),
-    #[error("instance_seed: {0}")]
-    Instance(String),
 }
 
 pub struct EnvironmentRegistry {
@@ -138,28 +129,14 @@ impl EnvironmentRegistry {
         now_ms.saturating_sub(last) > self.limits.idle.as_millis() as u64
     }
 
-    /// Builds a seeded environment of `task` and returns its id and server names.
+    /// Hosts `env`, a seeded environment of `task_id`, and returns its id and server
+    /// names.
     pub fn create(
         &self,
-        catalog: &Catalog,
         scenario_id: &str,
         task_id: &str,
-        seed: u64,
-        instance_seed: u64,
-    ) -> Result<(String, Vec<String>, String), RegistryError> {
-        let scenario = catalog
-            .get(scenario_id)
-            .ok_or_else(|| RegistryError::UnknownScenario(scenario_id.to_string()))?;
-        let task = scenario
-            .task(task_id)
-            .ok_or_else(|| RegistryError::UnknownTask {
-                scenario: scenario_id.to_string(),
-                task: task_id.to_string(),
-            })?;
-        let task = task
-            .instance(instance_seed)
-            .map_err(RegistryError::Instance)?;
-        let env = Environment::new(scenario, &task, seed)?;
+        env: Environment,
+    ) -> Result<(String, Vec<String>), RegistryError> {
         let servers = env.server_names();
         let mutating = env
             .all_tools()
@@ -186,7 +163,7 @@ impl EnvironmentRegistry {
             }),
         );
         self.metrics.environments_open.set(hosted.len() as i64);
-        Ok((id, servers, task.description.clone()))
+        Ok((id, servers))
     }
 
     /// The environment, which this use keeps alive; `None` when unknown or idle too

@@ -8,7 +8,6 @@ use serde_json::Value;
 use super::email::IncomingEmail;
 use super::{Environment, ToolError};
 use crate::domain::events::{NpcEmail, NpcReplied};
-use crate::scenarios::{Scenario, Task};
 
 /// What a call came to: the server it went to (if any), the observation, whether
 /// it was an error.
@@ -98,13 +97,12 @@ pub fn recorded<'a>(
 /// over the scenario's seed. Replies are inputs, never recomputed, so a model-written
 /// reply replays exactly.
 pub fn rebuild<'a>(
-    scenario: &Scenario,
-    task: &Task,
+    world: &super::World,
     seed: u64,
     calls: impl IntoIterator<Item = RecordedCall<'a>>,
     replies: &[NpcReplied],
 ) -> Result<Environment, ToolError> {
-    let mut env = Environment::new(scenario, task, seed)?;
+    let mut env = Environment::new(world, seed)?;
     for (done, call) in calls.into_iter().enumerate() {
         if let Some((tool_name, arguments)) = call {
             execute(&mut env, tool_name, arguments);

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::*;
-use crate::scenarios::{server_tools, Scenario, KNOWN_TOOL_SERVERS};
+use crate::scenarios::{server_tools, Scenario, Task, KNOWN_TOOL_SERVERS};
 
 pub(crate) fn hr() -> Scenario {
     Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios/hr"))
@@ -26,7 +26,7 @@ pub(crate) fn task0(s: &Scenario, task_id: &str) -> Task {
 pub(crate) fn full_env() -> Environment {
     let s = hr();
     let t = task0(&s, "hr__104_schedule_phone_screen");
-    Environment::new(&s, &t, 0).expect("env")
+    s.environment(&t, 0).expect("env")
 }
 
 /// A world's tasks as `rl-gym scenarios validate` checks them on seed 0 (the oracle
@@ -233,8 +233,8 @@ fn checks_read_the_seed_json_until_a_call_changes_a_server() {
     use crate::verify::StateRoot;
     let s = hr();
     let t = &task0(&s, "hr__104_schedule_phone_screen");
-    let mut a = Environment::new(&s, t, 0).expect("env");
-    let b = Environment::new(&s, t, 1).expect("env");
+    let mut a = s.environment(t, 0).expect("env");
+    let b = s.environment(t, 1).expect("env");
     let (va, vb) = (a.state_view(), b.state_view());
     // Two environments of one seed are scored against the same tree, built once.
     for server in ["email", "calendar", "hrms"] {
@@ -317,7 +317,7 @@ fn a_task_adds_to_the_scenarios_seed_state_and_keeps_its_world_to_itself() {
             }]
         }),
     );
-    let mut env = Environment::new(&s, &t, 0).expect("env");
+    let mut env = s.environment(&t, 0).expect("env");
     let state = env.state();
     let employees = state["hrms"]["employees"].as_array().expect("employees");
     // Lists are extended, scalars replaced, the scenario's records kept.
@@ -328,7 +328,8 @@ fn a_task_adds_to_the_scenarios_seed_state_and_keeps_its_world_to_itself() {
     assert!(found.to_string().contains("E900"), "{found}");
 
     // The scenario's own seed (and every other task's environment) is untouched.
-    let plain = Environment::new(&s, &task0(&s, "hr__104_schedule_phone_screen"), 0)
+    let plain = s
+        .environment(&task0(&s, "hr__104_schedule_phone_screen"), 0)
         .expect("env")
         .state();
     assert!(!plain.to_string().contains("E900"));
@@ -336,6 +337,8 @@ fn a_task_adds_to_the_scenarios_seed_state_and_keeps_its_world_to_itself() {
     // A list met with anything but a list is refused, naming the path.
     t.environment
         .insert("hrms".into(), json!({"employees": {"E900": {}}}));
-    let err = Environment::new(&s, &t, 0).expect_err("a list is extended by a list");
+    let err = s
+        .environment(&t, 0)
+        .expect_err("a list is extended by a list");
     assert!(err.to_string().contains("environment.employees"), "{err}");
 }

@@ -134,14 +134,14 @@ async fn a_finished_rollout_replayed_from_the_log_gives_the_same_state_and_verdi
             .tool_calls
             .iter()
             .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
-        let env = replay::rebuild(
-            scenario,
-            task,
-            view["seed"].as_u64().unwrap(),
-            calls,
-            &state.npc_replies,
-        )
-        .unwrap();
+        let env = scenario
+            .rebuild(
+                task,
+                view["seed"].as_u64().unwrap(),
+                calls,
+                &state.npc_replies,
+            )
+            .unwrap();
         assert_eq!(env.state(), view["environment_state"]);
         let verdict = task.verify(&env.state(), &state.messages);
         assert_eq!(Some(verdict.clone()), recorded_verdict);

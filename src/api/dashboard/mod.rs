@@ -148,7 +148,7 @@ async fn step_states(
             rollout.instance_seed,
         )
         .ok()?;
-        let mut env = crate::tools::Environment::new(scenario, &task, rollout.seed).ok()?;
+        let mut env = scenario.environment(&task, rollout.seed).ok()?;
         let initial = env.state();
         let mut previous = initial.clone();
         let mut changed = serde_json::Map::new();

@@ -30,7 +30,7 @@ fn task(s: &Scenario, prefix: &str) -> Task {
 fn env() -> Environment {
     let s = world();
     let t = task(&s, "customer_support__401");
-    Environment::new(&s, &t, 0).expect("env")
+    s.environment(&t, 0).expect("env")
 }
 
 fn refunds_of(env: &Environment, order: &str) -> Vec<Value> {
@@ -396,7 +396,7 @@ fn a_coupon_below_its_minimum_is_refused_and_a_bad_seed_is_named() {
     let seed = s.environment.get_mut("commerce").expect("seed");
     seed["coupons"][0]["min_subtotal_cents"] = json!(20_000);
     let t = task(&s, "customer_support__417");
-    let mut env = Environment::new(&s, &t, 0).expect("env");
+    let mut env = s.environment(&t, 0).expect("env");
     let e = err(
         &mut env,
         "apply_coupon",

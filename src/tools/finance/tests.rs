@@ -20,7 +20,7 @@ fn world() -> Scenario {
 fn env() -> Environment {
     let s = world();
     let t = s.tasks[0].instance(0).expect("instance 0").into_owned();
-    Environment::new(&s, &t, 0).expect("env")
+    s.environment(&t, 0).expect("env")
 }
 
 fn invoice(env: &Environment, id: &str) -> Value {
@@ -355,7 +355,7 @@ fn extreme_seed_numbers_are_errors_or_results_never_panics() {
     seed["expense_reports"][1]["lines"][0]["amount_cents"] = json!(i64::MAX);
     seed["accounts"][2]["opening_balance_cents"] = json!(i64::MIN);
     let t = s.tasks[0].instance(0).expect("instance 0").into_owned();
-    let mut env = Environment::new(&s, &t, 0).expect("env");
+    let mut env = s.environment(&t, 0).expect("env");
     assert!(
         env.call("approve_expense", &json!({"report_id": "EXP-0002"}))
             .is_error

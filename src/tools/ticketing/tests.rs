@@ -21,7 +21,7 @@ fn helpdesk() -> Scenario {
 fn env() -> Environment {
     let s = helpdesk();
     let t = s.tasks[0].instance(0).expect("instance 0").into_owned();
-    Environment::new(&s, &t, 0).expect("env")
+    s.environment(&t, 0).expect("env")
 }
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -500,7 +500,7 @@ fn every_task_gives_the_oracle_full_credit_and_a_noop_agent_none() {
         // solution reads the answer, which never arrives.
         if !task.reference_npc_replies.is_empty() {
             let task = &*task.instance(0).expect("instance 0");
-            let mut env = Environment::new(&s, task, 0).expect("env");
+            let mut env = s.environment(task, 0).expect("env");
             let run = crate::npc::replay_reference_solution(&mut env, &s, task, false);
             assert!(!run.errors.is_empty(), "{}: needs the reply", task.task_id);
         }
