@@ -542,6 +542,19 @@ impl Scenario {
         crate::tools::replay::rebuild(&self.world(task), seed, calls, replies)
     }
 
+    /// [`Self::rebuild`], showing `watch` the environment after each number of calls
+    /// (0: the seed state).
+    pub fn rebuild_watching<'c>(
+        &self,
+        task: &Task,
+        seed: u64,
+        calls: impl IntoIterator<Item = crate::tools::replay::RecordedCall<'c>>,
+        replies: &[crate::domain::events::NpcReplied],
+        watch: impl FnMut(u32, &Environment),
+    ) -> Result<Environment, ToolError> {
+        crate::tools::replay::rebuild_watching(&self.world(task), seed, calls, replies, watch)
+    }
+
     /// The tools `task`'s environment offers.
     pub fn tool_definitions(
         &self,

@@ -94,7 +94,7 @@ pub fn recorded<'a>(
 
 /// The environment of a rollout after the given recorded calls and the recorded
 /// replies of simulated people (each delivered after its number of calls), rebuilt
-/// over the scenario's seed. Replies are inputs, never recomputed, so a model-written
+/// over the world's seed. Replies are inputs, never recomputed, so a model-written
 /// reply replays exactly.
 pub fn rebuild<'a>(
     world: &super::World,
@@ -102,7 +102,20 @@ pub fn rebuild<'a>(
     calls: impl IntoIterator<Item = RecordedCall<'a>>,
     replies: &[NpcReplied],
 ) -> Result<Environment, ToolError> {
+    rebuild_watching(world, seed, calls, replies, |_, _| {})
+}
+
+/// [`rebuild`], showing `watch` the environment after each number of calls: 0 (the
+/// seed state), then 1, 2, … with the replies each call was followed by.
+pub fn rebuild_watching<'a>(
+    world: &super::World,
+    seed: u64,
+    calls: impl IntoIterator<Item = RecordedCall<'a>>,
+    replies: &[NpcReplied],
+    mut watch: impl FnMut(u32, &Environment),
+) -> Result<Environment, ToolError> {
     let mut env = Environment::new(world, seed)?;
+    watch(0, &env);
     for (done, call) in calls.into_iter().enumerate() {
         if let Some((tool_name, arguments)) = call {
             execute(&mut env, tool_name, arguments);
@@ -112,6 +125,7 @@ pub fn rebuild<'a>(
             // A reply that was delivered live delivers again: same state, same input.
             let _ = env.deliver_email(&incoming(&reply.email));
         }
+        watch(done, &env);
     }
     Ok(env)
 }

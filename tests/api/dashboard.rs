@@ -468,3 +468,45 @@ async fn with_a_token_configured_the_page_asks_for_it_once() {
     .await;
     service.stop().await;
 }
+
+/// The story's states: the seed state, then the state after each call that changed
+/// it, keyed by the call's index, the last being the rollout's final environment.
+#[actix_web::test]
+async fn a_rollouts_states_are_its_seed_then_each_change_ending_at_its_final_environment() {
+    let app = spawn_app().await;
+    let launched = app
+        .launch(&builtin_run(
+            "oracle",
+            &["hr__101_approve_leave_request"],
+            1,
+        ))
+        .await;
+    let rollout = app.only_rollout(&launched).await;
+    let id = rollout["rollout_id"].as_str().unwrap();
+    let states = app
+        .get_json(&format!("/dashboard/rollouts/{id}/states"))
+        .await;
+    let calls = rollout["tool_calls"].as_array().unwrap();
+    let changed = states["after_call"].as_object().unwrap();
+    assert!(!changed.is_empty(), "{states}");
+    assert_ne!(states["initial"], rollout["environment_state"]);
+    for (i, call) in calls.iter().enumerate() {
+        let name = call["tool_name"].as_str().unwrap();
+        if ["get_", "list_", "search_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            assert!(
+                !changed.contains_key(&i.to_string()),
+                "{name} changed nothing"
+            );
+        }
+    }
+    let last = changed
+        .keys()
+        .max_by_key(|k| k.parse::<usize>().unwrap())
+        .unwrap();
+    assert!(last.parse::<usize>().unwrap() < calls.len());
+    assert_eq!(changed[last], rollout["environment_state"]);
+    app.stop().await;
+}

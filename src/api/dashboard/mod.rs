@@ -136,7 +136,7 @@ async fn step_states(
     if content.tool_calls.is_empty() {
         return Ok(none());
     }
-    // One environment stepped through the calls (not a rebuild per call), off the
+    // One rebuild watched after every call (not a rebuild per call), off the
     // HTTP worker: a long rollout is a lot of state to serialise.
     let catalog = state.catalog.clone();
     let states = web::block(move || {
@@ -148,27 +148,28 @@ async fn step_states(
             rollout.instance_seed,
         )
         .ok()?;
-        let mut env = scenario.environment(&task, rollout.seed).ok()?;
-        let initial = env.state();
-        let mut previous = initial.clone();
+        let calls = content
+            .tool_calls
+            .iter()
+            .map(|c| replay::recorded(&c.tool_name, &c.arguments, c.fault.as_deref()));
+        let mut initial = None;
+        let mut previous = serde_json::Value::Null;
         let mut changed = serde_json::Map::new();
-        for (i, call) in content.tool_calls.iter().enumerate() {
-            if call.fault.is_none() {
-                replay::execute(&mut env, &call.tool_name, &call.arguments);
-            }
-            for reply in content
-                .npc_replies
-                .iter()
-                .filter(|r| r.after_tool_calls as usize == i + 1)
-            {
-                let _ = env.deliver_email(&replay::incoming(&reply.email));
-            }
+        let watch = |done: u32, env: &crate::tools::Environment| {
             let now = env.state();
-            if now != previous {
-                changed.insert(i.to_string(), now.clone());
+            match done.checked_sub(1) {
+                None => initial = Some(now.clone()),
+                Some(call) if now != previous => {
+                    changed.insert(call.to_string(), now.clone());
+                }
+                Some(_) => {}
             }
             previous = now;
-        }
+        };
+        scenario
+            .rebuild_watching(&task, rollout.seed, calls, &content.npc_replies, watch)
+            .ok()?;
+        let initial = initial?;
         Some((initial, changed))
     })
     .await
