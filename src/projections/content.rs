@@ -45,14 +45,7 @@ impl RolloutContent {
     /// Whether [`Self::apply`] takes anything from `event`: a caller holding it by
     /// reference clones only these.
     pub fn folds(event: &Event) -> bool {
-        matches!(
-            event,
-            Event::RolloutStarted(_)
-                | Event::ModelCalled(_)
-                | Event::ToolCalled(_)
-                | Event::NpcReplied(_)
-                | Event::ContextSummarized(_)
-        )
+        FOLDED.contains(&event.event_type())
     }
 
     /// Folds one of the rollout's events in; the others add nothing to it.

@@ -539,7 +539,7 @@ impl Scenario {
         calls: impl IntoIterator<Item = crate::tools::replay::RecordedCall<'c>>,
         replies: &[crate::domain::events::NpcReplied],
     ) -> Result<Environment, ToolError> {
-        crate::tools::replay::rebuild(&self.world(task), seed, calls, replies)
+        self.rebuild_watching(task, seed, calls, replies, |_, _| {})
     }
 
     /// [`Self::rebuild`], showing `watch` the environment after each number of calls
@@ -552,7 +552,7 @@ impl Scenario {
         replies: &[crate::domain::events::NpcReplied],
         watch: impl FnMut(u32, &Environment),
     ) -> Result<Environment, ToolError> {
-        crate::tools::replay::rebuild_watching(&self.world(task), seed, calls, replies, watch)
+        crate::tools::replay::rebuild(&self.world(task), seed, calls, replies, watch)
     }
 
     /// The tools `task`'s environment offers.

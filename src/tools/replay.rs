@@ -95,19 +95,9 @@ pub fn recorded<'a>(
 /// The environment of a rollout after the given recorded calls and the recorded
 /// replies of simulated people (each delivered after its number of calls), rebuilt
 /// over the world's seed. Replies are inputs, never recomputed, so a model-written
-/// reply replays exactly.
+/// reply replays exactly. `watch` sees the environment after each number of calls: 0
+/// (the seed state), then 1, 2, … with the replies each call was followed by.
 pub fn rebuild<'a>(
-    world: &super::World,
-    seed: u64,
-    calls: impl IntoIterator<Item = RecordedCall<'a>>,
-    replies: &[NpcReplied],
-) -> Result<Environment, ToolError> {
-    rebuild_watching(world, seed, calls, replies, |_, _| {})
-}
-
-/// [`rebuild`], showing `watch` the environment after each number of calls: 0 (the
-/// seed state), then 1, 2, … with the replies each call was followed by.
-pub fn rebuild_watching<'a>(
     world: &super::World,
     seed: u64,
     calls: impl IntoIterator<Item = RecordedCall<'a>>,
