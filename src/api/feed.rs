@@ -52,21 +52,13 @@ pub struct FeedStatus {
 }
 
 impl FeedStatus {
-    pub fn of(run: &RunView, views: &Views) -> FeedStatus {
-        let groups = views.groups(run);
-        let mut complete = 0;
-        let mut unconsumed = 0;
-        for (index, group) in groups.iter().enumerate() {
-            if is_complete(views, group) {
-                complete += 1;
-                if !run.feed.consumed_by_any(index as u32) {
-                    unconsumed += 1;
-                }
-            }
-        }
+    pub fn of(run: &RunView) -> FeedStatus {
+        let complete = run.groups_complete;
+        // Only complete groups can be acknowledged (the ack checks).
+        let unconsumed = complete.saturating_sub(run.feed.acknowledged.len() as u32);
         let max = run.feed.continuous.map(|c| c.max_unconsumed_groups);
         FeedStatus {
-            groups_scheduled: groups.len() as u32,
+            groups_scheduled: run.groups_unfinished.len() as u32,
             groups_complete: complete,
             groups_unconsumed: unconsumed,
             max_unconsumed_groups: max,
@@ -85,14 +77,6 @@ impl FeedStatus {
                 .collect(),
         }
     }
-}
-
-fn is_complete(views: &Views, group: &Group) -> bool {
-    !group.rollout_ids.is_empty()
-        && group
-            .rollout_ids
-            .iter()
-            .all(|id| views.rollout(id).is_some_and(|r| r.status.is_terminal()))
 }
 
 /// A consumer name: 1–100 letters, digits, `_`, `.` or `-`.
@@ -139,7 +123,7 @@ fn find(views: &Views, run: &RunView, consumer: &str, after: Option<u32>, limit:
         .iter()
         .enumerate()
         .skip(first)
-        .filter(|(i, g)| !acked.contains(&(*i as u32)) && is_complete(views, g))
+        .filter(|(i, _)| !acked.contains(&(*i as u32)) && run.group_complete(*i as u32))
         .take(limit)
         .map(|(i, g)| (i as u32, g.clone()))
         .collect();
@@ -445,7 +429,7 @@ async fn ack(
                     ),
                     "value_error",
                 ),
-                Some(group) if !is_complete(views, group) => c.push(
+                Some(_) if !run.group_complete(id) => c.push(
                     &["body", "group_ids"],
                     &loc,
                     format!("Group {id} is not complete: some of its rollouts have not finished"),

@@ -189,8 +189,7 @@ impl RunStatus {
                 tokens: run.spent.tokens,
                 cost_usd: run.prices.map(|_| run.spent.cost_usd),
             },
-            feed: (breakdown || !run.feed.is_empty())
-                .then(|| super::feed::FeedStatus::of(run, views)),
+            feed: (breakdown || !run.feed.is_empty()).then(|| super::feed::FeedStatus::of(run)),
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct Feed {
     /// Consumer name → the groups it acknowledged.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub consumed: BTreeMap<String, BTreeSet<u32>>,
+    /// The groups some consumer acknowledged (derived from `consumed`).
+    #[serde(skip)]
+    pub acknowledged: BTreeSet<u32>,
     /// The policy updates, ordinal 1 first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<Policy>,
@@ -95,6 +98,7 @@ impl Feed {
                     .entry(e.consumer.clone())
                     .or_default()
                     .extend(e.groups.iter().copied());
+                self.acknowledged.extend(e.groups.iter().copied());
             }
             Event::PolicyUpdated(e) => self.policies.push(Policy::from(e)),
             _ => {}
@@ -113,7 +117,7 @@ impl Feed {
 
     /// Whether any consumer acknowledged `group`: what backpressure counts.
     pub fn consumed_by_any(&self, group: u32) -> bool {
-        self.consumed.values().any(|groups| groups.contains(&group))
+        self.acknowledged.contains(&group)
     }
 
     /// The ordinal of the policy in force now (0: the launch's).

@@ -88,6 +88,14 @@ pub struct RunView {
     /// of a run that has none of them.
     #[serde(skip_serializing_if = "Feed::is_empty")]
     pub feed: Feed,
+    /// Per group (numbered as [`Views::groups`] numbers them): its rollouts that have
+    /// not ended. Kept as events arrive, so that a status never walks a long
+    /// continuous run's groups; derived, so not serialised.
+    #[serde(skip)]
+    pub groups_unfinished: Vec<u32>,
+    /// Groups whose rollouts have all ended.
+    #[serde(skip)]
+    pub groups_complete: u32,
 }
 
 impl RunView {
@@ -103,6 +111,35 @@ impl RunView {
     /// A continuous run that may still draw groups.
     pub fn open(&self) -> bool {
         self.feed.open(self.cancel_requested)
+    }
+
+    /// Whether every rollout of group `index` has ended.
+    pub fn group_complete(&self, index: u32) -> bool {
+        self.groups_unfinished.get(index as usize) == Some(&0)
+    }
+
+    /// A rollout joins group `group`: drawn into it, or restarted in it.
+    fn join_group(&mut self, group: u32) {
+        let slot = group as usize;
+        if slot >= self.groups_unfinished.len() {
+            self.groups_unfinished.resize(slot + 1, 0);
+        } else if self.groups_unfinished[slot] == 0 {
+            // A slot is made with its first member: at 0 it was complete.
+            self.groups_complete = self.groups_complete.saturating_sub(1);
+        }
+        self.groups_unfinished[slot] += 1;
+    }
+
+    /// An unfinished rollout of group `group` ended or left it.
+    fn leave_group(&mut self, group: u32) {
+        if let Some(left) = self.groups_unfinished.get_mut(group as usize) {
+            if *left > 0 {
+                *left -= 1;
+                if *left == 0 {
+                    self.groups_complete += 1;
+                }
+            }
+        }
     }
 
     /// Every rollout has ended and none will be drawn any more.
@@ -212,6 +249,9 @@ pub struct RolloutView {
     #[serde(serialize_with = "rfc3339::serialize_opt")]
     pub finished_at: Option<DateTime<Utc>>,
     pub status_events: Vec<StatusChange>,
+    /// Its group in the run's feed; derived, so not serialised.
+    #[serde(skip)]
+    pub group: Option<u32>,
 }
 
 impl RolloutView {
@@ -248,6 +288,7 @@ impl RolloutView {
                 status: RolloutStatus::Pending,
                 at,
             }],
+            group: None,
         }
     }
 
@@ -599,21 +640,51 @@ impl Views {
                         paused: false,
                         pause_reason: None,
                         feed: Feed::default(),
+                        groups_unfinished: Vec::new(),
+                        groups_complete: 0,
                     },
                 );
                 if let Some(run) = self.runs.get_mut(&e.run_id) {
                     run.feed.evolve(event);
+                    // A continuous run's groups are drawn later; an ordinary run's are
+                    // its task instances.
+                    if e.continuous.is_none() {
+                        let launched = e
+                            .rollouts
+                            .iter()
+                            .map(|r| (r.rollout_id.as_str(), r.task_id.as_str(), r.instance_seed));
+                        for (index, group) in groups_of_launch(launched).iter().enumerate() {
+                            for id in &group.rollout_ids {
+                                if let Some(view) = self.rollouts.get_mut(id) {
+                                    view.group = Some(index as u32);
+                                    run.join_group(index as u32);
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Event::GroupScheduled(e) => {
-                self.add_drawn(&e.run_id, &e.rollouts, e.scheduled_at, event)
+                self.add_drawn(&e.run_id, e.group, &e.rollouts, e.scheduled_at, event)
             }
-            Event::RolloutRestarted(e) => self.add_drawn(
-                &e.run_id,
-                std::slice::from_ref(&e.rollout),
-                e.restarted_at,
-                event,
-            ),
+            Event::RolloutRestarted(e) => {
+                self.add_drawn(
+                    &e.run_id,
+                    e.group,
+                    std::slice::from_ref(&e.rollout),
+                    e.restarted_at,
+                    event,
+                );
+                // The replaced rollout leaves its group (its place already taken).
+                if let Some(replaced) = self.rollouts.get_mut(&e.replaced) {
+                    let left = replaced.group.take();
+                    if let (Some(group), false) = (left, replaced.status.is_terminal()) {
+                        if let Some(run) = self.runs.get_mut(&e.run_id) {
+                            run.leave_group(group);
+                        }
+                    }
+                }
+            }
             Event::GroupConsumed(e) => {
                 if let Some(run) = self.runs.get_mut(&e.run_id) {
                     run.feed.evolve(event);
@@ -696,6 +767,7 @@ impl Views {
     fn add_drawn(
         &mut self,
         run_id: &str,
+        group: u32,
         rollouts: &[ScheduledRollout],
         at: DateTime<Utc>,
         event: &Event,
@@ -712,16 +784,16 @@ impl Views {
             run.counts.total += 1;
             run.counts.pending += 1;
             run.finished_at = None;
-            self.rollouts.insert(
-                scheduled.rollout_id.clone(),
-                RolloutView::pending(
-                    &run.run_id,
-                    &run.scenario_id,
-                    scheduled,
-                    run.model.max_steps,
-                    at,
-                ),
+            run.join_group(group);
+            let mut view = RolloutView::pending(
+                &run.run_id,
+                &run.scenario_id,
+                scheduled,
+                run.model.max_steps,
+                at,
             );
+            view.group = Some(group);
+            self.rollouts.insert(scheduled.rollout_id.clone(), view);
         }
     }
 
@@ -822,6 +894,9 @@ impl Views {
             if let Some((after, at)) = moved {
                 *run.counts.slot(before) -= 1;
                 *run.counts.slot(after) += 1;
+                if let Some(group) = view.group.filter(|_| after.is_terminal()) {
+                    run.leave_group(group);
+                }
                 if run.over() {
                     run.finished_at = Some(at);
                 }
@@ -1113,5 +1188,84 @@ mod tests {
             "given up"
         );
         assert!(views.run("run_1").unwrap().owner.is_none());
+    }
+
+    #[test]
+    fn a_group_is_complete_once_its_rollouts_end_counting_a_restart_in_its_place() {
+        let at = "2026-03-02T09:00:00Z";
+        let model = json!({"model": "oracle", "provider": "builtin", "base_url": null,
+            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
+            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
+            "context_stride": 3, "has_api_key": false});
+        let scheduled = |group: u32, ids: &[&str]| {
+            let rollouts: Vec<Value> = ids
+                .iter()
+                .map(|id| json!({"rollout_id": id, "task_id": "t", "seed": 1}))
+                .collect();
+            event(
+                "GroupScheduled",
+                json!({"run_id": "run_1", "group": group, "task_id": "t",
+                    "rollouts": rollouts, "scheduled_at": at}),
+            )
+        };
+        let ended = |id: &str| {
+            event(
+                "RolloutCompleted",
+                json!({"rollout_id": id, "reason": "final_answer", "steps": 1,
+                    "completed_at": at}),
+            )
+        };
+        let mut views = Views::default();
+        let apply = |views: &mut Views, fact: Fact| views.apply(views.next_position, &fact);
+        apply(
+            &mut views,
+            event(
+                "RunLaunched",
+                json!({"run_id": "run_1", "scenario_id": "hr", "source": "rl-gym",
+                    "task_ids": ["t"], "rollout_count": 2, "max_parallel": null,
+                    "model": model, "user_model": null, "rollouts": [], "launched_at": at,
+                    "continuous": {"max_groups": null, "max_unconsumed_groups": 4,
+                        "max_staleness": 0, "on_stale": "restart", "seed": 1}}),
+            ),
+        );
+        apply(&mut views, scheduled(0, &["rol_a", "rol_b"]));
+        apply(&mut views, scheduled(1, &["rol_c", "rol_d"]));
+        apply(&mut views, ended("rol_a"));
+        apply(&mut views, ended("rol_c"));
+        apply(&mut views, ended("rol_d"));
+        let progress = |views: &Views| {
+            let run = views.run("run_1").unwrap();
+            (
+                run.group_complete(0),
+                run.group_complete(1),
+                run.groups_complete,
+            )
+        };
+        assert_eq!(progress(&views), (false, true, 1));
+
+        // rol_b goes stale: rol_e takes its place, and rol_b's own end counts no more.
+        apply(
+            &mut views,
+            event(
+                "RolloutRestarted",
+                json!({"run_id": "run_1", "group": 0, "replaced": "rol_b",
+                    "rollout": {"rollout_id": "rol_e", "task_id": "t", "seed": 1},
+                    "reason": "stale", "restarted_at": at}),
+            ),
+        );
+        apply(&mut views, ended("rol_b"));
+        assert_eq!(progress(&views), (false, true, 1));
+        apply(&mut views, ended("rol_e"));
+        assert_eq!(progress(&views), (true, true, 2));
+
+        // Every group's count is what walking its rollouts says.
+        let run = views.run("run_1").unwrap();
+        for (index, group) in views.groups(run).iter().enumerate() {
+            let walked = group
+                .rollout_ids
+                .iter()
+                .all(|id| views.rollout(id).unwrap().status.is_terminal());
+            assert_eq!(run.group_complete(index as u32), walked, "group {index}");
+        }
     }
 }

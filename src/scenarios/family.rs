@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use quick_cache::sync::Cache;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -68,6 +69,47 @@ impl Task {
                 Ok((name.as_str(), &choices[index]))
             })
             .collect()
+    }
+}
+
+/// How many of a scenario's family instances are kept: a group's rollouts play one
+/// instance, and a run has a few groups in flight at a time.
+const INSTANCES_KEPT: usize = 1024;
+
+/// A scenario's family instances by (task id, instance seed), built on first use:
+/// substituting the placeholders costs more than a rollout of the oracle, and every
+/// rollout of a group asks for the same instance.
+#[derive(Clone)]
+pub(super) struct Instances(Arc<Cache<(String, u64), Arc<Task>>>);
+
+impl Default for Instances {
+    fn default() -> Instances {
+        Instances(Arc::new(Cache::new(INSTANCES_KEPT)))
+    }
+}
+
+impl std::fmt::Debug for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Instances({} kept)", self.0.len())
+    }
+}
+
+impl super::Scenario {
+    /// Instance `instance_seed` of the bundled task `task_id` (a copy of one built
+    /// before, if any).
+    pub fn task_instance(&self, task_id: &str, instance_seed: u64) -> Result<Task, String> {
+        let task = self
+            .task(task_id)
+            .ok_or_else(|| format!("task {task_id} is not in scenario {}", self.scenario_id))?;
+        if !task.is_family() {
+            return Ok(task.clone());
+        }
+        let key = (task_id.to_string(), instance_seed);
+        let instance = self.instances.0.get_or_insert_with(&key, || {
+            task.instance(instance_seed)
+                .map(|t| Arc::new(t.into_owned()))
+        })?;
+        Ok(Task::clone(&instance))
     }
 }
 

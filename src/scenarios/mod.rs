@@ -134,6 +134,8 @@ pub struct Scenario {
     seed_dir: Option<PathBuf>,
     /// Seeded environments already built, shared by every rollout of the scenario.
     pub(crate) environments: crate::tools::SeedCache,
+    /// Its families' instances already built.
+    instances: family::Instances,
 }
 
 impl Scenario {
@@ -254,6 +256,7 @@ impl Scenario {
             documents,
             seed_dir,
             environments: Default::default(),
+            instances: Default::default(),
         };
 
         let tasks_dir = folder.join("tasks");

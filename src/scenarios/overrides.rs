@@ -30,9 +30,10 @@ pub fn apply<'a>(
             task.validate(scenario)?;
             Cow::Owned(task)
         }
-        None => Cow::Borrowed(scenario.task(task_id).ok_or_else(|| {
-            format!("task {task_id} is not in scenario {}", scenario.scenario_id)
-        })?),
+        None => match scenario.task(task_id) {
+            Some(task) if !task.is_family() => Cow::Borrowed(task),
+            _ => Cow::Owned(scenario.task_instance(task_id, instance_seed)?),
+        },
     };
     // A family's instance first: a text override replaces what the instance says.
     if task.is_family() {

@@ -295,6 +295,24 @@ fn instance_zero_of_every_bundled_family_plays_in_the_scenarios_own_world() {
     assert!(families >= 60, "{families} families");
 }
 
+/// The instances a scenario keeps are the ones a task builds, whichever is asked first.
+#[test]
+fn a_scenarios_kept_instance_is_the_one_its_family_builds() {
+    let s = hr();
+    let family = s.tasks.iter().find(|t| t.is_family()).expect("a family");
+    for seed in [0, 7, 7, 12_345] {
+        let kept = s.task_instance(&family.task_id, seed).expect("instance");
+        let built = family.instance(seed).expect("instance").into_owned();
+        assert_eq!(kept, built, "seed {seed}");
+    }
+    let other = s.task_instance(&family.task_id, 8).expect("instance");
+    assert_ne!(
+        other,
+        s.task_instance(&family.task_id, 7).expect("instance")
+    );
+    assert!(s.task_instance("no_such_task", 1).is_err());
+}
+
 // The verifier bundle of a scenario (crate::verify::bundle).
 
 #[test]
