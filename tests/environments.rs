@@ -37,8 +37,9 @@ fn every_reference_solution_succeeds_step_by_step_and_earns_full_credit() {
     let c = catalog();
     for (scenario, task) in &every_task(&c) {
         let mut env = scenario.environment(task, 7).expect("environment");
-        let trajectory = rl_gym::npc::run_reference_solution(&mut env, scenario, task)
-            .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
+        let trajectory =
+            rl_gym::scenarios::oracle::run_reference_solution(&mut env, scenario, task)
+                .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
         let verdict = task.verify(&env.state(), &trajectory);
         let failed: Vec<_> = verdict.checks.iter().filter(|c| !c.passed).collect();
         assert_eq!(
@@ -90,7 +91,8 @@ fn the_same_calls_on_the_same_task_and_seed_give_byte_identical_state() {
         let run = || {
             let mut env = scenario.environment(task, 42).expect("environment");
             // The reference solution plus a few calls that fail, to show errors change nothing.
-            rl_gym::npc::run_reference_solution(&mut env, scenario, task).expect("solution");
+            rl_gym::scenarios::oracle::run_reference_solution(&mut env, scenario, task)
+                .expect("solution");
             for server in env.server_names() {
                 let _ = env.step(&server, "no_such_tool", &serde_json::json!({}));
             }

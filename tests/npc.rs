@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use rl_gym::domain::chat::Message;
 use rl_gym::npc;
-use rl_gym::scenarios::{Catalog, Scenario, Task};
+use rl_gym::scenarios::{oracle, Catalog, Scenario, Task};
 use rl_gym::tools::Environment;
 
 fn catalog() -> Catalog {
@@ -77,7 +77,7 @@ fn every_reference_solution_with_scripted_replies_earns_full_credit() {
     let s = recruiting(&c);
     for task in &played(s) {
         let mut env = s.environment(task, 7).expect("environment");
-        let trajectory = npc::run_reference_solution(&mut env, s, task)
+        let trajectory = oracle::run_reference_solution(&mut env, s, task)
             .unwrap_or_else(|e| panic!("{}: {e}", task.task_id));
         let verdict = task.verify(&env.state(), &trajectory);
         let failed: Vec<_> = verdict.checks.iter().filter(|c| !c.passed).collect();
@@ -108,7 +108,7 @@ fn without_the_npc_replies_the_npc_dependent_reference_solutions_fall_short() {
     let s = recruiting(&c);
     for task in &npc_dependent(s) {
         let mut env = s.environment(task, 7).expect("environment");
-        let run = npc::replay_reference_solution(&mut env, s, task, false);
+        let run = oracle::replay_reference_solution(&mut env, s, task, false);
         assert!(run.replies.is_empty());
         assert!(
             !run.errors.is_empty(),
@@ -127,7 +127,7 @@ fn the_same_calls_and_replies_give_byte_identical_state() {
     for task in &played(s) {
         let run = || {
             let mut env = s.environment(task, 42).expect("environment");
-            let r = npc::replay_reference_solution(&mut env, s, task, true);
+            let r = oracle::replay_reference_solution(&mut env, s, task, true);
             (
                 serde_json::to_string(&env.state()).expect("json"),
                 r.replies,
@@ -157,7 +157,7 @@ fn an_npc_answers_an_email_in_the_same_rollout_and_the_agent_reads_it() {
     );
     let sent = env.sent_since(before);
     assert_eq!(sent.len(), 1);
-    let replies = npc::respond_scripted(&mut env, s, task, &sent[0]);
+    let replies = npc::respond_scripted(&mut env, &task.cast(s), &sent[0]);
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].profile_id, "tomas-herrera");
     assert!(replies[0].body.contains("14:00 and 16:00 UTC"));
@@ -189,7 +189,7 @@ fn an_npc_answers_an_email_in_the_same_rollout_and_the_agent_reads_it() {
         json!({"email_id": replies[0].message_id, "body": "Booked: Thursday at 14:30 UTC."}),
     );
     let second = env.sent_since(before).remove(0);
-    let again = npc::respond_scripted(&mut env, s, task, &second);
+    let again = npc::respond_scripted(&mut env, &task.cast(s), &second);
     assert_eq!(again.len(), 1);
     assert!(again[0].body.contains("14:30 UTC works"));
     assert_eq!(env.email_thread(&again[0].message_id).len(), 4);
@@ -208,8 +208,8 @@ fn mail_to_people_who_are_not_npcs_gets_no_reply() {
     );
     let before_state = env.state();
     let sent = env.sent_since(0);
-    assert!(npc::recipients(s, &sent[0]).is_empty());
-    assert!(npc::respond_scripted(&mut env, s, task, &sent[0]).is_empty());
+    assert!(npc::recipients(&s.npcs, &sent[0]).is_empty());
+    assert!(npc::respond_scripted(&mut env, &task.cast(s), &sent[0]).is_empty());
     assert_eq!(env.state(), before_state);
 }
 
@@ -228,7 +228,7 @@ fn npc_replies_never_trigger_more_replies() {
         json!({"to": ["kenji.tanaka@techcorp.com"], "cc": ["nadia.petrova@example.com"], "subject": "Panel", "body": "When can you do the panel?"}),
     );
     let first = env.sent_since(0).remove(0);
-    let replies = npc::respond_scripted(&mut env, s, task, &first);
+    let replies = npc::respond_scripted(&mut env, &task.cast(s), &first);
     let who: Vec<_> = replies.iter().map(|r| r.profile_id.as_str()).collect();
     assert_eq!(who, ["kenji-tanaka", "nadia-petrova"]);
     // Kenji's reply copies Nadia (reply-all); it is incoming mail, not the agent's, so
@@ -239,8 +239,8 @@ fn npc_replies_never_trigger_more_replies() {
         .find(|m| m.email_id == replies[0].message_id)
         .expect("in thread");
     assert_eq!(kenji.cc, ["nadia.petrova@example.com"]);
-    assert!(npc::recipients(s, kenji).is_empty());
-    assert!(npc::respond_scripted(&mut env, s, task, kenji).is_empty());
+    assert!(npc::recipients(&s.npcs, kenji).is_empty());
+    assert!(npc::respond_scripted(&mut env, &task.cast(s), kenji).is_empty());
     assert_eq!(env.sent_count(), 1);
 }
 
@@ -255,7 +255,7 @@ fn a_delivered_reply_replays_from_its_recorded_text() {
         "send_email",
         json!({"to": ["lisa.anderson@techcorp.com"], "subject": "Approval", "body": "Approve $182,000?"}),
     );
-    let planned = npc::plan_scripted(s, task, &live.sent_since(0)[0]);
+    let planned = npc::plan_scripted(&task.cast(s), &live.sent_since(0)[0]);
     let recorded = serde_json::to_string(&planned).expect("record");
     for p in &planned {
         npc::deliver(&mut live, p).expect("deliver");

@@ -1003,18 +1003,14 @@ async fn npc_replies(
     redactor: &Redactor,
 ) -> Vec<npc::PlannedReply> {
     let mut delivered = Vec::new();
+    let cast = task.cast(scenario);
     for sent in env.sent_since(sent_before) {
         let planned = match (npc_model, &run.user_model) {
             (Some(model), Some(settings)) => {
                 let mut planned = Vec::new();
-                for profile in npc::recipients(scenario, &sent) {
+                for profile in npc::recipients(cast.people, &sent) {
                     let thread = env.email_thread(&sent.email_id);
-                    let prompt = npc::reply_prompt(
-                        profile,
-                        task,
-                        npc::private_facts(task, &profile.profile_id),
-                        &thread,
-                    );
+                    let prompt = npc::reply_prompt(profile, &cast, &thread);
                     let request = ModelRequest {
                         messages: &prompt,
                         tools: ToolSet::none(),
@@ -1035,7 +1031,7 @@ async fn npc_replies(
                 }
                 planned
             }
-            _ => npc::plan_scripted(scenario, task, &sent),
+            _ => npc::plan_scripted(&cast, &sent),
         };
         for reply in planned {
             if npc::deliver(env, &reply).is_ok() {

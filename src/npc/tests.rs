@@ -3,11 +3,17 @@ use std::path::Path;
 use serde_json::json;
 
 use super::*;
-use crate::scenarios::Catalog;
 
-fn recruiting() -> Scenario {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios/hr_recruiting");
-    Scenario::load(&dir).expect("hr_recruiting loads")
+/// The people of the bundled recruiting scenario, as its `npcs.json` lists them.
+fn recruiting() -> Vec<NpcProfile> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios/hr_recruiting/npcs.json");
+    let text = std::fs::read_to_string(path).expect("npcs.json");
+    serde_json::from_str(&text).expect("profiles")
+}
+
+fn person<'a>(people: &'a [NpcProfile], id: &str) -> &'a NpcProfile {
+    people.iter().find(|p| p.profile_id == id).expect(id)
 }
 
 fn sent(from: &str, to: &[&str], cc: &[&str], subject: &str, body: &str) -> EmailMessage {
@@ -28,7 +34,7 @@ fn sent(from: &str, to: &[&str], cc: &[&str], subject: &str, body: &str) -> Emai
 
 #[test]
 fn given_mail_to_two_npcs_and_a_stranger_when_asked_who_answers_then_the_npcs_in_address_order() {
-    let s = recruiting();
+    let people = recruiting();
     let mail = sent(
         "recruiting@techcorp.com",
         &["kenji.tanaka@techcorp.com", "someone@else.org"],
@@ -36,7 +42,7 @@ fn given_mail_to_two_npcs_and_a_stranger_when_asked_who_answers_then_the_npcs_in
         "Hello",
         "Hi",
     );
-    let ids: Vec<_> = recipients(&s, &mail)
+    let ids: Vec<_> = recipients(&people, &mail)
         .iter()
         .map(|n| n.profile_id.as_str())
         .collect();
@@ -45,7 +51,7 @@ fn given_mail_to_two_npcs_and_a_stranger_when_asked_who_answers_then_the_npcs_in
 
 #[test]
 fn given_mail_sent_by_an_npc_when_asked_who_answers_then_nobody() {
-    let s = recruiting();
+    let people = recruiting();
     let mail = sent(
         "lisa.anderson@techcorp.com",
         &["kenji.tanaka@techcorp.com"],
@@ -53,42 +59,42 @@ fn given_mail_sent_by_an_npc_when_asked_who_answers_then_nobody() {
         "Hi",
         "Hi",
     );
-    assert!(recipients(&s, &mail).is_empty());
+    assert!(recipients(&people, &mail).is_empty());
 }
 
 #[test]
 fn given_a_rule_when_keywords_match_in_any_case_then_that_reply_else_the_default() {
-    let mut task = Task::from_json(&json!({
-        "task_id": "t", "name": "n", "version": "1", "category": "c", "difficulty": "easy",
-        "visibility": "public", "description": "d", "tool_servers": ["email"],
-        "now": "2026-03-02T09:00:00Z", "npc_profile_ids": ["p"],
-        "rubric": {"task_id": "t", "title": "t", "overview": "o", "scoring": []}, "checks": [],
-        "npc_behaviour": {"p": {
-            "replies": [{"when_any": ["confirm", "booked"], "when_all": ["14:30"], "reply": "See you then."}],
-            "default_reply": "Thursday afternoon works."
-        }}
-    }).to_string()).expect("task");
-    let mail = |body: &str| sent("a@b.co", &["p@b.co"], &[], "Screen", body);
+    let mut behaviour: BTreeMap<String, NpcBehaviour> = serde_json::from_value(json!({"p": {
+        "replies": [{"when_any": ["confirm", "booked"], "when_all": ["14:30"], "reply": "See you then."}],
+        "default_reply": "Thursday afternoon works."
+    }}))
+    .expect("behaviour");
+    fn reply(behaviour: &BTreeMap<String, NpcBehaviour>, id: &str, body: &str) -> Option<String> {
+        let cast = Cast {
+            people: &[],
+            behaviour,
+            now: "2026-03-02T09:00:00Z",
+        };
+        let mail = sent("a@b.co", &["p@b.co"], &[], "Screen", body);
+        scripted_reply(&cast, id, &mail).map(String::from)
+    }
     assert_eq!(
-        scripted_reply(&task, "p", &mail("BOOKED you at 14:30")),
-        Some("See you then.")
+        reply(&behaviour, "p", "BOOKED you at 14:30"),
+        Some("See you then.".to_string())
     );
     assert_eq!(
-        scripted_reply(&task, "p", &mail("booked at 15:00")),
-        Some("Thursday afternoon works.")
+        reply(&behaviour, "p", "booked at 15:00"),
+        Some("Thursday afternoon works.".to_string())
     );
-    assert_eq!(scripted_reply(&task, "q", &mail("booked at 14:30")), None);
-    task.npc_behaviour.get_mut("p").expect("p").default_reply = None;
-    assert_eq!(
-        scripted_reply(&task, "p", &mail("when are you free?")),
-        None
-    );
+    assert_eq!(reply(&behaviour, "q", "booked at 14:30"), None);
+    behaviour.get_mut("p").expect("p").default_reply = None;
+    assert_eq!(reply(&behaviour, "p", "when are you free?"), None);
 }
 
 #[test]
 fn a_reply_goes_back_to_the_sender_copies_the_others_and_keeps_the_thread() {
-    let s = recruiting();
-    let lisa = s.npc("lisa-anderson").expect("lisa");
+    let people = recruiting();
+    let lisa = person(&people, "lisa-anderson");
     let mail = sent(
         "recruiting@techcorp.com",
         &["lisa.anderson@techcorp.com"],
@@ -106,15 +112,17 @@ fn a_reply_goes_back_to_the_sender_copies_the_others_and_keeps_the_thread() {
 
 #[test]
 fn the_reply_prompt_keeps_the_person_in_character_and_carries_the_thread() {
-    let s = recruiting();
-    let task = &*s
-        .task("hr_recruiting__202_schedule_screen_with_candidate")
-        .expect("task")
-        .instance(0)
-        .expect("instance 0");
-    let npc = s.npc("tomas-herrera").expect("npc");
-    let facts = private_facts(task, "tomas-herrera");
-    assert!(!facts.is_empty());
+    let people = recruiting();
+    let npc = person(&people, "tomas-herrera");
+    let facts = "Free Thursday 5 March 14:00-16:00 UTC only.";
+    let behaviour: BTreeMap<String, NpcBehaviour> =
+        serde_json::from_value(json!({"tomas-herrera": {"private_facts": facts}}))
+            .expect("behaviour");
+    let cast = Cast {
+        people: &people,
+        behaviour: &behaviour,
+        now: "2026-03-02T09:00:00Z",
+    };
     let thread = vec![sent(
         "recruiting@techcorp.com",
         &[&npc.email],
@@ -122,25 +130,13 @@ fn the_reply_prompt_keeps_the_person_in_character_and_carries_the_thread() {
         "Phone screen",
         "When are you free?",
     )];
-    let prompt = reply_prompt(npc, task, facts, &thread);
+    let prompt = reply_prompt(npc, &cast, &thread);
     assert_eq!(prompt.len(), 2);
     let system = prompt[0].content.clone().unwrap_or_default();
     assert!(system.contains("Tomás Herrera"), "{system}");
     assert!(system.contains(facts));
+    assert!(system.contains("Today is 2026-03-02T09:00:00Z"), "{system}");
     assert!(system.contains("never mention being an AI"));
     let user = prompt[1].content.clone().unwrap_or_default();
     assert!(user.contains("When are you free?"));
-}
-
-#[test]
-fn every_catalog_task_with_npc_behaviour_names_npcs_of_its_scenario() {
-    let c = Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scenarios"))
-        .expect("catalog");
-    for s in c.scenarios() {
-        for t in &s.tasks {
-            for id in t.npc_behaviour.keys() {
-                assert!(s.npc(id).is_some(), "{}: {id}", t.task_id);
-            }
-        }
-    }
 }

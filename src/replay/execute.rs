@@ -233,7 +233,7 @@ impl Rollout<'_> {
                 .env
                 .sent_since(sent_before)
                 .iter()
-                .flat_map(|sent| npc::plan_scripted(self.scenario, self.task, sent))
+                .flat_map(|sent| npc::plan_scripted(&self.task.cast(self.scenario), sent))
                 .map(|p| (p.profile_id, p.email.body))
                 .collect();
             let logged: Vec<(String, String)> = replies

@@ -22,10 +22,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::npc::{Cast, NpcBehaviour, NpcProfile};
 use crate::tools::{Environment, ToolError};
 use crate::verify::{Check, ScoringRule};
 
 mod family;
+pub mod oracle;
 pub mod overrides;
 pub mod validate;
 mod vocabulary;
@@ -351,22 +353,6 @@ impl Scenario {
     }
 }
 
-/// A simulated person the agent may deal with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NpcProfile {
-    pub profile_id: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
-    pub occupation: String,
-    #[serde(default)]
-    pub public_info: String,
-    /// What only the NPC knows and how it behaves (drives the simulated replies). Read
-    /// from `npcs.json` but never serialised: it is not part of the public profile.
-    #[serde(default, skip_serializing)]
-    pub persona: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoringLevel {
     pub label: String,
@@ -458,36 +444,6 @@ pub struct Task {
     /// plays in its own world.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, Value>,
-}
-
-/// One NPC's behaviour in one task: private facts (for model-driven replies and the
-/// people who write the scripts) and scripted replies.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NpcBehaviour {
-    /// What only this person knows in this task (e.g. their availability).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub private_facts: String,
-    /// Tried in order; the first whose keywords match the agent's email is the reply.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replies: Vec<ScriptedReply>,
-    /// The reply when no rule matches; without one the person does not answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_reply: Option<String>,
-}
-
-/// A scripted reply and when it is given: keywords are matched case-insensitively
-/// against the subject and body of the agent's email; the rule matches when one of
-/// `when_any` (if given) and every one of `when_all` (if given) occur.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScriptedReply {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub when_any: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub when_all: Vec<String>,
-    /// The body of the reply, plain text.
-    pub reply: String,
 }
 
 /// A point in a reference solution where an NPC's reply arrives.
@@ -791,6 +747,15 @@ impl Task {
     /// Parses a caller's task JSON (e.g. a `task_json` override) with a readable error.
     pub fn from_json(text: &str) -> Result<Task, String> {
         serde_json::from_str(text).map_err(|e| format!("invalid task JSON: {e}"))
+    }
+
+    /// The task's simulated people: the scenario's profiles, behaving as the task says.
+    pub fn cast<'a>(&'a self, scenario: &'a Scenario) -> Cast<'a> {
+        Cast {
+            people: &scenario.npcs,
+            behaviour: &self.npc_behaviour,
+            now: &self.now,
+        }
     }
 }
 

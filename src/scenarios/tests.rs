@@ -377,3 +377,15 @@ fn given_a_scenario_without_checks_when_built_then_it_is_refused() {
         matches!(scenario.verifier_bundle(), Err(crate::verify::bundle::BundleError::NoChecks(id)) if id == "hr")
     );
 }
+
+#[test]
+fn every_catalog_task_with_npc_behaviour_names_npcs_of_its_scenario() {
+    let c = Catalog::load(&config_dir()).expect("catalog");
+    for s in c.scenarios() {
+        for t in &s.tasks {
+            for id in t.npc_behaviour.keys() {
+                assert!(s.npc(id).is_some(), "{}: {id}", t.task_id);
+            }
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! agents rely on:
 //!
 //! - the oracle's reference solution, replayed in process with scripted NPC replies
-//!   ([`crate::npc::run_reference_solution`]), earns full credit (1.0);
+//!   ([`super::oracle::run_reference_solution`]), earns full credit (1.0);
 //! - the `noop` agent (no call, a final answer only) earns none (0.0);
 //! - the same seed gives the same instance: the environment built twice from scratch
 //!   has the same seeded state, and two replays of the reference solution end in the
@@ -292,7 +292,7 @@ fn oracle(
     task: &Task,
     mut env: Environment,
 ) -> Result<(Verdict, State), String> {
-    let trajectory = crate::npc::run_reference_solution(&mut env, scenario, task)
+    let trajectory = super::oracle::run_reference_solution(&mut env, scenario, task)
         .map_err(|e| format!("the reference solution does not replay: {e}"))?;
     let state = state_of(&env);
     let verdict = task.verify(&state.1, &trajectory);

@@ -501,7 +501,8 @@ fn every_task_gives_the_oracle_full_credit_and_a_noop_agent_none() {
         if !task.reference_npc_replies.is_empty() {
             let task = &*task.instance(0).expect("instance 0");
             let mut env = s.environment(task, 0).expect("env");
-            let run = crate::npc::replay_reference_solution(&mut env, &s, task, false);
+            let run =
+                crate::scenarios::oracle::replay_reference_solution(&mut env, &s, task, false);
             assert!(!run.errors.is_empty(), "{}: needs the reply", task.task_id);
         }
     }
