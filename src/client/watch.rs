@@ -7,6 +7,8 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use serde_json::Value;
@@ -99,12 +101,13 @@ async fn follow(
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id.to_string());
     }
-    let mut response = client.send(request).await?;
-    let mut buffer: Vec<u8> = Vec::new();
+    let response = client.send(request).await?;
+    let url = response.url().to_string();
+    let mut ids = std::pin::pin!(event_ids(response.bytes_stream(), SILENCE));
     let mut refresh_at: Option<Instant> = None;
     loop {
-        let chunk = tokio::select! {
-            chunk = tokio::time::timeout(SILENCE, response.chunk()) => chunk,
+        let next = tokio::select! {
+            next = ids.next() => next,
             _ = tokio::time::sleep_until(refresh_at.unwrap_or_else(Instant::now)), if refresh_at.is_some() => {
                 refresh_at = None;
                 *status = client.get(&format!("/runs/{run_id}")).await?;
@@ -116,34 +119,62 @@ async fn follow(
                 continue;
             }
         };
-        let bytes = match chunk {
-            Err(_) => {
-                return Err(ClientError::Unreachable {
-                    url: response.url().to_string(),
-                    reason: format!("the event stream was silent for {}s", SILENCE.as_secs()),
-                })
-            }
-            Ok(Err(error)) => return Err(client.unreachable(&error)),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(bytes))) => bytes,
+        let unreachable = |reason: String| ClientError::Unreachable {
+            url: url.clone(),
+            reason,
         };
-        buffer.extend_from_slice(&bytes);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
-            if let Some(id) = event_id(&String::from_utf8_lossy(&frame)) {
+        match next {
+            None => return Ok(()),
+            Some(Ok(id)) => {
                 *last_event_id = Some(id);
                 refresh_at.get_or_insert_with(|| Instant::now() + REFRESH);
             }
+            Some(Err(Broken::Silent)) => {
+                let secs = SILENCE.as_secs();
+                return Err(unreachable(format!(
+                    "the event stream was silent for {secs}s"
+                )));
+            }
+            Some(Err(Broken::Transport(error))) => return Err(client.unreachable(&error)),
+            Some(Err(Broken::Garbled(reason))) => return Err(unreachable(reason)),
         }
     }
 }
 
-/// The `id:` of one server-sent event frame; comments have none.
-fn event_id(frame: &str) -> Option<u64> {
-    frame
-        .lines()
-        .find_map(|line| line.strip_prefix("id:"))
-        .and_then(|id| id.trim().parse().ok())
+/// Why an event stream stopped short.
+#[derive(Debug)]
+enum Broken<E> {
+    /// Not a byte for the silence allowed (keep-alive comments count).
+    Silent,
+    Transport(E),
+    /// Not UTF-8 or not server-sent events.
+    Garbled(String),
+}
+
+/// The ids of the events of a server-sent event stream, read as the specification
+/// says (a line ends with CRLF, LF or CR; comments and other fields are skipped).
+fn event_ids<B, E>(
+    bytes: impl Stream<Item = Result<B, E>>,
+    silence: Duration,
+) -> impl Stream<Item = Result<u64, Broken<E>>>
+where
+    B: AsRef<[u8]>,
+{
+    let timed = tokio_stream::StreamExt::timeout(bytes, silence).map(|item| match item {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => Err(Broken::Transport(error)),
+        Err(_) => Err(Broken::Silent),
+    });
+    timed.eventsource().filter_map(|event| {
+        futures::future::ready(match event {
+            Ok(event) => event.id.trim().parse().ok().map(Ok),
+            Err(EventStreamError::Transport(broken)) => Some(Err(broken)),
+            Err(EventStreamError::Utf8(e)) => Some(Err(Broken::Garbled(format!("not UTF-8: {e}")))),
+            Err(EventStreamError::Parser(e)) => Some(Err(Broken::Garbled(format!(
+                "not server-sent events: {e:?}"
+            )))),
+        })
+    })
 }
 
 /// A progress bar per state on a terminal, a line per change otherwise.
@@ -260,13 +291,55 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn a_frames_id_is_read_and_comments_have_none() {
-        assert_eq!(
-            event_id("id: 42\nevent: RolloutStarted\ndata: {}\n\n"),
-            Some(42)
-        );
-        assert_eq!(event_id(": keep-alive\n\n"), None);
+    async fn ids_of(chunks: &[&'static str]) -> Vec<u64> {
+        let bytes = futures::stream::iter(chunks.iter().map(Ok::<_, std::convert::Infallible>));
+        event_ids(bytes, SILENCE)
+            .map(|id| id.expect("an id"))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn event_ids_are_read_whatever_ends_the_lines_and_wherever_the_chunks_split() {
+        let lf = [
+            "id: 41\nevent: RolloutStarted\ndata: {}\n\n",
+            ": keep-alive\n\n",
+        ];
+        assert_eq!(ids_of(&lf).await, [41]);
+        // A proxy may rewrite line ends; a chunk may end between CR and LF.
+        let crlf = [
+            "id: 42\r\ndata: {}\r",
+            "\n\r\n: keep-alive\r\n\r\nid:43\r\n",
+            "data: x\r\n\r\n",
+        ];
+        assert_eq!(ids_of(&crlf).await, [42, 43]);
+        // A CR may be the start of a CRLF: an event ends once the next byte arrives.
+        let cr = [
+            "id: 44\rdata: {}\r\r",
+            "id: 45\rdata: {}\r\r",
+            ": keep-alive\r\r",
+        ];
+        assert_eq!(ids_of(&cr).await, [44, 45]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_silent_for_too_long_is_broken_and_keep_alives_keep_it_open() {
+        let silent = futures::stream::pending::<Result<&[u8], std::convert::Infallible>>();
+        let first = std::pin::pin!(event_ids(silent, SILENCE)).next().await;
+        assert!(matches!(first, Some(Err(Broken::Silent))), "{first:?}");
+
+        // Comments every 15 s for two minutes, then an event: no silence in between.
+        let beats = futures::stream::unfold(0, |n| async move {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let chunk: &[u8] = if n < 8 {
+                b": keep-alive\n\n"
+            } else {
+                b"id: 7\ndata: {}\n\n"
+            };
+            (n <= 8).then_some((Ok::<_, std::convert::Infallible>(chunk), n + 1))
+        });
+        let ids: Vec<_> = event_ids(beats, SILENCE).collect().await;
+        assert!(matches!(ids.as_slice(), [Ok(7)]), "{ids:?}");
     }
 
     #[test]
