@@ -139,18 +139,11 @@ async fn start(script: Vec<Reply>) -> Fake {
 
 fn settings(provider: &str, model: &str, base_url: String) -> ModelSettings {
     ModelSettings {
-        model: model.into(),
-        provider: provider.into(),
         base_url: Some(base_url),
         temperature: 0.3,
         max_steps: 10,
-        system_prompt: None,
-        tool_server_url: None,
-        log_prob: false,
-        summarize_every_n_turns: 0,
-        context_stride: 3,
         has_api_key: true,
-        tokens: None,
+        ..ModelSettings::new(provider, model)
     }
 }
 

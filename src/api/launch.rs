@@ -8,8 +8,10 @@ use serde_json::{Map, Value};
 use super::validate::Checker;
 use crate::config::secrets::RunKeys;
 use crate::domain::budget::{Budget, PriceTable};
-use crate::domain::events::PROVIDERS;
-use crate::domain::events::{ContinuousSettings, ModelSettings, OnStale, TokenSettings};
+use crate::domain::events::{
+    ContinuousSettings, ModelSettings, OnStale, TokenSettings, DEFAULT_CONTEXT_STRIDE,
+    DEFAULT_MAX_STEPS, DEFAULT_TEMPERATURE, PROVIDERS,
+};
 use crate::domain::faults::{ToolFaults, MAX_LATENCY_MS};
 use crate::domain::ids::valid_run_name;
 use crate::domain::secret::ApiKey;
@@ -728,8 +730,10 @@ pub(super) fn model_config(
     }
     let temperature = c
         .opt_number(m, prefix, "temperature", 0.0, 2.0)
-        .unwrap_or(0.7);
-    let max_steps = c.opt_int(m, prefix, "max_steps", 1, 10_000).unwrap_or(30);
+        .unwrap_or(DEFAULT_TEMPERATURE);
+    let max_steps = c
+        .opt_int(m, prefix, "max_steps", 1, 10_000)
+        .map_or(DEFAULT_MAX_STEPS, |n| n as u32);
     let system_prompt = c.opt_string(m, prefix, "system_prompt");
     let tool_server_url = c.opt_string(m, prefix, "tool_server_url");
     if let Some(url) = &tool_server_url {
@@ -749,7 +753,7 @@ pub(super) fn model_config(
         .unwrap_or(0);
     let context_stride = c
         .opt_int(m, prefix, "context_stride", 1, 10_000)
-        .unwrap_or(3);
+        .map_or(DEFAULT_CONTEXT_STRIDE, |n| n as u32);
     let tokens = token_settings(c, m, prefix, &provider, summarize);
     if c.errors.len() > before {
         return None;
@@ -760,12 +764,12 @@ pub(super) fn model_config(
             provider,
             base_url,
             temperature,
-            max_steps: max_steps as u32,
+            max_steps,
             system_prompt,
             tool_server_url,
             log_prob,
             summarize_every_n_turns: summarize as u32,
-            context_stride: context_stride as u32,
+            context_stride,
             has_api_key: api_key.is_some(),
             tokens,
         },

@@ -145,18 +145,12 @@ impl JudgeSettings {
         let (provider, model) = (self.provider.clone()?, self.model.clone()?);
         Some((
             ModelSettings {
-                model,
-                provider,
                 base_url: self.base_url.clone(),
                 temperature: self.temperature,
                 max_steps: 1,
-                system_prompt: None,
-                tool_server_url: None,
-                log_prob: false,
-                summarize_every_n_turns: 0,
                 context_stride: 1,
                 has_api_key: self.api_key.is_some(),
-                tokens: None,
+                ..ModelSettings::new(&provider, &model)
             },
             self.api_key.clone(),
         ))

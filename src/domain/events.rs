@@ -52,6 +52,37 @@ pub struct ModelSettings {
     pub tokens: Option<TokenSettings>,
 }
 
+/// A ModelConfig's defaults, for the fields a launch leaves out.
+pub const DEFAULT_TEMPERATURE: f64 = 0.7;
+pub const DEFAULT_MAX_STEPS: u32 = 30;
+pub const DEFAULT_CONTEXT_STRIDE: u32 = 3;
+
+impl ModelSettings {
+    /// `provider`'s `model` with a ModelConfig's defaults (no key): what a launch that
+    /// gives only those two fields records.
+    pub fn new(provider: &str, model: &str) -> ModelSettings {
+        ModelSettings {
+            model: model.to_string(),
+            provider: provider.to_string(),
+            base_url: None,
+            temperature: DEFAULT_TEMPERATURE,
+            max_steps: DEFAULT_MAX_STEPS,
+            system_prompt: None,
+            tool_server_url: None,
+            log_prob: false,
+            summarize_every_n_turns: 0,
+            context_stride: DEFAULT_CONTEXT_STRIDE,
+            has_api_key: false,
+            tokens: None,
+        }
+    }
+
+    /// The builtin agent `model` (`oracle`, `noop`, …) with a ModelConfig's defaults.
+    pub fn builtin(model: &str) -> ModelSettings {
+        ModelSettings::new("builtin", model)
+    }
+}
+
 /// The token-exact part of a ModelConfig. `return_tokens` records each turn's ids as
 /// the server sampled them (OpenAI-compatible chat with vLLM's `return_token_ids`);
 /// `token_in` makes rl-gym own the token sequence (rendered with `tokenizer`'s chat

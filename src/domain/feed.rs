@@ -207,10 +207,7 @@ mod tests {
         let mut run: RunLaunched = serde_json::from_value(serde_json::json!({
             "run_id": "run_1", "scenario_id": "hr", "source": "rl-gym",
             "task_ids": ["a", "b", "c"], "rollout_count": 4, "max_parallel": 8,
-            "model": {"model": "oracle", "provider": "builtin", "base_url": null,
-                "temperature": 0.7, "max_steps": 30, "system_prompt": null,
-                "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
-                "context_stride": 3, "has_api_key": false},
+            "model": super::super::events::ModelSettings::builtin("oracle"),
             "user_model": null, "rollouts": [], "launched_at": "2026-01-01T00:00:00Z"
         }))
         .unwrap();

@@ -109,18 +109,10 @@ pub mod tests_support {
 
     pub fn settings(provider: &str, model: &str) -> ModelSettings {
         ModelSettings {
-            model: model.into(),
-            provider: provider.into(),
-            base_url: None,
             temperature: 0.2,
             max_steps: 5,
-            system_prompt: None,
-            tool_server_url: None,
-            log_prob: false,
-            summarize_every_n_turns: 0,
-            context_stride: 3,
             has_api_key: true,
-            tokens: None,
+            ..ModelSettings::new(provider, model)
         }
     }
 

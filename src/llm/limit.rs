@@ -110,18 +110,11 @@ mod tests {
 
     fn settings() -> ModelSettings {
         ModelSettings {
-            model: "m".into(),
-            provider: "anthropic".into(),
-            base_url: None,
             temperature: 0.0,
             max_steps: 1,
-            system_prompt: None,
-            tool_server_url: None,
-            log_prob: false,
-            summarize_every_n_turns: 0,
             context_stride: 0,
             has_api_key: true,
-            tokens: None,
+            ..ModelSettings::new("anthropic", "m")
         }
     }
 

@@ -220,18 +220,11 @@ mod tests {
 
     fn settings(log_prob: bool) -> ModelSettings {
         ModelSettings {
-            model: "gpt-4o".into(),
-            provider: "openai".into(),
-            base_url: None,
             temperature: 0.2,
             max_steps: 5,
-            system_prompt: None,
-            tool_server_url: None,
             log_prob,
-            summarize_every_n_turns: 0,
-            context_stride: 3,
             has_api_key: true,
-            tokens: None,
+            ..ModelSettings::new("openai", "gpt-4o")
         }
     }
 

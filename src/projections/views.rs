@@ -1027,10 +1027,7 @@ mod tests {
 
     #[test]
     fn the_checksum_hashed_in_parallel_chunks_is_that_of_every_view_in_order() {
-        let model = json!({"model": "m", "provider": "custom", "base_url": null,
-            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
-            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
-            "context_stride": 3, "has_api_key": false});
+        let model = serde_json::to_value(ModelSettings::new("custom", "m")).unwrap();
         let mut views = Views::default();
         // Several chunks of rollouts, an odd number of them, and a run of one chunk.
         for r in 0..3 {
@@ -1065,10 +1062,7 @@ mod tests {
     #[test]
     fn a_paused_run_says_so_counts_its_spend_and_is_not_resumed_on_restart() {
         let at = "2026-03-02T09:00:00Z";
-        let model = json!({"model": "m", "provider": "custom", "base_url": null,
-            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
-            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
-            "context_stride": 3, "has_api_key": false});
+        let model = serde_json::to_value(ModelSettings::new("custom", "m")).unwrap();
         let events = [
             event(
                 "RunLaunched",
@@ -1123,10 +1117,7 @@ mod tests {
     fn a_run_is_orphaned_once_its_lease_lapses_or_is_given_up_and_always_for_its_own_node() {
         let launched_at = "2026-03-02T09:00:00Z";
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        let model = json!({"model": "m", "provider": "custom", "base_url": null,
-            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
-            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
-            "context_stride": 3, "has_api_key": false});
+        let model = serde_json::to_value(ModelSettings::new("custom", "m")).unwrap();
         let mut views = Views::default();
         views.apply(
             0,
@@ -1193,10 +1184,7 @@ mod tests {
     #[test]
     fn a_group_is_complete_once_its_rollouts_end_counting_a_restart_in_its_place() {
         let at = "2026-03-02T09:00:00Z";
-        let model = json!({"model": "oracle", "provider": "builtin", "base_url": null,
-            "temperature": 0.7, "max_steps": 30, "system_prompt": null,
-            "tool_server_url": null, "log_prob": false, "summarize_every_n_turns": 0,
-            "context_stride": 3, "has_api_key": false});
+        let model = serde_json::to_value(ModelSettings::new("builtin", "oracle")).unwrap();
         let scheduled = |group: u32, ids: &[&str]| {
             let rollouts: Vec<Value> = ids
                 .iter()

@@ -311,18 +311,10 @@ fn state_of(env: &Environment) -> State {
 fn noop_trajectory(task: &Task) -> Result<Vec<Message>, String> {
     let mut trajectory = vec![Message::user(task.description.clone())];
     let settings = ModelSettings {
-        model: "noop".into(),
-        provider: "builtin".into(),
-        base_url: None,
         temperature: 0.0,
         max_steps: 1,
-        system_prompt: None,
-        tool_server_url: None,
-        log_prob: false,
-        summarize_every_n_turns: 0,
         context_stride: 0,
-        has_api_key: false,
-        tokens: None,
+        ..ModelSettings::builtin("noop")
     };
     let request = ModelRequest {
         messages: &trajectory,

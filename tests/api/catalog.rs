@@ -32,20 +32,7 @@ fn at(seconds: i64) -> DateTime<Utc> {
 }
 
 fn model() -> ModelSettings {
-    ModelSettings {
-        model: "oracle".into(),
-        provider: "builtin".into(),
-        base_url: None,
-        temperature: 0.7,
-        max_steps: 30,
-        system_prompt: None,
-        tool_server_url: None,
-        log_prob: false,
-        summarize_every_n_turns: 0,
-        context_stride: 3,
-        has_api_key: false,
-        tokens: None,
-    }
+    ModelSettings::builtin("oracle")
 }
 
 fn launched(run_id: &str, rollouts: &[&str], time: i64) -> Event {
@@ -366,11 +353,9 @@ fn golden_events() -> Vec<(String, Event)> {
             let mut launch = launched("run_d", &["rol_d1"], 30);
             if let Event::RunLaunched(l) = &mut launch {
                 l.judge_model = Some(ModelSettings {
-                    model: "gpt-4.1-mini".into(),
-                    provider: "openai".into(),
                     temperature: 0.0,
                     has_api_key: true,
-                    ..model()
+                    ..ModelSettings::new("openai", "gpt-4.1-mini")
                 });
             }
             launch
