@@ -1,11 +1,12 @@
-//! Sending a provider request: one timeout per attempt, retries with exponential
-//! backoff and jitter on 429, 5xx, timeouts and connection errors (honouring
-//! `Retry-After` in seconds), at most [`RetryPolicy::max_retries`] times, after which
+//! Sending a provider request: one timeout per attempt, retries (`backon`, as the
+//! KurrentDB backend's) with exponential backoff and jitter on 408, 429, 5xx, timeouts
+//! and connection errors (honouring `Retry-After` in seconds), at most [`RetryPolicy::max_retries`] times, after which
 //! the call fails with the provider's own message. Every provider goes through here so
 //! they all fail the same way.
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use serde_json::Value;
 
 use super::ModelError;
@@ -15,7 +16,7 @@ use super::ModelError;
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
-    /// The first backoff; each retry doubles it, plus up to 50% jitter.
+    /// The first backoff; each retry doubles it, plus up to as much again of jitter.
     pub base_backoff: Duration,
     /// The limit on one attempt, from sending to the last byte of the answer.
     pub timeout: Duration,
@@ -43,47 +44,84 @@ pub async fn send(
     policy: &RetryPolicy,
     build: impl Fn() -> Result<reqwest::RequestBuilder, ModelError>,
 ) -> Result<bytes::Bytes, ModelError> {
-    let mut attempt = 0;
-    loop {
-        let request = build()?.timeout(policy.timeout);
-        let (error, wait) = match request.send().await {
-            Ok(response) if response.status().is_redirection() => {
-                // Never followed (see `net::outbound_client`): only where it points.
-                let message = format!(
-                    "a redirect to {}, not followed",
-                    crate::net::redirect_host(&response)
-                );
-                return Err(ModelError::from_status(response.status().as_u16(), message));
-            }
-            Ok(response) => {
-                let status = response.status();
-                let wait = retry_after(response.headers());
-                let content_type = content_type(&response);
-                match response.bytes().await {
-                    Ok(bytes) if status.is_success() => return Ok(bytes),
-                    Ok(bytes) => {
-                        let message = provider_message(&bytes, &content_type);
-                        let error = ModelError::from_status(status.as_u16(), message);
-                        if !retryable_status(status.as_u16()) {
-                            return Err(error);
-                        }
-                        (error, wait)
-                    }
-                    Err(e) => (transport_error(e), wait),
-                }
-            }
-            Err(e) => (transport_error(e), None),
-        };
-        if attempt >= policy.max_retries {
-            return Err(error);
+    let attempt = || async {
+        let request = build().map_err(Failed::fatal)?.timeout(policy.timeout);
+        let response = request.send().await.map_err(Failed::transport)?;
+        if response.status().is_redirection() {
+            // Never followed (see `net::outbound_client`): only where it points.
+            let message = format!(
+                "a redirect to {}, not followed",
+                crate::net::redirect_host(&response)
+            );
+            let error = ModelError::from_status(response.status().as_u16(), message);
+            return Err(Failed::fatal(error));
         }
-        let backoff = wait.unwrap_or_else(|| backoff(policy.base_backoff, attempt));
-        // Its kind only: the provider's message may quote the key (callers redact it).
-        let error_type = error.error_type();
-        tracing::debug!(attempt, ?backoff, error_type, "model call retried");
-        tokio::time::sleep(backoff).await;
-        attempt += 1;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let content_type = content_type(&response);
+        let bytes = response.bytes().await.map_err(|e| Failed {
+            retry_after,
+            ..Failed::transport(e)
+        })?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let message = provider_message(&bytes, &content_type);
+        Err(Failed {
+            error: ModelError::from_status(status.as_u16(), message),
+            retryable: retryable_status(status.as_u16()),
+            retry_after,
+        })
+    };
+    attempt
+        .retry(backoff(policy))
+        .when(|failed| failed.retryable)
+        // A provider's `Retry-After` replaces the planned wait, never a last attempt.
+        .adjust(|failed, planned| planned.map(|wait| failed.retry_after.unwrap_or(wait)))
+        .notify(|failed, wait| {
+            // Its kind only: the provider's message may quote the key (callers redact it).
+            let error_type = failed.error.error_type();
+            tracing::debug!(?wait, error_type, "model call retried");
+        })
+        .await
+        .map_err(|failed| failed.error)
+}
+
+/// An attempt that failed: whether another may follow, and when the provider said.
+struct Failed {
+    error: ModelError,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failed {
+    fn fatal(error: ModelError) -> Failed {
+        Failed {
+            error,
+            retryable: false,
+            retry_after: None,
+        }
     }
+
+    fn transport(e: reqwest::Error) -> Failed {
+        Failed {
+            error: transport_error(e),
+            retryable: true,
+            retry_after: None,
+        }
+    }
+}
+
+/// The waits between attempts: `base · 2^attempt` (capped at 64 times the base), plus
+/// up to as much again of random jitter so that many rollouts throttled together do
+/// not retry together; `max_retries` of them.
+fn backoff(policy: &RetryPolicy) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(policy.base_backoff)
+        .with_factor(2.0)
+        .with_max_delay(policy.base_backoff.saturating_mul(64))
+        .with_max_times(policy.max_retries as usize)
+        .with_jitter()
 }
 
 fn retryable_status(status: u16) -> bool {
@@ -146,18 +184,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     seconds
         .is_finite()
         .then(|| Duration::from_secs_f64(seconds.clamp(0.0, MAX_RETRY_AFTER)))
-}
-
-/// `base · 2^attempt`, plus up to 50% jitter so that many rollouts throttled together
-/// do not retry together. The jitter comes from the clock's nanoseconds: it needs to
-/// be spread, not unpredictable.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1 << attempt.min(6));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    exp + exp.mul_f64((nanos % 1000) as f64 / 2000.0)
 }
 
 /// Parses a JSON answer body, or says why it is malformed without quoting it (the
@@ -243,12 +269,18 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_with_at_most_half_again_of_jitter() {
-        let base = Duration::from_millis(100);
-        for attempt in 0..4 {
-            let d = backoff(base, attempt);
-            let exp = base * (1 << attempt);
-            assert!(d >= exp && d <= exp + exp / 2, "{d:?}");
+    fn backoff_doubles_with_at_most_as_much_again_of_jitter_max_retries_times() {
+        use backon::BackoffBuilder;
+        let policy = RetryPolicy {
+            max_retries: 8,
+            base_backoff: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+        };
+        let waits: Vec<Duration> = backoff(&policy).build().collect();
+        assert_eq!(waits.len(), 8);
+        for (attempt, wait) in waits.iter().enumerate() {
+            let exp = policy.base_backoff * (1 << attempt.min(6));
+            assert!(*wait >= exp && *wait <= exp * 2, "{attempt}: {wait:?}");
         }
     }
 
