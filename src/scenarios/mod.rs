@@ -885,3 +885,6 @@ fn collect_documents(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod worlds;

@@ -687,4 +687,4 @@ pub(crate) fn is_email(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
