@@ -4,6 +4,9 @@
 //! stop after their current step. Its [`RunBudget`] is shared with the step loops:
 //! once spent, no rollout starts, the running ones stop before their next model call,
 //! and when none runs any more the run is recorded as paused and the actor ends.
+//!
+//! Over 600 lines: scheduling, budget, cancellation and a continuous run's groups share
+//! the actor's mutable state.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

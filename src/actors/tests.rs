@@ -1,6 +1,8 @@
 //! The actors driven with planned failures: a model that panics, one that fails, one
 //! that stalls until cancelled, and a log cut off mid-rollout that must resume
 //! without redoing a recorded step.
+//!
+//! Over 600 lines: the planned-failure tests share their failing models and their log.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,8 @@
 //! Parsing a launch request (`POST /runs`) into a typed command: every field of the
 //! seed's request, ModelConfig and TaskOverride, with their defaults and bounds.
+//!
+//! Over 600 lines: a launch body's checks, field by field, until one derived type
+//! parses each body.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,8 @@
 //! `rl-gym runs …`: launch, list, show, watch, cancel, delete, resume, fork, re-verify
 //! and export runs.
+//!
+//! Over 600 lines: each `runs` subcommand is a short function over one request and its
+//! rendering.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

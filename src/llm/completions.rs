@@ -18,6 +18,9 @@
 //! turn's prompt and completion, and its completion. One client serves one rollout;
 //! a resumed rollout gives it its recorded turns first ([`ModelClient::restore_turns`]),
 //! and the token-in sequence is rebuilt from them and checked id for id.
+//!
+//! Over 600 lines: the token-exact request, its answer and the checks between them are
+//! one wire exchange.
 
 use std::collections::HashMap;
 use std::path::Path;

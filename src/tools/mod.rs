@@ -11,6 +11,9 @@
 //!
 //! A bad call is never a panic or a transport error: it is an [`Observation`] whose
 //! text starts with `Error:` and says what was wrong and how to fix it.
+//!
+//! Over 600 lines: the environment, the server trait and the shared tool-set and seed
+//! caches they build on.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

@@ -31,6 +31,9 @@
 //! gave at sampled ids and 0.0 elsewhere, the shapes verl, SkyRL and prime-rl train on.
 //! A conversation that is rewritten rather than extended (history compacted into a
 //! summary that replaces turns) starts a new sequence.
+//!
+//! Over 600 lines: the sequence's invariant (it only grows by what the model saw) is
+//! checked where it is kept.
 
 use std::ops::Range;
 

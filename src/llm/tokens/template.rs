@@ -19,6 +19,9 @@
 //! false, printed as nothing, iterated as empty; a none would print `None`), and a tool
 //! call's `arguments` JSON text becomes an object, key order kept, as vLLM does before
 //! rendering (templates write `arguments | tojson`); text that is not JSON stays a string.
+//!
+//! Over 600 lines: transformers' template environment and the Python-compatible filters
+//! it installs are one unit.
 
 use std::fmt::Write as _;
 

@@ -19,6 +19,9 @@
 //!
 //! Approval ids and call-back ids are read from the seed but never shown: they must
 //! come from the people (NPCs) who grant them.
+//!
+//! Over 600 lines: the AP, expense and ledger tools change the same private records (a
+//! payment run pays invoices and posts to the ledger), so they stay together.
 
 use std::collections::BTreeMap;
 
