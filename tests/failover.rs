@@ -330,7 +330,7 @@ async fn failover_a_killed_owners_rollouts_are_finished_by_the_survivors_with_no
 
 #[actix_web::test]
 async fn failover_a_cancel_sent_to_another_node_is_carried_out_by_the_owner() {
-    let model = start_fake_model(Behaviour::SlowAnswer(60_000)).await;
+    let model = start_fake_model(Behaviour::answer_after(60_000)).await;
     let cluster = Cluster::start();
     let task = first_task(&cluster).await;
     let run_id = cluster.launch(1, &slow_run(&task, 4, &model.address)).await;

@@ -21,7 +21,7 @@
 
 mod client;
 mod environments;
-mod fake_model;
+pub mod fake_model;
 mod feed;
 mod rollouts;
 pub mod synth;

@@ -350,7 +350,7 @@ async fn scenarios_list_and_tasks() {
 
 #[actix_web::test]
 async fn cancel_ends_a_watch_with_exit_1_and_delete_needs_yes_without_a_terminal() {
-    let model = start_fake_model(Behaviour::SlowAnswer(2_000)).await;
+    let model = start_fake_model(Behaviour::answer_after(2_000)).await;
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let launched = app

@@ -255,7 +255,7 @@ async fn the_dashboard_and_its_assets_are_served_without_a_token_and_nothing_ext
 
 #[actix_web::test]
 async fn the_runs_list_shows_a_new_run_progress_live_without_reloading() {
-    let model = start_fake_model(Behaviour::SlowAnswer(1_000)).await;
+    let model = start_fake_model(Behaviour::answer_after(1_000)).await;
     let service = spawn_app().await;
     let app = &service;
     let oracle = app

@@ -7,11 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use parking_lot::Mutex;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -347,27 +343,7 @@ pub async fn run_cli_async(args: &[&str], env: &[(&str, &str)]) -> (i32, String,
     .unwrap()
 }
 
-/// Requests a fake server received: the Authorization header and the JSON body.
-pub type Recorded = Arc<Mutex<Vec<(Option<String>, Value)>>>;
-
-/// A local OpenAI-compatible model server that records every request it gets.
-#[derive(Clone, Copy)]
-pub enum Behaviour {
-    /// One tool call with bogus arguments, then a final answer, each after a delay.
-    ToolThenAnswer { delay_ms: u64 },
-    /// Always 500 with `Retry-After: 0`.
-    AlwaysFailing,
-    /// A final answer after this many milliseconds.
-    SlowAnswer(u64),
-    /// A tool call every turn; a request without tools (a summary) gets a summary.
-    AlwaysTool,
-    /// The i-th request (from 0) gets the final answer `answers[i % len]`, with usage
-    /// 100 prompt + 10 completion tokens.
-    Answers(&'static [&'static str]),
-    /// Always this error status with `Retry-After: 0`, in a body that quotes the
-    /// Authorization header it got, as some providers quote the key they refuse.
-    Status(u16),
-}
+pub use rl_gym::load::fake_model::{Behaviour, FakeServer as FakeModel, Recorded};
 
 /// A rollout of [`Behaviour::ToolThenAnswer`] finished with nothing repeated: its two
 /// assistant turns, two steps and one tool call, each once.
@@ -388,92 +364,12 @@ pub fn assert_tool_then_answer_once(detail: &Value) {
     assert_eq!(detail["status"], "completed", "{detail}");
 }
 
-pub struct FakeModel {
-    pub address: String,
-    pub requests: Recorded,
-}
-
+/// A fake model on a random loopback port, recording every request it gets.
 pub async fn start_fake_model(behaviour: Behaviour) -> FakeModel {
-    let requests: Recorded = Arc::default();
-    let seen = requests.clone();
-    let server = HttpServer::new(move || {
-        let seen = seen.clone();
-        App::new().route(
-            "/v1/chat/completions",
-            web::post().to(move |req: HttpRequest, body: web::Json<Value>| {
-                let seen = seen.clone();
-                async move {
-                    let auth = req
-                        .headers()
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    let body = body.into_inner();
-                    let index = {
-                        let mut seen = seen.lock();
-                        seen.push((auth.clone(), body.clone()));
-                        seen.len() - 1
-                    };
-                    match behaviour {
-                        Behaviour::Answers(answers) => HttpResponse::Ok().json(json!({
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": answers[index % answers.len()]}}],
-                            "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-                        })),
-                        Behaviour::Status(code) => {
-                            let status = actix_web::http::StatusCode::from_u16(code).unwrap();
-                            HttpResponse::build(status)
-                                .insert_header(("retry-after", "0"))
-                                .json(json!({"error": {"message": format!(
-                                    "refused {}", auth.unwrap_or_default()
-                                )}}))
-                        }
-                        Behaviour::AlwaysTool => {
-                            let message = match body["tools"][0]["function"]["name"].as_str() {
-                                None => json!({"role": "assistant", "content": "SUMMARY: tried the tools."}),
-                                Some(tool) => json!({"role": "assistant", "content": null, "tool_calls": [
-                                    {"id": format!("call_{}", seen.lock().len()), "type": "function",
-                                     "function": {"name": tool, "arguments": "{}"}}]}),
-                            };
-                            HttpResponse::Ok().json(json!({"choices": [{"index": 0, "message": message}]}))
-                        }
-                        Behaviour::SlowAnswer(ms) => {
-                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                            HttpResponse::Ok().json(json!({
-                                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}}]
-                            }))
-                        }
-                        Behaviour::AlwaysFailing => HttpResponse::InternalServerError()
-                            .insert_header(("retry-after", "0"))
-                            .json(json!({"error": {"message": "the model is overloaded"}})),
-                        Behaviour::ToolThenAnswer { delay_ms } => {
-                            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-                            let last_role = body["messages"].as_array().unwrap().last().unwrap()["role"].clone();
-                            let message = if last_role == "tool" {
-                                json!({"role": "assistant", "content": "All done."})
-                            } else {
-                                let tool = body["tools"][0]["function"]["name"].clone();
-                                json!({"role": "assistant", "content": null, "tool_calls": [
-                                    {"id": "call_a", "type": "function", "function": {"name": tool, "arguments": "{\"bogus\": 1}"}}
-                                ]})
-                            };
-                            HttpResponse::Ok().json(json!({
-                                "id": "chatcmpl-1",
-                                "object": "chat.completion",
-                                "choices": [{"index": 0, "message": message, "finish_reason": "stop",
-                                             "logprobs": {"content": [{"token": "All", "logprob": -0.25, "top_logprobs": []}]}}],
-                                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-                            }))
-                        }
-                    }
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let address = format!("http://{}/v1", server.addrs()[0]);
-    actix_rt::spawn(server.run());
-    FakeModel { address, requests }
+    let bind = "127.0.0.1:0".parse().unwrap();
+    let (server, fake) = rl_gym::load::fake_model::start(behaviour, bind, true).unwrap();
+    actix_rt::spawn(server);
+    fake
 }
 
 /// One server-sent event.

@@ -370,7 +370,7 @@ fn assert_too_many_pending(response: &reqwest::Response) {
 
 #[actix_web::test]
 async fn launches_and_forks_beyond_the_pending_cap_get_429() {
-    let model = start_fake_model(Behaviour::SlowAnswer(60_000)).await;
+    let model = start_fake_model(Behaviour::answer_after(60_000)).await;
     let (app, _dir) = spawn_with(|s| s.max_pending_rollouts = 5).await;
     let task = first_hr_task(&app).await;
 

@@ -25,7 +25,7 @@ async fn probe(app: &TestApp, body: &Value) -> Value {
 
 #[actix_web::test]
 async fn a_working_model_succeeds_with_one_call_and_builtin_needs_none() {
-    let model = start_fake_model(Behaviour::SlowAnswer(0)).await;
+    let model = start_fake_model(Behaviour::answer_after(0)).await;
     let app = spawn_app().await;
     let answer = probe(&app, &config(&model.address)).await;
     assert_eq!(answer["success"], true, "{answer}");
@@ -84,7 +84,7 @@ async fn each_provider_failure_is_named_and_tried_once() {
 
 #[actix_web::test]
 async fn a_model_slower_than_the_server_timeout_is_a_timeout() {
-    let model = start_fake_model(Behaviour::SlowAnswer(10_000)).await;
+    let model = start_fake_model(Behaviour::answer_after(10_000)).await;
     let temp = tempfile::tempdir().unwrap();
     let mut settings = settings_for(temp.path());
     settings.model_timeout_secs = 1;

@@ -64,7 +64,7 @@ async fn scripted_replies_arrive_in_the_inbox_during_the_rollout() {
 
 #[actix_web::test]
 async fn a_user_model_writes_the_replies_in_character() {
-    let model = start_fake_model(Behaviour::SlowAnswer(0)).await;
+    let model = start_fake_model(Behaviour::answer_after(0)).await;
     let app = spawn_app().await;
     let tasks = recruiting_tasks(&app.get_json("/scenarios/hr_recruiting/tasks").await);
     let launched = app

@@ -331,7 +331,7 @@ async fn the_run_list_filters_pages_and_expands_newest_first() {
 
 #[actix_web::test]
 async fn cancelling_stops_pending_rollouts_at_once_and_running_ones_after_their_step() {
-    let model = start_fake_model(Behaviour::SlowAnswer(300)).await;
+    let model = start_fake_model(Behaviour::answer_after(300)).await;
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let launched = app

@@ -599,7 +599,7 @@ async fn a_failing_fsync_is_a_503_that_acknowledges_nothing_and_the_service_reco
 
 #[actix_web::test]
 async fn a_hanging_model_and_a_hanging_tool_server_are_cut_off_by_timeouts() {
-    let model = start_fake_model(Behaviour::SlowAnswer(10_000)).await;
+    let model = start_fake_model(Behaviour::answer_after(10_000)).await;
     let (app, _temp) = spawn_with(|s| {
         s.model_timeout_secs = 1;
         s.tool_timeout_secs = 1;

@@ -143,7 +143,7 @@ async fn two_successes_in_five_rollouts_give_the_hand_computed_figures() {
 #[actix_web::test]
 async fn failed_rollouts_are_attempts_scoring_zero_and_cancelled_ones_are_left_out() {
     let failing = start_fake_model(Behaviour::AlwaysFailing).await;
-    let slow = start_fake_model(Behaviour::SlowAnswer(30_000)).await;
+    let slow = start_fake_model(Behaviour::answer_after(30_000)).await;
     let app = spawn_app().await;
 
     let failed = finished_run(&app, &custom_run(&failing, &[TASK], 2)).await;
