@@ -296,3 +296,33 @@ fn documents_are_the_scenario_seed_files() {
     )
     .contains("Available"));
 }
+
+#[test]
+fn statuses_are_spelled_as_in_the_state_json() {
+    use super::{EmployeeStatus, LeaveStatus, RequisitionStatus, Stage};
+    for s in Stage::ALL {
+        assert_eq!(json!(s), json!(s.as_str()));
+        assert_eq!(Stage::parse(s.as_str()), Some(s));
+    }
+    for s in [
+        LeaveStatus::Pending,
+        LeaveStatus::Approved,
+        LeaveStatus::Rejected,
+    ] {
+        assert_eq!(json!(s), json!(s.as_str()));
+    }
+    for s in [
+        RequisitionStatus::Open,
+        RequisitionStatus::OnHold,
+        RequisitionStatus::Closed,
+    ] {
+        assert_eq!(json!(s), json!(s.as_str()));
+    }
+    for s in [
+        EmployeeStatus::Active,
+        EmployeeStatus::PreStart,
+        EmployeeStatus::Terminated,
+    ] {
+        assert_eq!(json!(s), json!(s.as_str()));
+    }
+}
