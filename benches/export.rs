@@ -9,12 +9,12 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use rl_gym::actors::journal::encode;
 use rl_gym::config::Settings;
 use rl_gym::domain::chat::Message;
 use rl_gym::domain::events::*;
 use rl_gym::domain::ids::{rollout_stream, run_stream};
 use rl_gym::domain::verdict::{CheckResult, Verdict};
+use rl_gym::journal::encode;
 use rl_gym::startup::Application;
 use rl_gym::store::file::FileStore;
 use rl_gym::store::{EventStore, ExpectedState};

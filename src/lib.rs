@@ -43,6 +43,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod journal;
 pub mod llm;
 pub mod load;
 pub mod metrics;

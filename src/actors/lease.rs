@@ -26,12 +26,13 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 
 use super::registry::{CancelRun, HaltRun, IsActive, Registry, StartRun};
-use super::{journal, Gym, GymError};
+use super::{Gym, GymError};
 use crate::domain::events::Event;
 use crate::domain::ids::lease_stream;
 use crate::domain::lease::{decide, LeaseCommand, LeaseRefusal, LeaseState};
+use crate::journal;
 use crate::metrics::Metrics;
-use crate::projections::{decode, Projections};
+use crate::projections::Projections;
 use crate::store::{subscribe_all, EventStore, StoreError};
 
 /// Appends refused by a concurrent writer before an operation gives up for this time.
@@ -423,7 +424,7 @@ async fn follow_commands(gym: Gym) {
             ) {
                 continue;
             }
-            let run_id = match decode(&recorded) {
+            let run_id = match journal::decode_record(&recorded) {
                 Ok(Event::RunCancelRequested(e)) => e.run_id,
                 Ok(Event::RunDeleted(e)) => {
                     if let Err(error) = gym.deps.secrets.forget(&e.run_id) {

@@ -5,7 +5,6 @@
 //! reads a run's stream, lets the domain decide, appends, then tells the actors.
 
 pub mod fork;
-pub mod journal;
 pub mod lease;
 pub mod registry;
 pub mod reverify;
@@ -27,6 +26,7 @@ use crate::domain::budget::{Budget, PriceTable, Spend};
 use crate::domain::events::{Event, GroupConsumed, PolicyUpdated, RunLaunched};
 use crate::domain::ids::run_stream;
 use crate::domain::run::{decide, RunCommand, RunRefusal, RunState};
+use crate::journal;
 use crate::metrics::Metrics;
 use crate::scenarios::Catalog;
 use crate::store::{EventStore, StoreError};

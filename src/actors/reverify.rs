@@ -9,12 +9,13 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::{journal, step_loop, Gym, GymError};
+use super::{step_loop, Gym, GymError};
 use crate::domain::events::{Event, RolloutReverified, RunLaunched, ScheduledRollout};
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::RolloutStatus;
 use crate::domain::run::RunRefusal;
 use crate::domain::secret::ApiKey;
+use crate::journal;
 use crate::scenarios::{Scenario, Task};
 use crate::store::StoreError;
 use crate::tools::replay;

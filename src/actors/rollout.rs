@@ -9,8 +9,9 @@ use chrono::Utc;
 
 use super::run::{RolloutEnded, RunActor};
 use super::step_loop::{self, RolloutJob};
-use super::{journal, Deps};
+use super::Deps;
 use crate::domain::events::{Event, RolloutFailed};
+use crate::journal;
 
 pub struct RolloutActor {
     deps: Arc<Deps>,

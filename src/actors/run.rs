@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::registry::{Registry, RunEnded, StartRun};
 use super::rollout::RolloutActor;
 use super::step_loop::RolloutJob;
-use super::{journal, Deps};
+use super::Deps;
 use crate::domain::budget::{exhausted, Budget, RunPrices, Spend};
 use crate::domain::events::{
     ContinuousSettings, Event, RolloutCancelled, RolloutRestarted, RunLaunched, ScheduledRollout,
@@ -29,6 +29,7 @@ use crate::domain::feed::{draw_group, Feed, Policy};
 use crate::domain::ids::new_rollout_id;
 use crate::domain::ids::run_stream;
 use crate::domain::run::{decide, RunCommand};
+use crate::journal;
 use crate::store::StoreError;
 use uuid::Uuid;
 

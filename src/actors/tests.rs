@@ -424,7 +424,7 @@ async fn events_of(store: &dyn EventStore, rollout_id: &str) -> Vec<Event> {
         .await
         .unwrap()
         .iter()
-        .map(|r| Event::decode(&r.event_type, r.schema_version, &r.data).unwrap())
+        .map(|r| crate::journal::decode_record(r).unwrap())
         .collect()
 }
 

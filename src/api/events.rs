@@ -21,7 +21,7 @@ use crate::domain::events::{Event, EVENT_TYPES};
 use crate::domain::ids::{rollout_stream, run_stream};
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorCode};
-use crate::projections::{self, Projections};
+use crate::projections::Projections;
 use crate::store::{subscribe_all, RecordedEvent, Subscription};
 
 /// A comment line sent when nothing happened for this long, so proxies keep the
@@ -200,7 +200,7 @@ impl Feed {
             if !self.scope.wants(&recorded) {
                 continue;
             }
-            let event = match projections::decode(&recorded) {
+            let event = match crate::journal::decode_record(&recorded) {
                 Ok(event) => event,
                 Err(error) => {
                     tracing::error!(%error, "event stream ends at an undecodable event");

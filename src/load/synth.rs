@@ -60,7 +60,7 @@ impl SynthRun {
 
 /// Events as a new stream's appends carry them (deterministic ids, as the journal's).
 pub fn encode(stream: &str, events: &[Event]) -> Vec<EventData> {
-    crate::actors::journal::encode(stream, 0, events)
+    crate::journal::encode(stream, 0, events)
 }
 
 impl Synth {

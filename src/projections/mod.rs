@@ -30,7 +30,7 @@ pub enum ProjectionError {
     Decode { position: u64, source: DecodeError },
 }
 
-/// Decodes a recorded event into the domain's type.
+/// A recorded event decoded (by the journal), its position named if it does not.
 pub fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError> {
     decode_at(
         recorded.position,
@@ -46,7 +46,7 @@ fn decode_at(
     schema_version: u16,
     data: &[u8],
 ) -> Result<Event, ProjectionError> {
-    Event::decode(event_type, schema_version, data)
+    crate::journal::decode(event_type, schema_version, data)
         .map_err(|source| ProjectionError::Decode { position, source })
 }
 

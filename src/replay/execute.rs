@@ -8,9 +8,9 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::actors::journal;
 use crate::domain::events::{Event, NpcReplied, RunLaunched};
 use crate::domain::rollout::RolloutState;
+use crate::journal;
 use crate::npc;
 use crate::scenarios::{Catalog, Scenario, Task};
 use crate::store::file::FileStore;

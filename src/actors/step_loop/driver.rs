@@ -7,12 +7,12 @@ use tokio::task::JoinHandle;
 
 use super::redact::redact_event;
 use super::RolloutJob;
-use crate::actors::journal;
 use crate::actors::Deps;
 use crate::config::secrets::Redactor;
 use crate::domain::events::Event;
 use crate::domain::ids::rollout_stream;
 use crate::domain::rollout::RolloutState;
+use crate::journal;
 use crate::projections::RolloutContent;
 use crate::store::StoreError;
 

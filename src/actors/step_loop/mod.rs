@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::journal;
 use super::run::{RunBudget, RunPolicy};
 use super::Deps;
 use crate::config::secrets::RunKeys;
@@ -40,6 +39,7 @@ use crate::domain::events::{
 };
 use crate::domain::faults::ToolFaults;
 use crate::domain::rollout::{NextAction, RolloutStatus};
+use crate::journal;
 use crate::llm::ModelClient;
 use crate::projections::RolloutContent;
 use crate::scenarios::{Scenario, Task};

@@ -12,13 +12,14 @@ use super::driver::{Driver, Failure, StepError};
 use super::judge::{self, rubric_status};
 use super::summary::summarize;
 use super::tools::{self, npc_replies, rebuild_local, Tools};
-use super::{default_system_prompt, journal, Context};
+use super::{default_system_prompt, Context};
 use crate::domain::chat::{Message, ToolCall};
 use crate::domain::events::{
     CompletionReason, Event, ModelCalled, NpcEmail, NpcReplied, RolloutCompleted, RolloutStarted,
     RolloutVerified, RubricGraded,
 };
 use crate::domain::feed::is_stale;
+use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
 
 impl Context<'_> {

@@ -1,14 +1,19 @@
-//! Writing domain events to the log: deterministic event ids (so a retried append is
-//! a no-op) and optimistic concurrency on every stream (so two writers can never both
-//! extend one).
+//! The one codec between the domain's events and the log's records, and the streams
+//! read and written through it. Writing: deterministic event ids (so a retried append
+//! is a no-op), today's schema version, and optimistic concurrency on every stream (so
+//! two writers can never both extend one). Reading: [`decode`] is where every record
+//! becomes an event (the actors' folds, the views, replay and the API's event stream),
+//! so an upcaster for an older schema version has one place to go.
 
 use crate::domain::budget::Spend;
-use crate::domain::events::{Event, RunLaunched, ScheduledRollout, CURRENT_SCHEMA_VERSION};
+use crate::domain::events::{
+    DecodeError, Event, RunLaunched, ScheduledRollout, CURRENT_SCHEMA_VERSION,
+};
 use crate::domain::ids::{event_id, lease_stream, rollout_stream, run_stream};
 use crate::domain::lease::LeaseState;
 use crate::domain::rollout::RolloutState;
 use crate::domain::run::RunState;
-use crate::store::{AppendResult, EventData, EventStore, ExpectedState, StoreError};
+use crate::store::{AppendResult, EventData, EventStore, ExpectedState, RecordedEvent, StoreError};
 
 /// Appends `events` to `stream`, whose last revision must be `last_revision`
 /// (`None`: the stream must not exist yet).
@@ -59,6 +64,20 @@ pub fn encode(stream: &str, first: u64, events: &[Event]) -> Vec<EventData> {
         .collect()
 }
 
+/// The event a record holds, from its type, schema version and payload.
+pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Event, DecodeError> {
+    Event::decode(event_type, schema_version, data)
+}
+
+/// The event a recorded event holds.
+pub fn decode_record(recorded: &RecordedEvent) -> Result<Event, DecodeError> {
+    decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    )
+}
+
 /// Reads a stream from `from_revision` on and hands each event with its revision to
 /// `fold`.
 async fn fold_stream(
@@ -68,12 +87,7 @@ async fn fold_stream(
     mut fold: impl FnMut(&Event, u64),
 ) -> Result<(), StoreError> {
     for recorded in store.read_stream(stream, from_revision).await? {
-        let event = Event::decode(
-            &recorded.event_type,
-            recorded.schema_version,
-            &recorded.data,
-        )
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event = decode_record(&recorded).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         fold(&event, recorded.revision);
     }
     Ok(())
