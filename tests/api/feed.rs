@@ -376,7 +376,7 @@ fn fake_model_run(task: &str, model: &str, settings: Value) -> Value {
 }
 
 /// Waits until the fake model has been asked `n` times.
-async fn asked(requests: &crate::helpers::Recorded, n: usize) {
+async fn asked(requests: &rl_gym::load::fake_model::Recorded, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while requests.lock().len() < n {
         assert!(Instant::now() < deadline, "the model was not asked");

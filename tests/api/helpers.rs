@@ -343,7 +343,7 @@ pub async fn run_cli_async(args: &[&str], env: &[(&str, &str)]) -> (i32, String,
     .unwrap()
 }
 
-pub use rl_gym::load::fake_model::{Behaviour, FakeServer as FakeModel, Recorded};
+pub use rl_gym::load::fake_model::{Behaviour, FakeServer as FakeModel};
 
 /// A rollout of [`Behaviour::ToolThenAnswer`] finished with nothing repeated: its two
 /// assistant turns, two steps and one tool call, each once.

@@ -156,7 +156,7 @@ async fn summarization_keeps_exactly_context_stride_recent_exchanges() {
 #[actix_web::test]
 async fn an_azure_openai_run_calls_the_deployment_with_the_api_key_header() {
     use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    let seen: Recorded = Default::default();
+    let seen: rl_gym::load::fake_model::Recorded = Default::default();
     let recorded = seen.clone();
     let server = HttpServer::new(move || {
         let recorded = recorded.clone();
