@@ -26,7 +26,7 @@ fn budgeted_run(model: &FakeModel, task: &str, rollouts: u32, max_total_tokens: 
 async fn wait_for_status(app: &TestApp, run_id: &str, wanted: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = app.get_json(&format!("/runs/{run_id}")).await;
+        let status = app.run(run_id).await;
         if status["status"] == wanted {
             return status;
         }
@@ -236,12 +236,12 @@ async fn a_paused_run_stays_paused_across_a_restart_and_keeps_its_spend() {
     let app = spawn_app().await;
     let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 0 }).await;
     let run_id = paused_run(&app, &model).await;
-    let before = app.get_json(&format!("/runs/{run_id}")).await;
+    let before = app.run(&run_id).await;
     let data_dir = app.data_dir.clone();
     let temp = app.stop_keep_data().await;
 
     let app = spawn_app_with(settings_for(&data_dir)).await;
-    let after = app.get_json(&format!("/runs/{run_id}")).await;
+    let after = app.run(&run_id).await;
     assert_eq!(after, before);
     assert_quiet(&model, 3).await;
 

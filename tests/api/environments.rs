@@ -320,9 +320,7 @@ async fn a_run_pointed_at_a_hosted_environment_acts_on_it_and_is_scored_on_it() 
     let status = app.wait_until_finished(run_id).await;
     assert_eq!(status["completed"], 1, "{status}");
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(rollout["score"], 1.0, "{rollout}");
     assert!(!rollout["tool_calls"].as_array().unwrap().is_empty());
 

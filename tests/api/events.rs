@@ -29,7 +29,7 @@ async fn a_runs_stream_delivers_every_event_once_across_a_reconnect_and_ends_wit
         seen.push(first.next_event().await.expect("the run is still going"));
     }
     drop(first);
-    let status = app.get_json(&format!("/runs/{run_id}")).await;
+    let status = app.run(run_id).await;
     assert_ne!(
         status["status"], "completed",
         "the reconnect happens mid-run"

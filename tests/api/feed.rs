@@ -221,24 +221,6 @@ async fn a_group_read_first_from_memory_then_from_the_log_is_the_same() {
     app.stop().await;
 }
 
-async fn status(app: &TestApp, run_id: &str) -> Value {
-    app.get_json(&format!("/runs/{run_id}?rollouts=false"))
-        .await
-}
-
-/// Polls the run's status until `done` says so.
-async fn status_until(app: &TestApp, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = status(app, run_id).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[actix_web::test]
 async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowledges() {
     let app = spawn_app().await;
@@ -251,15 +233,17 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         .as_str()
         .unwrap()
         .to_string();
-    let held = status_until(&app, &run_id, |s| s["feed"]["waiting_for_consumer"] == true).await;
+    let held = app
+        .run_until(&run_id, |s| s["feed"]["waiting_for_consumer"] == true)
+        .await;
     assert_eq!(held["feed"]["groups_unconsumed"], 2, "{held}");
     assert_eq!(held["status"], "running", "{held}");
     // Held back: nothing more starts however long the consumer takes (a group drawn
     // ahead waits, pending).
     let started = |s: &Value| s["completed"].as_u64().unwrap() + s["in_progress"].as_u64().unwrap();
-    let held = status_until(&app, &run_id, |s| s["in_progress"] == 0).await;
+    let held = app.run_until(&run_id, |s| s["in_progress"] == 0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let still = status(&app, &run_id).await;
+    let still = app.run_summary(&run_id).await;
     assert_eq!(started(&still), started(&held), "{still}");
     assert_eq!(still["in_progress"], 0, "{still}");
     assert_eq!(still["feed"]["waiting_for_consumer"], true, "{still}");
@@ -273,10 +257,11 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
     assert_eq!(group_ids(&newer), [1], "{newer}");
     let answer = ack(&app.client, &app.address, &run_id, "trainer", &[0]).await;
     assert_eq!(answer["acknowledged"], json!([0]));
-    let after = status_until(&app, &run_id, |s| {
-        started(s) > started(&held) && s["feed"]["waiting_for_consumer"] == true
-    })
-    .await;
+    let after = app
+        .run_until(&run_id, |s| {
+            started(s) > started(&held) && s["feed"]["waiting_for_consumer"] == true
+        })
+        .await;
     assert_eq!(after["feed"]["groups_unconsumed"], 2, "{after}");
     // An unknown or unfinished group is refused, naming it.
     let response = app
@@ -293,7 +278,7 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         .post(&format!("/runs/{run_id}/cancel"), &json!({}))
         .await;
     assert_eq!(cancelled.status(), StatusCode::OK);
-    let end = status_until(&app, &run_id, |s| s["status"] == "cancelled").await;
+    let end = app.run_until(&run_id, |s| s["status"] == "cancelled").await;
     assert_eq!(end["feed"]["waiting_for_consumer"], false, "{end}");
     app.stop().await;
 }
@@ -385,9 +370,7 @@ async fn asked(requests: &rl_gym::load::fake_model::Recorded, n: usize) {
 }
 
 async fn rollout_turns(app: &TestApp, run_id: &str, rollout_id: &str) -> Vec<Value> {
-    let detail = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let detail = app.rollout(run_id, rollout_id).await;
     detail["trajectory"]
         .as_array()
         .unwrap()
@@ -464,7 +447,7 @@ async fn a_policy_switch_mid_rollout_is_recorded_on_every_later_turn_and_a_stale
     assert_eq!(new.requests.lock().len(), 3);
     let turns = rollout_turns(&app, &run_id, first["rollout_id"].as_str().unwrap()).await;
     assert_eq!(turns.len(), 2);
-    let status = status(&app, &run_id).await;
+    let status = app.run_summary(&run_id).await;
     assert_eq!(status["feed"]["policy_version"], "v1", "{status}");
     assert_eq!(status["status"], "completed", "{status}");
     app.stop().await;
@@ -487,15 +470,13 @@ async fn a_rollout_more_than_max_staleness_behind_is_restarted_from_scratch_unde
     assert!(rollout["reward"].as_f64().is_some(), "{rollout}");
     // The stale rollout was cancelled with the reason; the run counts both.
     let stale_id = group["restarted"][0].as_str().unwrap();
-    let stale = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{stale_id}"))
-        .await;
+    let stale = app.rollout(&run_id, stale_id).await;
     assert_eq!(stale["status"], "cancelled", "{stale}");
     assert!(
         stale["error"].as_str().unwrap().contains("max_staleness"),
         "{stale}"
     );
-    let status = status(&app, &run_id).await;
+    let status = app.run_summary(&run_id).await;
     assert_eq!(status["total"], 2, "{status}");
     assert_eq!(status["status"], "completed", "{status}");
     let metrics = app.get("/metrics").await.text().await.unwrap();

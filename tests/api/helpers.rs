@@ -116,6 +116,36 @@ impl TestApp {
         body
     }
 
+    /// `GET /runs/{run_id}`: the run's status with its rollouts.
+    pub async fn run(&self, run_id: &str) -> Value {
+        self.get_json(&format!("/runs/{run_id}")).await
+    }
+
+    /// `GET /runs/{run_id}?rollouts=false`: the run's status alone.
+    pub async fn run_summary(&self, run_id: &str) -> Value {
+        self.get_json(&format!("/runs/{run_id}?rollouts=false"))
+            .await
+    }
+
+    /// Polls the run's status (without its rollouts) until `done` says so.
+    pub async fn run_until(&self, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.run_summary(run_id).await;
+            if done(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GET /runs/{run_id}/rollouts/{rollout_id}`: one rollout in full.
+    pub async fn rollout(&self, run_id: &str, rollout_id: &str) -> Value {
+        self.get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
+            .await
+    }
+
     /// Polls the run until every rollout has finished.
     pub async fn wait_until_finished(&self, run_id: &str) -> Value {
         wait_until_finished(&self.client, &self.address, run_id).await

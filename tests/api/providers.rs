@@ -28,9 +28,7 @@ async fn a_custom_provider_run_records_tool_calls_usage_and_logprobs() {
     assert_eq!(status["model_config"]["api_key"], "***");
 
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(rollout["steps"], 2);
     let call = &rollout["tool_calls"][0];
     assert_eq!(call["arguments"], "{\"bogus\": 1}");
@@ -86,9 +84,7 @@ async fn a_provider_that_keeps_failing_fails_the_rollout_with_its_message() {
     assert_eq!(status["failed"], 1, "{status}");
     assert_eq!(status["status"], "failed");
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(
         rollout["error"],
         "model call failed at step 1: provider answered 500: the model is overloaded"
@@ -138,9 +134,7 @@ async fn summarization_keeps_exactly_context_stride_recent_exchanges() {
         assert_eq!(messages.len(), 3 + 2 * 2);
     }
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(rollout["steps"], 7);
     assert_eq!(rollout["completion_reason"], "max_steps");
     let shown = rollout["trajectory"]

@@ -170,9 +170,7 @@ async fn grpo_loop_example_trains_on_six_groups_and_prints_its_summary() {
     );
     // The server saw the same: six groups of four, each acknowledged by the example's
     // consumer, the third policy update in force, the run over.
-    let status = app
-        .get_json(&format!("/runs/{run_id}?rollouts=false"))
-        .await;
+    let status = app.run_summary(&run_id).await;
     assert_eq!(status["status"], "completed", "{status}");
     assert_eq!(status["total"], 24, "{status}");
     let feed = &status["feed"];
@@ -252,9 +250,7 @@ async fn grpo_loop_example_drives_a_model_server_and_switches_its_policy() {
     );
     // The model server answered every turn: each rollout called a tool, then answered,
     // and the policy in force at the end is the last one the example published.
-    let status = app
-        .get_json(&format!("/runs/{run_id}?rollouts=false"))
-        .await;
+    let status = app.run_summary(&run_id).await;
     assert_eq!(status["status"], "completed", "{status}");
     assert_eq!(status["completed"], 8, "{status}");
     assert_eq!(status["feed"]["policy_version"], "step-4", "{status}");

@@ -237,7 +237,7 @@ async fn outside_environment(tools: Value) -> String {
 async fn finished_rollouts(app: &TestApp, run_id: &str) -> Vec<Value> {
     let deadline = Instant::now() + RUN_DEADLINE;
     let status = loop {
-        let status = app.get_json(&format!("/runs/{run_id}")).await;
+        let status = app.run(run_id).await;
         let done = ["completed", "failed", "cancelled"]
             .iter()
             .map(|k| status[k].as_u64().unwrap())

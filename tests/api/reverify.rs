@@ -45,9 +45,7 @@ async fn reverify_with_a_changed_rubric_changes_the_score_and_keeps_the_old_verd
     assert_eq!(judge.requests.lock().len(), 2, "one judge call per rollout");
 
     let rollout_id = rescored[0]["rollout_id"].as_str().unwrap();
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(rollout["score"], 0.75, "the view shows the latest verdict");
     assert_eq!(rollout["rubric"]["score"], 0.5);
     let history = rollout["verdict_history"].as_array().unwrap();
@@ -67,9 +65,7 @@ async fn reverify_with_a_changed_rubric_changes_the_score_and_keeps_the_old_verd
         .unwrap();
     assert_eq!(again["rollouts"][0]["old_score"], 0.75);
     assert_eq!(again["rollouts"][0]["new_score"], 1.0);
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(rollout["verdict_history"].as_array().unwrap().len(), 3);
     assert_eq!(rollout["score"], 1.0);
 
@@ -86,17 +82,13 @@ async fn reverify_with_a_changed_rubric_changes_the_score_and_keeps_the_old_verd
     let empty = json!({});
     let (a, b) = futures::join!(app.post(&path, &empty), app.post(&path, &empty));
     assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(rollout["verdict_history"].as_array().unwrap().len(), 5);
 
     // A restart rebuilds the same history from the log.
     let temp = app.stop_keep_data().await.unwrap();
     let app = spawn_app_with(settings_for(temp.path())).await;
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     let history = rollout["verdict_history"].as_array().unwrap();
     assert_eq!(
         history

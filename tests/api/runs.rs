@@ -33,9 +33,7 @@ async fn a_noop_run_completes_with_no_credit_and_a_trajectory() {
     assert_eq!(done["rollouts"].as_array().unwrap().len(), 2);
 
     // The counts alone, for pollers of big runs.
-    let counts = app
-        .get_json(&format!("/runs/{run_id}?rollouts=false"))
-        .await;
+    let counts = app.run_summary(run_id).await;
     assert_eq!(counts["completed"], 2);
     assert_eq!(counts["status"], "completed");
     assert_eq!(counts["rollout_ids"], json!([]));
@@ -46,9 +44,7 @@ async fn a_noop_run_completes_with_no_credit_and_a_trajectory() {
     assert_eq!(body["detail"][0]["loc"], json!(["query", "rollouts"]));
 
     let rollout_id = done["rollout_ids"][0].as_str().unwrap();
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     assert_eq!(rollout["status"], "completed");
     assert_eq!(rollout["steps"], 1);
     assert_eq!(rollout["score"], 0.0);
@@ -352,7 +348,7 @@ async fn cancelling_stops_pending_rollouts_at_once_and_running_ones_after_their_
     assert_eq!(answer, json!({"run_id": run_id, "cancelled_rollouts": 20}));
 
     // Pending rollouts are cancelled before the answer.
-    let now = app.get_json(&format!("/runs/{run_id}")).await;
+    let now = app.run(run_id).await;
     assert_eq!(now["pending"], 0, "{now}");
     assert_eq!(
         now["cancelled"].as_u64().unwrap() + now["in_progress"].as_u64().unwrap(),
@@ -422,7 +418,7 @@ async fn max_parallel_bounds_the_rollouts_in_flight() {
     let launched = app.launch(&body).await;
     let run_id = launched["run_id"].as_str().unwrap();
     loop {
-        let status = app.get_json(&format!("/runs/{run_id}")).await;
+        let status = app.run(run_id).await;
         assert!(status["in_progress"].as_u64().unwrap() <= 2, "{status}");
         if status["completed"] == 20 {
             break;

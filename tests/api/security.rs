@@ -686,9 +686,7 @@ async fn a_hanging_model_and_a_hanging_tool_server_are_cut_off_by_timeouts() {
     let run_id = launched["run_id"].as_str().unwrap();
     let status = app.wait_until_finished(run_id).await;
     let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-    let rollout = app
-        .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-        .await;
+    let rollout = app.rollout(run_id, rollout_id).await;
     let first = &rollout["tool_calls"][0];
     assert_eq!(first["is_error"], true, "{rollout}");
     assert!(
@@ -1003,9 +1001,7 @@ async fn a_key_a_provider_echoes_is_recorded_and_served_nowhere() {
         let status = app.wait_until_finished(run_id).await;
         served.push_str(&status.to_string());
         let rollout_id = status["rollout_ids"][0].as_str().unwrap();
-        let rollout = app
-            .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-            .await;
+        let rollout = app.rollout(run_id, rollout_id).await;
         served.push_str(&rollout.to_string());
         rollouts.push(rollout);
         // The run's event stream replays its events and ends with the run.

@@ -236,7 +236,7 @@ async fn the_runs_documents_examples_work_as_written() {
 
     // Get run status: "same schema as items in the list runs response".
     let listed_item = &parse(RUN_LIST)["runs"][0];
-    let status = app.get_json(&format!("/runs/{run_id}")).await;
+    let status = app.run(run_id).await;
     assert_shape(listed_item, &status, "run status");
 
     let listed = app.get_json("/runs?source=rl-gym&limit=50&offset=0").await;

@@ -141,7 +141,7 @@ async fn token_settings_a_provider_or_config_cannot_honour_are_refused_naming_th
         .await;
     assert_eq!(response.status(), 422);
     // Nor does a run without them show them in its config.
-    let run = app.get_json(&format!("/runs/{run_id}")).await;
+    let run = app.run(run_id).await;
     assert!(run["model_config"].get("return_tokens").is_none(), "{run}");
     app.stop().await;
 }
@@ -241,7 +241,7 @@ async fn token_out_records_the_ids_a_vllm_style_server_returned_and_exports_them
         detail["logprobs"].as_array().is_none_or(|l| l.is_empty()),
         "{detail}"
     );
-    let status = app.get_json(&format!("/runs/{run_id}")).await;
+    let status = app.run(run_id).await;
     assert_eq!(status["model_config"]["return_tokens"], true, "{status}");
     assert_eq!(status["model_config"]["policy_version"], "v7", "{status}");
 
@@ -751,14 +751,12 @@ async fn finished_rollout(app: &TestApp, launched: &Value) -> Value {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(1_500);
     loop {
-        let status = app.get_json(&format!("/runs/{run_id}")).await;
+        let status = app.run(run_id).await;
         let rollout_id = status["rollout_ids"][0]
             .as_str()
             .unwrap_or(&rollout_id)
             .to_string();
-        let detail = app
-            .get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
-            .await;
+        let detail = app.rollout(run_id, &rollout_id).await;
         if ["completed", "failed", "cancelled"].contains(&detail["status"].as_str().unwrap_or("")) {
             return detail;
         }
