@@ -25,7 +25,7 @@ use crate::domain::budget::{exhausted, Budget, RunPrices, Spend};
 use crate::domain::events::{
     ContinuousSettings, Event, RolloutCancelled, RolloutRestarted, RunLaunched, ScheduledRollout,
 };
-use crate::domain::feed::{draw_group, Feed, Policy};
+use crate::domain::feed::{draw_group, Feed, GroupProgress, Policy};
 use crate::domain::ids::new_rollout_id;
 use crate::domain::ids::run_stream;
 use crate::domain::run::{decide, RunCommand};
@@ -233,8 +233,7 @@ struct GroupDriver {
     feed: Feed,
     /// Unfinished rollout → its group.
     member_of: HashMap<String, u32>,
-    /// Per group: its unfinished rollouts.
-    unfinished: Vec<u32>,
+    progress: GroupProgress,
     /// Complete groups no consumer acknowledged.
     unconsumed: u32,
     drawing: bool,
@@ -245,7 +244,7 @@ impl GroupDriver {
         let mut driver = GroupDriver {
             settings,
             member_of: HashMap::new(),
-            unfinished: Vec::new(),
+            progress: GroupProgress::default(),
             unconsumed: 0,
             drawing: false,
             feed: Feed::default(),
@@ -256,7 +255,7 @@ impl GroupDriver {
                 .iter()
                 .filter(|id| unfinished_ids.contains(id.as_str()));
             driver.add(index as u32, ids);
-            if driver.unfinished[index] == 0 && !feed.consumed_by_any(index as u32) {
+            if driver.progress.is_complete(index as u32) && !feed.consumed_by_any(index as u32) {
                 driver.unconsumed += 1;
             }
         }
@@ -265,13 +264,10 @@ impl GroupDriver {
     }
 
     fn add<'a>(&mut self, group: u32, unfinished: impl IntoIterator<Item = &'a String>) {
-        let slot = group as usize;
-        if self.unfinished.len() <= slot {
-            self.unfinished.resize(slot + 1, 0);
-        }
+        self.progress.open(group);
         for id in unfinished {
             self.member_of.insert(id.clone(), group);
-            self.unfinished[slot] += 1;
+            self.progress.join(group);
         }
     }
 
@@ -284,9 +280,7 @@ impl GroupDriver {
             self.member_of.insert(new.to_string(), group);
             return;
         }
-        let left = &mut self.unfinished[group as usize];
-        *left = left.saturating_sub(1);
-        if *left == 0 && !self.feed.consumed_by_any(group) {
+        if self.progress.leave(group) && !self.feed.consumed_by_any(group) {
             self.unconsumed += 1;
         }
     }
@@ -294,8 +288,7 @@ impl GroupDriver {
     fn consumed(&mut self, event: &Event) {
         if let Event::GroupConsumed(e) = event {
             for &group in &e.groups {
-                let complete = self.unfinished.get(group as usize) == Some(&0);
-                if complete && !self.feed.consumed_by_any(group) {
+                if self.progress.is_complete(group) && !self.feed.consumed_by_any(group) {
                     self.unconsumed = self.unconsumed.saturating_sub(1);
                 }
             }

@@ -53,12 +53,12 @@ pub struct FeedStatus {
 
 impl FeedStatus {
     pub fn of(run: &RunView) -> FeedStatus {
-        let complete = run.groups_complete;
+        let complete = run.groups.complete();
         // Only complete groups can be acknowledged (the ack checks).
         let unconsumed = complete.saturating_sub(run.feed.acknowledged.len() as u32);
         let max = run.feed.continuous.map(|c| c.max_unconsumed_groups);
         FeedStatus {
-            groups_scheduled: run.groups_unfinished.len() as u32,
+            groups_scheduled: run.groups.len() as u32,
             groups_complete: complete,
             groups_unconsumed: unconsumed,
             max_unconsumed_groups: max,
@@ -123,7 +123,7 @@ fn find(views: &Views, run: &RunView, consumer: &str, after: Option<u32>, limit:
         .iter()
         .enumerate()
         .skip(first)
-        .filter(|(i, _)| !acked.contains(&(*i as u32)) && run.group_complete(*i as u32))
+        .filter(|(i, _)| !acked.contains(&(*i as u32)) && run.groups.is_complete(*i as u32))
         .take(limit)
         .map(|(i, g)| (i as u32, g.clone()))
         .collect();
@@ -429,7 +429,7 @@ async fn ack(
                     ),
                     "value_error",
                 ),
-                Some(_) if !run.group_complete(id) => c.push(
+                Some(_) if !run.groups.is_complete(id) => c.push(
                     &["body", "group_ids"],
                     &loc,
                     format!("Group {id} is not complete: some of its rollouts have not finished"),

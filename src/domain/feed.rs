@@ -126,6 +126,69 @@ impl Feed {
     }
 }
 
+/// How many of each group's rollouts have not ended, and how many groups have none
+/// left (complete), kept as rollouts join and end: the run's actor (its backpressure)
+/// and the views (a run's status) count with it, and neither walks a long run's groups.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupProgress {
+    unfinished: Vec<u32>,
+    complete: u32,
+}
+
+impl GroupProgress {
+    /// Makes groups up to `group` known; one with no unfinished rollout is complete.
+    pub fn open(&mut self, group: u32) {
+        let len = group as usize + 1;
+        if len > self.unfinished.len() {
+            self.complete += (len - self.unfinished.len()) as u32;
+            self.unfinished.resize(len, 0);
+        }
+    }
+
+    /// An unfinished rollout joins `group`: drawn into it, or restarted in it.
+    pub fn join(&mut self, group: u32) {
+        self.open(group);
+        let left = &mut self.unfinished[group as usize];
+        if *left == 0 {
+            self.complete -= 1;
+        }
+        *left += 1;
+    }
+
+    /// One of `group`'s unfinished rollouts ended or left it; answers whether that
+    /// made the group complete.
+    pub fn leave(&mut self, group: u32) -> bool {
+        match self.unfinished.get_mut(group as usize) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                let done = *left == 0;
+                self.complete += u32::from(done);
+                done
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether every rollout of `group` has ended.
+    pub fn is_complete(&self, group: u32) -> bool {
+        self.unfinished.get(group as usize) == Some(&0)
+    }
+
+    /// Groups whose rollouts have all ended.
+    pub fn complete(&self) -> u32 {
+        self.complete
+    }
+
+    /// Groups known.
+    pub fn len(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+}
+
 /// The groups of an ordinary run: the rollouts of each task instance, in the order
 /// they first appear in the launch.
 pub fn groups_of_launch<'a>(
@@ -298,5 +361,27 @@ mod tests {
         }));
         assert!(feed.consumed_by_any(1) && !feed.consumed_by_any(0));
         assert!(is_stale(0, 3, Some(2)) && !is_stale(1, 3, Some(2)) && !is_stale(0, 9, None));
+    }
+
+    #[test]
+    fn a_group_is_complete_when_its_last_unfinished_rollout_leaves_and_again_after_a_rejoin() {
+        let mut progress = GroupProgress::default();
+        progress.join(0);
+        progress.join(0);
+        progress.open(2);
+        assert_eq!(
+            (progress.len(), progress.complete()),
+            (3, 2),
+            "groups 1 and 2 have none"
+        );
+        assert!(!progress.leave(0) && !progress.is_complete(0));
+        assert!(progress.leave(0) && progress.is_complete(0));
+        assert_eq!(progress.complete(), 3);
+        // A restart into a complete group reopens it; leaving an empty one does nothing.
+        progress.join(2);
+        assert_eq!(progress.complete(), 2);
+        assert!(!progress.leave(1) && !progress.leave(7));
+        assert!(progress.leave(2));
+        assert_eq!(progress.complete(), 3);
     }
 }

@@ -76,8 +76,7 @@ impl Views {
                         paused: false,
                         pause_reason: None,
                         feed: Feed::default(),
-                        groups_unfinished: Vec::new(),
-                        groups_complete: 0,
+                        groups: Default::default(),
                     },
                 );
                 if let Some(run) = self.runs.get_mut(&e.run_id) {
@@ -93,7 +92,7 @@ impl Views {
                             for id in &group.rollout_ids {
                                 if let Some(view) = self.rollouts.get_mut(id) {
                                     view.group = Some(index as u32);
-                                    run.join_group(index as u32);
+                                    run.groups.join(index as u32);
                                 }
                             }
                         }
@@ -116,7 +115,7 @@ impl Views {
                     let left = replaced.group.take();
                     if let (Some(group), false) = (left, replaced.status.is_terminal()) {
                         if let Some(run) = self.runs.get_mut(&e.run_id) {
-                            run.leave_group(group);
+                            run.groups.leave(group);
                         }
                     }
                 }
@@ -220,7 +219,7 @@ impl Views {
             run.counts.total += 1;
             run.counts.pending += 1;
             run.finished_at = None;
-            run.join_group(group);
+            run.groups.join(group);
             let mut view = RolloutView::pending(
                 &run.run_id,
                 &run.scenario_id,
@@ -331,7 +330,7 @@ impl Views {
                 *run.counts.slot(before) -= 1;
                 *run.counts.slot(after) += 1;
                 if let Some(group) = view.group.filter(|_| after.is_terminal()) {
-                    run.leave_group(group);
+                    run.groups.leave(group);
                 }
                 if run.over() {
                     run.finished_at = Some(at);

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::domain::budget::{Budget, RunPrices, Spend};
 use crate::domain::events::{ForkParent, ModelSettings, TokenUsage};
 use crate::domain::faults::ToolFaults;
-use crate::domain::feed::Feed;
+use crate::domain::feed::{Feed, GroupProgress};
 use crate::domain::rollout::RolloutStatus;
 use crate::projections::rfc3339;
 
@@ -84,14 +84,10 @@ pub struct RunView {
     /// of a run that has none of them.
     #[serde(skip_serializing_if = "Feed::is_empty")]
     pub feed: Feed,
-    /// Per group (numbered as [`Views::groups`] numbers them): its rollouts that have
-    /// not ended. Kept as events arrive, so that a status never walks a long
-    /// continuous run's groups; derived, so not serialised.
+    /// Its groups' progress (numbered as [`super::Views::groups`] numbers them);
+    /// derived from the events, so not serialised.
     #[serde(skip)]
-    pub groups_unfinished: Vec<u32>,
-    /// Groups whose rollouts have all ended.
-    #[serde(skip)]
-    pub groups_complete: u32,
+    pub groups: GroupProgress,
 }
 
 impl RunView {
@@ -107,35 +103,6 @@ impl RunView {
     /// A continuous run that may still draw groups.
     pub fn open(&self) -> bool {
         self.feed.open(self.cancel_requested)
-    }
-
-    /// Whether every rollout of group `index` has ended.
-    pub fn group_complete(&self, index: u32) -> bool {
-        self.groups_unfinished.get(index as usize) == Some(&0)
-    }
-
-    /// A rollout joins group `group`: drawn into it, or restarted in it.
-    pub(super) fn join_group(&mut self, group: u32) {
-        let slot = group as usize;
-        if slot >= self.groups_unfinished.len() {
-            self.groups_unfinished.resize(slot + 1, 0);
-        } else if self.groups_unfinished[slot] == 0 {
-            // A slot is made with its first member: at 0 it was complete.
-            self.groups_complete = self.groups_complete.saturating_sub(1);
-        }
-        self.groups_unfinished[slot] += 1;
-    }
-
-    /// An unfinished rollout of group `group` ended or left it.
-    pub(super) fn leave_group(&mut self, group: u32) {
-        if let Some(left) = self.groups_unfinished.get_mut(group as usize) {
-            if *left > 0 {
-                *left -= 1;
-                if *left == 0 {
-                    self.groups_complete += 1;
-                }
-            }
-        }
     }
 
     /// Every rollout has ended and none will be drawn any more.

@@ -205,9 +205,9 @@ fn a_group_is_complete_once_its_rollouts_end_counting_a_restart_in_its_place() {
     let progress = |views: &Views| {
         let run = views.run("run_1").unwrap();
         (
-            run.group_complete(0),
-            run.group_complete(1),
-            run.groups_complete,
+            run.groups.is_complete(0),
+            run.groups.is_complete(1),
+            run.groups.complete(),
         )
     };
     assert_eq!(progress(&views), (false, true, 1));
@@ -234,6 +234,10 @@ fn a_group_is_complete_once_its_rollouts_end_counting_a_restart_in_its_place() {
             .rollout_ids
             .iter()
             .all(|id| views.rollout(id).unwrap().status.is_terminal());
-        assert_eq!(run.group_complete(index as u32), walked, "group {index}");
+        assert_eq!(
+            run.groups.is_complete(index as u32),
+            walked,
+            "group {index}"
+        );
     }
 }
