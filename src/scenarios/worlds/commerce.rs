@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::scenarios::{server_tools, Scenario, Task};
+use crate::scenarios::{Scenario, Task};
 use crate::tools::commerce::CommerceServer;
 use crate::tools::tests::{err, ok};
 use crate::tools::Environment;
@@ -45,23 +45,7 @@ fn refunds_of(env: &Environment, order: &str) -> Vec<Value> {
 
 #[test]
 fn the_vocabulary_matches_the_implemented_tools() {
-    let env = env();
-    let implemented: Vec<String> = env
-        .tools("commerce")
-        .expect("commerce")
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    let known: Vec<String> = server_tools("commerce")
-        .expect("known")
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(implemented, known);
-    for t in env.tools("commerce").expect("commerce") {
-        assert_eq!(t.input_schema["type"], "object", "{}", t.name);
-        assert!(t.description.len() > 10, "{}", t.name);
-    }
+    super::assert_tools_match_the_vocabulary(&env(), "commerce");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::scenarios::{server_tools, Scenario};
+use crate::scenarios::Scenario;
 use crate::tools::finance::FinanceServer;
 use crate::tools::tests::{err, ok};
 use crate::tools::Environment;
@@ -35,23 +35,7 @@ fn invoice(env: &Environment, id: &str) -> Value {
 
 #[test]
 fn the_vocabulary_matches_the_implemented_tools() {
-    let env = env();
-    let implemented: Vec<String> = env
-        .tools("finance")
-        .expect("finance")
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    let known: Vec<String> = server_tools("finance")
-        .expect("known")
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(implemented, known);
-    for t in env.tools("finance").expect("finance") {
-        assert_eq!(t.input_schema["type"], "object", "{}", t.name);
-        assert!(t.description.len() > 10, "{}", t.name);
-    }
+    super::assert_tools_match_the_vocabulary(&env(), "finance");
 }
 
 #[test]

@@ -28,6 +28,22 @@ fn task0(s: &Scenario, task_id: &str) -> Task {
         .into_owned()
 }
 
+/// `server`'s tools in `env` are the vocabulary's list for it, in order, each with an
+/// object schema and a description.
+fn assert_tools_match_the_vocabulary(env: &crate::tools::Environment, server: &str) {
+    let tools = env.tools(server).expect(server);
+    let implemented: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        implemented,
+        server_tools(server).expect("known"),
+        "{server}"
+    );
+    for t in &tools {
+        assert_eq!(t.input_schema["type"], "object", "{}", t.name);
+        assert!(t.description.len() > 10, "{}", t.name);
+    }
+}
+
 /// A world's tasks as `rl-gym scenarios validate` checks them on seed 0 (the oracle
 /// earns 1.0, doing nothing 0.0, a seed rebuilds the same instance), plus the issue's
 /// floor for a world: at least 15 tasks, 4 of them needing a person's reply, each with

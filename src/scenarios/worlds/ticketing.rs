@@ -28,22 +28,7 @@ fn ticket(env: &mut Environment, id: &str) -> Value {
 
 #[test]
 fn the_vocabulary_matches_the_implemented_tools() {
-    let implemented: Vec<String> = env()
-        .tools("ticketing")
-        .expect("ticketing")
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    let listed: Vec<String> = server_tools("ticketing")
-        .expect("listed")
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(implemented, listed);
-    for t in env().tools("ticketing").expect("ticketing") {
-        assert_eq!(t.input_schema["type"], "object", "{}", t.name);
-        assert!(t.description.len() > 10, "{}", t.name);
-    }
+    super::assert_tools_match_the_vocabulary(&env(), "ticketing");
 }
 
 #[test]
