@@ -189,24 +189,39 @@ impl GroupProgress {
     }
 }
 
-/// The groups of an ordinary run: the rollouts of each task instance, in the order
-/// they first appear in the launch.
+/// The group of each rollout of an ordinary run, given as (task id, instance seed) in
+/// launch order: the rollouts of one task instance share one, numbered in the order
+/// the instances first appear.
+pub fn launch_groups<'a>(rollouts: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<u32> {
+    let mut index: BTreeMap<(&str, u64), u32> = BTreeMap::new();
+    rollouts
+        .into_iter()
+        .map(|instance| {
+            let next = index.len() as u32;
+            *index.entry(instance).or_insert(next)
+        })
+        .collect()
+}
+
+/// The groups of an ordinary run (see [`launch_groups`]).
 pub fn groups_of_launch<'a>(
     rollouts: impl IntoIterator<Item = (&'a str, &'a str, u64)>,
 ) -> Vec<Group> {
+    let rollouts: Vec<(&str, &str, u64)> = rollouts.into_iter().collect();
+    let of = launch_groups(rollouts.iter().map(|&(_, task_id, seed)| (task_id, seed)));
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: BTreeMap<(&str, u64), usize> = BTreeMap::new();
-    for (rollout_id, task_id, instance_seed) in rollouts {
-        let at = *index.entry((task_id, instance_seed)).or_insert_with(|| {
+    for (&(rollout_id, task_id, instance_seed), group) in rollouts.iter().zip(of) {
+        if group as usize == groups.len() {
             groups.push(Group {
                 task_id: task_id.to_string(),
                 instance_seed,
                 rollout_ids: vec![],
                 restarted: vec![],
             });
-            groups.len() - 1
-        });
-        groups[at].rollout_ids.push(rollout_id.to_string());
+        }
+        groups[group as usize]
+            .rollout_ids
+            .push(rollout_id.to_string());
     }
     groups
 }

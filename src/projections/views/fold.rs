@@ -9,7 +9,7 @@ use super::{
 };
 use crate::domain::budget::Spend;
 use crate::domain::events::{Event, ScheduledRollout, TokenUsage};
-use crate::domain::feed::{groups_of_launch, Feed};
+use crate::domain::feed::{launch_groups, Feed, GroupProgress};
 
 /// What an event does to a rollout besides its own fields: a new status (and when), and tokens
 /// spent (with whether they are charged to the run's spend, and as the judge's).
@@ -31,17 +31,29 @@ impl Views {
         match event {
             Event::RunLaunched(e) => {
                 let rollout_ids = e.rollouts.iter().map(|r| r.rollout_id.clone()).collect();
-                for scheduled in &e.rollouts {
-                    self.rollouts.insert(
-                        scheduled.rollout_id.clone(),
-                        RolloutView::pending(
-                            &e.run_id,
-                            &e.scenario_id,
-                            scheduled,
-                            e.model.max_steps,
-                            e.launched_at,
-                        ),
+                // A continuous run's groups are drawn later; an ordinary run's are its
+                // task instances.
+                let groups = e.continuous.is_none().then(|| {
+                    launch_groups(
+                        e.rollouts
+                            .iter()
+                            .map(|r| (r.task_id.as_str(), r.instance_seed)),
+                    )
+                });
+                let mut progress = GroupProgress::default();
+                for (i, scheduled) in e.rollouts.iter().enumerate() {
+                    let mut view = RolloutView::pending(
+                        &e.run_id,
+                        &e.scenario_id,
+                        scheduled,
+                        e.model.max_steps,
+                        e.launched_at,
                     );
+                    if let Some(group) = groups.as_ref().map(|g| g[i]) {
+                        view.group = Some(group);
+                        progress.join(group);
+                    }
+                    self.rollouts.insert(scheduled.rollout_id.clone(), view);
                 }
                 let counts = StatusCounts {
                     total: e.rollouts.len() as u32,
@@ -76,27 +88,11 @@ impl Views {
                         paused: false,
                         pause_reason: None,
                         feed: Feed::default(),
-                        groups: Default::default(),
+                        groups: progress,
                     },
                 );
                 if let Some(run) = self.runs.get_mut(&e.run_id) {
                     run.feed.evolve(event);
-                    // A continuous run's groups are drawn later; an ordinary run's are
-                    // its task instances.
-                    if e.continuous.is_none() {
-                        let launched = e
-                            .rollouts
-                            .iter()
-                            .map(|r| (r.rollout_id.as_str(), r.task_id.as_str(), r.instance_seed));
-                        for (index, group) in groups_of_launch(launched).iter().enumerate() {
-                            for id in &group.rollout_ids {
-                                if let Some(view) = self.rollouts.get_mut(id) {
-                                    view.group = Some(index as u32);
-                                    run.groups.join(index as u32);
-                                }
-                            }
-                        }
-                    }
                 }
             }
             Event::GroupScheduled(e) => {

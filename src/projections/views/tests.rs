@@ -241,3 +241,43 @@ fn a_group_is_complete_once_its_rollouts_end_counting_a_restart_in_its_place() {
         );
     }
 }
+
+#[test]
+fn an_ordinary_runs_groups_are_its_task_instances_in_order_of_first_appearance() {
+    let at = "2026-03-02T09:00:00Z";
+    let model = serde_json::to_value(ModelSettings::builtin("oracle")).unwrap();
+    let rollout = |id: &str, task: &str, instance: u64| {
+        json!({"rollout_id": id, "task_id": task, "seed": 1, "instance_seed": instance})
+    };
+    let mut views = Views::default();
+    let launched = event(
+        "RunLaunched",
+        json!({"run_id": "run_1", "scenario_id": "hr", "source": "rl-gym",
+            "task_ids": ["t", "u"], "rollout_count": 2, "max_parallel": null,
+            "model": model, "user_model": null, "launched_at": at,
+            "rollouts": [rollout("rol_a", "u", 0), rollout("rol_b", "t", 5),
+                         rollout("rol_c", "u", 0), rollout("rol_d", "t", 6)]}),
+    );
+    views.apply(0, &launched);
+    let ended = event(
+        "RolloutCompleted",
+        json!({"rollout_id": "rol_b", "reason": "final_answer", "steps": 1,
+            "completed_at": at}),
+    );
+    views.apply(1, &ended);
+    let run = views.run("run_1").unwrap();
+    let groups = views.groups(run);
+    let members: Vec<Vec<&str>> = groups
+        .iter()
+        .map(|g| g.rollout_ids.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(members, [vec!["rol_a", "rol_c"], vec!["rol_b"], vec!["rol_d"]]);
+    for (index, group) in groups.iter().enumerate() {
+        let walked = group
+            .rollout_ids
+            .iter()
+            .all(|id| views.rollout(id).unwrap().status.is_terminal());
+        assert_eq!(run.groups.is_complete(index as u32), walked, "group {index}");
+    }
+    assert_eq!((run.groups.len(), run.groups.complete()), (3, 1));
+}
