@@ -139,7 +139,8 @@ pub struct Scenario {
     seed_dir: Option<PathBuf>,
     /// Seeded environments already built, shared by every rollout of the scenario.
     pub(crate) environments: crate::tools::SeedCache,
-    /// Its families' instances already built.
+    /// Its families' instances already built, keyed by task id: shared by the
+    /// scenario's clones, which is sound because its tasks never change once loaded.
     instances: family::Instances,
 }
 
