@@ -246,9 +246,7 @@ fn a_group_is_complete_once_its_rollouts_end_counting_a_restart_in_its_place() {
 fn an_ordinary_runs_groups_are_its_task_instances_in_order_of_first_appearance() {
     let at = "2026-03-02T09:00:00Z";
     let model = serde_json::to_value(ModelSettings::builtin("oracle")).unwrap();
-    let rollout = |id: &str, task: &str, instance: u64| {
-        json!({"rollout_id": id, "task_id": task, "seed": 1, "instance_seed": instance})
-    };
+    let rollout = |id: &str, task: &str, instance: u64| json!({"rollout_id": id, "task_id": task, "seed": 1, "instance_seed": instance});
     let mut views = Views::default();
     let launched = event(
         "RunLaunched",
@@ -271,13 +269,20 @@ fn an_ordinary_runs_groups_are_its_task_instances_in_order_of_first_appearance()
         .iter()
         .map(|g| g.rollout_ids.iter().map(String::as_str).collect())
         .collect();
-    assert_eq!(members, [vec!["rol_a", "rol_c"], vec!["rol_b"], vec!["rol_d"]]);
+    assert_eq!(
+        members,
+        [vec!["rol_a", "rol_c"], vec!["rol_b"], vec!["rol_d"]]
+    );
     for (index, group) in groups.iter().enumerate() {
         let walked = group
             .rollout_ids
             .iter()
             .all(|id| views.rollout(id).unwrap().status.is_terminal());
-        assert_eq!(run.groups.is_complete(index as u32), walked, "group {index}");
+        assert_eq!(
+            run.groups.is_complete(index as u32),
+            walked,
+            "group {index}"
+        );
     }
     assert_eq!((run.groups.len(), run.groups.complete()), (3, 1));
 }
