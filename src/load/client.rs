@@ -101,6 +101,19 @@ impl Client {
             .map(str::to_string)
             .collect())
     }
+
+    /// `chosen`, or every task of the scenario when none is; never an empty list.
+    pub async fn tasks(&self, scenario: &str, chosen: &[String]) -> Result<Vec<String>, String> {
+        let tasks = if chosen.is_empty() {
+            self.task_ids(scenario).await?
+        } else {
+            chosen.to_vec()
+        };
+        if tasks.is_empty() {
+            return Err(format!("scenario {scenario} has no tasks"));
+        }
+        Ok(tasks)
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection to the service, for the timed requests: without

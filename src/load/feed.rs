@@ -35,6 +35,10 @@ pub struct FeedArgs {
     pub batch: u32,
     #[arg(long, default_value = "hr")]
     pub scenario: String,
+    /// Tasks to draw from (repeatable); default every task of the scenario. With one
+    /// task both runs of a `--baseline` pair run the same instances.
+    #[arg(long = "task")]
+    pub tasks: Vec<String>,
     /// Also time the same rollouts as ordinary runs, alternating with the feed's.
     #[arg(long)]
     pub baseline: bool,
@@ -54,10 +58,7 @@ pub async fn run(args: FeedArgs) -> Result<(), String> {
 }
 
 async fn drive(client: Client, args: FeedArgs, in_process: bool) -> Result<String, String> {
-    let tasks = client.task_ids(&args.scenario).await?;
-    if tasks.is_empty() {
-        return Err(format!("scenario {} has no tasks", args.scenario));
-    }
+    let tasks = client.tasks(&args.scenario, &args.tasks).await?;
     let rollouts = u64::from(args.groups) * u64::from(args.group_size);
     let rounds = if args.baseline { args.rounds.max(1) } else { 1 };
     let mut fed = Vec::new();

@@ -99,14 +99,7 @@ async fn drive(
     args: RolloutsArgs,
     model_url: Option<String>,
 ) -> Result<(String, usize), String> {
-    let tasks = if args.tasks.is_empty() {
-        client.task_ids(&args.scenario).await?
-    } else {
-        args.tasks.clone()
-    };
-    if tasks.is_empty() {
-        return Err(format!("scenario {} has no tasks", args.scenario));
-    }
+    let tasks = client.tasks(&args.scenario, &args.tasks).await?;
     let model_config = match &model_url {
         Some(url) => json!({"provider": "custom", "model": "load", "base_url": url}),
         None => json!({"provider": "builtin", "model": args.model}),

@@ -42,12 +42,6 @@ const FOLDED: [&str; 5] = [
 ];
 
 impl RolloutContent {
-    /// Whether [`Self::apply`] takes anything from `event`: a caller holding it by
-    /// reference clones only these.
-    pub fn folds(event: &Event) -> bool {
-        FOLDED.contains(&event.event_type())
-    }
-
     /// Folds one of the rollout's events in; the others add nothing to it.
     pub fn apply(&mut self, event: Event) {
         match event {
@@ -77,6 +71,31 @@ impl RolloutContent {
                 });
             }
             Event::NpcReplied(e) => self.npc_replies.push(e),
+            Event::ContextSummarized(e) => self
+                .trajectory
+                .push(crate::domain::rollout::summary_message(&e.summary)),
+            _ => {}
+        }
+    }
+
+    /// Folds in, from a borrowed event, only what the feed delivers (the trajectory,
+    /// each turn's policy and tokens): a continuous run's step loop keeps this for the
+    /// feed as it records, and copying every tool call twice more (its view and the
+    /// whole event) cost each of those rollouts more than the feed's own reading did.
+    /// A content folded so has no tool calls, log-probabilities or NPC replies.
+    pub fn fold_delivered(&mut self, event: &Event) {
+        match event {
+            Event::RolloutStarted(e) => self.trajectory = e.messages.clone(),
+            Event::ModelCalled(e) => {
+                self.policies.push(e.policy_ordinal);
+                self.trajectory.push(e.message.clone());
+                self.tokens.extend(e.tokens.as_deref().cloned());
+            }
+            Event::ToolCalled(e) => self.trajectory.push(Message::tool_result(
+                e.call_id.clone(),
+                &e.tool_name,
+                e.observation.clone(),
+            )),
             Event::ContextSummarized(e) => self
                 .trajectory
                 .push(crate::domain::rollout::summary_message(&e.summary)),
@@ -248,6 +267,25 @@ mod tests {
                 .expect("load"),
             RolloutContent::default()
         );
+    }
+
+    #[tokio::test]
+    async fn what_the_feed_delivers_is_folded_alike_from_borrowed_events() {
+        let store = golden_store().await;
+        let full = RolloutContent::load(&store, "rol_a1").await.expect("load");
+        let mut delivered = RolloutContent::default();
+        for recorded in store
+            .read_stream(&rollout_stream("rol_a1"), 0)
+            .await
+            .unwrap()
+        {
+            delivered.fold_delivered(&decode(&recorded).expect("decode"));
+        }
+        assert_eq!(delivered.trajectory, full.trajectory);
+        assert_eq!(delivered.policies, full.policies);
+        assert_eq!(delivered.tokens, full.tokens);
+        assert!(!full.tool_calls.is_empty(), "the stream has a tool call");
+        assert!(delivered.tool_calls.is_empty() && delivered.npc_replies.is_empty());
     }
 
     fn sized(bytes: usize) -> RolloutContent {

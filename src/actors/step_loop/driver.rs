@@ -62,8 +62,9 @@ pub(super) struct Driver {
     write_ahead: bool,
     /// The server's secrets, and the run's keys once they are read.
     pub(super) redactor: Redactor,
-    /// A continuous run's rollout folds what it records into its content, left for
-    /// the feed once the rollout is over (the feed reads it instead of the log).
+    /// A continuous run's rollout folds what it records into its content (what the
+    /// feed delivers of it), left for the feed once the rollout is over (the feed
+    /// reads it instead of the log).
     pub(super) content: Option<RolloutContent>,
 }
 
@@ -92,12 +93,8 @@ impl Driver {
             let revision = self.state.revision.map_or(0, |r| r + 1);
             self.state.evolve(&event, revision);
             self.job.budget.add(&event);
-            if let Some(content) = self
-                .content
-                .as_mut()
-                .filter(|_| RolloutContent::folds(&event))
-            {
-                content.apply(event.clone());
+            if let Some(content) = self.content.as_mut() {
+                content.fold_delivered(&event);
             }
             self.unrecorded.push(event);
         }
