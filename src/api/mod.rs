@@ -4,6 +4,7 @@
 //! Every path is served at the root and under `/v1`.
 
 mod auth;
+mod body;
 mod dashboard;
 mod environments;
 mod events;
@@ -13,6 +14,7 @@ mod fork;
 mod health;
 mod launch;
 mod limits;
+mod model_config;
 mod models;
 pub mod openapi;
 mod reverify;

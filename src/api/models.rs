@@ -10,7 +10,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::launch::ModelConfigBody;
+use super::model_config::ModelConfigBody;
 use super::{launch, AppState};
 use crate::domain::chat::{Message, ToolSet};
 use crate::domain::secret::ApiKey;
