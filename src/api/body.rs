@@ -109,16 +109,18 @@ impl DeserializeError for BodyErrors {
             }
             ErrorKind::UnknownKey { key, .. } => {
                 at.push(Value::from(key));
-                ("Extra inputs are not permitted".to_string(), "extra_forbidden")
+                (
+                    "Extra inputs are not permitted".to_string(),
+                    "extra_forbidden",
+                )
             }
             ErrorKind::UnknownValue { accepted, .. } => (
                 format!("Input should be one of {}", accepted.join(", ")),
                 "enum",
             ),
-            ErrorKind::BadSequenceLen { expected, .. } => (
-                format!("List should have {expected} items"),
-                "list_type",
-            ),
+            ErrorKind::BadSequenceLen { expected, .. } => {
+                (format!("List should have {expected} items"), "list_type")
+            }
             // What the bodies' types say unexpectedly: an integer beyond i64.
             ErrorKind::Unexpected { .. } => {
                 ("Input should be a valid integer".to_string(), "int_type")
@@ -307,11 +309,16 @@ mod tests {
         let got = errors(json!({"name": null, "inner": 3}));
         assert_eq!(got[0]["loc"], json!(["body", "inner"]));
         assert_eq!(got[0]["type"], "dict_type");
-        assert_eq!(got[1], json!({"loc": ["body", "name"], "msg": "Field required", "type": "missing"}));
+        assert_eq!(
+            got[1],
+            json!({"loc": ["body", "name"], "msg": "Field required", "type": "missing"})
+        );
         let got = errors(json!([1]));
         assert_eq!(
             got,
-            [json!({"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"})]
+            [
+                json!({"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"})
+            ]
         );
     }
 

@@ -3,18 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use deserr::{Deserr, IntoValue, ValuePointerRef};
+use deserr::Deserr;
 use serde_json::Value;
 
-use super::body::{read, strings, BodyErrors, Invalid, Object, Required};
+use super::body::{read, strings, BodyErrors, Invalid, Required};
+use super::budget::{check_budget_price, BudgetBody};
 use super::model_config::ModelConfigBody;
+use super::task_overrides::{TaskOverrideBody, TaskOverrides};
 use super::validate::Checker;
 use crate::config::secrets::RunKeys;
 use crate::domain::budget::{Budget, PriceTable};
 use crate::domain::events::{ContinuousSettings, ModelSettings, OnStale};
 use crate::domain::faults::{ToolFaults, MAX_LATENCY_MS};
 use crate::domain::ids::valid_run_name;
-use crate::domain::secret::ApiKey;
 use crate::error::ApiError;
 
 pub const SOURCES: &[&str] = &["rl-gym", "task-editor", "datadog-synthetics"];
@@ -116,73 +117,6 @@ fn seed_list(items: Option<Vec<Value>>) -> Result<Option<Vec<u64>>, Invalid> {
             format!("Input should be a list of 1–{MAX_INSTANCES} non-negative integers"),
             "list_type",
         )),
-    }
-}
-
-/// A task override: fields laid over the task as written (an extension).
-// Read only to check it: the log keeps each override as written, where a null field
-// means something to a re-verification's merge.
-#[allow(dead_code)]
-#[derive(Deserr, utoipa::ToSchema)]
-#[deserr(error = BodyErrors, deny_unknown_fields)]
-pub struct TaskOverrideBody {
-    /// A whole task file in place of the task.
-    #[deserr(default)]
-    #[schema(value_type = Option<Object>)]
-    pub task_json: Option<Object>,
-    #[deserr(default)]
-    pub name: Option<String>,
-    #[deserr(default)]
-    pub description: Option<String>,
-    #[deserr(default)]
-    pub rubric_markdown: Option<String>,
-    #[deserr(default)]
-    #[schema(value_type = Option<Object>)]
-    pub client_context: Option<Object>,
-}
-
-/// `task_overrides`: per task id a [`TaskOverrideBody`], kept as written (the log
-/// records it so). Shared by launch and re-verify.
-pub struct TaskOverrides(pub BTreeMap<String, Value>);
-
-impl deserr::Deserr<BodyErrors> for TaskOverrides {
-    fn deserialize_from_value<V: IntoValue>(
-        value: deserr::Value<V>,
-        location: ValuePointerRef,
-    ) -> Result<Self, BodyErrors> {
-        let Object(Value::Object(map)) = Object::deserialize_from_value(value, location)? else {
-            return Ok(TaskOverrides(BTreeMap::new()));
-        };
-        let mut errors = BodyErrors::default();
-        for (task_id, fields) in &map {
-            let at = location.push_key(task_id);
-            if let Err(e) = TaskOverrideBody::deserialize_from_value(fields.clone().into_value(), at)
-            {
-                errors.0.extend(e.0);
-            }
-        }
-        if errors.0.is_empty() {
-            Ok(TaskOverrides(map.into_iter().collect()))
-        } else {
-            Err(errors)
-        }
-    }
-}
-
-impl TaskOverrides {
-    /// The overrides, each key one of `task_ids` when they are known.
-    pub fn check(self, c: &mut Checker, task_ids: Option<&[String]>) -> BTreeMap<String, Value> {
-        for task_id in self.0.keys() {
-            if task_ids.is_some_and(|ids| !ids.contains(task_id)) {
-                c.push(
-                    &["body", "task_overrides"],
-                    task_id,
-                    "Override key is not one of task_ids",
-                    "value_error",
-                );
-            }
-        }
-        self.0
     }
 }
 
@@ -292,113 +226,12 @@ impl ToolFaultsBody {
     }
 }
 
-/// A run's budget as a launch or a resume takes it: at least one of the two.
-#[derive(Deserr, utoipa::ToSchema)]
-#[deserr(error = BodyErrors, deny_unknown_fields)]
-pub struct BudgetBody {
-    /// Tokens (prompt + completion, of every model call of the run), at least 1.
-    #[deserr(default)]
-    #[schema(value_type = Option<u64>)]
-    pub max_total_tokens: Option<i64>,
-    /// US dollars, more than 0, at the prices of the config's price table (the run's
-    /// provider and model must have one).
-    #[deserr(default)]
-    pub max_cost_usd: Option<f64>,
-}
-
-impl BudgetBody {
-    fn check(self, c: &mut Checker) -> Option<Budget> {
-        let prefix: &[&str] = &["body", "budget"];
-        let max_total_tokens = self
-            .max_total_tokens
-            .and_then(|n| c.in_range(prefix, "max_total_tokens", n, 1, i64::MAX));
-        let max_cost_usd = self
-            .max_cost_usd
-            .and_then(|n| c.in_range(prefix, "max_cost_usd", n, 0.0, f64::MAX));
-        if max_cost_usd == Some(0.0) {
-            c.push(
-                prefix,
-                "max_cost_usd",
-                "Input should be greater than 0",
-                "greater_than",
-            );
-        }
-        if c.names(prefix) {
-            return None;
-        }
-        if max_total_tokens.is_none() && max_cost_usd.is_none() {
-            c.push(
-                &["body"],
-                "budget",
-                "A budget needs max_total_tokens, max_cost_usd or both",
-                "missing",
-            );
-            return None;
-        }
-        Some(Budget {
-            max_total_tokens: max_total_tokens.map(|n| n as u64),
-            max_cost_usd,
-        })
-    }
-}
-
-/// `POST /runs/{run_id}/resume`: the body (optional).
-#[derive(Deserr, utoipa::ToSchema)]
-#[deserr(error = BodyErrors, deny_unknown_fields)]
-pub struct ResumeBody {
-    /// The new budget; without one the run goes on unlimited.
-    #[deserr(default)]
-    pub budget: Option<BudgetBody>,
-}
-
-/// A resume body: `{"budget": {...}}` or nothing (unlimited).
-pub fn parse_resume(body: &Value) -> Result<Option<Budget>, ApiError> {
-    if body.is_null() {
-        return Ok(None);
-    }
-    let (body, mut c) = read::<ResumeBody>(body)?;
-    let budget = body.budget.and_then(|b| b.check(&mut c));
-    c.finish()?;
-    Ok(budget)
-}
-
-/// A cost cap needs a price for the run's model, or it could never be reached.
-pub fn check_budget_price(
-    budget: Option<&Budget>,
-    priced: bool,
-    model: &ModelSettings,
-) -> Result<(), ApiError> {
-    if budget.is_some_and(|b| b.max_cost_usd.is_some()) && !priced {
-        let mut c = Checker::default();
-        c.push(
-            &["body", "budget"],
-            "max_cost_usd",
-            format!(
-                "The price table has no price for provider `{}` model `{}`: a cost cap                  could not be measured (add it to `prices` in the config, or use                  max_total_tokens)",
-                model.provider, model.model
-            ),
-            "value_error",
-        );
-        c.finish()?;
-    }
-    Ok(())
-}
-
 /// [`check_budget_price`] against the price table, for a launch.
 pub fn check_launch_price(request: &LaunchRequest, prices: &PriceTable) -> Result<(), ApiError> {
     let priced = prices
         .get(&request.model.provider, &request.model.model)
         .is_some();
     check_budget_price(request.budget.as_ref(), priced, &request.model)
-}
-
-/// A ModelConfig on its own (`POST /test-model-config`), checked as in a launch.
-pub fn parse_model_config(body: &Value) -> Result<(ModelSettings, Option<ApiKey>), ApiError> {
-    let (body, mut c) = read::<ModelConfigBody>(body)?;
-    let parsed = body.check(&mut c, &["body"]);
-    c.finish()?;
-    // `None` was reported as an error above.
-    parsed.ok_or_else(|| ApiError::validation(vec![]))
 }
 
 pub fn parse(body: &Value) -> Result<LaunchRequest, ApiError> {
@@ -561,6 +394,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::api::budget::parse_resume;
 
     /// The documented body's property names, from its OpenAPI schema.
     fn properties<T: utoipa::PartialSchema>() -> Vec<(String, Value)> {

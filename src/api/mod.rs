@@ -5,6 +5,7 @@
 
 mod auth;
 mod body;
+mod budget;
 mod dashboard;
 mod environments;
 mod events;
@@ -22,6 +23,7 @@ mod rollouts;
 mod runs;
 mod scenarios;
 mod stats;
+mod task_overrides;
 mod token_export;
 mod validate;
 mod verifiers;

@@ -2,14 +2,16 @@
 //! type, and the checks across its fields (provider, key, endpoint, token settings).
 
 use deserr::Deserr;
+use serde_json::Value;
 
-use super::body::{BodyErrors, Required};
+use super::body::{read, BodyErrors, Required};
 use super::validate::Checker;
 use crate::domain::events::{
     ModelSettings, TokenSettings, DEFAULT_CONTEXT_STRIDE, DEFAULT_MAX_STEPS, DEFAULT_TEMPERATURE,
     PROVIDERS,
 };
 use crate::domain::secret::ApiKey;
+use crate::error::ApiError;
 use crate::llm::completions;
 use crate::llm::tokens::ToolCallParser;
 use crate::llm::{builtin, provider_available, provider_needs_key, supports_logprobs};
@@ -269,4 +271,13 @@ fn check_tokens(
             }
         }
     }
+}
+
+/// A ModelConfig on its own (`POST /test-model-config`), checked as in a launch.
+pub fn parse_model_config(body: &Value) -> Result<(ModelSettings, Option<ApiKey>), ApiError> {
+    let (body, mut c) = read::<ModelConfigBody>(body)?;
+    let parsed = body.check(&mut c, &["body"]);
+    c.finish()?;
+    // `None` was reported as an error above.
+    parsed.ok_or_else(|| ApiError::validation(vec![]))
 }

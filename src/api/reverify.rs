@@ -7,7 +7,7 @@ use deserr::Deserr;
 use serde_json::json;
 
 use super::body::{read, BodyErrors};
-use super::launch::{TaskOverrideBody, TaskOverrides};
+use super::task_overrides::{TaskOverrideBody, TaskOverrides};
 use super::validate::optional_json;
 use super::AppState;
 use crate::actors::reverify::{Rescored, ReverifyRefusal};

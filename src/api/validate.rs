@@ -141,7 +141,6 @@ impl Checker {
         }
         seed
     }
-
 }
 
 /// The boolean query parameter `name` (`true`/`false`, `1`/`0`; the last one given),
