@@ -79,7 +79,7 @@ pub(crate) struct StepAction {
     /// The tool's arguments, as its `input_schema` describes them; the tool answers
     /// in band when they are wrong, whatever their shape.
     #[deserr(default = Value::Object(Default::default()))]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     parameters: Value,
 }
 
