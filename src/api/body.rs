@@ -28,7 +28,8 @@ pub fn read<T: Deserr<BodyErrors>>(body: &Value) -> Result<(T, Checker), ApiErro
     }
     match deserr::deserialize::<T, _, BodyErrors>(pruned) {
         Ok(parsed) => Ok((parsed, Checker { errors })),
-        // Not an object at all: nothing else to check.
+        // Not an object at all (every required field is `Required`, so nothing else
+        // fails twice): nothing more to check.
         Err(_) => Err(ApiError::validation(errors)),
     }
 }
@@ -202,8 +203,8 @@ impl<T: Deserr<E>, E: DeserializeError> Deserr<E> for Required<T> {
     }
 }
 
-/// A JSON object kept as written (a task override's `task_json`, a tool call's
-/// parameters): checked to be an object, read by whoever uses it.
+/// A JSON object kept as written (a task override's `task_json`): checked to be an
+/// object, read by whoever uses it.
 #[derive(Debug, Clone)]
 pub struct Object(pub Value);
 
