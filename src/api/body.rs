@@ -250,7 +250,6 @@ mod tests {
 
     use super::*;
 
-    #[allow(dead_code)]
     #[derive(Debug, Deserr)]
     #[deserr(error = BodyErrors, deny_unknown_fields)]
     struct Inner {
@@ -260,7 +259,6 @@ mod tests {
         seed: Option<u64>,
     }
 
-    #[allow(dead_code)]
     #[derive(Debug, Deserr)]
     #[deserr(error = BodyErrors)]
     struct Outer {
@@ -325,13 +323,24 @@ mod tests {
 
     #[test]
     fn the_other_fields_are_read_past_a_bad_one() {
-        let (outer, c) = read::<Outer>(&json!({"name": "n", "rate": 0.5, "id": 1})).unwrap();
+        let body = json!({"name": "n", "id": 1, "tags": ["a"], "rate": 0.5, "on": true,
+                          "inner": {"n": -3, "seed": 7}});
+        let (outer, c) = read::<Outer>(&body).unwrap();
         assert_eq!(c.errors.len(), 1);
         assert_eq!(c.errors[0].loc, [json!("body"), json!("id")]);
-        assert_eq!(outer.rate, Some(0.5));
-        assert!(outer.id.0.is_none());
-        let (outer, c) = read::<Outer>(&json!({"name": "n", "tags": ["a"]})).unwrap();
-        assert!(c.errors.is_empty());
-        assert_eq!(outer.tags.0, Some(vec!["a".to_string()]));
+        let Outer {
+            name,
+            id,
+            tags,
+            rate,
+            on,
+            inner,
+        } = outer;
+        assert_eq!(name, "n");
+        assert!(id.0.is_none());
+        assert_eq!(tags.0, Some(vec!["a".to_string()]));
+        assert_eq!((rate, on), (Some(0.5), Some(true)));
+        let Inner { n, seed } = inner.unwrap();
+        assert_eq!((n, seed), (Some(-3), Some(7)));
     }
 }

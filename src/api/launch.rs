@@ -491,4 +491,31 @@ mod tests {
         assert_eq!(parse_resume(&Value::Null).unwrap(), None);
         assert!(parse_resume(&json!({"budget": {"max_total_tokens": -1}})).is_err());
     }
+
+    #[test]
+    fn a_type_error_does_not_hide_the_checks_of_the_other_fields() {
+        let mut body = base();
+        body["rollout_count"] = json!("many");
+        body["source"] = json!("elsewhere");
+        body["continuous"] = json!({"max_unconsumed_groups": 0, "extra": 1});
+        let Err(error) = parse(&body) else {
+            panic!("accepted")
+        };
+        let locs: Vec<Value> = error
+            .detail
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["loc"].clone())
+            .collect();
+        assert_eq!(
+            locs,
+            [
+                json!(["body", "continuous", "extra"]),
+                json!(["body", "rollout_count"]),
+                json!(["body", "source"]),
+                json!(["body", "continuous", "max_unconsumed_groups"]),
+            ]
+        );
+    }
 }
