@@ -8,9 +8,10 @@
 //! `public_url` (or the bound address), never on the request's Host or Forwarded.
 
 use actix_web::{web, HttpResponse};
+use deserr::Deserr;
 use serde_json::Value;
 
-use super::validate::Checker;
+use super::body::{read, BodyErrors, Required};
 use super::views::{
     EnvironmentCreated, EnvironmentDeleted, ServerHealth, StepAnswer, ToolList, ToolServerLink,
 };
@@ -41,32 +42,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// `POST /environments`.
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
+#[derive(Deserr, utoipa::ToSchema)]
+#[deserr(error = BodyErrors)]
 pub(crate) struct CreateEnvironment {
-    scenario_id: String,
-    task_id: String,
+    #[deserr(default)]
+    #[schema(value_type = String)]
+    scenario_id: Required<String>,
+    #[deserr(default)]
+    #[schema(value_type = String)]
+    task_id: Required<String>,
     /// Seeds the simulated ids and clock (default 0).
-    seed: Option<u64>,
+    #[deserr(default)]
+    #[schema(value_type = Option<u64>)]
+    seed: Option<i64>,
     /// Which instance of a task family (default 0, the task as written).
+    #[deserr(default)]
     instance_seed: Option<u64>,
 }
 
 /// `POST /environments/{environment_id}/{server}/step`: the original tool-server
 /// protocol's shape.
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
+#[derive(Deserr, utoipa::ToSchema)]
+#[deserr(error = BodyErrors)]
 pub(crate) struct StepRequest {
-    action: StepAction,
+    #[deserr(default)]
+    #[schema(value_type = StepAction)]
+    action: Required<StepAction>,
 }
 
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
+#[derive(Deserr, utoipa::ToSchema)]
+#[deserr(error = BodyErrors)]
 pub(crate) struct StepAction {
-    tool_name: String,
-    /// The tool's arguments, as its `input_schema` describes them.
-    #[schema(value_type = Object)]
-    parameters: Option<Value>,
+    #[deserr(default)]
+    #[schema(value_type = String)]
+    tool_name: Required<String>,
+    /// The tool's arguments, as its `input_schema` describes them; the tool answers
+    /// in band when they are wrong, whatever their shape.
+    #[deserr(default = Value::Object(Default::default()))]
+    #[schema(value_type = Object, required = false)]
+    parameters: Value,
 }
 
 fn not_found() -> ApiError {
@@ -104,25 +118,15 @@ async fn create(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut c = Checker::default();
-    let empty = serde_json::Map::new();
-    let obj = match body.as_object() {
-        Some(obj) => obj,
-        None => {
-            c.push(
-                &[],
-                "body",
-                "Input should be a valid dictionary",
-                "dict_type",
-            );
-            &empty
-        }
-    };
+    let (body, mut c) = read::<CreateEnvironment>(&body)?;
     let root: &[&str] = &["body"];
-    let scenario_id = c.string(obj, root, "scenario_id");
-    let task_id = c.string(obj, root, "task_id");
-    let seed = c.opt_int(obj, root, "seed", 0, i64::MAX).unwrap_or(0) as u64;
-    let instance_seed = c.opt_seed(obj, root, "instance_seed").unwrap_or(0);
+    let scenario_id = c.required(root, "scenario_id", body.scenario_id.0);
+    let task_id = c.required(root, "task_id", body.task_id.0);
+    let seed = body
+        .seed
+        .and_then(|n| c.in_range(root, "seed", n, 0, i64::MAX))
+        .unwrap_or(0) as u64;
+    let instance_seed = body.instance_seed.unwrap_or(0);
     c.finish()?;
     let (Some(scenario_id), Some(task_id)) = (scenario_id, task_id) else {
         return Err(ApiError::validation(vec![]));
@@ -213,28 +217,24 @@ async fn step(
 ) -> Result<HttpResponse, ApiError> {
     let (id, server) = path.into_inner();
     let hosted = hosted(&state, &id)?;
-    let mut c = Checker::default();
-    let action = body.get("action").and_then(Value::as_object);
-    let tool_name = match action {
-        None => {
-            c.push(
-                &["body"],
-                "action",
-                "Field required: {\"action\": {\"tool_name\", \"parameters\"}}",
-                "missing",
-            );
-            None
-        }
-        Some(action) => c.string(action, &["body", "action"], "tool_name"),
-    };
+    let (body, mut c) = read::<StepRequest>(&body)?;
+    if body.action.0.is_none() && !c.names(&["body", "action"]) {
+        c.push(
+            &["body"],
+            "action",
+            "Field required: {\"action\": {\"tool_name\", \"parameters\"}}",
+            "missing",
+        );
+    }
+    let action = body.action.0;
+    let tool_name = action
+        .as_ref()
+        .and_then(|a| c.required(&["body", "action"], "tool_name", a.tool_name.0.clone()));
     c.finish()?;
-    let Some(tool_name) = tool_name else {
+    let (Some(action), Some(tool_name)) = (action, tool_name) else {
         return Err(ApiError::validation(vec![]));
     };
-    let parameters = action
-        .and_then(|a| a.get("parameters"))
-        .cloned()
-        .unwrap_or(Value::Object(Default::default()));
+    let parameters = action.parameters;
     let observation = hosted
         .step(&server, &tool_name, &parameters)
         .ok_or_else(|| unknown_server(&server))?;

@@ -9,10 +9,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use deserr::Deserr;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::body::{read, BodyErrors, Invalid, Required};
 use super::export::{provenance, task_facts_of, TaskFacts, TaskKey};
 use super::validate::Checker;
 use super::AppState;
@@ -335,13 +337,35 @@ fn group_body(
     serde_json::value::to_raw_value(&body).ok()
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserr, utoipa::ToSchema)]
+#[deserr(error = BodyErrors, deny_unknown_fields)]
 pub struct AckBody {
     /// The consumer's name (as in `GET …/groups`).
-    pub consumer: String,
+    #[deserr(default)]
+    #[schema(value_type = String)]
+    pub consumer: Required<String>,
     /// Complete groups it took.
-    pub group_ids: Vec<u32>,
+    #[deserr(default, try_from(Option<Vec<Value>>) = group_id_list -> Invalid)]
+    #[schema(value_type = Vec<u32>)]
+    pub group_ids: Required<Vec<u32>>,
+}
+
+/// Group ids, one message for the list.
+fn group_id_list(items: Option<Vec<Value>>) -> Result<Required<Vec<u32>>, Invalid> {
+    let Some(items) = items else {
+        return Ok(Required(None));
+    };
+    items
+        .iter()
+        .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+        .collect::<Option<Vec<u32>>>()
+        .map(|ids| Required(Some(ids)))
+        .ok_or_else(|| {
+            Invalid::new(
+                "Input should be a list of group ids (non-negative integers)",
+                "list_type",
+            )
+        })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -361,10 +385,8 @@ async fn ack(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
-    let obj = super::launch::object(&body)?;
-    let mut c = Checker::default();
-    c.only_fields(obj, &["body"], &["consumer", "group_ids"]);
-    let consumer = c.string(obj, &["body"], "consumer");
+    let (body, mut c) = read::<AckBody>(&body)?;
+    let consumer = c.required(&["body"], "consumer", body.consumer.0);
     if consumer.as_deref().is_some_and(|n| !valid_consumer(n)) {
         c.push(
             &["body"],
@@ -373,36 +395,7 @@ async fn ack(
             "string_pattern_mismatch",
         );
     }
-    let ids: Option<Vec<u32>> = match obj.get("group_ids") {
-        None | Some(Value::Null) => {
-            c.push(&["body"], "group_ids", "Field required", "missing");
-            None
-        }
-        Some(Value::Array(items)) => {
-            let ids: Option<Vec<u32>> = items
-                .iter()
-                .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-                .collect();
-            if ids.is_none() {
-                c.push(
-                    &["body"],
-                    "group_ids",
-                    "Input should be a list of group ids (non-negative integers)",
-                    "list_type",
-                );
-            }
-            ids
-        }
-        Some(_) => {
-            c.push(
-                &["body"],
-                "group_ids",
-                "Input should be a valid list",
-                "list_type",
-            );
-            None
-        }
-    };
+    let ids = c.required(&["body"], "group_ids", body.group_ids.0);
     c.finish()?;
     let (Some(consumer), Some(ids)) = (consumer, ids) else {
         return Err(ApiError::validation(vec![]));
@@ -462,12 +455,15 @@ async fn ack(
     }))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserr, utoipa::ToSchema)]
+#[deserr(error = BodyErrors, deny_unknown_fields)]
 pub struct PolicyBody {
     /// The trainer's weights version (free text, 1–200 characters).
-    pub version: String,
+    #[deserr(default)]
+    #[schema(value_type = String)]
+    pub version: Required<String>,
     /// The model server of this version (default: the endpoint in force).
+    #[deserr(default)]
     pub base_url: Option<String>,
 }
 
@@ -486,10 +482,8 @@ async fn policy(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
-    let obj = super::launch::object(&body)?;
-    let mut c = Checker::default();
-    c.only_fields(obj, &["body"], &["version", "base_url"]);
-    let version = c.string(obj, &["body"], "version");
+    let (body, mut c) = read::<PolicyBody>(&body)?;
+    let version = c.required(&["body"], "version", body.version.0);
     if version
         .as_deref()
         .is_some_and(|v| v.is_empty() || v.chars().count() > 200)
@@ -501,7 +495,7 @@ async fn policy(
             "string_too_long",
         );
     }
-    let base_url = c.opt_string(obj, &["body"], "base_url");
+    let base_url = body.base_url;
     if let Some(url) = &base_url {
         if let Err(e) = crate::net::parse_http_url(url) {
             c.push(&["body"], "base_url", e.to_string(), "url_parsing");

@@ -2,10 +2,11 @@
 //! into a new run of n rollouts (see [`crate::actors::fork`]).
 
 use actix_web::{web, HttpResponse};
+use deserr::Deserr;
 use serde_json::Value;
 
-use super::launch;
-use super::validate::Checker;
+use super::body::{read, BodyErrors, Required};
+use super::model_config::ModelConfigBody;
 use super::views::LaunchAnswer;
 use super::AppState;
 use crate::actors::fork::{ForkRefusal, ForkRequest};
@@ -22,32 +23,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The body of a fork.
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
+#[derive(Deserr, utoipa::ToSchema)]
+#[deserr(error = BodyErrors, deny_unknown_fields)]
 pub struct ForkBody {
     /// The source's model turns to keep, 0 (only its start) up to those recorded.
-    pub at_step: u32,
+    #[deserr(default)]
+    #[schema(value_type = u32)]
+    pub at_step: Required<i64>,
     /// Rollouts of the new run, 1–1,000 (default 1).
-    pub count: Option<u32>,
+    #[deserr(default)]
+    #[schema(value_type = Option<u32>)]
+    pub count: Option<i64>,
     /// The model that goes on (default: the source run's, with its key).
-    #[schema(value_type = Option<Object>)]
-    pub model_config: Option<Value>,
+    #[deserr(default)]
+    pub model_config: Option<ModelConfigBody>,
 }
 
 /// The body into a fork of `rollout_id` of `run_id`.
 fn parse(body: &Value, run_id: String, rollout_id: String) -> Result<ForkRequest, ApiError> {
-    let obj = launch::object(body)?;
-    let mut c = Checker::default();
+    let (body, mut c) = read::<ForkBody>(body)?;
     let root: &[&str] = &["body"];
-    c.only_fields(obj, root, &["at_step", "count", "model_config"]);
-    if obj.get("at_step").is_none_or(Value::is_null) {
-        c.push(root, "at_step", "Field required", "missing");
-    }
-    let at_step = c.opt_int(obj, root, "at_step", 0, u32::MAX as i64);
-    let count = c.opt_int(obj, root, "count", 1, MAX_COUNT).unwrap_or(1);
-    let model = c
-        .opt_object(obj, root, "model_config")
-        .and_then(|m| launch::model_config(&mut c, m, &["body", "model_config"]));
+    let at_step = c
+        .required(root, "at_step", body.at_step.0)
+        .and_then(|n| c.in_range(root, "at_step", n, 0, u32::MAX as i64));
+    let count = body
+        .count
+        .and_then(|n| c.in_range(root, "count", n, 1, MAX_COUNT))
+        .unwrap_or(1);
+    let model = body
+        .model_config
+        .and_then(|m| m.check(&mut c, &["body", "model_config"]));
     c.finish()?;
     Ok(ForkRequest {
         run_id,

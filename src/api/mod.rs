@@ -4,6 +4,8 @@
 //! Every path is served at the root and under `/v1`.
 
 mod auth;
+mod body;
+mod budget;
 mod dashboard;
 mod environments;
 mod events;
@@ -13,6 +15,7 @@ mod fork;
 mod health;
 mod launch;
 mod limits;
+mod model_config;
 mod models;
 pub mod openapi;
 mod reverify;
@@ -20,6 +23,7 @@ mod rollouts;
 mod runs;
 mod scenarios;
 mod stats;
+mod task_overrides;
 mod token_export;
 mod validate;
 mod verifiers;

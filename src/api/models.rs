@@ -10,8 +10,8 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::launch::ModelConfigBody;
-use super::{launch, AppState};
+use super::model_config::{self, ModelConfigBody};
+use super::AppState;
 use crate::domain::chat::{Message, ToolSet};
 use crate::domain::secret::ApiKey;
 use crate::error::{ApiError, ErrorBody};
@@ -34,7 +34,7 @@ async fn test_model_config(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let (settings, key) = launch::parse_model_config(&body)?;
+    let (settings, key) = model_config::parse_model_config(&body)?;
     let name = format!("`{}` ({})", settings.model, settings.provider);
     if settings.provider == "builtin" {
         return Ok(HttpResponse::Ok().json(Outcome {

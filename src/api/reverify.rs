@@ -3,10 +3,12 @@
 //! (see [`crate::actors::reverify`]).
 
 use actix_web::{web, HttpResponse};
-use serde_json::{json, Value};
+use deserr::Deserr;
+use serde_json::json;
 
-use super::launch;
-use super::validate::{optional_json, Checker};
+use super::body::{read, BodyErrors};
+use super::task_overrides::{TaskOverrideBody, TaskOverrides};
+use super::validate::optional_json;
 use super::AppState;
 use crate::actors::reverify::{Rescored, ReverifyRefusal};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
@@ -16,13 +18,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The body of a re-verification (may be empty).
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
+#[derive(Deserr, utoipa::ToSchema)]
+#[deserr(error = BodyErrors, deny_unknown_fields)]
 pub struct ReverifyBody {
     /// Per task id of the run, fields laid over the run's own override for this
     /// scoring only, e.g. another `rubric_markdown` or `task_json` checks.
-    #[schema(value_type = Option<Object>)]
-    pub task_overrides: Option<Value>,
+    #[deserr(default)]
+    #[schema(value_type = Option<BTreeMap<String, TaskOverrideBody>>)]
+    pub task_overrides: Option<TaskOverrides>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -40,13 +43,14 @@ async fn reverify_run(
 ) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
     let body = optional_json(&body)?.unwrap_or_else(|| json!({}));
-    let obj = launch::object(&body)?;
-    let mut c = Checker::default();
-    c.only_fields(obj, &["body"], &["task_overrides"]);
+    let (body, mut c) = read::<ReverifyBody>(&body)?;
     let task_ids = state
         .projections
         .read(|views| views.run(&run_id).map(|r| r.task_ids.clone()));
-    let overrides = launch::parse_task_overrides(&mut c, obj, task_ids.as_deref());
+    let overrides = body
+        .task_overrides
+        .map(|o| o.check(&mut c, task_ids.as_deref()))
+        .unwrap_or_default();
     c.finish()?;
     let rollouts =
         state

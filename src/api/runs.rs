@@ -5,7 +5,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::launch::{LaunchBody, LaunchRequest, ResumeBody};
+use super::budget::{self, ResumeBody};
+use super::launch::{LaunchBody, LaunchRequest};
 use super::validate::{query_flag, Checker, Page};
 use super::views::{
     DryRunAnswer, Estimate, LaunchAnswer, RolloutDetail, RolloutSummary, RunCancelled, RunDeleted,
@@ -406,7 +407,7 @@ async fn resume_run(
 ) -> Result<HttpResponse, ApiError> {
     let run_id = path.into_inner();
     let body = super::validate::optional_json(&body)?.unwrap_or(Value::Null);
-    let budget = launch::parse_resume(&body)?;
+    let budget = budget::parse_resume(&body)?;
     let run = state.projections.read(|views| {
         views
             .run(&run_id)
@@ -414,7 +415,7 @@ async fn resume_run(
     });
     let (model, priced) =
         run.ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, "Run not found"))?;
-    launch::check_budget_price(budget.as_ref(), priced, &model)?;
+    budget::check_budget_price(budget.as_ref(), priced, &model)?;
     let resumed = state.gym.resume(&run_id, budget).await?;
     state.sync().await;
     Ok(HttpResponse::Ok().json(RunResumedAnswer {

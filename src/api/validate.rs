@@ -1,8 +1,8 @@
-//! Request validation at the edge: bodies are read as JSON values and checked field
-//! by field, so one 422 names every bad field (`loc`, `msg`, `type`) instead of the
-//! first one serde trips on.
+//! Request validation at the edge: field errors collected (`loc`, `msg`, `type`) so
+//! that one 422 names every bad field, and the query strings read with them. Bodies
+//! are read by their types ([`super::body`]), then checked here.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
 
@@ -45,16 +45,21 @@ impl Checker {
         });
     }
 
-    /// Every key of `obj` outside `allowed` is an error (the bodies are closed).
-    pub fn only_fields(&mut self, obj: &Map<String, Value>, prefix: &[&str], allowed: &[&str]) {
-        for field in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
-            self.push(
-                prefix,
-                field,
-                "Extra inputs are not permitted",
-                "extra_forbidden",
-            );
+    /// A required field's value; `None` names it missing, unless its value was
+    /// already named wrong.
+    pub fn required<T>(&mut self, prefix: &[&str], field: &str, value: Option<T>) -> Option<T> {
+        let at = loc(prefix, field);
+        if value.is_none() && !self.errors.iter().any(|e| e.loc == at) {
+            self.push(prefix, field, "Field required", "missing");
         }
+        value
+    }
+
+    /// Whether a field at or under `prefix` (e.g. `["body", "budget"]`) is named.
+    pub fn names(&self, prefix: &[&str]) -> bool {
+        self.errors
+            .iter()
+            .any(|e| e.loc.len() >= prefix.len() && e.loc.iter().zip(prefix).all(|(l, p)| l == p))
     }
 
     pub fn finish(self) -> Result<(), ApiError> {
@@ -62,53 +67,6 @@ impl Checker {
             Ok(())
         } else {
             Err(ApiError::validation(self.errors))
-        }
-    }
-
-    /// A required string.
-    pub fn string(
-        &mut self,
-        obj: &Map<String, Value>,
-        prefix: &[&str],
-        field: &str,
-    ) -> Option<String> {
-        match obj.get(field) {
-            None | Some(Value::Null) => {
-                self.push(prefix, field, "Field required", "missing");
-                None
-            }
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                self.push(
-                    prefix,
-                    field,
-                    "Input should be a valid string",
-                    "string_type",
-                );
-                None
-            }
-        }
-    }
-
-    /// An optional string (absent or null is `None`).
-    pub fn opt_string(
-        &mut self,
-        obj: &Map<String, Value>,
-        prefix: &[&str],
-        field: &str,
-    ) -> Option<String> {
-        match obj.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                self.push(
-                    prefix,
-                    field,
-                    "Input should be a valid string",
-                    "string_type",
-                );
-                None
-            }
         }
     }
 
@@ -169,51 +127,8 @@ impl Checker {
         }
     }
 
-    /// An optional field read by `read`, within `[min, max]`.
-    fn opt_bounded<T: PartialOrd + std::fmt::Display>(
-        &mut self,
-        obj: &Map<String, Value>,
-        (prefix, field): (&[&str], &str),
-        read: impl Fn(&Value) -> Option<T>,
-        (min, max): (T, T),
-        (type_msg, type_kind): (&str, &str),
-    ) -> Option<T> {
-        let value = obj.get(field).filter(|v| !v.is_null())?;
-        match read(value) {
-            Some(n) => self.in_range(prefix, field, n, min, max),
-            None => {
-                self.push(prefix, field, type_msg, type_kind);
-                None
-            }
-        }
-    }
-
-    /// An optional integer within `[min, max]`.
-    pub fn opt_int(
-        &mut self,
-        obj: &Map<String, Value>,
-        prefix: &[&str],
-        field: &str,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
-        let kind = ("Input should be a valid integer", "int_type");
-        self.opt_bounded(obj, (prefix, field), Value::as_i64, (min, max), kind)
-    }
-
-    /// An optional instance seed: any non-negative 64-bit integer (a continuous run
-    /// draws them from the whole range).
-    pub fn opt_seed(
-        &mut self,
-        obj: &Map<String, Value>,
-        prefix: &[&str],
-        field: &str,
-    ) -> Option<u64> {
-        let kind = ("Input should be a non-negative integer", "int_type");
-        self.opt_bounded(obj, (prefix, field), Value::as_u64, (0, u64::MAX), kind)
-    }
-
-    /// An instance seed in a query string (see [`Checker::opt_seed`]).
+    /// An instance seed in a query string: any non-negative 64-bit integer (a
+    /// continuous run draws them from the whole range).
     pub fn query_seed(&mut self, field: &str, text: &str) -> Option<u64> {
         let seed = text.parse::<u64>().ok();
         if seed.is_none() {
@@ -225,62 +140,6 @@ impl Checker {
             );
         }
         seed
-    }
-
-    /// An optional number within `[min, max]`.
-    pub fn opt_number(
-        &mut self,
-        obj: &Map<String, Value>,
-        prefix: &[&str],
-        field: &str,
-        min: f64,
-        max: f64,
-    ) -> Option<f64> {
-        let kind = ("Input should be a valid number", "float_type");
-        self.opt_bounded(obj, (prefix, field), Value::as_f64, (min, max), kind)
-    }
-
-    pub fn opt_bool(
-        &mut self,
-        obj: &Map<String, Value>,
-        prefix: &[&str],
-        field: &str,
-    ) -> Option<bool> {
-        match obj.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => {
-                self.push(
-                    prefix,
-                    field,
-                    "Input should be a valid boolean",
-                    "bool_type",
-                );
-                None
-            }
-        }
-    }
-
-    /// An optional object.
-    pub fn opt_object<'a>(
-        &mut self,
-        obj: &'a Map<String, Value>,
-        prefix: &[&str],
-        field: &str,
-    ) -> Option<&'a Map<String, Value>> {
-        match obj.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(map)) => Some(map),
-            Some(_) => {
-                self.push(
-                    prefix,
-                    field,
-                    "Input should be a valid dictionary",
-                    "dict_type",
-                );
-                None
-            }
-        }
     }
 }
 
