@@ -11,8 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    builtin_run, first_hr_task, get_json_at, spawn_app, start_fake_model, Behaviour, ServerProcess,
-    TestApp,
+    builtin_run, first_hr_task, get_json_at, spawn_app, start_fake_model, Behaviour, Breakpoint,
+    ServerProcess, TestApp,
 };
 
 fn continuous(mut body: Value, settings: Value) -> Value {
@@ -229,6 +229,7 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         builtin_run("oracle", &[&task], 1),
         json!({"max_unconsumed_groups": 2}),
     );
+    let mut points = app.breakpoints.subscribe();
     let run_id = app.launch(&body).await["run_id"]
         .as_str()
         .unwrap()
@@ -238,15 +239,16 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         .await;
     assert_eq!(held["feed"]["groups_unconsumed"], 2, "{held}");
     assert_eq!(held["status"], "running", "{held}");
-    // Held back: nothing more starts however long the consumer takes (a group drawn
-    // ahead waits, pending).
+    // Held back: once its scheduler held back with nothing running, nothing more
+    // starts however long the consumer takes (a group drawn ahead waits, pending).
     let started = |s: &Value| s["completed"].as_u64().unwrap() + s["in_progress"].as_u64().unwrap();
+    let idle = Breakpoint::HeldBackByConsumers {
+        run_id: run_id.clone(),
+        running: 0,
+    };
+    points.advance_till(|p| *p == idle).await;
     let held = app.run_until(&run_id, |s| s["in_progress"] == 0).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let still = app.run_summary(&run_id).await;
-    assert_eq!(started(&still), started(&held), "{still}");
-    assert_eq!(still["in_progress"], 0, "{still}");
-    assert_eq!(still["feed"]["waiting_for_consumer"], true, "{still}");
+    assert_eq!(held["feed"]["waiting_for_consumer"], true, "{held}");
 
     // A consumer holding group 0 asks for newer groups only.
     let newer = app
@@ -257,6 +259,16 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
     assert_eq!(group_ids(&newer), [1], "{newer}");
     let answer = ack(&app.client, &app.address, &run_id, "trainer", &[0]).await;
     assert_eq!(answer["acknowledged"], json!([0]));
+    let acknowledged = Breakpoint::FeedChanged {
+        run_id: run_id.clone(),
+    };
+    let meanwhile = points.advance_till(|p| *p == acknowledged).await;
+    assert!(
+        !meanwhile
+            .iter()
+            .any(|p| matches!(p, Breakpoint::RolloutStarted { .. })),
+        "a rollout started before the acknowledgement: {meanwhile:#?}"
+    );
     let after = app
         .run_until(&run_id, |s| {
             started(s) > started(&held) && s["feed"]["waiting_for_consumer"] == true
@@ -360,15 +372,6 @@ fn fake_model_run(task: &str, model: &str, settings: Value) -> Value {
     })
 }
 
-/// Waits until the fake model has been asked `n` times.
-async fn asked(requests: &rl_gym::load::fake_model::Recorded, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while requests.lock().len() < n {
-        assert!(Instant::now() < deadline, "the model was not asked");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 async fn rollout_turns(app: &TestApp, run_id: &str, rollout_id: &str) -> Vec<Value> {
     let detail = app.rollout(run_id, rollout_id).await;
     detail["trajectory"]
@@ -396,11 +399,14 @@ async fn switch_during_the_first_turn(continuous: Value) -> Switched {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let body = fake_model_run(&task, &old.address, continuous);
+    let mut points = app.breakpoints.subscribe();
     let run_id = app.launch(&body).await["run_id"]
         .as_str()
         .unwrap()
         .to_string();
-    asked(&old.requests, 1).await;
+    points
+        .advance_till(|p| matches!(p, Breakpoint::ModelCallSent { step: 1, .. }))
+        .await;
     let switched = app
         .post(
             &format!("/runs/{run_id}/policy"),

@@ -11,6 +11,7 @@ use actix_web::dev::ServerHandle;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
+pub use rl_gym::actors::breakpoints::{Breakpoint, Breakpoints, Subscriber};
 use rl_gym::config::Settings;
 use rl_gym::startup::Application;
 
@@ -18,6 +19,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
+    /// The points its actors reach: subscribe before the action to wait for one.
+    pub breakpoints: Breakpoints,
     handle: ServerHandle,
     shutdown: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -56,12 +59,14 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("the service starts");
     let address = format!("http://{}", app.address());
     let handle = app.handle();
+    let breakpoints = app.breakpoints();
     let shutdown = app.shutdown_token();
     let task = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: http_client(),
         data_dir,
+        breakpoints,
         handle,
         shutdown,
         task: Some(task),

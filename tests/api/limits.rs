@@ -406,6 +406,7 @@ async fn launches_and_forks_beyond_the_pending_cap_get_429() {
     assert_too_many_pending(&fork);
 
     // One rollout at a time of a slow model: four wait, for a minute.
+    let mut points = app.breakpoints.subscribe();
     let slow = app
         .launch(&json!({
             "scenario_id": "hr", "task_ids": [task], "rollout_count": 5, "max_parallel": 1,
@@ -414,14 +415,12 @@ async fn launches_and_forks_beyond_the_pending_cap_get_429() {
         .await;
     let slow_id = slow["run_id"].as_str().unwrap();
     // The first one starts as the run's actor does.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&app, "rl_gym_rollouts_pending").await != 4.0 {
-        assert!(
-            Instant::now() < deadline,
-            "four rollouts never waited alone"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    points
+        .advance_till(
+            |p| matches!(p, Breakpoint::RolloutStarted { run_id, .. } if run_id == slow_id),
+        )
+        .await;
+    assert_eq!(metric(&app, "rl_gym_rollouts_pending").await, 4.0);
     let across_runs = app.post("/runs", &builtin_run("oracle", &[&task], 2)).await;
     assert_too_many_pending(&across_runs);
     let one_more = app.launch(&builtin_run("oracle", &[&task], 1)).await;

@@ -415,14 +415,23 @@ async fn max_parallel_bounds_the_rollouts_in_flight() {
     let task = first_hr_task(&app).await;
     let mut body = builtin_run("noop", &[&task], 20);
     body["max_parallel"] = json!(2);
+    let mut points = app.breakpoints.subscribe();
     let launched = app.launch(&body).await;
     let run_id = launched["run_id"].as_str().unwrap();
-    loop {
-        let status = app.run(run_id).await;
-        assert!(status["in_progress"].as_u64().unwrap() <= 2, "{status}");
-        if status["completed"] == 20 {
-            break;
+    let ended = Breakpoint::RunEnded {
+        run_id: run_id.to_string(),
+    };
+    let passed = points.advance_till(|p| *p == ended).await;
+    // Each step loop from its start to its end, as the run's actor saw them.
+    let mut in_flight = 0;
+    for point in &passed {
+        match point {
+            Breakpoint::RolloutStarted { .. } => in_flight += 1,
+            Breakpoint::RolloutEnded { .. } => in_flight -= 1,
+            _ => {}
         }
+        assert!(in_flight <= 2, "{passed:#?}");
     }
+    assert_eq!(app.wait_until_finished(run_id).await["completed"], 20);
     app.stop().await;
 }
