@@ -72,10 +72,7 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
 
     // A budget already spent is refused; nothing restarts.
     let response = app
-        .post(
-            &format!("/runs/{run_id}/resume"),
-            &json!({"budget": {"max_total_tokens": 330}}),
-        )
+        .resume(&run_id, &json!({"budget": {"max_total_tokens": 330}}))
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
@@ -86,10 +83,7 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
     );
 
     let response = app
-        .post(
-            &format!("/runs/{run_id}/resume"),
-            &json!({"budget": {"max_total_tokens": 100_000}}),
-        )
+        .resume(&run_id, &json!({"budget": {"max_total_tokens": 100_000}}))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -104,16 +98,14 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
     assert_eq!(status["spent"]["tokens"], 660);
 
     // Only a paused run resumes.
-    let response = app
-        .post(&format!("/runs/{run_id}/resume"), &json!({}))
-        .await;
+    let response = app.resume(&run_id, &json!({})).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let body: Value = response.json().await.unwrap();
     assert!(
         body["detail"].as_str().unwrap().contains("not paused"),
         "{body}"
     );
-    let response = app.post("/runs/run_nope/resume", &json!({})).await;
+    let response = app.resume("run_nope", &json!({})).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
@@ -153,7 +145,7 @@ async fn bad_budgets_are_refused_naming_the_field() {
     }
     let mut body = budgeted_run(&model, &task, 1, 1);
     body["budget"] = json!({});
-    let response = app.post("/runs", &body).await;
+    let response = app.post_run(&body).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.get_json("/runs").await["total"], 0);
     app.stop().await;
@@ -245,10 +237,7 @@ async fn a_paused_run_stays_paused_across_a_restart_and_keeps_its_spend() {
     // spends a 400-token budget and the run pauses again.
     let mut points = app.breakpoints.subscribe();
     let response = app
-        .post(
-            &format!("/runs/{run_id}/resume"),
-            &json!({"budget": {"max_total_tokens": 400}}),
-        )
+        .resume(&run_id, &json!({"budget": {"max_total_tokens": 400}}))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let status = paused(&app, &mut points, &run_id).await;
@@ -260,17 +249,13 @@ async fn a_paused_run_stays_paused_across_a_restart_and_keeps_its_spend() {
     assert_eq!(model.requests.lock().len(), 4);
 
     // Cancelling a paused run cancels what it had left.
-    let response = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
-        .await;
+    let response = app.cancel(&run_id).await;
     assert_eq!(response.status(), StatusCode::OK);
     let status = app.wait_until_finished(&run_id).await;
     assert_eq!(status["status"], "cancelled", "{status}");
     assert!(status["cancelled"].as_u64().unwrap() >= 1, "{status}");
     assert_eq!(status["paused"], false);
-    let response = app
-        .post(&format!("/runs/{run_id}/resume"), &json!({}))
-        .await;
+    let response = app.resume(&run_id, &json!({})).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     app.stop().await;
     drop(temp);

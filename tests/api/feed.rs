@@ -11,49 +11,13 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    builtin_run, first_hr_task, get_json_at, spawn_app, start_fake_model, Behaviour, Breakpoint,
-    ServerProcess, TestApp,
+    ack_groups, builtin_run, first_hr_task, get_json_at, launch_at, poll_groups, spawn_app,
+    start_fake_model, Behaviour, Breakpoint, ServerProcess, TestApp,
 };
 
 fn continuous(mut body: Value, settings: Value) -> Value {
     body["continuous"] = settings;
     body
-}
-
-/// One poll of the feed, as any HTTP client makes it.
-async fn poll(
-    client: &reqwest::Client,
-    address: &str,
-    run_id: &str,
-    consumer: &str,
-    limit: u32,
-) -> Value {
-    let response = client
-        .get(format!(
-            "{address}/runs/{run_id}/groups?consumer={consumer}&wait=10&limit={limit}"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
-async fn ack(
-    client: &reqwest::Client,
-    address: &str,
-    run_id: &str,
-    consumer: &str,
-    ids: &[u64],
-) -> Value {
-    let response = client
-        .post(format!("{address}/runs/{run_id}/groups/ack"))
-        .json(&json!({"consumer": consumer, "group_ids": ids}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
 }
 
 fn group_ids(answer: &Value) -> Vec<u64> {
@@ -77,14 +41,14 @@ async fn consume_all(
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut taken = Vec::new();
     loop {
-        let answer = poll(client, address, run_id, consumer, 1).await;
+        let answer = poll_groups(client, address, run_id, consumer, 1).await;
         for group in answer["groups"].as_array().unwrap() {
             let id = group["group_id"].as_u64().unwrap();
             assert!(
                 acked.insert(id),
                 "group {id} came to {consumer} again after its ack"
             );
-            ack(client, address, run_id, consumer, &[id]).await;
+            ack_groups(client, address, run_id, consumer, &[id]).await;
             taken.push(group.clone());
         }
         if answer["done"] == true {
@@ -118,18 +82,10 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
             builtin_run("oracle", &task_ids, 2),
             json!({"max_groups": 8, "max_unconsumed_groups": 2, "seed": 11}),
         );
-        let launched: Value = client
-            .post(format!("{address}/runs"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let launched = launch_at(&client, &address, &body).await;
         let run_id = launched["run_id"].as_str().unwrap().to_string();
 
-        let first = poll(&client, &address, &run_id, "trainer", 1).await;
+        let first = poll_groups(&client, &address, &run_id, "trainer", 1).await;
         assert_eq!(group_ids(&first), [0]);
         let group = &first["groups"][0];
         assert_eq!(group["rollouts"].as_array().unwrap().len(), 2, "{group}");
@@ -138,21 +94,21 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
             assert_eq!(rollout["reward"], 1.0);
             assert!(!rollout["messages"].as_array().unwrap().is_empty());
         }
-        let answer = ack(&client, &address, &run_id, "trainer", &[0]).await;
+        let answer = ack_groups(&client, &address, &run_id, "trainer", &[0]).await;
         assert_eq!(answer["acknowledged"], json!([0]));
         acked.insert(0);
         // Acknowledged again (a retry): recorded once.
-        let again = ack(&client, &address, &run_id, "trainer", &[0]).await;
+        let again = ack_groups(&client, &address, &run_id, "trainer", &[0]).await;
         assert_eq!(again["acknowledged"], json!([]));
         assert_eq!(again["already_acknowledged"], json!([0]));
 
         // The consumer takes group 1 and dies before acknowledging it: its next
         // incarnation gets group 1 again.
-        let taken = poll(&client, &address, &run_id, "trainer", 1).await;
+        let taken = poll_groups(&client, &address, &run_id, "trainer", 1).await;
         assert_eq!(group_ids(&taken), [1]);
-        let restarted = poll(&client, &address, &run_id, "trainer", 1).await;
+        let restarted = poll_groups(&client, &address, &run_id, "trainer", 1).await;
         assert_eq!(group_ids(&restarted), [1]);
-        ack(&client, &address, &run_id, "trainer", &[1]).await;
+        ack_groups(&client, &address, &run_id, "trainer", &[1]).await;
         acked.insert(1);
         run_id
     });
@@ -257,7 +213,7 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         ))
         .await;
     assert_eq!(group_ids(&newer), [1], "{newer}");
-    let answer = ack(&app.client, &app.address, &run_id, "trainer", &[0]).await;
+    let answer = ack_groups(&app.client, &app.address, &run_id, "trainer", &[0]).await;
     assert_eq!(answer["acknowledged"], json!([0]));
     let acknowledged = Breakpoint::FeedChanged {
         run_id: run_id.clone(),
@@ -286,9 +242,7 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["detail"][0]["loc"], json!(["body", "group_ids", "1"]));
 
-    let cancelled = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
-        .await;
+    let cancelled = app.cancel(&run_id).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     let end = app.run_until(&run_id, |s| s["status"] == "cancelled").await;
     assert_eq!(end["feed"]["waiting_for_consumer"], false, "{end}");
@@ -303,7 +257,7 @@ async fn bad_feed_requests_are_refused_naming_the_field() {
         builtin_run("oracle", &[&task], 1),
         json!({"max_unconsumed_groups": 0, "on_stale": "later", "extra": 1}),
     );
-    let response = app.post("/runs", &bad).await;
+    let response = app.post_run(&bad).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let error: Value = response.json().await.unwrap();
     let fields: BTreeSet<String> = error["detail"]
@@ -334,26 +288,24 @@ async fn bad_feed_requests_are_refused_naming_the_field() {
         "consumer=t&wait=61",
         "consumer=t&limit=0",
     ] {
-        let response = app.get(&format!("/runs/{run_id}/groups?{query}")).await;
+        let response = app.groups(&run_id, query).await;
         assert_eq!(
             response.status(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "{query}"
         );
     }
-    let missing = app.get("/runs/run_nope/groups?consumer=t&wait=0").await;
+    let missing = app.groups("run_nope", "consumer=t&wait=0").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let policy = app
-        .post(&format!("/runs/{run_id}/policy"), &json!({"version": ""}))
-        .await;
+    let policy = app.post_policy(&run_id, &json!({"version": ""})).await;
     assert_eq!(policy.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // An ordinary run feeds too: its groups are its tasks' rollouts.
     app.wait_until_finished(&run_id).await;
-    let answer = poll(&app.client, &app.address, &run_id, "t", 16).await;
+    let answer = poll_groups(&app.client, &app.address, &run_id, "t", 16).await;
     assert_eq!(group_ids(&answer), [0]);
     assert_eq!(answer["groups"][0]["rollouts"].as_array().unwrap().len(), 2);
-    ack(&app.client, &app.address, &run_id, "t", &[0]).await;
-    let done = poll(&app.client, &app.address, &run_id, "t", 16).await;
+    ack_groups(&app.client, &app.address, &run_id, "t", &[0]).await;
+    let done = poll_groups(&app.client, &app.address, &run_id, "t", 16).await;
     assert_eq!(done["done"], true, "{done}");
     app.stop().await;
 }
@@ -408,10 +360,7 @@ async fn switch_during_the_first_turn(continuous: Value) -> Switched {
         .advance_till(|p| matches!(p, Breakpoint::ModelCallSent { step: 1, .. }))
         .await;
     let switched = app
-        .post(
-            &format!("/runs/{run_id}/policy"),
-            &json!({"version": "v1", "base_url": new.address}),
-        )
+        .post_policy(&run_id, &json!({"version": "v1", "base_url": new.address}))
         .await;
     assert_eq!(switched.status(), StatusCode::OK);
     let switched: Value = switched.json().await.unwrap();
@@ -523,9 +472,7 @@ async fn a_continuous_runs_event_stream_reverification_and_forks_cover_its_drawn
     assert_eq!(count("GroupConsumed"), 2);
     assert_eq!(acked.len(), 3);
     // Re-verifying covers the rollouts drawn after the launch.
-    let response = app
-        .post(&format!("/runs/{run_id}/reverify"), &json!({}))
-        .await;
+    let response = app.reverify(&run_id, &json!({})).await;
     assert_eq!(response.status(), StatusCode::OK);
     let rescored: Value = response.json().await.unwrap();
     let rollouts = rescored["rollouts"].as_array().unwrap();
@@ -533,12 +480,7 @@ async fn a_continuous_runs_event_stream_reverification_and_forks_cover_its_drawn
     assert!(rollouts.iter().all(|r| r["new_score"] == 1.0), "{rescored}");
     // And one of them can be forked.
     let drawn = rollouts[2]["rollout_id"].as_str().unwrap();
-    let fork = app
-        .post(
-            &format!("/runs/{run_id}/rollouts/{drawn}/fork"),
-            &json!({"at_step": 1}),
-        )
-        .await;
+    let fork = app.fork(&run_id, drawn, &json!({"at_step": 1})).await;
     assert_eq!(fork.status(), StatusCode::OK);
     let fork: Value = fork.json().await.unwrap();
     let child = app.only_rollout(&fork).await;
