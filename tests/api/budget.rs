@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use rl_gym::actors::breakpoints::{Breakpoint, Subscriber};
 use rl_gym::config::PriceEntry;
 
 /// Every call of the fake model uses 110 tokens; a rollout makes two (a tool call,

@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{
     ack_groups, builtin_run, first_hr_task, get_json_at, launch_at, poll_groups, spawn_app,
-    start_fake_model, Behaviour, Breakpoint, ServerProcess, TestApp,
+    start_fake_model, Behaviour, ServerProcess, TestApp,
 };
+use rl_gym::actors::breakpoints::Breakpoint;
 
 fn continuous(mut body: Value, settings: Value) -> Value {
     body["continuous"] = settings;

@@ -11,7 +11,7 @@ use actix_web::dev::ServerHandle;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-pub use rl_gym::actors::breakpoints::{Breakpoint, Breakpoints, Subscriber};
+use rl_gym::actors::breakpoints::Breakpoints;
 use rl_gym::config::Settings;
 use rl_gym::startup::Application;
 

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::helpers::*;
 use crate::stats::{FULL, NONE, TASK, THIRD};
+use rl_gym::actors::breakpoints::Breakpoint;
 
 /// A connection that sent a POST's headers and dribbles its body a byte at a time;
 /// closed when dropped.

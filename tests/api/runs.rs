@@ -4,6 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use rl_gym::actors::breakpoints::Breakpoint;
 
 #[actix_web::test]
 async fn a_noop_run_completes_with_no_credit_and_a_trajectory() {
