@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::actors::breakpoints::Breakpoints;
 use crate::actors::lease::Leases;
 use crate::actors::run::PendingRollouts;
 use crate::actors::step_loop::DefaultAgents;
@@ -124,6 +125,7 @@ impl Application {
             redactor: settings.redactor(),
             model_timeout_secs: settings.model_timeout_secs,
             prices: Arc::new(settings.price_table()),
+            breakpoints: Default::default(),
         });
         if shared_log {
             // Which unfinished runs are this node's is for the leases to say.
@@ -239,6 +241,11 @@ impl Application {
 
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
+    }
+
+    /// The points the actors reach, for a test to wait for one instead of sleeping.
+    pub fn breakpoints(&self) -> Breakpoints {
+        self.gym.breakpoints().clone()
     }
 
     /// Cancel it to end event streams before stopping the server through its handle.

@@ -4,6 +4,7 @@
 //! them restart from the log. [`Gym`] is the command side the HTTP layer calls: it
 //! reads a run's stream, lets the domain decide, appends, then tells the actors.
 
+pub mod breakpoints;
 pub mod fork;
 pub mod lease;
 pub mod registry;
@@ -62,6 +63,8 @@ pub struct Deps {
     pub leases: Option<Arc<lease::Leases>>,
     /// Where a continuous run's finished rollouts leave their content for the feed.
     pub contents: crate::projections::ContentCache,
+    /// Where the actors report the points tests wait for.
+    pub breakpoints: breakpoints::Breakpoints,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +113,11 @@ impl Gym {
 
     pub fn prices(&self) -> &PriceTable {
         &self.deps.prices
+    }
+
+    /// Where the actors report the points tests wait for.
+    pub fn breakpoints(&self) -> &breakpoints::Breakpoints {
+        &self.deps.breakpoints
     }
 
     /// When nodes share the log: renews this node's leases, takes over the runs no

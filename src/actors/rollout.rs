@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::Utc;
 
+use super::breakpoints::Breakpoint;
 use super::run::{RolloutEnded, RunActor};
 use super::step_loop::{self, RolloutJob};
 use super::Deps;
@@ -39,6 +40,7 @@ impl Actor for RolloutActor {
         };
         let deps = self.deps.clone();
         let rollout_id = job.rollout.rollout_id.clone();
+        let run_id = job.run.run_id.clone();
         let handle = tokio::spawn(step_loop::drive(deps.clone(), job));
         let supervise = async move {
             let mut finished = true;
@@ -89,17 +91,20 @@ impl Actor for RolloutActor {
             }
             (rollout_id, finished, restart)
         };
-        ctx.wait(
-            supervise
-                .into_actor(self)
-                .map(|(rollout_id, finished, restart), act, ctx| {
-                    act.run.do_send(RolloutEnded {
-                        rollout_id,
-                        finished,
-                        restart,
-                    });
-                    ctx.stop();
-                }),
-        );
+        ctx.wait(supervise.into_actor(self).map(
+            move |(rollout_id, finished, restart), act, ctx| {
+                act.deps.breakpoints.reach(|| Breakpoint::RolloutEnded {
+                    run_id,
+                    rollout_id: rollout_id.clone(),
+                    finished,
+                });
+                act.run.do_send(RolloutEnded {
+                    rollout_id,
+                    finished,
+                    restart,
+                });
+                ctx.stop();
+            },
+        ));
     }
 }

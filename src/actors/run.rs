@@ -17,6 +17,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::breakpoints::Breakpoint;
 use super::registry::{Registry, RunEnded, StartRun};
 use super::rollout::RolloutActor;
 use super::step_loop::RolloutJob;
@@ -377,6 +378,7 @@ impl RunActor {
         }
         let spent = (!self.cancelled).then(|| self.budget.exhausted()).flatten();
         if let Some(reason) = spent {
+            self.reach(|run_id, running| Breakpoint::HeldBackByBudget { run_id, running });
             if self.running.is_empty() {
                 if self.pending.is_empty() && self.stopped_unfinished.is_empty() {
                     self.end(ctx);
@@ -389,6 +391,9 @@ impl RunActor {
         // Too many complete groups wait for a consumer: nothing starts until one
         // acknowledges (`FeedChange`).
         let backpressured = self.groups.as_ref().is_some_and(GroupDriver::backpressured);
+        if backpressured {
+            self.reach(|run_id, running| Breakpoint::HeldBackByConsumers { run_id, running });
+        }
         while self.running.len() < self.max_parallel && !backpressured {
             let Some(index) = self.pending.pop_front() else {
                 break;
@@ -577,7 +582,16 @@ impl RunActor {
         }));
     }
 
+    /// Reports a point of this run, built from its id and how many rollouts run.
+    fn reach(&self, point: impl FnOnce(String, usize) -> Breakpoint) {
+        let running = self.running.len();
+        self.deps
+            .breakpoints
+            .reach(|| point(self.run.run_id.clone(), running));
+    }
+
     fn end(&mut self, ctx: &mut Context<Self>) {
+        self.reach(|run_id, _| Breakpoint::RunEnded { run_id });
         self.registry.do_send(RunEnded {
             run_id: self.run.run_id.clone(),
         });
@@ -595,6 +609,7 @@ impl RunActor {
         ctx.wait(work.into_actor(self).map(|recorded, act, ctx| match recorded {
             Ok(true) => {
                 act.deps.metrics.runs_paused.inc();
+                act.reach(|run_id, _| Breakpoint::RunPaused { run_id });
                 act.end(ctx);
             }
             // Cancelled meanwhile: the cancel that is on its way finishes the run.
@@ -723,6 +738,7 @@ impl Handler<FeedChange> for RunActor {
             }
             _ => {}
         }
+        self.reach(|run_id, _| Breakpoint::FeedChanged { run_id });
         self.schedule(ctx);
     }
 }

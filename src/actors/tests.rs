@@ -129,6 +129,7 @@ fn deps(store: Arc<dyn EventStore>, agents: Arc<dyn AgentFactory>) -> Deps {
         prices: Default::default(),
         leases: None,
         contents: Default::default(),
+        breakpoints: Default::default(),
     }
 }
 

@@ -2,12 +2,11 @@
 //! budgets are 422s; a dry run estimates from past runs and writes nothing; a paused
 //! run stays paused across a restart.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use rl_gym::actors::breakpoints::{Breakpoint, Subscriber};
 use rl_gym::config::PriceEntry;
 
 /// Every call of the fake model uses 110 tokens; a rollout makes two (a tool call,
@@ -23,25 +22,28 @@ fn budgeted_run(model: &FakeModel, task: &str, rollouts: u32, max_total_tokens: 
     })
 }
 
-async fn wait_for_status(app: &TestApp, run_id: &str, wanted: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = app.run(run_id).await;
-        if status["status"] == wanted {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "run never {wanted}: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until the run's actor recorded the pause and ended: no model call follows.
+/// Answers the run's status once the views show the pause.
+async fn paused(app: &TestApp, points: &mut Subscriber, run_id: &str) -> Value {
+    let ended = Breakpoint::RunEnded {
+        run_id: run_id.to_string(),
+    };
+    let passed = points.advance_till(|p| *p == ended).await;
+    let pause = Breakpoint::RunPaused {
+        run_id: run_id.to_string(),
+    };
+    assert!(passed.contains(&pause), "{passed:#?}");
+    app.run_until(run_id, |s| s["status"] == "paused").await
 }
 
 /// Launches 3 rollouts under a 300-token budget: the first finishes (220 tokens), the
 /// second makes one call (330) and stops before its next, the third never starts.
 async fn paused_run(app: &TestApp, model: &FakeModel) -> String {
     let task = first_hr_task(app).await;
+    let mut points = app.breakpoints.subscribe();
     let launched = app.launch(&budgeted_run(model, &task, 3, 300)).await;
     let run_id = launched["run_id"].as_str().unwrap().to_string();
-    let status = wait_for_status(app, &run_id, "paused").await;
+    let status = paused(app, &mut points, &run_id).await;
     assert_eq!(status["paused"], true, "{status}");
     assert!(
         status["pause_reason"]
@@ -58,18 +60,12 @@ async fn paused_run(app: &TestApp, model: &FakeModel) -> String {
     run_id
 }
 
-/// The fake model gets no more requests for a while.
-async fn assert_quiet(model: &FakeModel, expected: usize) {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(model.requests.lock().len(), expected);
-}
-
 #[actix_web::test]
 async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
     let app = spawn_app().await;
     let model = start_fake_model(Behaviour::ToolThenAnswer { delay_ms: 0 }).await;
     let run_id = paused_run(&app, &model).await;
-    assert_quiet(&model, 3).await;
+    assert_eq!(model.requests.lock().len(), 3);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("rl_gym_runs_paused_total 1"), "{metrics}");
     let listed = app.get_json("/runs").await;
@@ -77,10 +73,7 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
 
     // A budget already spent is refused; nothing restarts.
     let response = app
-        .post(
-            &format!("/runs/{run_id}/resume"),
-            &json!({"budget": {"max_total_tokens": 330}}),
-        )
+        .resume(&run_id, &json!({"budget": {"max_total_tokens": 330}}))
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
@@ -91,10 +84,7 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
     );
 
     let response = app
-        .post(
-            &format!("/runs/{run_id}/resume"),
-            &json!({"budget": {"max_total_tokens": 100_000}}),
-        )
+        .resume(&run_id, &json!({"budget": {"max_total_tokens": 100_000}}))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -109,16 +99,14 @@ async fn a_spent_budget_pauses_the_run_and_a_resume_finishes_it() {
     assert_eq!(status["spent"]["tokens"], 660);
 
     // Only a paused run resumes.
-    let response = app
-        .post(&format!("/runs/{run_id}/resume"), &json!({}))
-        .await;
+    let response = app.resume(&run_id, &json!({})).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let body: Value = response.json().await.unwrap();
     assert!(
         body["detail"].as_str().unwrap().contains("not paused"),
         "{body}"
     );
-    let response = app.post("/runs/run_nope/resume", &json!({})).await;
+    let response = app.resume("run_nope", &json!({})).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
@@ -158,7 +146,7 @@ async fn bad_budgets_are_refused_naming_the_field() {
     }
     let mut body = budgeted_run(&model, &task, 1, 1);
     body["budget"] = json!({});
-    let response = app.post("/runs", &body).await;
+    let response = app.post_run(&body).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.get_json("/runs").await["total"], 0);
     app.stop().await;
@@ -243,37 +231,32 @@ async fn a_paused_run_stays_paused_across_a_restart_and_keeps_its_spend() {
     let app = spawn_app_with(settings_for(&data_dir)).await;
     let after = app.run(&run_id).await;
     assert_eq!(after, before);
-    assert_quiet(&model, 3).await;
+    // The service resumed its unfinished runs before it answered: not the paused one.
+    assert_eq!(model.requests.lock().len(), 3);
 
     // The spend is rebuilt from the log: 330 already spent, so one more call (440)
     // spends a 400-token budget and the run pauses again.
+    let mut points = app.breakpoints.subscribe();
     let response = app
-        .post(
-            &format!("/runs/{run_id}/resume"),
-            &json!({"budget": {"max_total_tokens": 400}}),
-        )
+        .resume(&run_id, &json!({"budget": {"max_total_tokens": 400}}))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let status = wait_for_status(&app, &run_id, "paused").await;
+    let status = paused(&app, &mut points, &run_id).await;
     assert_eq!(status["spent"]["tokens"], 440, "{status}");
     assert!(status["pause_reason"]
         .as_str()
         .unwrap()
         .contains("440 of max_total_tokens 400"));
-    assert_quiet(&model, 4).await;
+    assert_eq!(model.requests.lock().len(), 4);
 
     // Cancelling a paused run cancels what it had left.
-    let response = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
-        .await;
+    let response = app.cancel(&run_id).await;
     assert_eq!(response.status(), StatusCode::OK);
     let status = app.wait_until_finished(&run_id).await;
     assert_eq!(status["status"], "cancelled", "{status}");
     assert!(status["cancelled"].as_u64().unwrap() >= 1, "{status}");
     assert_eq!(status["paused"], false);
-    let response = app
-        .post(&format!("/runs/{run_id}/resume"), &json!({}))
-        .await;
+    let response = app.resume(&run_id, &json!({})).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     app.stop().await;
     drop(temp);

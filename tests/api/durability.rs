@@ -38,8 +38,7 @@ async fn a_restart_on_the_same_data_directory_keeps_every_view() {
     let cancelled = app.launch(&builtin_run("noop", &[&task], 1)).await;
     let cancelled_id = cancelled["run_id"].as_str().unwrap().to_string();
     app.wait_until_finished(&cancelled_id).await;
-    app.post(&format!("/runs/{cancelled_id}/cancel"), &json!({}))
-        .await;
+    app.cancel(&cancelled_id).await;
     run_ids.push(cancelled_id);
     let deleted = app.launch(&builtin_run("noop", &[&task], 1)).await;
     let deleted_id = deleted["run_id"].as_str().unwrap().to_string();
@@ -76,15 +75,7 @@ fn a_sigkill_mid_run_loses_no_acknowledged_event_and_the_run_finishes_after_rest
         for _ in 0..4 {
             let mut body = builtin_run("oracle", &[&task], 100);
             body["max_parallel"] = json!(4);
-            let launched: Value = client
-                .post(format!("{address}/runs"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let launched = launch_at(&client, &address, &body).await;
             run_ids.push(launched["run_id"].as_str().unwrap().to_string());
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -261,20 +252,12 @@ async fn a_sigkill_mid_step_resumes_every_rollout_with_no_repeat_and_the_key_nev
         .await
         .unwrap();
     let task = tasks["tasks"][0]["task_id"].as_str().unwrap().to_string();
-    let launched: Value = client
-        .post(format!("{}/runs", server.address))
-        .json(&json!({
+    let launched = launch_at(&client, &server.address, &json!({
             "scenario_id": "hr",
             "task_ids": [task],
             "rollout_count": ROLLOUTS,
             "model_config": {"model": "slow", "provider": "custom", "base_url": model.address, "api_key": KEY}
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        })).await;
     let run_id = launched["run_id"].as_str().unwrap().to_string();
     // Kill once half the rollouts are in their second model call: every rollout is
     // then mid-step, with some results recorded and some calls in flight.

@@ -6,17 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn create(app: &TestApp, task: &str) -> Value {
-    let response = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    response.json().await.unwrap()
-}
-
 fn server_url(env: &Value, name: &str) -> String {
     env["tool_servers"]
         .as_array()
@@ -53,7 +42,7 @@ async fn email_task(app: &TestApp) -> String {
 async fn an_environment_speaks_the_tool_server_protocol() {
     let app = spawn_app().await;
     let task = email_task(&app).await;
-    let env = create(&app, &task).await;
+    let env = app.create_environment(&task).await;
     let id = env["environment_id"].as_str().unwrap();
     assert!(id.starts_with("env_") && id.len() >= 36, "{id}");
     let email = server_url(&env, "email");
@@ -92,16 +81,14 @@ async fn an_environment_speaks_the_tool_server_protocol() {
         }
     }
 
-    let sent: Value = client
-        .post(format!("{email}/step"))
-        .json(
+    let sent: Value = app
+        .step(
+            &email,
             &json!({"action": {"tool_name": "send_email", "parameters": {
                 "to": ["someone@example.com"], "subject": "Hello", "body": "Testing the protocol."
             }}}),
         )
-        .send()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -110,14 +97,7 @@ async fn an_environment_speaks_the_tool_server_protocol() {
     assert_eq!(sent["done"], false);
     assert!(sent.get("is_error").is_none(), "{sent}");
 
-    let snapshot: Value = client
-        .get(format!("{email}/snapshot"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot: Value = app.snapshot(&email).await;
     assert_eq!(snapshot["tool_server"], "email");
     assert!(snapshot["status"].is_string());
     assert!(snapshot["human_readable"].is_string());
@@ -131,7 +111,7 @@ async fn an_environment_speaks_the_tool_server_protocol() {
 async fn bad_calls_are_answered_in_band_and_bad_requests_are_4xx_never_5xx() {
     let app = spawn_app().await;
     let task = email_task(&app).await;
-    let env = create(&app, &task).await;
+    let env = app.create_environment(&task).await;
     let id = env["environment_id"].as_str().unwrap().to_string();
     let email = server_url(&env, "email");
     let client = &app.client;
@@ -210,22 +190,14 @@ async fn bad_calls_are_answered_in_band_and_bad_requests_are_4xx_never_5xx() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // Creating with bad input.
-    let response = app
-        .post("/environments", &json!({"scenario_id": "hr"}))
-        .await;
+    let response = app.post_environment(&json!({"scenario_id": "hr"})).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let response = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": "nope"}),
-        )
+        .post_environment(&json!({"scenario_id": "hr", "task_id": "nope"}))
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "nope", "task_id": "x"}),
-        )
+        .post_environment(&json!({"scenario_id": "nope", "task_id": "x"}))
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
@@ -252,53 +224,26 @@ async fn bad_calls_are_answered_in_band_and_bad_requests_are_4xx_never_5xx() {
 async fn two_environments_of_one_task_are_isolated() {
     let app = spawn_app().await;
     let task = email_task(&app).await;
-    let a = create(&app, &task).await;
-    let b = create(&app, &task).await;
+    let a = app.create_environment(&task).await;
+    let b = app.create_environment(&task).await;
     assert_ne!(a["environment_id"], b["environment_id"]);
     let (email_a, email_b) = (server_url(&a, "email"), server_url(&b, "email"));
-    let before: Value = app
-        .client
-        .get(format!("{email_b}/snapshot"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: Value = app.snapshot(&email_b).await;
     let answer: Value = app
-        .client
-        .post(format!("{email_a}/step"))
-        .json(
+        .step(
+            &email_a,
             &json!({"action": {"tool_name": "send_email", "parameters": {
                 "to": ["x@example.com"], "subject": "Only in A", "body": "private"
             }}}),
         )
-        .send()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert!(answer.get("is_error").is_none(), "{answer}");
-    let after: Value = app
-        .client
-        .get(format!("{email_b}/snapshot"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = app.snapshot(&email_b).await;
     assert_eq!(before, after, "B did not see A's call");
-    let a_state: Value = app
-        .client
-        .get(format!("{email_a}/snapshot"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a_state: Value = app.snapshot(&email_a).await;
     assert!(a_state["data"].to_string().contains("Only in A"));
     app.stop().await;
 }
@@ -307,7 +252,7 @@ async fn two_environments_of_one_task_are_isolated() {
 async fn a_run_pointed_at_a_hosted_environment_acts_on_it_and_is_scored_on_it() {
     let app = spawn_app().await;
     let task = email_task(&app).await;
-    let env = create(&app, &task).await;
+    let env = app.create_environment(&task).await;
     let environment_url = env["environment_url"].as_str().unwrap();
     let launched = app
         .launch(&json!({
@@ -325,27 +270,11 @@ async fn a_run_pointed_at_a_hosted_environment_acts_on_it_and_is_scored_on_it() 
     assert!(!rollout["tool_calls"].as_array().unwrap().is_empty());
 
     // The hosted environment holds the changes; a fresh one of the same task does not.
-    let fresh = create(&app, &task).await;
+    let fresh = app.create_environment(&task).await;
     for server in env["tool_servers"].as_array().unwrap() {
         let name = server["name"].as_str().unwrap();
-        let used: Value = app
-            .client
-            .get(format!("{}/snapshot", server_url(&env, name)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let untouched: Value = app
-            .client
-            .get(format!("{}/snapshot", server_url(&fresh, name)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let used: Value = app.snapshot(&server_url(&env, name)).await;
+        let untouched: Value = app.snapshot(&server_url(&fresh, name)).await;
         if rollout["tool_calls"]
             .as_array()
             .unwrap()

@@ -51,12 +51,7 @@ async fn a_launch_runs_several_instances_of_a_family_each_solved_and_shown() {
     assert!(tasks_told.len() >= 2, "{tasks_told:?}");
 
     // Exports and the feed name the instance; each instance's rollouts are a group.
-    let export = app
-        .get(&format!("/runs/{run_id}/export?format=rl"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.export(&run_id, "format=rl").await.text().await.unwrap();
     let seen: BTreeSet<u64> = export
         .lines()
         .map(|l| {
@@ -108,7 +103,7 @@ async fn explicit_instance_seeds_are_run_and_bad_ones_are_refused_naming_the_fie
         for (k, v) in bad.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let response = app.post("/runs", &body).await;
+        let response = app.post_run(&body).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["detail"][0]["loc"], json!(["body", field]), "{error}");
@@ -177,10 +172,7 @@ async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
         .expect("an instance that adds a leave request");
     let instance = family.instance(seed).unwrap().into_owned();
     let response = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": seed}),
-        )
+        .post_environment(&json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": seed}))
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let created: Value = response.json().await.unwrap();
@@ -220,8 +212,7 @@ async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
 
     // A continuous run draws instance seeds from the whole 64-bit range.
     let response = app
-        .post(
-            "/environments",
+        .post_environment(
             &json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": u64::MAX}),
         )
         .await;
@@ -230,10 +221,7 @@ async fn a_hosted_environment_plays_the_instance_it_is_asked_for() {
     assert_eq!(created["instance_seed"], u64::MAX);
 
     let response = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": -1}),
-        )
+        .post_environment(&json!({"scenario_id": "hr", "task_id": task_id, "instance_seed": -1}))
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let answer: Value = response.json().await.unwrap();

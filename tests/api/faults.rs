@@ -109,7 +109,7 @@ async fn bad_tool_faults_are_refused_with_the_field() {
     ] {
         let mut body = builtin_run("oracle", &[TASKS[0]], 1);
         body["tool_faults"] = faults.clone();
-        let response = app.post("/runs", &body).await;
+        let response = app.post_run(&body).await;
         assert_eq!(
             response.status(),
             StatusCode::UNPROCESSABLE_ENTITY,

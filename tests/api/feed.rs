@@ -11,49 +11,14 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    builtin_run, first_hr_task, get_json_at, spawn_app, start_fake_model, Behaviour, ServerProcess,
-    TestApp,
+    ack_groups, builtin_run, first_hr_task, get_json_at, launch_at, poll_groups, spawn_app,
+    start_fake_model, Behaviour, ServerProcess, TestApp,
 };
+use rl_gym::actors::breakpoints::Breakpoint;
 
 fn continuous(mut body: Value, settings: Value) -> Value {
     body["continuous"] = settings;
     body
-}
-
-/// One poll of the feed, as any HTTP client makes it.
-async fn poll(
-    client: &reqwest::Client,
-    address: &str,
-    run_id: &str,
-    consumer: &str,
-    limit: u32,
-) -> Value {
-    let response = client
-        .get(format!(
-            "{address}/runs/{run_id}/groups?consumer={consumer}&wait=10&limit={limit}"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
-async fn ack(
-    client: &reqwest::Client,
-    address: &str,
-    run_id: &str,
-    consumer: &str,
-    ids: &[u64],
-) -> Value {
-    let response = client
-        .post(format!("{address}/runs/{run_id}/groups/ack"))
-        .json(&json!({"consumer": consumer, "group_ids": ids}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
 }
 
 fn group_ids(answer: &Value) -> Vec<u64> {
@@ -77,14 +42,14 @@ async fn consume_all(
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut taken = Vec::new();
     loop {
-        let answer = poll(client, address, run_id, consumer, 1).await;
+        let answer = poll_groups(client, address, run_id, consumer, 1).await;
         for group in answer["groups"].as_array().unwrap() {
             let id = group["group_id"].as_u64().unwrap();
             assert!(
                 acked.insert(id),
                 "group {id} came to {consumer} again after its ack"
             );
-            ack(client, address, run_id, consumer, &[id]).await;
+            ack_groups(client, address, run_id, consumer, &[id]).await;
             taken.push(group.clone());
         }
         if answer["done"] == true {
@@ -118,18 +83,10 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
             builtin_run("oracle", &task_ids, 2),
             json!({"max_groups": 8, "max_unconsumed_groups": 2, "seed": 11}),
         );
-        let launched: Value = client
-            .post(format!("{address}/runs"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let launched = launch_at(&client, &address, &body).await;
         let run_id = launched["run_id"].as_str().unwrap().to_string();
 
-        let first = poll(&client, &address, &run_id, "trainer", 1).await;
+        let first = poll_groups(&client, &address, &run_id, "trainer", 1).await;
         assert_eq!(group_ids(&first), [0]);
         let group = &first["groups"][0];
         assert_eq!(group["rollouts"].as_array().unwrap().len(), 2, "{group}");
@@ -138,21 +95,21 @@ fn every_group_reaches_a_consumer_exactly_once_across_its_restart_and_a_server_s
             assert_eq!(rollout["reward"], 1.0);
             assert!(!rollout["messages"].as_array().unwrap().is_empty());
         }
-        let answer = ack(&client, &address, &run_id, "trainer", &[0]).await;
+        let answer = ack_groups(&client, &address, &run_id, "trainer", &[0]).await;
         assert_eq!(answer["acknowledged"], json!([0]));
         acked.insert(0);
         // Acknowledged again (a retry): recorded once.
-        let again = ack(&client, &address, &run_id, "trainer", &[0]).await;
+        let again = ack_groups(&client, &address, &run_id, "trainer", &[0]).await;
         assert_eq!(again["acknowledged"], json!([]));
         assert_eq!(again["already_acknowledged"], json!([0]));
 
         // The consumer takes group 1 and dies before acknowledging it: its next
         // incarnation gets group 1 again.
-        let taken = poll(&client, &address, &run_id, "trainer", 1).await;
+        let taken = poll_groups(&client, &address, &run_id, "trainer", 1).await;
         assert_eq!(group_ids(&taken), [1]);
-        let restarted = poll(&client, &address, &run_id, "trainer", 1).await;
+        let restarted = poll_groups(&client, &address, &run_id, "trainer", 1).await;
         assert_eq!(group_ids(&restarted), [1]);
-        ack(&client, &address, &run_id, "trainer", &[1]).await;
+        ack_groups(&client, &address, &run_id, "trainer", &[1]).await;
         acked.insert(1);
         run_id
     });
@@ -229,6 +186,7 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         builtin_run("oracle", &[&task], 1),
         json!({"max_unconsumed_groups": 2}),
     );
+    let mut points = app.breakpoints.subscribe();
     let run_id = app.launch(&body).await["run_id"]
         .as_str()
         .unwrap()
@@ -238,15 +196,16 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         .await;
     assert_eq!(held["feed"]["groups_unconsumed"], 2, "{held}");
     assert_eq!(held["status"], "running", "{held}");
-    // Held back: nothing more starts however long the consumer takes (a group drawn
-    // ahead waits, pending).
+    // Held back: once its scheduler held back with nothing running, nothing more
+    // starts however long the consumer takes (a group drawn ahead waits, pending).
     let started = |s: &Value| s["completed"].as_u64().unwrap() + s["in_progress"].as_u64().unwrap();
+    let idle = Breakpoint::HeldBackByConsumers {
+        run_id: run_id.clone(),
+        running: 0,
+    };
+    points.advance_till(|p| *p == idle).await;
     let held = app.run_until(&run_id, |s| s["in_progress"] == 0).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let still = app.run_summary(&run_id).await;
-    assert_eq!(started(&still), started(&held), "{still}");
-    assert_eq!(still["in_progress"], 0, "{still}");
-    assert_eq!(still["feed"]["waiting_for_consumer"], true, "{still}");
+    assert_eq!(held["feed"]["waiting_for_consumer"], true, "{held}");
 
     // A consumer holding group 0 asks for newer groups only.
     let newer = app
@@ -255,8 +214,18 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
         ))
         .await;
     assert_eq!(group_ids(&newer), [1], "{newer}");
-    let answer = ack(&app.client, &app.address, &run_id, "trainer", &[0]).await;
+    let answer = ack_groups(&app.client, &app.address, &run_id, "trainer", &[0]).await;
     assert_eq!(answer["acknowledged"], json!([0]));
+    let acknowledged = Breakpoint::FeedChanged {
+        run_id: run_id.clone(),
+    };
+    let meanwhile = points.advance_till(|p| *p == acknowledged).await;
+    assert!(
+        !meanwhile
+            .iter()
+            .any(|p| matches!(p, Breakpoint::RolloutStarted { .. })),
+        "a rollout started before the acknowledgement: {meanwhile:#?}"
+    );
     let after = app
         .run_until(&run_id, |s| {
             started(s) > started(&held) && s["feed"]["waiting_for_consumer"] == true
@@ -274,9 +243,7 @@ async fn complete_groups_nobody_took_stop_new_rollouts_until_a_consumer_acknowle
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["detail"][0]["loc"], json!(["body", "group_ids", "1"]));
 
-    let cancelled = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
-        .await;
+    let cancelled = app.cancel(&run_id).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     let end = app.run_until(&run_id, |s| s["status"] == "cancelled").await;
     assert_eq!(end["feed"]["waiting_for_consumer"], false, "{end}");
@@ -291,7 +258,7 @@ async fn bad_feed_requests_are_refused_naming_the_field() {
         builtin_run("oracle", &[&task], 1),
         json!({"max_unconsumed_groups": 0, "on_stale": "later", "extra": 1}),
     );
-    let response = app.post("/runs", &bad).await;
+    let response = app.post_run(&bad).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let error: Value = response.json().await.unwrap();
     let fields: BTreeSet<String> = error["detail"]
@@ -322,26 +289,24 @@ async fn bad_feed_requests_are_refused_naming_the_field() {
         "consumer=t&wait=61",
         "consumer=t&limit=0",
     ] {
-        let response = app.get(&format!("/runs/{run_id}/groups?{query}")).await;
+        let response = app.groups(&run_id, query).await;
         assert_eq!(
             response.status(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "{query}"
         );
     }
-    let missing = app.get("/runs/run_nope/groups?consumer=t&wait=0").await;
+    let missing = app.groups("run_nope", "consumer=t&wait=0").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let policy = app
-        .post(&format!("/runs/{run_id}/policy"), &json!({"version": ""}))
-        .await;
+    let policy = app.post_policy(&run_id, &json!({"version": ""})).await;
     assert_eq!(policy.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // An ordinary run feeds too: its groups are its tasks' rollouts.
     app.wait_until_finished(&run_id).await;
-    let answer = poll(&app.client, &app.address, &run_id, "t", 16).await;
+    let answer = poll_groups(&app.client, &app.address, &run_id, "t", 16).await;
     assert_eq!(group_ids(&answer), [0]);
     assert_eq!(answer["groups"][0]["rollouts"].as_array().unwrap().len(), 2);
-    ack(&app.client, &app.address, &run_id, "t", &[0]).await;
-    let done = poll(&app.client, &app.address, &run_id, "t", 16).await;
+    ack_groups(&app.client, &app.address, &run_id, "t", &[0]).await;
+    let done = poll_groups(&app.client, &app.address, &run_id, "t", 16).await;
     assert_eq!(done["done"], true, "{done}");
     app.stop().await;
 }
@@ -358,15 +323,6 @@ fn fake_model_run(task: &str, model: &str, settings: Value) -> Value {
                          "policy_version": "v0"},
         "continuous": settings,
     })
-}
-
-/// Waits until the fake model has been asked `n` times.
-async fn asked(requests: &rl_gym::load::fake_model::Recorded, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while requests.lock().len() < n {
-        assert!(Instant::now() < deadline, "the model was not asked");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn rollout_turns(app: &TestApp, run_id: &str, rollout_id: &str) -> Vec<Value> {
@@ -396,16 +352,16 @@ async fn switch_during_the_first_turn(continuous: Value) -> Switched {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let body = fake_model_run(&task, &old.address, continuous);
+    let mut points = app.breakpoints.subscribe();
     let run_id = app.launch(&body).await["run_id"]
         .as_str()
         .unwrap()
         .to_string();
-    asked(&old.requests, 1).await;
+    points
+        .advance_till(|p| matches!(p, Breakpoint::ModelCallSent { step: 1, .. }))
+        .await;
     let switched = app
-        .post(
-            &format!("/runs/{run_id}/policy"),
-            &json!({"version": "v1", "base_url": new.address}),
-        )
+        .post_policy(&run_id, &json!({"version": "v1", "base_url": new.address}))
         .await;
     assert_eq!(switched.status(), StatusCode::OK);
     let switched: Value = switched.json().await.unwrap();
@@ -517,9 +473,7 @@ async fn a_continuous_runs_event_stream_reverification_and_forks_cover_its_drawn
     assert_eq!(count("GroupConsumed"), 2);
     assert_eq!(acked.len(), 3);
     // Re-verifying covers the rollouts drawn after the launch.
-    let response = app
-        .post(&format!("/runs/{run_id}/reverify"), &json!({}))
-        .await;
+    let response = app.reverify(&run_id, &json!({})).await;
     assert_eq!(response.status(), StatusCode::OK);
     let rescored: Value = response.json().await.unwrap();
     let rollouts = rescored["rollouts"].as_array().unwrap();
@@ -527,12 +481,7 @@ async fn a_continuous_runs_event_stream_reverification_and_forks_cover_its_drawn
     assert!(rollouts.iter().all(|r| r["new_score"] == 1.0), "{rescored}");
     // And one of them can be forked.
     let drawn = rollouts[2]["rollout_id"].as_str().unwrap();
-    let fork = app
-        .post(
-            &format!("/runs/{run_id}/rollouts/{drawn}/fork"),
-            &json!({"at_step": 1}),
-        )
-        .await;
+    let fork = app.fork(&run_id, drawn, &json!({"at_step": 1})).await;
     assert_eq!(fork.status(), StatusCode::OK);
     let fork: Value = fork.json().await.unwrap();
     let child = app.only_rollout(&fork).await;

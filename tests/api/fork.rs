@@ -43,10 +43,7 @@ async fn a_fork_shares_its_parents_first_k_steps_and_goes_on_to_the_end() {
     );
 
     let response = app
-        .post(
-            &format!("/runs/{run_id}/rollouts/{rollout_id}/fork"),
-            &json!({"at_step": 2, "count": 2}),
-        )
+        .fork(run_id, rollout_id, &json!({"at_step": 2, "count": 2}))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let fork: Value = response.json().await.unwrap();
@@ -118,13 +115,13 @@ async fn a_fork_can_go_on_with_another_model() {
     let parent = app
         .only_rollout(&app.launch(&builtin_run("oracle", &[TASK], 1)).await)
         .await;
-    let path = format!(
-        "/runs/{}/rollouts/{}/fork",
+    let (run_id, rollout_id) = (
         parent["run_id"].as_str().unwrap(),
-        parent["rollout_id"].as_str().unwrap()
+        parent["rollout_id"].as_str().unwrap(),
     );
     let body = json!({"at_step": 1, "model_config": {"provider": "builtin", "model": "noop"}});
-    let fork = app.post(&path, &body).await.json::<Value>().await.unwrap();
+    let fork = app.fork(run_id, rollout_id, &body).await;
+    let fork = fork.json::<Value>().await.unwrap();
     let child = app.only_rollout(&fork).await;
     assert_eq!(fork["run_status"]["model_config"]["model"], "noop");
     // One copied step, then the noop agent answers at once: two model turns in all.
@@ -145,12 +142,9 @@ async fn a_fork_past_the_recorded_steps_or_of_an_unknown_rollout_is_refused() {
         .only_rollout(&app.launch(&builtin_run("oracle", &[TASK], 1)).await)
         .await;
     let run_id = parent["run_id"].as_str().unwrap();
-    let path = format!(
-        "/runs/{run_id}/rollouts/{}/fork",
-        parent["rollout_id"].as_str().unwrap()
-    );
+    let rollout_id = parent["rollout_id"].as_str().unwrap();
 
-    let response = app.post(&path, &json!({"at_step": 99})).await;
+    let response = app.fork(run_id, rollout_id, &json!({"at_step": 99})).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["detail"][0]["loc"], json!(["body", "at_step"]));
@@ -159,18 +153,20 @@ async fn a_fork_past_the_recorded_steps_or_of_an_unknown_rollout_is_refused() {
         .unwrap()
         .contains("recorded"));
 
-    let response = app.post(&path, &json!({"count": 2})).await;
+    let response = app.fork(run_id, rollout_id, &json!({"count": 2})).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["detail"][0]["loc"], json!(["body", "at_step"]));
 
-    let response = app.post(&path, &json!({"at_step": 1, "count": 0})).await;
+    let response = app
+        .fork(run_id, rollout_id, &json!({"at_step": 1, "count": 0}))
+        .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     // The fork goes on in the environment rebuilt from the log, never a remote one.
     let remote = json!({"at_step": 1, "model_config": {"provider": "builtin", "model": "oracle",
         "tool_server_url": "http://127.0.0.1:9/environments/env_x"}});
-    let response = app.post(&path, &remote).await;
+    let response = app.fork(run_id, rollout_id, &remote).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -178,18 +174,10 @@ async fn a_fork_past_the_recorded_steps_or_of_an_unknown_rollout_is_refused() {
         json!(["body", "model_config", "tool_server_url"])
     );
 
-    let response = app
-        .post(
-            &format!("/runs/{run_id}/rollouts/rol_nope/fork"),
-            &json!({"at_step": 1}),
-        )
-        .await;
+    let response = app.fork(run_id, "rol_nope", &json!({"at_step": 1})).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = app
-        .post(
-            "/runs/run_nope/rollouts/rol_nope/fork",
-            &json!({"at_step": 1}),
-        )
+        .fork("run_nope", "rol_nope", &json!({"at_step": 1}))
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let runs = app.get_json("/runs").await;

@@ -11,6 +11,7 @@ use actix_web::dev::ServerHandle;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use rl_gym::actors::breakpoints::Breakpoints;
 use rl_gym::config::Settings;
 use rl_gym::startup::Application;
 
@@ -18,6 +19,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
+    /// The points its actors reach: subscribe before the action to wait for one.
+    pub breakpoints: Breakpoints,
     handle: ServerHandle,
     shutdown: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -56,12 +59,14 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("the service starts");
     let address = format!("http://{}", app.address());
     let handle = app.handle();
+    let breakpoints = app.breakpoints();
     let shutdown = app.shutdown_token();
     let task = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: http_client(),
         data_dir,
+        breakpoints,
         handle,
         shutdown,
         task: Some(task),
@@ -109,11 +114,7 @@ impl TestApp {
 
     /// Launches a run and returns the launch response body.
     pub async fn launch(&self, body: &Value) -> Value {
-        let response = self.post("/runs", body).await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "launch failed: {body}");
-        body
+        launch_at(&self.client, &self.address, body).await
     }
 
     /// `GET /runs/{run_id}`: the run's status with its rollouts.
@@ -144,6 +145,78 @@ impl TestApp {
     pub async fn rollout(&self, run_id: &str, rollout_id: &str) -> Value {
         self.get_json(&format!("/runs/{run_id}/rollouts/{rollout_id}"))
             .await
+    }
+
+    /// `POST /runs`: a launch, answered as it is.
+    pub async fn post_run(&self, body: &Value) -> Response {
+        self.post("/runs", body).await
+    }
+
+    /// `POST /runs/{run_id}/cancel`.
+    pub async fn cancel(&self, run_id: &str) -> Response {
+        self.post(&format!("/runs/{run_id}/cancel"), &json!({}))
+            .await
+    }
+
+    /// `POST /runs/{run_id}/resume` with `body` (a budget, or none).
+    pub async fn resume(&self, run_id: &str, body: &Value) -> Response {
+        self.post(&format!("/runs/{run_id}/resume"), body).await
+    }
+
+    /// `POST /runs/{run_id}/reverify` with `body`.
+    pub async fn reverify(&self, run_id: &str, body: &Value) -> Response {
+        self.post(&format!("/runs/{run_id}/reverify"), body).await
+    }
+
+    /// `POST /runs/{run_id}/rollouts/{rollout_id}/fork` with `body` (`at_step`, …).
+    pub async fn fork(&self, run_id: &str, rollout_id: &str, body: &Value) -> Response {
+        self.post(&format!("/runs/{run_id}/rollouts/{rollout_id}/fork"), body)
+            .await
+    }
+
+    /// `GET /runs/{run_id}/export?{query}`.
+    pub async fn export(&self, run_id: &str, query: &str) -> Response {
+        self.get(&format!("/runs/{run_id}/export?{query}")).await
+    }
+
+    /// `GET /runs/{run_id}/groups?{query}`: one poll of the run's feed.
+    pub async fn groups(&self, run_id: &str, query: &str) -> Response {
+        self.get(&format!("/runs/{run_id}/groups?{query}")).await
+    }
+
+    /// `POST /runs/{run_id}/policy` with `body` (`version`, `base_url`).
+    pub async fn post_policy(&self, run_id: &str, body: &Value) -> Response {
+        self.post(&format!("/runs/{run_id}/policy"), body).await
+    }
+
+    /// `POST /environments` with `body`, answered as it is.
+    pub async fn post_environment(&self, body: &Value) -> Response {
+        self.post("/environments", body).await
+    }
+
+    /// A new environment of the `hr` task `task_id` (201).
+    pub async fn create_environment(&self, task_id: &str) -> Value {
+        let response = self
+            .post_environment(&json!({"scenario_id": "hr", "task_id": task_id}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// `POST {server_url}/step`: a tool call on one tool server of an environment
+    /// (`server_url` is its `tool_server_url`).
+    pub async fn step(&self, server_url: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{server_url}/step"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET {server_url}/snapshot`: the state of one tool server of an environment.
+    pub async fn snapshot(&self, server_url: &str) -> Value {
+        get_json_at(&self.client, server_url, "/snapshot").await
     }
 
     /// Polls the run until every rollout has finished.
@@ -221,13 +294,66 @@ pub async fn get_json_at(client: &reqwest::Client, address: &str, path: &str) ->
         .unwrap()
 }
 
-/// A launch body for the builtin provider.
+/// Launches a run on the server at `address` (a [`TestApp`]'s or a [`ServerProcess`]'s)
+/// and returns the launch response body.
+pub async fn launch_at(client: &reqwest::Client, address: &str, body: &Value) -> Value {
+    let response = client
+        .post(format!("{address}/runs"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "launch failed: {body}");
+    body
+}
+
+/// One poll of a run's feed at `address` (a [`TestApp`]'s or a [`ServerProcess`]'s):
+/// up to `limit` complete groups `consumer` has not acknowledged, waiting up to 10 s.
+pub async fn poll_groups(
+    client: &reqwest::Client,
+    address: &str,
+    run_id: &str,
+    consumer: &str,
+    limit: u32,
+) -> Value {
+    let response = client
+        .get(format!(
+            "{address}/runs/{run_id}/groups?consumer={consumer}&wait=10&limit={limit}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// `POST /runs/{run_id}/groups/ack` at `address`: `consumer` took the groups `ids`.
+pub async fn ack_groups(
+    client: &reqwest::Client,
+    address: &str,
+    run_id: &str,
+    consumer: &str,
+    ids: &[u64],
+) -> Value {
+    let response = client
+        .post(format!("{address}/runs/{run_id}/groups/ack"))
+        .json(&json!({"consumer": consumer, "group_ids": ids}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
 /// The catalog the test service loads, for what a test needs of a task directly.
 pub fn bundled_catalog() -> rl_gym::scenarios::Catalog {
     rl_gym::scenarios::Catalog::load(&Settings::defaults().resolved_scenarios_dir())
         .expect("the catalog loads")
 }
 
+/// A launch body for the builtin provider.
 pub fn builtin_run(model: &str, task_ids: &[&str], rollout_count: u32) -> Value {
     json!({
         "scenario_id": "hr",

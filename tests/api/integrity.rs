@@ -119,15 +119,7 @@ fn line_value(stdout: &str, key: &str) -> u64 {
 
 /// Launches an oracle run on the server at `address` and waits for it to finish.
 async fn finished_run(client: &reqwest::Client, address: &str, rollouts: u32) -> String {
-    let launched: Value = client
-        .post(format!("{address}/runs"))
-        .json(&builtin_run("oracle", &[TASK], rollouts))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let launched = launch_at(client, address, &builtin_run("oracle", &[TASK], rollouts)).await;
     let run_id = launched["run_id"].as_str().unwrap().to_string();
     let done = wait_until_finished(client, address, &run_id).await;
     assert_eq!(done["completed"], rollouts, "{done}");

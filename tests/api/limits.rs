@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::helpers::*;
 use crate::stats::{FULL, NONE, TASK, THIRD};
+use rl_gym::actors::breakpoints::Breakpoint;
 
 /// A connection that sent a POST's headers and dribbles its body a byte at a time;
 /// closed when dropped.
@@ -141,10 +142,7 @@ async fn slow_bodies_are_answered_408_and_closed_while_healthz_keeps_answering()
     // A body sent in time is not affected.
     let task = first_hr_task(&app).await;
     let created = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task}),
-        )
+        .post_environment(&json!({"scenario_id": "hr", "task_id": task}))
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     app.stop().await;
@@ -228,14 +226,7 @@ async fn email_environment(app: &TestApp) -> String {
         .find(|t| t["tool_servers"].to_string().contains("\"email\""))
         .unwrap()["task_id"]
         .clone();
-    let response = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let env: Value = response.json().await.unwrap();
+    let env = app.create_environment(task.as_str().unwrap()).await;
     env["tool_servers"]
         .as_array()
         .unwrap()
@@ -249,16 +240,13 @@ async fn email_environment(app: &TestApp) -> String {
 
 async fn send_email(app: &TestApp, email: &str, body: &str) -> Value {
     let response = app
-        .client
-        .post(format!("{email}/step"))
-        .json(
+        .step(
+            email,
             &json!({"action": {"tool_name": "send_email", "parameters": {
                 "to": ["someone@example.com"], "subject": "Hello", "body": body
             }}}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -271,16 +259,7 @@ async fn too_large_arguments_and_too_much_state_are_refused_in_band() {
     })
     .await;
     let email = email_environment(&app).await;
-    let snapshot = || async {
-        app.client
-            .get(format!("{email}/snapshot"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let snapshot = || async { app.snapshot(&email).await };
     let before = snapshot().await;
 
     let answer = send_email(&app, &email, &"x".repeat(5_000)).await;
@@ -394,18 +373,16 @@ async fn launches_and_forks_beyond_the_pending_cap_get_429() {
         .wait_until_finished(source["run_id"].as_str().unwrap())
         .await;
     let fork = app
-        .post(
-            &format!(
-                "/runs/{}/rollouts/{}/fork",
-                source["run_id"].as_str().unwrap(),
-                status["rollout_ids"][0].as_str().unwrap()
-            ),
+        .fork(
+            source["run_id"].as_str().unwrap(),
+            status["rollout_ids"][0].as_str().unwrap(),
             &json!({"at_step": 0, "count": 6}),
         )
         .await;
     assert_too_many_pending(&fork);
 
     // One rollout at a time of a slow model: four wait, for a minute.
+    let mut points = app.breakpoints.subscribe();
     let slow = app
         .launch(&json!({
             "scenario_id": "hr", "task_ids": [task], "rollout_count": 5, "max_parallel": 1,
@@ -414,14 +391,12 @@ async fn launches_and_forks_beyond_the_pending_cap_get_429() {
         .await;
     let slow_id = slow["run_id"].as_str().unwrap();
     // The first one starts as the run's actor does.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&app, "rl_gym_rollouts_pending").await != 4.0 {
-        assert!(
-            Instant::now() < deadline,
-            "four rollouts never waited alone"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    points
+        .advance_till(
+            |p| matches!(p, Breakpoint::RolloutStarted { run_id, .. } if run_id == slow_id),
+        )
+        .await;
+    assert_eq!(metric(&app, "rl_gym_rollouts_pending").await, 4.0);
     let across_runs = app.post("/runs", &builtin_run("oracle", &[&task], 2)).await;
     assert_too_many_pending(&across_runs);
     let one_more = app.launch(&builtin_run("oracle", &[&task], 1)).await;
@@ -429,9 +404,7 @@ async fn launches_and_forks_beyond_the_pending_cap_get_429() {
         .await;
 
     // Cancelled, the waiting rollouts no longer count.
-    let cancelled = app
-        .post(&format!("/runs/{slow_id}/cancel"), &json!({}))
-        .await;
+    let cancelled = app.cancel(slow_id).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     assert_eq!(metric(&app, "rl_gym_rollouts_pending").await, 0.0);
     let full = app.launch(&builtin_run("oracle", &[&task], 5)).await;

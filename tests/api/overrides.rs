@@ -77,7 +77,7 @@ async fn task_json_replaces_the_whole_task_and_is_validated() {
     broken["tool_servers"] = json!(["payroll"]);
     let mut body = builtin_run("oracle", &[a], 1);
     body["task_overrides"] = json!({a.clone(): {"task_json": broken}});
-    let response = app.post("/runs", &body).await;
+    let response = app.post_run(&body).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(
@@ -95,7 +95,7 @@ async fn task_json_replaces_the_whole_task_and_is_validated() {
     let mut body = builtin_run("oracle", &[a], 1);
     body["task_overrides"] = json!({a.clone(): {"task_json": {"name": "no fields"}}});
     assert_eq!(
-        app.post("/runs", &body).await.status(),
+        app.post_run(&body).await.status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(

@@ -63,10 +63,7 @@ async fn a_run_re_executes_the_same_until_an_environment_changes() {
     // A fork keeps the run's faults; its copied first step keeps the source's.
     let first = launched["rollouts"][0]["rollout_id"].as_str().unwrap();
     let fork: Value = app
-        .post(
-            &format!("/runs/{run_id}/rollouts/{first}/fork"),
-            &json!({"at_step": 2, "count": 2}),
-        )
+        .fork(&run_id, first, &json!({"at_step": 2, "count": 2}))
         .await
         .json()
         .await

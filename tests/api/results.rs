@@ -189,7 +189,7 @@ async fn artifacts_show_the_environment_before_and_after_and_can_hide_tool_calls
 
 /// The JSON lines of an export.
 async fn export(app: &TestApp, run_id: &str, query: &str) -> Vec<Value> {
-    let response = app.get(&format!("/runs/{run_id}/export?{query}")).await;
+    let response = app.export(run_id, query).await;
     assert_eq!(response.status(), StatusCode::OK, "{query}");
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
@@ -277,19 +277,12 @@ async fn each_export_format_on_a_finished_run_with_provenance() {
     }
 
     for query in ["format=sft", "format=rl", "format=preference"] {
-        let text = app
-            .get(&format!("/runs/{run_id}/export?{query}"))
-            .await
-            .text()
-            .await
-            .unwrap();
+        let text = app.export(run_id, query).await.text().await.unwrap();
         assert!(!text.contains("sk-export-secret"));
     }
     for bad in ["", "format=xml", "format=sft&min_score=2"] {
         assert_eq!(
-            app.get(&format!("/runs/{run_id}/export?{bad}"))
-                .await
-                .status(),
+            app.export(run_id, bad).await.status(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "{bad}"
         );

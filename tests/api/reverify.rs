@@ -29,8 +29,8 @@ async fn reverify_with_a_changed_rubric_changes_the_score_and_keeps_the_old_verd
     );
 
     let response = app
-        .post(
-            &format!("/runs/{run_id}/reverify"),
+        .reverify(
+            run_id,
             &json!({"task_overrides": {TASK: {"rubric_markdown": RUBRIC}}}),
         )
         .await;
@@ -57,12 +57,7 @@ async fn reverify_with_a_changed_rubric_changes_the_score_and_keeps_the_old_verd
 
     // Without overrides the run's own task (no rubric) scores it again: back to 1.0,
     // and every verdict so far is kept.
-    let again: Value = app
-        .post(&format!("/runs/{run_id}/reverify"), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again: Value = app.reverify(run_id, &json!({})).await.json().await.unwrap();
     assert_eq!(again["rollouts"][0]["old_score"], 0.75);
     assert_eq!(again["rollouts"][0]["new_score"], 1.0);
     let rollout = app.rollout(run_id, rollout_id).await;
@@ -107,12 +102,12 @@ async fn reverify_refuses_unknown_runs_and_overrides_of_other_tasks() {
     let run_id = launched["run_id"].as_str().unwrap();
     app.wait_until_finished(run_id).await;
 
-    let response = app.post("/runs/run_nope/reverify", &json!({})).await;
+    let response = app.reverify("run_nope", &json!({})).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     let response = app
-        .post(
-            &format!("/runs/{run_id}/reverify"),
+        .reverify(
+            run_id,
             &json!({"task_overrides": {"hr__999_nope": {"rubric_markdown": "x"}}}),
         )
         .await;

@@ -153,7 +153,7 @@ async fn a_builtin_judge_is_refused_naming_the_field() {
     let task = first_hr_task(&app).await;
     let mut body = rubric_run(&task, None);
     body["judge_model_config"] = json!({"provider": "builtin", "model": "oracle"});
-    let response = app.post("/runs", &body).await;
+    let response = app.post_run(&body).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let error: Value = response.json().await.unwrap();
     assert_eq!(

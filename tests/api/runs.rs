@@ -4,6 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use rl_gym::actors::breakpoints::Breakpoint;
 
 #[actix_web::test]
 async fn a_noop_run_completes_with_no_credit_and_a_trajectory() {
@@ -95,21 +96,18 @@ async fn launch_validation_names_every_bad_field() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let response = app
-        .post(
-            "/runs",
-            &json!({
-                "scenario_id": "hr",
-                "task_ids": [],
-                "model_config": {
-                    "model": "gpt-4o",
-                    "provider": "nope",
-                    "temperature": 2.5,
-                    "max_steps": 0,
-                    "context_stride": 0
-                },
-                "task_overrides": { task.clone(): { "name": "x" } }
-            }),
-        )
+        .post_run(&json!({
+            "scenario_id": "hr",
+            "task_ids": [],
+            "model_config": {
+                "model": "gpt-4o",
+                "provider": "nope",
+                "temperature": 2.5,
+                "max_steps": 0,
+                "context_stride": 0
+            },
+            "task_overrides": { task.clone(): { "name": "x" } }
+        }))
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
@@ -186,7 +184,7 @@ async fn launch_validation_covers_keys_overrides_and_missing_fields() {
         ),
     ];
     for (body, loc, kind) in cases {
-        let response = app.post("/runs", &body).await;
+        let response = app.post_run(&body).await;
         assert_eq!(
             response.status(),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -225,7 +223,7 @@ async fn unknown_scenario_or_task_is_404_and_a_used_run_name_is_409() {
     let task = first_hr_task(&app).await;
     let mut body = builtin_run("noop", &[&task], 1);
     body["scenario_id"] = json!("nope");
-    let response = app.post("/runs", &body).await;
+    let response = app.post_run(&body).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(
@@ -244,7 +242,7 @@ async fn unknown_scenario_or_task_is_404_and_a_used_run_name_is_409() {
     named["run_name"] = json!("my-eval-1");
     let first = app.launch(&named).await;
     assert_eq!(first["run_id"], "my-eval-1");
-    let response = app.post("/runs", &named).await;
+    let response = app.post_run(&named).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(
@@ -340,9 +338,7 @@ async fn cancelling_stops_pending_rollouts_at_once_and_running_ones_after_their_
         }))
         .await;
     let run_id = launched["run_id"].as_str().unwrap();
-    let response = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
-        .await;
+    let response = app.cancel(run_id).await;
     assert_eq!(response.status(), StatusCode::OK);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer, json!({"run_id": run_id, "cancelled_rollouts": 20}));
@@ -365,17 +361,9 @@ async fn cancelling_stops_pending_rollouts_at_once_and_running_ones_after_their_
     );
 
     // Cancelling again is harmless; an unknown run is 404.
-    let again: Value = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again: Value = app.cancel(run_id).await.json().await.unwrap();
     assert_eq!(again["cancelled_rollouts"], 0);
-    assert_eq!(
-        app.post("/runs/run_nope/cancel", &json!({})).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.cancel("run_nope").await.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
 
@@ -415,14 +403,23 @@ async fn max_parallel_bounds_the_rollouts_in_flight() {
     let task = first_hr_task(&app).await;
     let mut body = builtin_run("noop", &[&task], 20);
     body["max_parallel"] = json!(2);
+    let mut points = app.breakpoints.subscribe();
     let launched = app.launch(&body).await;
     let run_id = launched["run_id"].as_str().unwrap();
-    loop {
-        let status = app.run(run_id).await;
-        assert!(status["in_progress"].as_u64().unwrap() <= 2, "{status}");
-        if status["completed"] == 20 {
-            break;
+    let ended = Breakpoint::RunEnded {
+        run_id: run_id.to_string(),
+    };
+    let passed = points.advance_till(|p| *p == ended).await;
+    // Each step loop from its start to its end, as the run's actor saw them.
+    let mut in_flight = 0;
+    for point in &passed {
+        match point {
+            Breakpoint::RolloutStarted { .. } => in_flight += 1,
+            Breakpoint::RolloutEnded { .. } => in_flight -= 1,
+            _ => {}
         }
+        assert!(in_flight <= 2, "{passed:#?}");
     }
+    assert_eq!(app.wait_until_finished(run_id).await["completed"], 20);
     app.stop().await;
 }

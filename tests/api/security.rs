@@ -158,7 +158,7 @@ async fn an_oversized_body_is_413() {
     let (app, _temp) = spawn_with(|s| s.max_body_bytes = 2048).await;
     let mut body = builtin_run("noop", &["x"], 1);
     body["run_name"] = json!("a".repeat(4096));
-    let response = app.post("/runs", &body).await;
+    let response = app.post_run(&body).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["code"], "payload_too_large");
@@ -170,10 +170,7 @@ async fn environments_are_never_listed_and_a_guessed_id_finds_nothing() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let env: Value = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task}),
-        )
+        .post_environment(&json!({"scenario_id": "hr", "task_id": task}))
         .await
         .json()
         .await
@@ -342,10 +339,7 @@ async fn fuzzed_requests_never_get_a_5xx() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
     let env: Value = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task}),
-        )
+        .post_environment(&json!({"scenario_id": "hr", "task_id": task}))
         .await
         .json()
         .await
@@ -624,10 +618,7 @@ async fn a_hanging_model_and_a_hanging_tool_server_are_cut_off_by_timeouts() {
 
     // A tool server that lists the task's real tools, then never answers a step.
     let env: Value = app
-        .post(
-            "/environments",
-            &json!({"scenario_id": "hr", "task_id": task}),
-        )
+        .post_environment(&json!({"scenario_id": "hr", "task_id": task}))
         .await
         .json()
         .await
@@ -837,7 +828,7 @@ async fn names_and_urls_that_cannot_work_are_refused_at_launch_naming_the_field(
     ] {
         let mut body = builtin_run("noop", &[&task], 1);
         body["run_name"] = json!(name);
-        let response = app.post("/runs", &body).await;
+        let response = app.post_run(&body).await;
         assert_eq!(
             response.status(),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1016,7 +1007,7 @@ async fn a_key_a_provider_echoes_is_recorded_and_served_nowhere() {
                 .await
                 .unwrap(),
         );
-        let export = app.get(&format!("/runs/{run_id}/export?format=rl")).await;
+        let export = app.export(run_id, "format=rl").await;
         assert_eq!(export.status(), StatusCode::OK);
         served.push_str(&export.text().await.unwrap());
     }

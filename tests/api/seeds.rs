@@ -247,12 +247,7 @@ async fn the_runs_documents_examples_work_as_written() {
         3
     );
 
-    let cancelled = json_of(
-        app.post(&format!("/runs/{run_id}/cancel"), &json!({}))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let cancelled = json_of(app.cancel(run_id).await, StatusCode::OK).await;
     assert_shape(&parse(CANCELLED), &cancelled, "cancel");
     assert_eq!(cancelled["run_id"], run_id);
     app.wait_until_finished(run_id).await;

@@ -166,9 +166,7 @@ async fn failed_rollouts_are_attempts_scoring_zero_and_cancelled_ones_are_left_o
     let running = app.get_json(&format!("/runs/{run_id}/stats")).await;
     assert_eq!(running["overall"]["unfinished"], 2, "{running}");
     assert_eq!(running["overall"]["time"]["wall_seconds"], Value::Null);
-    let cancel = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
-        .await;
+    let cancel = app.cancel(run_id).await;
     assert_eq!(cancel.status(), StatusCode::OK);
     app.wait_until_finished(run_id).await;
     let stats = app.get_json(&format!("/runs/{run_id}/stats")).await;
@@ -271,7 +269,7 @@ async fn unknown_runs_are_404_missing_query_fields_422_and_compare_is_no_run_nam
     // A run named "compare" could never be read back.
     let mut named = builtin_run("noop", &[TASK], 1);
     named["run_name"] = json!("compare");
-    let response = app.post("/runs", &named).await;
+    let response = app.post_run(&named).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["detail"][0]["loc"], json!(["body", "run_name"]));

@@ -136,9 +136,7 @@ async fn token_settings_a_provider_or_config_cannot_honour_are_refused_naming_th
     let launched = app.launch(&builtin_run("oracle", &[TASK], 1)).await;
     let run_id = launched["run_id"].as_str().unwrap();
     app.wait_until_finished(run_id).await;
-    let response = app
-        .get(&format!("/runs/{run_id}/export?format=tokens"))
-        .await;
+    let response = app.export(run_id, "format=tokens").await;
     assert_eq!(response.status(), 422);
     // Nor does a run without them show them in its config.
     let run = app.run(run_id).await;
@@ -499,15 +497,12 @@ async fn a_token_in_rollout_resumed_after_sigkill_keeps_an_identical_token_seque
     let log = temp.path().join("server.log");
     let client = crate::helpers::http_client();
     let mut server = ServerProcess::start_logged(&data_dir, &log);
-    let launched: Value = client
-        .post(format!("{}/runs", server.address))
-        .json(&run_body(token_in_config(&fake.address)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let launched = launch_at(
+        &client,
+        &server.address,
+        &run_body(token_in_config(&fake.address)),
+    )
+    .await;
     let run_id = launched["run_id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     while fake.seen.lock().requests < 2 {
@@ -1068,8 +1063,9 @@ async fn a_fork_of_a_token_in_rollout_continues_the_sources_token_sequence() {
 
     let fork_server = start_fake_completions(vec![]).await;
     let response = app
-        .post(
-            &format!("/runs/{run_id}/rollouts/{rollout_id}/fork"),
+        .fork(
+            run_id,
+            rollout_id,
             &json!({"at_step": 1, "model_config": token_in_config(&fork_server.address)}),
         )
         .await;

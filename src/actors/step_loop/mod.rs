@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use super::breakpoints::Breakpoint;
 use super::run::{RunBudget, RunPolicy};
 use super::Deps;
 use crate::config::secrets::RunKeys;
@@ -131,6 +132,13 @@ pub async fn drive(deps: Arc<Deps>, job: RolloutJob) -> Result<Ended, LoopError>
         driver.content = Some(content);
     }
     driver.deps.metrics.rollouts_active.inc();
+    driver
+        .deps
+        .breakpoints
+        .reach(|| Breakpoint::RolloutStarted {
+            run_id: driver.job.run.run_id.clone(),
+            rollout_id: rollout_id.clone(),
+        });
     let outcome = run_steps(&mut driver).await;
     driver.deps.metrics.rollouts_active.dec();
     let mut restart = None;
@@ -384,5 +392,9 @@ async fn run_steps(driver: &mut Driver) -> Result<(), StepError> {
             .step_overhead
             .with_label_values(&[kind])
             .observe(elapsed.saturating_sub(model_wait).as_secs_f64());
+        deps.breakpoints.reach(|| Breakpoint::StepTaken {
+            rollout_id: rollout.rollout_id.clone(),
+            kind,
+        });
     }
 }

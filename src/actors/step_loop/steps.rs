@@ -13,6 +13,7 @@ use super::judge::{self, rubric_status};
 use super::summary::summarize;
 use super::tools::{self, npc_replies, rebuild_local, Tools};
 use super::{default_system_prompt, Context};
+use crate::actors::breakpoints::Breakpoint;
 use crate::domain::chat::{Message, ToolCall};
 use crate::domain::events::{
     CompletionReason, Event, ModelCalled, NpcEmail, NpcReplied, RolloutCompleted, RolloutStarted,
@@ -158,6 +159,10 @@ impl Context<'_> {
         };
         let called = Instant::now();
         let timeout = Duration::from_secs(self.deps.model_timeout_secs);
+        self.deps.breakpoints.reach(|| Breakpoint::ModelCallSent {
+            rollout_id: self.rollout.rollout_id.clone(),
+            step,
+        });
         let reply = tokio::select! {
             reply = tokio::time::timeout(timeout, self.model.complete(request)) => reply,
             _ = driver.job.cancel.cancelled() => return Err(StepError::Cancelled),
