@@ -165,6 +165,7 @@ impl Application {
             max_pairs_per_task: settings.max_pairs_per_task,
             task_facts: Default::default(),
             contents,
+            catch_up: Default::default(),
             agents,
             model_timeout: Duration::from_secs(settings.model_timeout_secs),
         });

@@ -7,13 +7,15 @@
 //! sees nothing twice. Every stream is its own catch-up-then-live subscription over the
 //! log: a slow reader falls back to reading the log, it never holds the writers up.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use super::validate::Checker;
 use super::AppState;
@@ -145,11 +147,13 @@ async fn run_events(
 fn respond(state: &AppState, scope: Scope, from: u64, end: Option<u64>) -> HttpResponse {
     let feed = Feed {
         subscription: subscribe_all(state.store.clone(), from),
-        scope,
+        scope: Some(scope),
+        held: VecDeque::new(),
         end,
         last_sent: tokio::time::Instant::now(),
         projections: state.projections.clone(),
         shutdown: state.shutdown.clone(),
+        lane: state.catch_up.clone(),
     };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next_chunk().await?;
@@ -163,65 +167,120 @@ fn respond(state: &AppState, scope: Scope, from: u64, end: Option<u64>) -> HttpR
         .streaming(stream)
 }
 
+/// Streams reading the log's history take turns here. Catching up is the costly part
+/// of a stream (reading, decoding and framing every event since its start), and done
+/// on the HTTP workers by every stream at once it left them no time for requests: 200
+/// streams catching up on a 1M-event log held `/healthz` above a second. Holders of a
+/// permit read and frame a batch off the workers; at most half the cores do at once.
+#[derive(Clone)]
+pub struct CatchUpLane(Arc<Semaphore>);
+
+impl Default for CatchUpLane {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        CatchUpLane(Arc::new(Semaphore::new((cores / 2).max(1))))
+    }
+}
+
+/// Events framed at most per chunk sent.
+const BATCH: usize = 256;
+
 struct Feed {
     subscription: Subscription,
-    scope: Scope,
+    /// Lent to the framing of a batch off the workers, back after it.
+    scope: Option<Scope>,
+    /// Events read and not framed yet (a batch stops at a rollout's end of a run
+    /// stream, to see whether the run is over before going on).
+    held: VecDeque<Arc<RecordedEvent>>,
     /// A run stream ends before this position (known once the run has finished).
     end: Option<u64>,
     last_sent: tokio::time::Instant,
     projections: Projections,
     shutdown: tokio_util::sync::CancellationToken,
+    lane: CatchUpLane,
+}
+
+/// What framing a batch gave.
+#[derive(Default)]
+struct Framed {
+    bytes: Vec<u8>,
+    /// A run's rollout ended (or the run was deleted) here: whether the run is over is
+    /// asked before the next event.
+    ends_something: Option<u64>,
+    /// The stream is over: its end reached, or an event that cannot be decoded.
+    finished: bool,
 }
 
 impl Feed {
-    /// The next bytes to send: an event, a keep-alive comment, or `None` at the end.
+    /// The next bytes to send: events, a keep-alive comment, or `None` at the end.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            if self
-                .end
-                .is_some_and(|end| self.subscription.position() >= end)
-            {
+            let next = self
+                .held
+                .front()
+                .map_or(self.subscription.position(), |e| e.position);
+            if self.end.is_some_and(|end| next >= end) {
                 return None;
             }
-            let recorded = tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                _ = tokio::time::sleep_until(self.last_sent + KEEP_ALIVE) => {
-                    self.last_sent = tokio::time::Instant::now();
-                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+            // A permit while the history is read and framed; none to wait for live
+            // events, which come a few at a time.
+            let permit = if !self.held.is_empty() || self.subscription.catching_up() {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return None,
+                    permit = self.lane.0.clone().acquire_owned() => permit.ok(),
                 }
-                next = self.subscription.next() => match next {
-                    Ok(recorded) => recorded,
-                    Err(error) => {
-                        tracing::warn!(%error, "event stream ends: the log cannot be read");
-                        return None;
-                    }
-                },
+            } else {
+                None
             };
-            if !self.scope.wants(&recorded) {
-                continue;
-            }
-            let event = match crate::journal::decode_record(&recorded) {
-                Ok(event) => event,
-                Err(error) => {
-                    tracing::error!(%error, "event stream ends at an undecodable event");
-                    return None;
+            if self.held.is_empty() {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep_until(self.last_sent + KEEP_ALIVE) => {
+                        self.last_sent = tokio::time::Instant::now();
+                        return Some(Bytes::from_static(b": keep-alive\n\n"));
+                    }
+                    next = self.subscription.next() => match next {
+                        Ok(recorded) => self.held.push_back(recorded),
+                        Err(error) => {
+                            tracing::warn!(%error, "event stream ends: the log cannot be read");
+                            return None;
+                        }
+                    },
                 }
-            };
-            // A continuous run's rollouts are drawn as it goes: follow them too.
-            if let Scope::Run { streams, .. } = &mut self.scope {
-                match &event {
-                    Event::GroupScheduled(e) => {
-                        streams.extend(e.rollouts.iter().map(|r| rollout_stream(&r.rollout_id)))
+                while self.held.len() < BATCH {
+                    match self.subscription.try_next() {
+                        Some(recorded) => self.held.push_back(recorded),
+                        None => break,
                     }
-                    Event::RolloutRestarted(e) => {
-                        streams.insert(rollout_stream(&e.rollout.rollout_id));
-                    }
-                    _ => {}
                 }
             }
-            self.check_end(&recorded, &event).await;
-            self.last_sent = tokio::time::Instant::now();
-            return Some(frame(&recorded, &event));
+            let framed = match permit {
+                Some(permit) => {
+                    let mut scope = self.scope.take()?;
+                    let mut held = std::mem::take(&mut self.held);
+                    let end = self.end;
+                    let work = tokio::task::spawn_blocking(move || {
+                        let framed = frame_batch(&mut scope, end, &mut held);
+                        drop(permit);
+                        (scope, held, framed)
+                    });
+                    let (scope, held, framed) = work.await.ok()?;
+                    self.scope = Some(scope);
+                    self.held = held;
+                    framed
+                }
+                None => frame_batch(self.scope.as_mut()?, self.end, &mut self.held),
+            };
+            if let Some(position) = framed.ends_something {
+                self.check_end(position).await;
+            }
+            if !framed.bytes.is_empty() {
+                self.last_sent = tokio::time::Instant::now();
+                return Some(Bytes::from(framed.bytes));
+            }
+            if framed.finished {
+                return None;
+            }
         }
     }
 
@@ -229,21 +288,14 @@ impl Feed {
     /// the whole run is over, every event of it lies before what they have applied,
     /// and the stream ends there. (The views may be ahead of this stream, so "over"
     /// fixes the end position rather than ending at this event.)
-    async fn check_end(&mut self, recorded: &RecordedEvent, event: &Event) {
-        let Scope::Run { run_id, .. } = &self.scope else {
+    async fn check_end(&mut self, position: u64) {
+        let Some(Scope::Run { run_id, .. }) = &self.scope else {
             return;
         };
-        let ends_something = matches!(
-            event,
-            Event::RolloutCompleted(_)
-                | Event::RolloutFailed(_)
-                | Event::RolloutCancelled(_)
-                | Event::RunDeleted(_)
-        );
-        if !ends_something || self.end.is_some() {
+        if self.end.is_some() {
             return;
         }
-        self.projections.wait_for(recorded.position).await;
+        self.projections.wait_for(position).await;
         self.end = self.projections.read(|views| {
             let over = views
                 .run(run_id)
@@ -251,6 +303,59 @@ impl Feed {
             over.then(|| views.next_position())
         });
     }
+}
+
+/// Frames the events `held` starts with, as far as the stream's end, an event that
+/// cannot be decoded, or (for a run stream whose end is not known yet) the first event
+/// that ends one of its rollouts; what is left stays held.
+fn frame_batch(
+    scope: &mut Scope,
+    end: Option<u64>,
+    held: &mut VecDeque<Arc<RecordedEvent>>,
+) -> Framed {
+    let mut framed = Framed::default();
+    while let Some(recorded) = held.pop_front() {
+        if end.is_some_and(|end| recorded.position >= end) {
+            framed.finished = true;
+            break;
+        }
+        if !scope.wants(&recorded) {
+            continue;
+        }
+        let event = match crate::journal::decode_record(&recorded) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "event stream ends at an undecodable event");
+                framed.finished = true;
+                break;
+            }
+        };
+        if let Scope::Run { streams, .. } = scope {
+            // A continuous run's rollouts are drawn as it goes: follow them too.
+            match &event {
+                Event::GroupScheduled(e) => {
+                    streams.extend(e.rollouts.iter().map(|r| rollout_stream(&r.rollout_id)))
+                }
+                Event::RolloutRestarted(e) => {
+                    streams.insert(rollout_stream(&e.rollout.rollout_id));
+                }
+                _ => {}
+            }
+        }
+        framed.bytes.extend_from_slice(&frame(&recorded, &event));
+        let ends_something = matches!(
+            event,
+            Event::RolloutCompleted(_)
+                | Event::RolloutFailed(_)
+                | Event::RolloutCancelled(_)
+                | Event::RunDeleted(_)
+        );
+        if ends_something && end.is_none() && matches!(scope, Scope::Run { .. }) {
+            framed.ends_something = Some(recorded.position);
+            break;
+        }
+    }
+    framed
 }
 
 /// One event as an SSE frame; `data` is the envelope with the payload at the

@@ -73,6 +73,8 @@ pub struct AppState {
     pub task_facts: export::FactsCache,
     /// Continuous runs' finished rollouts, left by their step loops for the feed.
     pub contents: crate::projections::ContentCache,
+    /// Bounds how many event streams read and frame the log's history at once.
+    pub catch_up: events::CatchUpLane,
 }
 
 impl AppState {

@@ -65,6 +65,16 @@ impl Client {
             .map_err(|e| e.to_string())
     }
 
+    /// `GET path` with its body left to stream (a 2xx status, else an error).
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, String> {
+        self.with_token(self.http.get(format!("{}{path}", self.base)))
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("GET {path}: {e}"))
+    }
+
     /// `POST` to a path of the service or to a full URL.
     pub async fn post(&self, path_or_url: &str, body: &Value) -> Result<Value, String> {
         let url = if path_or_url.starts_with("http") {

@@ -12,6 +12,8 @@
 //!   many hosted environments at once and prints steps/s and their latency.
 //! - `write-log` writes a large, realistic log (oracle rollouts of real tasks) for
 //!   timing `rl-gym replay`.
+//! - `streams` opens many event streams from position 0 of a big log and times
+//!   `GET /healthz` and `GET /runs/{id}` while they catch up.
 //! - `fake-model` is the slow model server itself (run as a child process, so that
 //!   its ten thousand sockets do not count against the service's file limit).
 //!
@@ -24,6 +26,7 @@ mod environments;
 pub mod fake_model;
 mod feed;
 mod rollouts;
+mod streams;
 pub mod synth;
 mod write_log;
 
@@ -46,6 +49,8 @@ pub enum LoadCommand {
     Environments(environments::EnvironmentsArgs),
     /// Write a large log of realistic oracle rollouts (for timing `rl-gym replay`).
     WriteLog(write_log::WriteLogArgs),
+    /// Event-stream clients catching up on the log while requests are timed.
+    Streams(streams::StreamsArgs),
     /// Serve an OpenAI-compatible model that answers after a fixed delay.
     FakeModel(fake_model::FakeModelArgs),
 }
@@ -74,6 +79,7 @@ pub async fn run(command: LoadCommand) -> ExitCode {
         LoadCommand::Feed(args) => feed::run(args).await,
         LoadCommand::Environments(args) => environments::run(args).await,
         LoadCommand::WriteLog(args) => write_log::run(args).await,
+        LoadCommand::Streams(args) => streams::run(args).await,
         LoadCommand::FakeModel(args) => fake_model::serve(args).await,
     };
     match result {

@@ -44,6 +44,12 @@ impl Subscription {
         }
     }
 
+    /// Whether it is still reading the log (history, or after falling behind) rather
+    /// than following the broadcast.
+    pub fn catching_up(&self) -> bool {
+        !self.following || !self.page.is_empty()
+    }
+
     /// The position of the next event this subscription will deliver.
     pub fn position(&self) -> u64 {
         self.next

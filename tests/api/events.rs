@@ -74,6 +74,60 @@ async fn a_runs_stream_delivers_every_event_once_across_a_reconnect_and_ends_wit
 }
 
 #[actix_web::test]
+async fn streams_catching_up_in_batches_send_every_event_once_and_end_with_their_run() {
+    // Two runs whose events interleave, each of them more than one batch of history.
+    let app = spawn_app().await;
+    let task = first_hr_task(&app).await;
+    let a = app.launch(&builtin_run("oracle", &[&task], 40)).await;
+    let b = app.launch(&builtin_run("oracle", &[&task], 40)).await;
+    let a_id = a["run_id"].as_str().unwrap();
+    let a = app.wait_until_finished(a_id).await;
+    app.wait_until_finished(b["run_id"].as_str().unwrap()).await;
+    let total = app
+        .get("/healthz")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["events"]
+        .as_u64()
+        .unwrap();
+    assert!(total > 600, "{total} events");
+
+    // The service's stream from the start: every position once, in order.
+    let mut all = Sse::open(&app, "/events", None).await;
+    let mut ids = Vec::new();
+    for _ in 0..total {
+        ids.push(all.next_event().await.expect("an event").id);
+    }
+    assert_eq!(ids, (0..total).collect::<Vec<_>>());
+    drop(all);
+
+    // A run's stream from the start: its events only, once each, ending by itself
+    // after its last rollout, however the history was cut into batches.
+    let events = Sse::open(&app, &format!("/runs/{a_id}/events"), None)
+        .await
+        .rest()
+        .await;
+    let run_ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+    assert!(run_ids.windows(2).all(|w| w[0] < w[1]), "{run_ids:?}");
+    let completed = events
+        .iter()
+        .filter(|e| e.event == "RolloutCompleted")
+        .count();
+    assert_eq!(completed, 40);
+    let rollouts: BTreeSet<String> = a["rollout_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| format!("rollout-{}", id.as_str().unwrap()))
+        .collect();
+    assert!(events[1..]
+        .iter()
+        .all(|e| rollouts.contains(e.data["stream"].as_str().unwrap())));
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn the_service_stream_filters_by_type_and_two_runs_do_not_mix() {
     let app = spawn_app().await;
     let task = first_hr_task(&app).await;
