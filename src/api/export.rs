@@ -371,7 +371,7 @@ fn facts_of(
         *instance_seed,
     )
     .ok()?;
-    let definition = serde_json::to_vec(&task).unwrap_or_default();
+    let definition = serde_json::to_vec(&*task).unwrap_or_default();
     let set = match run.model.tool_server_url {
         Some(_) => None,
         None => scenario.tool_definitions(&task).ok(),

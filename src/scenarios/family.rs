@@ -95,21 +95,20 @@ impl std::fmt::Debug for Instances {
 }
 
 impl super::Scenario {
-    /// Instance `instance_seed` of the bundled task `task_id` (a copy of one built
-    /// before, if any).
-    pub fn task_instance(&self, task_id: &str, instance_seed: u64) -> Result<Task, String> {
+    /// Instance `instance_seed` of the bundled task `task_id`: the one built before,
+    /// shared, if it is still kept.
+    pub fn task_instance(&self, task_id: &str, instance_seed: u64) -> Result<Arc<Task>, String> {
         let task = self
             .task(task_id)
             .ok_or_else(|| format!("task {task_id} is not in scenario {}", self.scenario_id))?;
         if !task.is_family() {
-            return Ok(task.clone());
+            return Ok(Arc::new(task.clone()));
         }
         let key = (task_id.to_string(), instance_seed);
-        let instance = self.instances.0.get_or_insert_with(&key, || {
+        self.instances.0.get_or_insert_with(&key, || {
             task.instance(instance_seed)
                 .map(|t| Arc::new(t.into_owned()))
-        })?;
-        Ok(Task::clone(&instance))
+        })
     }
 }
 

@@ -3,11 +3,47 @@
 //! is told, `rubric_markdown` replaces the rubric the universal verifier's judge grades
 //! by. `client_context` is kept with the run and only returned.
 
-use std::borrow::Cow;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::{Scenario, Task};
+
+/// A task as a rollout runs it: the scenario's own, a family instance the scenario
+/// keeps (shared by every rollout of it, not copied into each), or a copy an override
+/// changed.
+#[derive(Debug, Clone)]
+pub enum TaskRef<'a> {
+    Borrowed(&'a Task),
+    Shared(Arc<Task>),
+    Owned(Box<Task>),
+}
+
+impl Deref for TaskRef<'_> {
+    type Target = Task;
+
+    fn deref(&self) -> &Task {
+        match self {
+            TaskRef::Borrowed(task) => task,
+            TaskRef::Shared(task) => task,
+            TaskRef::Owned(task) => task,
+        }
+    }
+}
+
+impl TaskRef<'_> {
+    /// The task to change, copied first unless this is a copy already.
+    fn to_mut(&mut self) -> &mut Task {
+        if !matches!(self, TaskRef::Owned(_)) {
+            *self = TaskRef::Owned(Box::new(Task::clone(self)));
+        }
+        match self {
+            TaskRef::Owned(task) => task,
+            TaskRef::Borrowed(_) | TaskRef::Shared(_) => unreachable!("made a copy above"),
+        }
+    }
+}
 
 /// The task a rollout runs: the bundled one with the run's override for it, if any.
 /// Borrowed when nothing is overridden: every rollout asks, and a task is kilobytes.
@@ -16,7 +52,7 @@ pub fn apply<'a>(
     task_id: &str,
     overrides: Option<&Value>,
     instance_seed: u64,
-) -> Result<Cow<'a, Task>, String> {
+) -> Result<TaskRef<'a>, String> {
     let text = |key: &str| overrides.and_then(|o| o.get(key)).and_then(Value::as_str);
     let mut task = match overrides
         .and_then(|o| o.get("task_json"))
@@ -28,16 +64,16 @@ pub fn apply<'a>(
             task.task_id = task_id.to_string();
             task.rubric.task_id = task_id.to_string();
             task.validate(scenario)?;
-            Cow::Owned(task)
+            TaskRef::Owned(Box::new(task))
         }
         None => match scenario.task(task_id) {
-            Some(task) if !task.is_family() => Cow::Borrowed(task),
-            _ => Cow::Owned(scenario.task_instance(task_id, instance_seed)?),
+            Some(task) if !task.is_family() => TaskRef::Borrowed(task),
+            _ => TaskRef::Shared(scenario.task_instance(task_id, instance_seed)?),
         },
     };
     // A family's instance first: a text override replaces what the instance says.
     if task.is_family() {
-        task = Cow::Owned(task.instance(instance_seed)?.into_owned());
+        task = TaskRef::Owned(Box::new(task.instance(instance_seed)?.into_owned()));
     }
     if let Some(name) = text("name") {
         task.to_mut().name = name.to_string();

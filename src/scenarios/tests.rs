@@ -303,7 +303,9 @@ fn a_scenarios_kept_instance_is_the_one_its_family_builds() {
     for seed in [0, 7, 7, 12_345] {
         let kept = s.task_instance(&family.task_id, seed).expect("instance");
         let built = family.instance(seed).expect("instance").into_owned();
-        assert_eq!(kept, built, "seed {seed}");
+        assert_eq!(*kept, built, "seed {seed}");
+        let again = s.task_instance(&family.task_id, seed).expect("instance");
+        assert!(std::sync::Arc::ptr_eq(&kept, &again), "shared, not copied");
     }
     let other = s.task_instance(&family.task_id, 8).expect("instance");
     assert_ne!(
