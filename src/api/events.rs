@@ -222,17 +222,25 @@ impl Feed {
             if self.end.is_some_and(|end| next >= end) {
                 return None;
             }
-            // A permit while the history is read and framed; none to wait for live
-            // events, which come a few at a time.
-            let permit = if !self.held.is_empty() || self.subscription.catching_up() {
-                tokio::select! {
+            // A turn of the lane while history is read and framed; none to wait for
+            // live events, which come a few at a time.
+            let mut permit = None;
+            if !self.held.is_empty() || self.subscription.catching_up() {
+                permit = tokio::select! {
                     _ = self.shutdown.cancelled() => return None,
                     permit = self.lane.0.clone().acquire_owned() => permit.ok(),
+                };
+                if self.held.is_empty() {
+                    if let Err(error) = self.subscription.fill_page().await {
+                        tracing::warn!(%error, "event stream ends: the log cannot be read");
+                        return None;
+                    }
+                    self.take_at_hand();
                 }
-            } else {
-                None
-            };
+            }
             if self.held.is_empty() {
+                // Caught up: the turn goes back before waiting for the next event.
+                permit = None;
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return None,
                     _ = tokio::time::sleep_until(self.last_sent + KEEP_ALIVE) => {
@@ -247,12 +255,7 @@ impl Feed {
                         }
                     },
                 }
-                while self.held.len() < BATCH {
-                    match self.subscription.try_next() {
-                        Some(recorded) => self.held.push_back(recorded),
-                        None => break,
-                    }
-                }
+                self.take_at_hand();
             }
             let framed = match permit {
                 Some(permit) => {
@@ -280,6 +283,16 @@ impl Feed {
             }
             if framed.finished {
                 return None;
+            }
+        }
+    }
+
+    /// Holds what the subscription has at hand, up to a batch.
+    fn take_at_hand(&mut self) {
+        while self.held.len() < BATCH {
+            match self.subscription.try_next() {
+                Some(recorded) => self.held.push_back(recorded),
+                None => break,
             }
         }
     }

@@ -44,6 +44,22 @@ impl Subscription {
         }
     }
 
+    /// While catching up with nothing read at hand: reads the next page of the log, or,
+    /// when the log has nothing more, turns to following the broadcast. Never waits
+    /// for a live event, so a caller may hold a shared turn across it.
+    pub async fn fill_page(&mut self) -> Result<(), StoreError> {
+        if self.following || !self.page.is_empty() {
+            return Ok(());
+        }
+        let page = self.store.read_all(self.next, PAGE).await?;
+        if page.is_empty() {
+            self.following = true;
+        } else {
+            self.page.extend(page);
+        }
+        Ok(())
+    }
+
     /// Whether it is still reading the log (history, or after falling behind) rather
     /// than following the broadcast.
     pub fn catching_up(&self) -> bool {
@@ -64,12 +80,7 @@ impl Subscription {
                 return Ok(Arc::new(event));
             }
             if !self.following {
-                let page = self.store.read_all(self.next, PAGE).await?;
-                if page.is_empty() {
-                    self.following = true;
-                } else {
-                    self.page.extend(page);
-                }
+                self.fill_page().await?;
                 continue;
             }
             match self.live.recv().await {

@@ -102,6 +102,25 @@ async fn streams_catching_up_in_batches_send_every_event_once_and_end_with_their
     assert_eq!(ids, (0..total).collect::<Vec<_>>());
     drop(all);
 
+    // Streams waiting at the head for live events hold no turn of the catch-up lane
+    // (at most half the cores' turns): one from the start still catches up at once,
+    // not after their 15 s keep-alive.
+    let waiting: Vec<Sse> = futures::future::join_all(
+        (0..num_cpus()).map(|_| Sse::open(&app, "/events", Some(total - 1))),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut from_start = Sse::open(&app, "/events", None).await;
+    for _ in 0..total {
+        from_start.next_event().await.expect("an event");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "caught up in {:?} beside streams waiting at the head",
+        started.elapsed()
+    );
+    drop((waiting, from_start));
+
     // A run's stream from the start: its events only, once each, ending by itself
     // after its last rollout, however the history was cut into batches.
     let events = Sse::open(&app, &format!("/runs/{a_id}/events"), None)
@@ -193,4 +212,8 @@ async fn shutting_down_ends_open_streams_cleanly() {
         all.next_event().await.is_none(),
         "the stream ends, not breaks"
     );
+}
+
+fn num_cpus() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
