@@ -43,7 +43,6 @@ async fn drive(client: Client, args: StreamsArgs) -> Result<String, String> {
     let runs = client.get("/runs?limit=1").await?;
     let run_id = runs["runs"][0]["run_id"]
         .as_str()
-        .or_else(|| runs[0]["run_id"].as_str())
         .ok_or("the service has no run to probe (write a log first: rl-gym load write-log)")?
         .to_string();
     // The quiet figures first, then with the clients reading.

@@ -44,36 +44,21 @@ const FOLDED: [&str; 5] = [
 impl RolloutContent {
     /// Folds one of the rollout's events in; the others add nothing to it.
     pub fn apply(&mut self, event: Event) {
+        self.fold_delivered(&event);
         match event {
-            Event::RolloutStarted(e) => self.trajectory = e.messages,
-            Event::ModelCalled(e) => {
-                self.policies.push(e.policy_ordinal);
-                self.trajectory.push(e.message);
-                self.logprobs.extend(e.logprobs);
-                self.tokens.extend(e.tokens.map(|t| *t));
-            }
-            Event::ToolCalled(e) => {
-                self.trajectory.push(Message::tool_result(
-                    e.call_id.clone(),
-                    &e.tool_name,
-                    e.observation.clone(),
-                ));
-                self.tool_calls.push(ToolCallView {
-                    step: e.step,
-                    call_id: e.call_id,
-                    server: e.server,
-                    tool_name: e.tool_name,
-                    arguments: e.arguments,
-                    observation: e.observation,
-                    is_error: e.is_error,
-                    fault: e.fault,
-                    latency_ms: e.latency_ms,
-                });
-            }
+            Event::ModelCalled(e) => self.logprobs.extend(e.logprobs),
+            Event::ToolCalled(e) => self.tool_calls.push(ToolCallView {
+                step: e.step,
+                call_id: e.call_id,
+                server: e.server,
+                tool_name: e.tool_name,
+                arguments: e.arguments,
+                observation: e.observation,
+                is_error: e.is_error,
+                fault: e.fault,
+                latency_ms: e.latency_ms,
+            }),
             Event::NpcReplied(e) => self.npc_replies.push(e),
-            Event::ContextSummarized(e) => self
-                .trajectory
-                .push(crate::domain::rollout::summary_message(&e.summary)),
             _ => {}
         }
     }
@@ -270,9 +255,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn what_the_feed_delivers_is_folded_alike_from_borrowed_events() {
+    async fn what_the_feed_delivers_is_the_trajectory_without_the_calls_views() {
         let store = golden_store().await;
-        let full = RolloutContent::load(&store, "rol_a1").await.expect("load");
         let mut delivered = RolloutContent::default();
         for recorded in store
             .read_stream(&rollout_stream("rol_a1"), 0)
@@ -281,11 +265,25 @@ mod tests {
         {
             delivered.fold_delivered(&decode(&recorded).expect("decode"));
         }
-        assert_eq!(delivered.trajectory, full.trajectory);
-        assert_eq!(delivered.policies, full.policies);
-        assert_eq!(delivered.tokens, full.tokens);
-        assert!(!full.tool_calls.is_empty(), "the stream has a tool call");
-        assert!(delivered.tool_calls.is_empty() && delivered.npc_replies.is_empty());
+        let roles: Vec<Role> = delivered.trajectory.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::User,
+                Role::Assistant
+            ]
+        );
+        assert_eq!(
+            delivered.trajectory[3].content.as_deref(),
+            Some(r#"{"status":"approved"}"#)
+        );
+        assert_eq!(delivered.policies, [0, 0], "one per model turn");
+        assert!(delivered.tool_calls.is_empty());
+        assert!(delivered.logprobs.is_empty() && delivered.npc_replies.is_empty());
     }
 
     fn sized(bytes: usize) -> RolloutContent {

@@ -32,19 +32,6 @@ impl Deref for TaskRef<'_> {
     }
 }
 
-impl TaskRef<'_> {
-    /// The task to change, copied first unless this is a copy already.
-    fn to_mut(&mut self) -> &mut Task {
-        if !matches!(self, TaskRef::Owned(_)) {
-            *self = TaskRef::Owned(Box::new(Task::clone(self)));
-        }
-        match self {
-            TaskRef::Owned(task) => task,
-            TaskRef::Borrowed(_) | TaskRef::Shared(_) => unreachable!("made a copy above"),
-        }
-    }
-}
-
 /// The task a rollout runs: the bundled one with the run's override for it, if any.
 /// Borrowed when nothing is overridden: every rollout asks, and a task is kilobytes.
 pub fn apply<'a>(
@@ -75,14 +62,22 @@ pub fn apply<'a>(
     if task.is_family() {
         task = TaskRef::Owned(Box::new(task.instance(instance_seed)?.into_owned()));
     }
-    if let Some(name) = text("name") {
-        task.to_mut().name = name.to_string();
+    let (name, description, rubric) = (text("name"), text("description"), text("rubric_markdown"));
+    if name.is_none() && description.is_none() && rubric.is_none() {
+        return Ok(task);
     }
-    if let Some(description) = text("description") {
-        task.to_mut().description = description.to_string();
+    let mut changed = match task {
+        TaskRef::Owned(task) => task,
+        shared => Box::new(Task::clone(&shared)),
+    };
+    if let Some(name) = name {
+        changed.name = name.to_string();
     }
-    if let Some(rubric) = text("rubric_markdown") {
-        task.to_mut().rubric_markdown = Some(rubric.to_string());
+    if let Some(description) = description {
+        changed.description = description.to_string();
     }
-    Ok(task)
+    if let Some(rubric) = rubric {
+        changed.rubric_markdown = Some(rubric.to_string());
+    }
+    Ok(TaskRef::Owned(changed))
 }
